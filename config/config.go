@@ -1,0 +1,87 @@
+// Package config reads the one YAML file that configures shardproxy and
+// partman: strictly (an unknown key is an error naming its line), then
+// validated section by section.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/router"
+)
+
+// File is the whole config file. The proxy and topology keys sit at the top
+// level; other tools have their own sections.
+type File struct {
+	Proxy    proxy.Config  `yaml:",inline"`
+	Topology router.Config `yaml:",inline"`
+	Log      Log           `yaml:"log"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is text (default) or json.
+	Format string `yaml:"format"`
+	// SlowQuery is the slow-query threshold. Default 1s.
+	SlowQuery time.Duration `yaml:"slow_query"`
+}
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Parse decodes and validates a config document.
+func Parse(b []byte) (*File, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty config")
+		}
+		return nil, err
+	}
+	f.Proxy = f.Proxy.WithDefaults()
+	if f.Log.SlowQuery == 0 {
+		f.Log.SlowQuery = time.Second
+	}
+	var errs []error
+	if err := f.Proxy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := f.Topology.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	switch f.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q is not debug, info, warn or error", f.Log.Level))
+	}
+	switch f.Log.Format {
+	case "", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q is not text or json", f.Log.Format))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}

@@ -1,0 +1,63 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+const good = `
+listen: 127.0.0.1:6432
+admin_listen: 127.0.0.1:9930
+users: [{name: app, password: app}]
+shards:
+  - {name: s0, dsn: "postgres://postgres@127.0.0.1:15432/deliveryapp"}
+  - {name: s1, dsn: "postgres://postgres@127.0.0.1:15433/deliveryapp"}
+tables:
+  users:       {strategy: hash, key: id}
+  orders:      {strategy: hash, key: user_id}
+  restaurants: {strategy: reference}
+  events:      {strategy: range, key: created_at, ranges: [{to: "2025-01-01", shard: s0}, {from: "2025-01-01", shard: s1}]}
+`
+
+func TestParseGood(t *testing.T) {
+	f, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Proxy.Pool.Size != 16 || f.Proxy.Database != "deliveryapp" || f.Proxy.Users[0].Auth != "scram-sha-256" {
+		t.Fatalf("defaults not applied: %+v", f.Proxy)
+	}
+	if len(f.Topology.Shards) != 2 || f.Topology.Tables["events"].Ranges[1].Shard != "s1" {
+		t.Fatalf("topology: %+v", f.Topology)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name, doc, want string
+	}{
+		{"unknown key with line", good + "bogus: 1\n", "line 13: field bogus not found"},
+		{"unknown nested key", strings.Replace(good, "{strategy: reference}", "{strategy: reference, colour: red}", 1), "field colour not found"},
+		{"duplicate shard", strings.Replace(good, "name: s1", "name: s0", 1), "duplicate shard name"},
+		{"hash without key", strings.Replace(good, "{strategy: hash, key: id}", "{strategy: hash}", 1), "users: hash strategy needs a key"},
+		{"unknown strategy", strings.Replace(good, "{strategy: reference}", "{strategy: modulo}", 1), `unknown strategy "modulo"`},
+		{"range gap", strings.Replace(good, `{from: "2025-01-01", shard: s1}`, `{from: "2025-02-01", shard: s1}`, 1), "gap in ranges"},
+		{"range overlap", strings.Replace(good, `{from: "2025-01-01", shard: s1}`, `{from: "2024-12-01", shard: s1}`, 1), "ranges overlap"},
+		{"two unbounded", strings.Replace(good, `{from: "2025-01-01", shard: s1}`, `{shard: s1}`, 1), "unbounded"},
+		{"range unknown shard", strings.Replace(good, `shard: s1}]`, `shard: s9}]`, 1), `unknown shard "s9"`},
+		{"bad date", strings.Replace(good, `to: "2025-01-01"`, `to: "Jan 2025"`, 1), "not a date"},
+		{"no users", strings.Replace(good, "users: [{name: app, password: app}]", "", 1), "at least one user"},
+		{"scram without password", strings.Replace(good, "password: app", "password: ''", 1), "needs a password"},
+		{"no shards", "users: [{name: a, auth: trust}]\n", "at least one shard"},
+		{"bad log level", good + "log: {level: loud}\n", "log.level"},
+		{"empty", "", "empty config"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.doc))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,8 @@
+// Package localpg starts and stops real, throwaway PostgreSQL clusters on
+// loopback ports with initdb and pg_ctl. It is the one harness behind the
+// integration tests, the benchmarks and `shardproxy demo`.
+//
+// When the process runs as root (as CI does) the clusters run as the
+// "postgres" OS user through runuser, in data directories that user owns,
+// because Postgres refuses to start as root.
+package localpg

@@ -1,0 +1,416 @@
+package localpg
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Options say how to lay out and start a set of clusters.
+type Options struct {
+	// N is the number of clusters (shards) to start.
+	N int
+	// Dir holds one data directory per cluster (Dir/shard0, Dir/shard1...).
+	// Empty means a new temporary directory, removed by Stop.
+	Dir string
+	// Ports, when set, fixes the port of each cluster (len must be N).
+	// Otherwise free loopback ports are chosen at start.
+	Ports []int
+	// Database is created in every cluster when it does not exist yet.
+	Database string
+	// Settings are extra postgresql.conf lines (name -> value).
+	Settings map[string]string
+	// Log receives progress lines; nil discards them.
+	Log func(format string, args ...any)
+}
+
+// Cluster is one running Postgres server.
+type Cluster struct {
+	Name    string
+	DataDir string
+	Port    int
+	bin     string
+	runAs   *user.User
+}
+
+// Set is a group of running clusters.
+type Set struct {
+	Clusters []*Cluster
+	database string
+	dir      string
+	tempDir  bool
+	stopOnce sync.Once
+}
+
+// ErrNoPostgres means no initdb binary was found.
+var ErrNoPostgres = errors.New("postgres server binaries (initdb, pg_ctl) not found: install the postgresql package")
+
+// BinDir finds the directory holding initdb and pg_ctl: $PG_BINDIR, then
+// PATH, then the newest /usr/lib/postgresql/*/bin.
+func BinDir() (string, error) {
+	if d := os.Getenv("PG_BINDIR"); d != "" {
+		return d, nil
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	return "", ErrNoPostgres
+}
+
+func versionOf(binDir string) int {
+	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return v
+}
+
+// Start initialises (when needed) and starts opts.N clusters in parallel and
+// waits until each accepts connections. On error, whatever started is stopped.
+func Start(ctx context.Context, opts Options) (*Set, error) {
+	if opts.N <= 0 {
+		return nil, fmt.Errorf("localpg: N must be positive")
+	}
+	if opts.Ports != nil && len(opts.Ports) != opts.N {
+		return nil, fmt.Errorf("localpg: %d ports for %d clusters", len(opts.Ports), opts.N)
+	}
+	bin, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	runAs, err := serverUser()
+	if err != nil {
+		return nil, err
+	}
+	s := &Set{database: opts.Database}
+	if opts.Dir == "" {
+		d, err := os.MkdirTemp("", "localpg-")
+		if err != nil {
+			return nil, err
+		}
+		s.dir, s.tempDir = d, true
+	} else {
+		if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+			return nil, err
+		}
+		s.dir = opts.Dir
+	}
+	if err := makeTraversable(s.dir); err != nil {
+		return nil, err
+	}
+	for i := 0; i < opts.N; i++ {
+		s.Clusters = append(s.Clusters, &Cluster{
+			Name:    fmt.Sprintf("shard%d", i),
+			DataDir: filepath.Join(s.dir, fmt.Sprintf("shard%d", i)),
+			bin:     bin,
+			runAs:   runAs,
+		})
+	}
+	errs := make([]error, opts.N)
+	var wg sync.WaitGroup
+	for i, c := range s.Clusters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			port := 0
+			if opts.Ports != nil {
+				port = opts.Ports[i]
+			}
+			errs[i] = c.start(ctx, port, opts)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// DSN returns a libpq URL for the cluster's database as the superuser.
+func (c *Cluster) DSN(database string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.Port, database)
+}
+
+// Dir is the directory holding the clusters' data directories.
+func (s *Set) Dir() string { return s.dir }
+
+// DSNs returns one URL per cluster for the set's database.
+func (s *Set) DSNs() []string {
+	out := make([]string, len(s.Clusters))
+	for i, c := range s.Clusters {
+		out[i] = c.DSN(s.database)
+	}
+	return out
+}
+
+// Stop stops every cluster (fast shutdown) and removes a temporary
+// directory. It is safe to call more than once and from a signal handler.
+func (s *Set) Stop() {
+	s.stopOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, c := range s.Clusters {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = c.Stop() }()
+		}
+		wg.Wait()
+		if s.tempDir {
+			os.RemoveAll(s.dir)
+		}
+	})
+}
+
+// Stop stops this cluster; it can be started again with Restart.
+func (c *Cluster) Stop() error {
+	if _, err := os.Stat(filepath.Join(c.DataDir, "postmaster.pid")); err != nil {
+		return nil
+	}
+	_, err := c.run(context.Background(), "pg_ctl", "-D", c.DataDir, "-m", "fast", "-w", "-t", "60", "stop")
+	return err
+}
+
+// Restart starts a stopped cluster again on the same port.
+func (c *Cluster) Restart(ctx context.Context) error {
+	_, err := c.run(ctx, "pg_ctl", "-D", c.DataDir, "-l", filepath.Join(c.DataDir, "server.log"), "-w", "-t", "60", "start")
+	return err
+}
+
+func (c *Cluster) start(ctx context.Context, port int, opts Options) error {
+	fresh := false
+	if _, err := os.Stat(filepath.Join(c.DataDir, "PG_VERSION")); err != nil {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			return err
+		}
+		if err := c.chown(c.DataDir); err != nil {
+			return err
+		}
+		if out, err := c.run(ctx, "initdb", "-D", c.DataDir, "-U", "postgres", "-A", "trust",
+			"-E", "UTF8", "--locale=C", "--no-sync"); err != nil {
+			return fmt.Errorf("initdb %s: %w\n%s", c.Name, err, out)
+		}
+		fresh = true
+	}
+	// A previous run killed without cleanup may have left a server running.
+	if _, err := c.run(ctx, "pg_ctl", "-D", c.DataDir, "status"); err == nil {
+		c.run(ctx, "pg_ctl", "-D", c.DataDir, "-m", "immediate", "-w", "stop")
+	}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		p := port
+		if p == 0 {
+			var err error
+			if p, err = FreePort(); err != nil {
+				return err
+			}
+		}
+		if err := c.writeConf(p, fresh, opts.Settings); err != nil {
+			return err
+		}
+		c.Port = p
+		if err := c.Restart(ctx); err != nil {
+			log, _ := os.ReadFile(filepath.Join(c.DataDir, "server.log"))
+			lastErr = fmt.Errorf("start %s on port %d: %w\n%s", c.Name, p, err, tail(log, 2000))
+			if port != 0 {
+				break
+			}
+			continue
+		}
+		lastErr = nil
+		break
+	}
+	if lastErr != nil {
+		return lastErr
+	}
+	if opts.Database != "" {
+		return c.ensureDatabase(ctx, opts.Database)
+	}
+	return nil
+}
+
+// writeConf rewrites the included localpg.conf: port and test-friendly
+// settings (no fsync, TCP on loopback only, no Unix socket).
+func (c *Cluster) writeConf(port int, fresh bool, extra map[string]string) error {
+	conf := filepath.Join(c.DataDir, "postgresql.conf")
+	if fresh {
+		f, err := os.OpenFile(conf, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.WriteString("\ninclude_if_exists = 'localpg.conf'\n")
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	lines := map[string]string{
+		"port":                      strconv.Itoa(port),
+		"listen_addresses":          "'127.0.0.1'",
+		"unix_socket_directories":   "''",
+		"fsync":                     "off",
+		"synchronous_commit":        "off",
+		"full_page_writes":          "off",
+		"max_connections":           "200",
+		"max_prepared_transactions": "20",
+		"shared_buffers":            "64MB",
+		"log_min_messages":          "warning",
+		"timezone":                  "'UTC'",
+	}
+	for k, v := range extra {
+		lines[k] = v
+	}
+	keys := make([]string, 0, len(lines))
+	for k := range lines {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b bytes.Buffer
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s = %s\n", k, lines[k])
+	}
+	path := filepath.Join(c.DataDir, "localpg.conf")
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		return err
+	}
+	return c.chown(path)
+}
+
+func (c *Cluster) ensureDatabase(ctx context.Context, db string) error {
+	psql := filepath.Join(c.bin, "psql")
+	if _, err := os.Stat(psql); err != nil {
+		psql = "psql"
+	}
+	q := fmt.Sprintf("SELECT 1 FROM pg_database WHERE datname = '%s'", strings.ReplaceAll(db, "'", "''"))
+	out, err := exec.CommandContext(ctx, psql, "-XAtq", "-h", "127.0.0.1", "-p", strconv.Itoa(c.Port),
+		"-U", "postgres", "-d", "postgres", "-c", q).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: check database: %w\n%s", c.Name, err, out)
+	}
+	if strings.TrimSpace(string(out)) == "1" {
+		return nil
+	}
+	ident := `"` + strings.ReplaceAll(db, `"`, `""`) + `"`
+	out, err = exec.CommandContext(ctx, psql, "-XAtq", "-h", "127.0.0.1", "-p", strconv.Itoa(c.Port),
+		"-U", "postgres", "-d", "postgres", "-c", "CREATE DATABASE "+ident).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: create database: %w\n%s", c.Name, err, out)
+	}
+	return nil
+}
+
+// run executes a Postgres binary from the bin dir, as the server user when
+// we are root.
+func (c *Cluster) run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	path := filepath.Join(c.bin, name)
+	var cmd *exec.Cmd
+	if c.runAs != nil {
+		cmd = exec.CommandContext(ctx, "runuser", append([]string{"-u", c.runAs.Username, "--", path}, args...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, path, args...)
+	}
+	cmd.Dir = os.TempDir()
+	// pg_ctl start leaves the postmaster running with our stdout; give it
+	// nothing so that the caller's pipes close.
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	return out.Bytes(), err
+}
+
+func (c *Cluster) chown(path string) error {
+	if c.runAs == nil {
+		return nil
+	}
+	uid, _ := strconv.Atoi(c.runAs.Uid)
+	gid, _ := strconv.Atoi(c.runAs.Gid)
+	return os.Chown(path, uid, gid)
+}
+
+// serverUser is the OS user to run Postgres as: nil (ourselves) unless we
+// are root, then "postgres".
+func serverUser() (*user.User, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs a 'postgres' OS user to run the servers: %w", err)
+	}
+	return u, nil
+}
+
+// makeTraversable lets the server user reach dir through its parents
+// (os.MkdirTemp creates 0700 directories).
+func makeTraversable(dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for d := abs; d != "/" && d != "."; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(d, fi.Mode().Perm()|0o011); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// StopOnSignal stops the set when the process receives SIGINT or SIGTERM,
+// then exits with status 130, so an interrupted test run or demo leaves no
+// servers behind.
+func (s *Set) StopOnSignal() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ch
+		s.Stop()
+		os.Exit(130)
+	}()
+}
+
+// InCI reports whether CI=true: integration tests must then fail, never skip,
+// when Postgres cannot start.
+func InCI() bool { return os.Getenv("CI") == "true" }

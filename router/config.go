@@ -1,0 +1,251 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Strategy says how a table's rows are placed on shards.
+type Strategy string
+
+const (
+	// Hash places a row on shard PartitionOf(hash(key), len(shards)), the
+	// shard index being the partition remainder.
+	Hash Strategy = "hash"
+	// Range places a row by its key (a date or timestamptz) in a range map.
+	Range Strategy = "range"
+	// Reference tables are copied in full on every shard.
+	Reference Strategy = "reference"
+)
+
+// Config is the topology section of the config file.
+type Config struct {
+	// Shards in order: the i-th shard holds hash remainder i.
+	Shards []ShardConfig `yaml:"shards"`
+	// Tables maps a table name (optionally schema-qualified) to its placement.
+	Tables map[string]TableConfig `yaml:"tables"`
+	// DefaultShard holds tables that are not in Tables. Empty means the first shard.
+	DefaultShard string `yaml:"default_shard"`
+}
+
+// ShardConfig names one backend Postgres database.
+type ShardConfig struct {
+	Name string `yaml:"name"`
+	// DSN is a libpq URL or key=value string for the shard's database.
+	DSN string `yaml:"dsn"`
+}
+
+// TableConfig says how one table is placed.
+type TableConfig struct {
+	Strategy Strategy `yaml:"strategy"`
+	// Key is the shard key column (hash and range tables).
+	Key string `yaml:"key"`
+	// KeyType is the hash key's type: bigint (default; also fits int2/int4)
+	// or text.
+	KeyType string `yaml:"key_type"`
+	// Ranges map key intervals [from, to) to shards (range tables). Bounds
+	// are dates or timestamps, read as UTC unless they carry an offset.
+	Ranges []RangeConfig `yaml:"ranges"`
+}
+
+// RangeConfig is one interval of a range map; an empty From or To is unbounded.
+type RangeConfig struct {
+	From  string `yaml:"from"`
+	To    string `yaml:"to"`
+	Shard string `yaml:"shard"`
+}
+
+// Validate checks the topology and returns every problem found.
+func (c *Config) Validate() error {
+	_, err := NewTopology(c)
+	return err
+}
+
+// ParseBound reads a range bound: a date (2025-01-01) or a timestamp with or
+// without an offset; without one it is UTC.
+func ParseBound(s string) (time.Time, error) {
+	layouts := []string{"2006-01-02", "2006-01-02 15:04:05", "2006-01-02T15:04:05",
+		time.RFC3339Nano, "2006-01-02 15:04:05Z07:00", "2006-01-02 15:04:05Z07"}
+	for _, l := range layouts {
+		if t, err := time.ParseInLocation(l, strings.TrimSpace(s), time.UTC); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a date or timestamp", s)
+}
+
+// Topology is the validated, resolved form of Config used for routing.
+type Topology struct {
+	Shards  []ShardConfig
+	Tables  map[string]*Table
+	Default int
+	index   map[string]int
+}
+
+// Table is a resolved table placement.
+type Table struct {
+	Name     string
+	Strategy Strategy
+	Key      string
+	KeyText  bool
+	Ranges   []Interval
+}
+
+// Interval is a resolved [From, To) range; a zero From or To is unbounded.
+type Interval struct {
+	From, To time.Time
+	Shard    int
+}
+
+// ShardIndex returns the index of the named shard.
+func (t *Topology) ShardIndex(name string) (int, bool) {
+	i, ok := t.index[name]
+	return i, ok
+}
+
+// NewTopology validates c and resolves it.
+func NewTopology(c *Config) (*Topology, error) {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	t := &Topology{Shards: c.Shards, Tables: map[string]*Table{}, index: map[string]int{}}
+	if len(c.Shards) == 0 {
+		bad("shards: at least one shard is required")
+	}
+	for i, s := range c.Shards {
+		switch {
+		case s.Name == "":
+			bad("shards[%d]: name is required", i)
+		case s.DSN == "":
+			bad("shard %s: dsn is required", s.Name)
+		}
+		if _, dup := t.index[s.Name]; dup && s.Name != "" {
+			bad("shard %s: duplicate shard name", s.Name)
+		}
+		t.index[s.Name] = i
+	}
+	if c.DefaultShard != "" {
+		i, ok := t.index[c.DefaultShard]
+		if !ok {
+			bad("default_shard: unknown shard %q", c.DefaultShard)
+		}
+		t.Default = i
+	}
+	names := make([]string, 0, len(c.Tables))
+	for n := range c.Tables {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		tc := c.Tables[name]
+		tb := &Table{Name: strings.ToLower(name), Strategy: tc.Strategy, Key: tc.Key}
+		switch tc.Strategy {
+		case Hash:
+			if tc.Key == "" {
+				bad("table %s: hash strategy needs a key", name)
+			}
+			switch tc.KeyType {
+			case "", "bigint", "int", "integer":
+			case "text":
+				tb.KeyText = true
+			default:
+				bad("table %s: key_type %q is not bigint or text", name, tc.KeyType)
+			}
+			if len(tc.Ranges) > 0 {
+				bad("table %s: ranges are only for the range strategy", name)
+			}
+		case Range:
+			if tc.Key == "" {
+				bad("table %s: range strategy needs a key", name)
+			}
+			iv, err := resolveRanges(name, tc.Ranges, t.index)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			tb.Ranges = iv
+		case Reference:
+			if tc.Key != "" || len(tc.Ranges) > 0 {
+				bad("table %s: a reference table has no key or ranges", name)
+			}
+		case "":
+			bad("table %s: strategy is required (hash, range or reference)", name)
+		default:
+			bad("table %s: unknown strategy %q (hash, range or reference)", name, tc.Strategy)
+		}
+		if _, dup := t.Tables[tb.Name]; dup {
+			bad("table %s: listed twice (names are case-insensitive)", name)
+		}
+		t.Tables[tb.Name] = tb
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// resolveRanges sorts the intervals and insists that they tile a contiguous
+// span with no gap and no overlap.
+func resolveRanges(table string, rs []RangeConfig, shards map[string]int) ([]Interval, error) {
+	if len(rs) == 0 {
+		return nil, fmt.Errorf("table %s: range strategy needs ranges", table)
+	}
+	var errs []error
+	out := make([]Interval, 0, len(rs))
+	for i, r := range rs {
+		var iv Interval
+		var err error
+		if r.From != "" {
+			if iv.From, err = ParseBound(r.From); err != nil {
+				errs = append(errs, fmt.Errorf("table %s: ranges[%d].from: %w", table, i, err))
+			}
+		}
+		if r.To != "" {
+			if iv.To, err = ParseBound(r.To); err != nil {
+				errs = append(errs, fmt.Errorf("table %s: ranges[%d].to: %w", table, i, err))
+			}
+		}
+		idx, ok := shards[r.Shard]
+		if !ok {
+			errs = append(errs, fmt.Errorf("table %s: ranges[%d]: unknown shard %q", table, i, r.Shard))
+		}
+		iv.Shard = idx
+		if !iv.From.IsZero() && !iv.To.IsZero() && !iv.From.Before(iv.To) {
+			errs = append(errs, fmt.Errorf("table %s: ranges[%d]: from %s is not before to %s", table, i, r.From, r.To))
+		}
+		out = append(out, iv)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].From.IsZero() != out[j].From.IsZero() {
+			return out[i].From.IsZero()
+		}
+		return out[i].From.Before(out[j].From)
+	})
+	for i := 1; i < len(out); i++ {
+		prev, cur := out[i-1], out[i]
+		switch {
+		case prev.To.IsZero() || cur.From.IsZero():
+			errs = append(errs, fmt.Errorf("table %s: ranges overlap: two ranges are unbounded on the same side", table))
+		case cur.From.Before(prev.To):
+			errs = append(errs, fmt.Errorf("table %s: ranges overlap at %s", table, cur.From.Format(time.RFC3339)))
+		case cur.From.After(prev.To):
+			errs = append(errs, fmt.Errorf("table %s: gap in ranges from %s to %s", table,
+				prev.To.Format(time.RFC3339), cur.From.Format(time.RFC3339)))
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// ShardForTime returns the shard whose interval holds t, if any.
+func (tb *Table) ShardForTime(t time.Time) (int, bool) {
+	for _, iv := range tb.Ranges {
+		if (iv.From.IsZero() || !t.Before(iv.From)) && (iv.To.IsZero() || t.Before(iv.To)) {
+			return iv.Shard, true
+		}
+	}
+	return 0, false
+}
