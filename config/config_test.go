@@ -61,3 +61,9 @@ func TestParseErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestExampleConfigLoads(t *testing.T) {
+	if _, err := Load("../delivery/example.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
