@@ -1,0 +1,280 @@
+package parser
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	pgerr "github.com/pganalyze/pg_query_go/v6/parser"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Kind classifies a statement for routing and the protocol layer.
+type Kind uint8
+
+const (
+	Select      Kind = iota + 1 // SELECT, VALUES, TABLE: reads
+	Insert                      // INSERT
+	Update                      // UPDATE
+	Delete                      // DELETE
+	DDL                         // schema changes and maintenance: every shard
+	Transaction                 // BEGIN, COMMIT, ROLLBACK, SAVEPOINT...
+	Set                         // SET, RESET
+	Show                        // SHOW
+	Explain                     // EXPLAIN (of Inner)
+	Unsupported                 // statements the proxy refuses (LISTEN, COPY, cursors, PREPARE...)
+)
+
+var kindNames = [...]string{"", "select", "insert", "update", "delete", "ddl", "transaction", "set", "show", "explain", "unsupported"}
+
+func (k Kind) String() string { return kindNames[k] }
+
+// TxOp says what a Transaction statement does.
+type TxOp uint8
+
+const (
+	Begin TxOp = iota + 1
+	Commit
+	Rollback
+	Savepoint // SAVEPOINT, RELEASE, ROLLBACK TO: inside a transaction only
+	TwoPhase  // PREPARE TRANSACTION, COMMIT/ROLLBACK PREPARED
+)
+
+// Table is a table named by a statement. Names are as Postgres folds them:
+// lower case unless quoted.
+type Table struct {
+	Schema string
+	Name   string
+}
+
+// Statement is one analysed SQL statement. It is immutable once returned and
+// safe to share between sessions (the parse cache does).
+type Statement struct {
+	SQL  string
+	Kind Kind
+	Tx   TxOp
+	// Tables are the distinct tables named anywhere in the statement
+	// (subqueries and CTE bodies included, CTE names excluded).
+	Tables []Table
+	// Inner is the explained statement, for Kind == Explain.
+	Inner *Statement
+	// What names the statement for refusals of Kind Unsupported (e.g. "LISTEN").
+	What string
+	// Writes is true for INSERT/UPDATE/DELETE, data-modifying CTEs,
+	// SELECT ... FOR UPDATE and SELECT INTO.
+	Writes bool
+
+	node    *pg.Node
+	version int32
+}
+
+// SyntaxError is a parse error from the Postgres grammar.
+type SyntaxError struct {
+	Message string
+	// Position is the 1-based character position of the error, 0 if unknown.
+	Position int
+}
+
+func (e *SyntaxError) Error() string { return e.Message }
+
+// ErrEmpty means the query string holds no statement.
+var ErrEmpty = errors.New("empty query")
+
+// Parse analyses a query string, which may hold several statements.
+func Parse(sql string) ([]*Statement, error) {
+	tree, err := pg.Parse(sql)
+	if err != nil {
+		var pe *pgerr.Error
+		if errors.As(err, &pe) {
+			return nil, &SyntaxError{Message: pe.Message, Position: pe.Cursorpos}
+		}
+		return nil, &SyntaxError{Message: err.Error()}
+	}
+	if len(tree.Stmts) == 0 {
+		return nil, ErrEmpty
+	}
+	out := make([]*Statement, 0, len(tree.Stmts))
+	for _, raw := range tree.Stmts {
+		text := sql
+		if len(tree.Stmts) > 1 {
+			start := int(raw.StmtLocation)
+			end := len(sql)
+			if raw.StmtLen > 0 {
+				end = start + int(raw.StmtLen)
+			}
+			text = strings.TrimSpace(sql[start:end])
+		}
+		st := analyse(text, raw.Stmt)
+		st.version = tree.Version
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func analyse(sql string, n *pg.Node) *Statement {
+	s := &Statement{SQL: sql, node: n}
+	switch x := n.Node.(type) {
+	case *pg.Node_SelectStmt:
+		s.Kind = Select
+		sel := x.SelectStmt
+		s.Writes = len(sel.LockingClause) > 0 || sel.IntoClause != nil
+	case *pg.Node_InsertStmt:
+		s.Kind, s.Writes = Insert, true
+	case *pg.Node_UpdateStmt:
+		s.Kind, s.Writes = Update, true
+	case *pg.Node_DeleteStmt:
+		s.Kind, s.Writes = Delete, true
+	case *pg.Node_TransactionStmt:
+		s.Kind = Transaction
+		switch x.TransactionStmt.Kind {
+		case pg.TransactionStmtKind_TRANS_STMT_BEGIN, pg.TransactionStmtKind_TRANS_STMT_START:
+			s.Tx = Begin
+		case pg.TransactionStmtKind_TRANS_STMT_COMMIT:
+			s.Tx = Commit
+		case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK:
+			s.Tx = Rollback
+		case pg.TransactionStmtKind_TRANS_STMT_SAVEPOINT, pg.TransactionStmtKind_TRANS_STMT_RELEASE,
+			pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+			s.Tx = Savepoint
+		default:
+			s.Tx = TwoPhase
+		}
+	case *pg.Node_VariableSetStmt:
+		s.Kind = Set
+	case *pg.Node_VariableShowStmt:
+		s.Kind = Show
+	case *pg.Node_ExplainStmt:
+		s.Kind = Explain
+		s.Inner = analyse(sql, x.ExplainStmt.Query)
+		for _, o := range x.ExplainStmt.Options {
+			if d := o.GetDefElem(); d != nil && d.Defname == "analyze" {
+				s.Writes = s.Inner.Writes
+			}
+		}
+	case *pg.Node_ListenStmt, *pg.Node_UnlistenStmt, *pg.Node_NotifyStmt:
+		s.Kind, s.What = Unsupported, "LISTEN/NOTIFY"
+	case *pg.Node_CopyStmt:
+		s.Kind, s.What = Unsupported, "COPY"
+	case *pg.Node_DeclareCursorStmt, *pg.Node_FetchStmt, *pg.Node_ClosePortalStmt:
+		s.Kind, s.What = Unsupported, "cursors"
+	case *pg.Node_PrepareStmt, *pg.Node_ExecuteStmt, *pg.Node_DeallocateStmt:
+		s.Kind, s.What = Unsupported, "SQL PREPARE/EXECUTE"
+	case *pg.Node_DoStmt:
+		s.Kind, s.What = Unsupported, "DO blocks"
+	case *pg.Node_CallStmt:
+		s.Kind, s.What = Unsupported, "CALL"
+	case *pg.Node_LockStmt:
+		s.Kind, s.What = Unsupported, "LOCK"
+	case *pg.Node_DiscardStmt:
+		s.Kind, s.What = Unsupported, "DISCARD"
+	case *pg.Node_CreatedbStmt, *pg.Node_DropdbStmt, *pg.Node_AlterDatabaseStmt, *pg.Node_AlterDatabaseSetStmt,
+		*pg.Node_CreateRoleStmt, *pg.Node_AlterRoleStmt, *pg.Node_DropRoleStmt, *pg.Node_AlterSystemStmt,
+		*pg.Node_CreateTableSpaceStmt, *pg.Node_DropTableSpaceStmt, *pg.Node_LoadStmt, *pg.Node_CheckPointStmt:
+		s.Kind, s.What = Unsupported, "cluster-wide commands"
+	default:
+		s.Kind, s.Writes = DDL, true
+	}
+	if s.Kind != Transaction && s.Kind != Set && s.Kind != Show {
+		s.Tables = collectTables(n)
+		if s.Kind == Select && !s.Writes && hasModifyingCTE(n) {
+			s.Writes = true
+		}
+	}
+	return s
+}
+
+// collectTables walks the whole tree for RangeVars, leaving out names that
+// refer to CTEs of the statement.
+func collectTables(n *pg.Node) []Table {
+	ctes := map[string]bool{}
+	var out []Table
+	seen := map[Table]bool{}
+	walk(n.ProtoReflect(), func(m protoreflect.Message) {
+		switch v := m.Interface().(type) {
+		case *pg.CommonTableExpr:
+			ctes[v.Ctename] = true
+		case *pg.RangeVar:
+			t := Table{Schema: v.Schemaname, Name: v.Relname}
+			if !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	})
+	kept := out[:0]
+	for _, t := range out {
+		if t.Schema == "" && ctes[t.Name] {
+			continue
+		}
+		kept = append(kept, t)
+	}
+	return kept
+}
+
+func hasModifyingCTE(n *pg.Node) bool {
+	found := false
+	walk(n.ProtoReflect(), func(m protoreflect.Message) {
+		if c, ok := m.Interface().(*pg.CommonTableExpr); ok && c.Ctequery != nil {
+			switch c.Ctequery.Node.(type) {
+			case *pg.Node_InsertStmt, *pg.Node_UpdateStmt, *pg.Node_DeleteStmt, *pg.Node_MergeStmt:
+				found = true
+			}
+		}
+	})
+	return found
+}
+
+// walk calls fn on m and every message below it.
+func walk(m protoreflect.Message, fn func(protoreflect.Message)) {
+	if !m.IsValid() {
+		return
+	}
+	fn(m)
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				walk(l.Get(i).Message(), fn)
+			}
+		case fd.Message() != nil && !fd.IsMap():
+			walk(v.Message(), fn)
+		}
+		return true
+	})
+}
+
+// containsFunc reports whether any call in the tree satisfies pred.
+func containsNode(n protoreflect.Message, pred func(protoreflect.Message) bool) bool {
+	found := false
+	walk(n, func(m protoreflect.Message) {
+		if !found && pred(m) {
+			found = true
+		}
+	})
+	return found
+}
+
+// Normalize returns the statement with literals replaced by $n, for logs.
+func Normalize(sql string) (string, error) { return pg.Normalize(sql) }
+
+// Fingerprint names the shape of a query (pg_query's fingerprint).
+func Fingerprint(sql string) (string, error) { return pg.Fingerprint(sql) }
+
+func strVal(n *pg.Node) string {
+	if s := n.GetString_(); s != nil {
+		return s.Sval
+	}
+	return ""
+}
+
+func names(ns []*pg.Node) []string {
+	out := make([]string, 0, len(ns))
+	for _, n := range ns {
+		out = append(out, strVal(n))
+	}
+	return out
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

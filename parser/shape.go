@@ -1,0 +1,148 @@
+package parser
+
+import (
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Shape describes what a SELECT asks of its rows beyond filtering: what a
+// fan-out must merge to answer like one Postgres would.
+type Shape struct {
+	Union     bool // UNION, INTERSECT or EXCEPT that removes duplicates
+	UnionAll  bool
+	Distinct  bool
+	GroupBy   bool
+	Having    bool
+	Window    bool
+	OrderBy   bool
+	Limit     bool
+	Offset    bool
+	Aggregate bool // an aggregate call appears in the target list
+	// Aggs has one entry per target when every target is exactly one
+	// aggregate call (count(*), sum(x)...), nil otherwise.
+	Aggs []Agg
+	// Subquery is true when a target or the filter holds a subquery.
+	Subquery bool
+}
+
+// Agg is one aggregate target.
+type Agg struct {
+	Func     string // lower case: count, sum, min, max...
+	Distinct bool
+	Ordered  bool // ORDER BY inside the call, or WITHIN GROUP
+	Filter   bool
+}
+
+// aggregates are the built-in aggregate functions recognised by name.
+var aggregates = map[string]bool{
+	"count": true, "sum": true, "min": true, "max": true, "avg": true,
+	"bool_and": true, "bool_or": true, "every": true, "bit_and": true, "bit_or": true, "bit_xor": true,
+	"string_agg": true, "array_agg": true, "json_agg": true, "jsonb_agg": true,
+	"json_object_agg": true, "jsonb_object_agg": true, "xmlagg": true,
+	"stddev": true, "stddev_pop": true, "stddev_samp": true, "variance": true, "var_pop": true, "var_samp": true,
+	"corr": true, "covar_pop": true, "covar_samp": true, "regr_avgx": true, "regr_avgy": true, "regr_count": true,
+	"regr_intercept": true, "regr_r2": true, "regr_slope": true, "regr_sxx": true, "regr_sxy": true, "regr_syy": true,
+	"percentile_cont": true, "percentile_disc": true, "mode": true, "rank": true, "dense_rank": true,
+	"percent_rank": true, "cume_dist": true, "range_agg": true, "range_intersect_agg": true,
+}
+
+func isAggregate(f *pg.FuncCall) bool {
+	ns := names(f.Funcname)
+	name := ns[len(ns)-1]
+	return f.Over == nil && (aggregates[name] || f.AggStar || f.AggDistinct || f.AggWithinGroup || len(f.AggOrder) > 0 || f.AggFilter != nil)
+}
+
+// Shape returns the SELECT's shape; ok is false for other statements.
+func (s *Statement) Shape() (Shape, bool) {
+	if s.Kind == Explain {
+		return s.Inner.Shape()
+	}
+	sel := s.node.GetSelectStmt()
+	if sel == nil {
+		return Shape{}, false
+	}
+	var sh Shape
+	if sel.Op != pg.SetOperation_SETOP_NONE {
+		if sel.Op == pg.SetOperation_SETOP_UNION && sel.All {
+			sh.UnionAll = true
+		} else {
+			sh.Union = true
+		}
+		// A set operation's own ORDER BY/LIMIT apply to the whole result;
+		// its branches are checked as SELECTs of their own.
+		for _, b := range []*pg.SelectStmt{sel.Larg, sel.Rarg} {
+			bs := (&Statement{Kind: Select, node: &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: b}}})
+			inner, _ := bs.Shape()
+			mergeShape(&sh, inner)
+		}
+	}
+	sh.Distinct = sh.Distinct || len(sel.DistinctClause) > 0
+	sh.GroupBy = sh.GroupBy || len(sel.GroupClause) > 0
+	sh.Having = sh.Having || sel.HavingClause != nil
+	sh.Window = sh.Window || len(sel.WindowClause) > 0
+	sh.OrderBy = sh.OrderBy || len(sel.SortClause) > 0
+	sh.Limit = sh.Limit || sel.LimitCount != nil
+	sh.Offset = sh.Offset || sel.LimitOffset != nil
+	if sel.WhereClause != nil && containsNode(sel.WhereClause.ProtoReflect(), isSubLink) {
+		sh.Subquery = true
+	}
+	aggs := make([]Agg, 0, len(sel.TargetList))
+	allAggs := len(sel.TargetList) > 0
+	for _, t := range sel.TargetList {
+		rt := t.GetResTarget()
+		if rt == nil || rt.Val == nil {
+			allAggs = false
+			continue
+		}
+		m := rt.Val.ProtoReflect()
+		if containsNode(m, isSubLink) {
+			sh.Subquery = true
+		}
+		if containsNode(m, func(m protoreflect.Message) bool {
+			f, ok := m.Interface().(*pg.FuncCall)
+			return ok && f.Over != nil
+		}) {
+			sh.Window = true
+		}
+		hasAgg := containsNode(m, func(m protoreflect.Message) bool {
+			f, ok := m.Interface().(*pg.FuncCall)
+			return ok && isAggregate(f)
+		})
+		sh.Aggregate = sh.Aggregate || hasAgg
+		f := rt.Val.GetFuncCall()
+		if f == nil || !isAggregate(f) {
+			allAggs = false
+			continue
+		}
+		// The aggregate's own arguments must not hold another aggregate.
+		ns := names(f.Funcname)
+		aggs = append(aggs, Agg{
+			Func:     ns[len(ns)-1],
+			Distinct: f.AggDistinct,
+			Ordered:  len(f.AggOrder) > 0 || f.AggWithinGroup,
+			Filter:   f.AggFilter != nil,
+		})
+	}
+	if allAggs {
+		sh.Aggs = aggs
+	}
+	return sh, true
+}
+
+func mergeShape(dst *Shape, src Shape) {
+	dst.Union = dst.Union || src.Union
+	dst.Distinct = dst.Distinct || src.Distinct
+	dst.GroupBy = dst.GroupBy || src.GroupBy
+	dst.Having = dst.Having || src.Having
+	dst.Window = dst.Window || src.Window
+	dst.OrderBy = dst.OrderBy || src.OrderBy
+	dst.Limit = dst.Limit || src.Limit
+	dst.Offset = dst.Offset || src.Offset
+	dst.Aggregate = dst.Aggregate || src.Aggregate
+	dst.Subquery = dst.Subquery || src.Subquery
+}
+
+func isSubLink(m protoreflect.Message) bool {
+	_, ok := m.Interface().(*pg.SubLink)
+	return ok
+}
