@@ -278,3 +278,23 @@ func names(ns []*pg.Node) []string {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// SetName returns the lower-case parameter a SET/RESET names ("all" for
+// RESET ALL) and whether it is SET LOCAL.
+func (s *Statement) SetName() (name string, local bool) {
+	v := s.node.GetVariableSetStmt()
+	if v == nil {
+		return "", false
+	}
+	if v.Kind == pg.VariableSetKind_VAR_RESET_ALL {
+		return "all", v.IsLocal
+	}
+	return strings.ToLower(v.Name), v.IsLocal
+}
+
+// IsReset reports whether a SET statement is RESET (or SET ... TO DEFAULT).
+func (s *Statement) IsReset() bool {
+	v := s.node.GetVariableSetStmt()
+	return v != nil && (v.Kind == pg.VariableSetKind_VAR_RESET || v.Kind == pg.VariableSetKind_VAR_RESET_ALL ||
+		v.Kind == pg.VariableSetKind_VAR_SET_DEFAULT)
+}

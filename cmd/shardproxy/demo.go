@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/shardproxy/shardproxy/config"
+	"github.com/shardproxy/shardproxy/delivery"
+	"github.com/shardproxy/shardproxy/localpg"
+	"github.com/shardproxy/shardproxy/parser"
+	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/router"
+)
+
+// demo starts 4 local shards under dir, creates the delivery schema and
+// sample data through the proxy, and serves until interrupted.
+func demo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", ".demo", "work folder for the shards' data")
+	listen := fs.String("listen", "127.0.0.1:6432", "proxy address")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runDemo(ctx, *dir, *listen, stdout, stderr); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "demo:", err)
+		return 1
+	}
+	return 0
+}
+
+func runDemo(ctx context.Context, dir, listen string, stdout, stderr io.Writer) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w (is another demo or Postgres running there?)", listen, err)
+	}
+	defer ln.Close()
+	ports := []int{15432, 15433, 15434, 15435}
+	for _, p := range ports {
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err != nil {
+			ports = nil // taken: let the harness choose free ports
+			break
+		} else {
+			l.Close()
+		}
+	}
+	abs, _ := filepath.Abs(dir)
+	fmt.Fprintf(stdout, "starting 4 Postgres shards in %s ...\n", abs)
+	set, err := localpg.Start(ctx, localpg.Options{N: 4, Dir: filepath.Join(dir, "shards"), Ports: ports, Database: "deliveryapp"})
+	if err != nil {
+		return err
+	}
+	defer set.Stop()
+
+	f, err := demoConfig(set, listen)
+	if err != nil {
+		return err
+	}
+	out, _ := yaml.Marshal(demoYAML(set, listen))
+	cfgPath := filepath.Join(dir, "shardproxy.yaml")
+	os.WriteFile(cfgPath, out, 0o644)
+
+	topo, err := router.NewTopology(&f.Topology)
+	if err != nil {
+		return err
+	}
+	log := newLogger(config.Log{Level: "warn"}, stderr)
+	srv, err := proxy.New(f.Proxy, topo, log)
+	if err != nil {
+		return err
+	}
+	srv.Warm(ctx)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	defer srv.Close()
+
+	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", listen)
+	if err := loadDemo(ctx, url, stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `
+shardproxy is serving the delivery app on %s over 4 shards (config: %s).
+
+  psql "postgres://app:app@%s/deliveryapp"
+
+Try:
+  SELECT count(*) FROM orders WHERE user_id = 42;           -- one shard
+  SELECT count(*), sum(total), max(created_at) FROM orders; -- every shard, combined
+  SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE o.user_id = 7;  -- co-located join
+  SELECT count(*) FROM events WHERE created_at >= '2025-02-01+00' AND created_at < '2025-03-01+00';  -- range shard s1
+  SELECT * FROM restaurants WHERE city = 'Madrid';          -- reference table, any shard
+  SELECT * FROM orders ORDER BY total DESC LIMIT 5;         -- refused (0A000): cross-shard ORDER BY comes later
+
+Ctrl-C stops the proxy and the shards (data stays in %s for the next run).
+`, listen, cfgPath, listen, abs)
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(stdout, "\nstopping ...")
+		return nil
+	case err := <-served:
+		return err
+	}
+}
+
+func demoYAML(set *localpg.Set, listen string) map[string]any {
+	var shards []map[string]string
+	for i, dsn := range set.DSNs() {
+		shards = append(shards, map[string]string{"name": fmt.Sprintf("s%d", i), "dsn": dsn})
+	}
+	var ex map[string]any
+	yaml.Unmarshal(delivery.ExampleConfig, &ex)
+	ex["listen"] = listen
+	ex["shards"] = shards
+	delete(ex, "admin_listen")
+	return ex
+}
+
+func demoConfig(set *localpg.Set, listen string) (*config.File, error) {
+	out, err := yaml.Marshal(demoYAML(set, listen))
+	if err != nil {
+		return nil, err
+	}
+	return config.Parse(out)
+}
+
+// loadDemo creates the schema and loads the sample data through the proxy,
+// unless a previous run already did.
+func loadDemo(ctx context.Context, url string, stdout io.Writer) error {
+	cc, err := pgx.ParseConfig(url)
+	if err != nil {
+		return err
+	}
+	cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("connect through the proxy: %w", err)
+	}
+	defer conn.Close(context.Background())
+	stmts, err := parser.Parse(delivery.Schema)
+	if err != nil {
+		return err
+	}
+	for _, st := range stmts {
+		if _, err := conn.Exec(ctx, st.SQL); err != nil {
+			return fmt.Errorf("schema: %w", err)
+		}
+	}
+	var users int64
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&users); err != nil {
+		return err
+	}
+	if users == int64(delivery.DemoSizes.Users) {
+		fmt.Fprintln(stdout, "sample data already loaded: reusing it")
+		return nil
+	}
+	if users > 0 {
+		fmt.Fprintln(stdout, "partial sample data found: reloading")
+		for _, t := range []string{"order_items", "orders", "events", "users", "restaurants"} {
+			if _, err := conn.Exec(ctx, "TRUNCATE "+t); err != nil {
+				return err
+			}
+		}
+	}
+	start := time.Now()
+	last := ""
+	err = delivery.Load(ctx, conn, delivery.DemoSizes, func(table string, done, total int) {
+		if table != last && last != "" {
+			fmt.Fprintln(stdout)
+		}
+		last = table
+		const width = 30
+		filled := done * width / total
+		fmt.Fprintf(stdout, "\rloading %-12s [%s%s] %6d/%d", table, strings.Repeat("#", filled), strings.Repeat(" ", width-filled), done, total)
+	})
+	fmt.Fprintln(stdout)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "loaded sample data through the proxy in %s\n", time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,255 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// backend is one hijacked server connection, driven with raw frames.
+type backend struct {
+	conn   net.Conn
+	rd     *frameReader
+	pid    uint32
+	secret []byte
+	params map[string]string
+	pool   *pool
+	// broken is set when the connection must not be reused.
+	broken bool
+	// dirty is set when session state (SET, ParameterStatus) may differ
+	// from a fresh connection's; release resets it.
+	dirty bool
+	// txStatus is the last ReadyForQuery status: 'I', 'T' or 'E'.
+	txStatus byte
+	wbuf     []byte
+}
+
+// pool holds idle backend connections to one shard. Waiters are served in
+// FIFO order; a lease never spawns a goroutine or allocates a timer unless
+// the pool is exhausted.
+type pool struct {
+	shard   int
+	name    string
+	cfg     *pgconn.Config
+	size    int
+	timeout time.Duration
+
+	mu      sync.Mutex
+	idle    []*backend
+	open    int
+	waiters []chan leaseResult
+	closed  bool
+	params  map[string]string // ParameterStatus of the first connection
+}
+
+type leaseResult struct {
+	b   *backend
+	err error
+}
+
+// errPoolTimeout is returned when no backend became free in time (53300).
+var errPoolTimeout = errors.New("pool exhausted")
+
+func newPool(shard int, name, dsn string, size int, connectTimeout, acquireTimeout time.Duration) (*pool, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("shard %s: parse dsn: %w", name, err)
+	}
+	cfg.ConnectTimeout = connectTimeout
+	return &pool{shard: shard, name: name, cfg: cfg, size: size, timeout: acquireTimeout}, nil
+}
+
+// acquire leases a backend, dialing one if the pool is below size, else
+// waiting up to the acquire timeout.
+func (p *pool) acquire(ctx context.Context) (*backend, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errors.New("pool closed")
+	}
+	if n := len(p.idle); n > 0 {
+		b := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return b, nil
+	}
+	if p.open < p.size {
+		p.open++
+		p.mu.Unlock()
+		b, err := p.dial(ctx)
+		if err != nil {
+			p.mu.Lock()
+			p.open--
+			p.mu.Unlock()
+			return nil, err
+		}
+		return b, nil
+	}
+	ch := make(chan leaseResult, 1)
+	p.waiters = append(p.waiters, ch)
+	p.mu.Unlock()
+	t := time.NewTimer(p.timeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.b, r.err
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	// Withdraw; a backend handed over meanwhile goes back to the pool.
+	p.mu.Lock()
+	for i, w := range p.waiters {
+		if w == ch {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			break
+		}
+	}
+	p.mu.Unlock()
+	select {
+	case r := <-ch:
+		if r.b != nil {
+			p.release(r.b)
+		}
+	default:
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, errPoolTimeout
+}
+
+// release returns a backend. A broken one, or one not idle outside a
+// transaction, is closed and its slot freed.
+func (p *pool) release(b *backend) {
+	if b.broken || b.txStatus != 'I' {
+		b.conn.Close()
+		p.mu.Lock()
+		p.open--
+		var w chan leaseResult
+		if len(p.waiters) > 0 && !p.closed {
+			w = p.waiters[0]
+			p.waiters = p.waiters[1:]
+			p.open++
+		}
+		p.mu.Unlock()
+		if w != nil {
+			go func() {
+				nb, err := p.dial(context.Background())
+				if err != nil {
+					p.mu.Lock()
+					p.open--
+					p.mu.Unlock()
+				}
+				w <- leaseResult{nb, err}
+			}()
+		}
+		return
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		b.conn.Close()
+		return
+	}
+	if len(p.waiters) > 0 {
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.mu.Unlock()
+		w <- leaseResult{b: b}
+		return
+	}
+	p.idle = append(p.idle, b)
+	p.mu.Unlock()
+}
+
+func (p *pool) dial(ctx context.Context) (*backend, error) {
+	conn, err := pgconn.ConnectConfig(ctx, p.cfg)
+	if err != nil {
+		return nil, &shardError{shard: p.name, err: err}
+	}
+	h, err := conn.Hijack()
+	if err != nil {
+		conn.Close(ctx)
+		return nil, &shardError{shard: p.name, err: err}
+	}
+	b := &backend{conn: h.Conn, rd: newFrameReader(h.Conn, 32<<10), pid: h.PID, secret: h.SecretKey,
+		params: h.ParameterStatuses, pool: p, txStatus: 'I'}
+	p.mu.Lock()
+	if p.params == nil {
+		p.params = h.ParameterStatuses
+	}
+	p.mu.Unlock()
+	return b, nil
+}
+
+// stats is a point-in-time view of the pool.
+func (p *pool) stats() (open, idle, waiting int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open, len(p.idle), len(p.waiters)
+}
+
+func (p *pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, b := range idle {
+		b.conn.Close()
+	}
+}
+
+// cancel sends a CancelRequest for whatever b is running.
+func (b *backend) cancel() {
+	addr := net.JoinHostPort(b.pool.cfg.Host, fmt.Sprint(b.pool.cfg.Port))
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	msg := make([]byte, 12, 12+len(b.secret))
+	put32(msg[0:], uint32(12+len(b.secret)))
+	put32(msg[4:], 80877102)
+	put32(msg[8:], b.pid)
+	msg = append(msg, b.secret...)
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	c.Write(msg)
+	var one [1]byte
+	c.Read(one[:]) // the server closes the connection when done
+}
+
+func put32(b []byte, v uint32) {
+	b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+}
+
+// send writes a simple Query message for sql.
+func (b *backend) sendQuery(sql string) error {
+	b.wbuf = appendQuery(b.wbuf[:0], sql)
+	if _, err := b.conn.Write(b.wbuf); err != nil {
+		b.broken = true
+		return &shardError{shard: b.pool.name, err: err}
+	}
+	return nil
+}
+
+func appendQuery(dst []byte, sql string) []byte {
+	n := 4 + len(sql) + 1
+	dst = append(dst, 'Q', byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	dst = append(dst, sql...)
+	return append(dst, 0)
+}
+
+// shardError is an I/O failure talking to a shard (08006).
+type shardError struct {
+	shard string
+	err   error
+}
+
+func (e *shardError) Error() string { return fmt.Sprintf("shard %s: %v", e.shard, e.err) }
+func (e *shardError) Unwrap() error { return e.err }

@@ -1,0 +1,265 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shardproxy/shardproxy/parser"
+	"github.com/shardproxy/shardproxy/router"
+)
+
+// Server accepts client connections and serves them over the shards.
+type Server struct {
+	cfg    Config
+	router *router.Router
+	pools  []*pool
+	log    *slog.Logger
+	creds  map[string]*credential
+	cache  *parser.Cache
+
+	nextPID  atomic.Uint32
+	sessions sync.Map // pid -> *session, for CancelRequest
+
+	// textByteOrder is true when every shard's database collation is C or
+	// POSIX, so text compares by bytes.
+	textByteOrder bool
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[net.Conn]struct{}
+	wg       sync.WaitGroup
+	closing  atomic.Bool
+	defaults map[string]string
+}
+
+// New builds a server for cfg over topo. It does not connect to the shards
+// until Warm or the first query.
+func New(cfg Config, topo *router.Topology, log *slog.Logger) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, router: router.New(topo), log: log, creds: map[string]*credential{},
+		conns: map[net.Conn]struct{}{}, cache: parser.NewCache(10000)}
+	for _, u := range cfg.Users {
+		c, err := newCredential(u)
+		if err != nil {
+			return nil, err
+		}
+		s.creds[u.Name] = c
+	}
+	for i, sh := range topo.Shards {
+		p, err := newPool(i, sh.Name, sh.DSN, cfg.Pool.Size, cfg.Pool.ConnectTimeout, cfg.Pool.AcquireTimeout)
+		if err != nil {
+			return nil, err
+		}
+		s.pools = append(s.pools, p)
+	}
+	var seed [4]byte
+	rand.Read(seed[:])
+	s.nextPID.Store(binary.BigEndian.Uint32(seed[:]) >> 8)
+	return s, nil
+}
+
+// Warm connects once to every shard: it learns the server parameters to
+// report to clients and the shards' collation, and leaves one idle
+// connection per shard. A shard that is down is logged, not fatal.
+func (s *Server) Warm(ctx context.Context) {
+	allC := true
+	for _, p := range s.pools {
+		b, err := p.acquire(ctx)
+		if err != nil {
+			s.log.Warn("shard unreachable at start", "shard", p.name, "err", err)
+			allC = false
+			continue
+		}
+		coll, err := simpleValue(b, "SELECT datcollate FROM pg_database WHERE datname = current_database()")
+		if err != nil {
+			s.log.Warn("read shard collation", "shard", p.name, "err", err)
+		}
+		if coll != "C" && coll != "POSIX" {
+			allC = false
+		}
+		p.release(b)
+	}
+	s.textByteOrder = allC
+}
+
+// simpleValue runs a one-value query on a backend with the simple protocol.
+func simpleValue(b *backend, sql string) (string, error) {
+	if err := b.sendQuery(sql); err != nil {
+		return "", err
+	}
+	var val string
+	var qerr error
+	for {
+		typ, body, _, err := b.rd.next()
+		if err != nil {
+			b.broken = true
+			return "", err
+		}
+		switch typ {
+		case 'D':
+			if len(body) >= 6 {
+				n := int32(binary.BigEndian.Uint32(body[2:6]))
+				if n >= 0 && int(n) <= len(body)-6 {
+					val = string(body[6 : 6+n])
+				}
+			}
+		case 'E':
+			qerr = errors.New("query failed")
+		case 'Z':
+			b.txStatus = body[0]
+			return val, qerr
+		}
+	}
+}
+
+// defaultParams returns the ParameterStatus values reported to clients.
+func (s *Server) defaultParams() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.defaults != nil {
+		return s.defaults
+	}
+	out := map[string]string{
+		"server_version": "15.0", "server_encoding": "UTF8", "client_encoding": "UTF8",
+		"DateStyle": "ISO, MDY", "IntervalStyle": "postgres", "TimeZone": "UTC",
+		"integer_datetimes": "on", "standard_conforming_strings": "on", "is_superuser": "off",
+	}
+	for _, p := range s.pools {
+		p.mu.Lock()
+		params := p.params
+		p.mu.Unlock()
+		if params == nil {
+			continue
+		}
+		for k, v := range params {
+			switch k {
+			case "session_authorization", "application_name", "is_superuser":
+				continue
+			}
+			out[k] = v
+		}
+		s.defaults = out
+		break
+	}
+	return out
+}
+
+// ListenAndServe listens on cfg.Listen and serves until ctx ends or Close.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts connections on ln until ctx ends or Close is called.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go s.handle(ctx, c)
+	}
+}
+
+// Addr is the listening address, once serving.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Close stops accepting, closes client connections and the pools, and
+// waits for sessions to end.
+func (s *Server) Close() {
+	if s.closing.Swap(true) {
+		return
+	}
+	s.mu.Lock()
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	for _, p := range s.pools {
+		p.close()
+	}
+}
+
+func (s *Server) handle(ctx context.Context, c net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.Close()
+	}()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	sess := &session{srv: s, conn: c, rd: newFrameReader(c, 16<<10), out: make([]byte, 0, 16<<10), status: 'I'}
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("session panic", "err", fmt.Sprint(r), "user", sess.user)
+		}
+		sess.cleanup()
+	}()
+	if err := sess.run(ctx); err != nil && !errors.Is(err, io.EOF) && !s.closing.Load() {
+		s.log.Debug("session ended", "err", err, "user", sess.user)
+	}
+}
+
+// cancel handles a CancelRequest from a new connection.
+func (s *Server) cancel(pid uint32, secret []byte) {
+	v, ok := s.sessions.Load(pid)
+	if !ok {
+		return
+	}
+	sess := v.(*session)
+	if string(sess.secret[:]) != string(secret) {
+		return
+	}
+	sess.cancelRunning()
+}

@@ -1,0 +1,746 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/shardproxy/shardproxy/fanout"
+	"github.com/shardproxy/shardproxy/parser"
+	"github.com/shardproxy/shardproxy/router"
+)
+
+// flushAt is how much reply data is buffered before writing to the client
+// mid-result; small replies go out in one write at ReadyForQuery.
+const flushAt = 64 << 10
+
+// session is one client connection. One goroutine runs it: it reads a
+// request, leases backends, writes the request, reads the replies itself and
+// answers the client, so a point query costs about four syscalls.
+type session struct {
+	srv  *Server
+	conn net.Conn
+	rd   *frameReader
+	out  []byte
+
+	user, database string
+	pid            uint32
+	secret         [4]byte
+
+	// status is the transaction status reported in ReadyForQuery.
+	status byte
+	// tx is the backend pinned to the open transaction, nil before its
+	// first routed statement.
+	tx *backend
+	// txPrelude holds BEGIN (and SAVEPOINTs...) sent when tx gets pinned.
+	txPrelude []string
+	// sets are the session's SET commands, replayed on every leased backend.
+	sets []setting
+
+	mu     sync.Mutex
+	leased []*backend // backends running this session's request, for cancel
+}
+
+type setting struct{ name, sql string }
+
+func (s *session) flush() error {
+	if len(s.out) == 0 {
+		return nil
+	}
+	_, err := s.conn.Write(s.out)
+	s.out = s.out[:0]
+	return err
+}
+
+func (s *session) readyForQuery() error {
+	s.out = append(s.out, 'Z', 0, 0, 0, 5, s.status)
+	return s.flush()
+}
+
+func (s *session) sendError(err error) {
+	s.out = appendMsg(s.out, errorResponse(err))
+}
+
+// run performs the startup handshake, then serves requests until the client
+// leaves.
+func (s *session) run(ctx context.Context) error {
+	if err := s.startup(); err != nil {
+		var pe *pgError
+		var af errAuthFailed
+		if errors.As(err, &pe) || errors.As(err, &af) {
+			r := errorResponse(err)
+			r.Severity, r.SeverityUnlocalized = "FATAL", "FATAL"
+			s.out = appendMsg(s.out, r)
+			s.flush()
+		}
+		return err
+	}
+	for {
+		typ, body, _, err := s.rd.next()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case 'Q':
+			if err := s.simpleQuery(ctx, string(bytes.TrimRight(body, "\x00"))); err != nil {
+				return err
+			}
+		case 'X':
+			return nil
+		case 'P', 'B', 'D', 'E', 'C', 'H', 'S', 'F':
+			if err := s.extendedUnsupported(typ); err != nil {
+				return err
+			}
+		case 'd', 'c', 'f':
+			// Stray COPY data after a refused COPY: ignore, as Postgres does.
+		default:
+			s.sendError(protocolErr("unexpected message type %q", typ))
+			s.flush()
+			return fmt.Errorf("unexpected message %q", typ)
+		}
+	}
+}
+
+// extendedUnsupported answers an extended-protocol request with one error
+// and skips to Sync, keeping the connection usable.
+func (s *session) extendedUnsupported(typ byte) error {
+	s.sendError(refused("the extended query protocol is not supported by this version of shardproxy",
+		"Use the simple query protocol (pgx: QueryExecModeSimpleProtocol; psql works as is)."))
+	for typ != 'S' {
+		var err error
+		if typ, _, _, err = s.rd.next(); err != nil {
+			return err
+		}
+		if typ == 'X' {
+			return errors.New("client terminated")
+		}
+	}
+	return s.readyForQuery()
+}
+
+// startup reads the startup packet (answering SSL/GSS requests with 'N'),
+// checks database and user, authenticates, and sends the session's
+// parameters, key data and first ReadyForQuery.
+func (s *session) startup() error {
+	for {
+		body, err := s.rd.startup()
+		if err != nil {
+			return err
+		}
+		code := binary.BigEndian.Uint32(body[:4])
+		switch code {
+		case 80877103, 80877104: // SSLRequest, GSSENCRequest
+			if _, err := s.conn.Write([]byte{'N'}); err != nil {
+				return err
+			}
+			continue
+		case 80877102: // CancelRequest
+			if len(body) >= 12 {
+				s.srv.cancel(binary.BigEndian.Uint32(body[4:8]), body[8:])
+			}
+			return errors.New("cancel request handled")
+		}
+		if code>>16 != 3 {
+			return protocolErr("unsupported frontend protocol %d.%d: server supports 3.0", code>>16, code&0xffff)
+		}
+		var sm pgproto3.StartupMessage
+		if err := sm.Decode(body); err != nil {
+			return protocolErr("invalid startup packet")
+		}
+		var unknown []string
+		for k := range sm.Parameters {
+			if strings.HasPrefix(k, "_pq_.") {
+				unknown = append(unknown, k)
+			}
+		}
+		if code&0xffff > 0 || len(unknown) > 0 {
+			s.out = appendMsg(s.out, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown})
+		}
+		return s.login(sm.Parameters)
+	}
+}
+
+func (s *session) login(params map[string]string) error {
+	s.user = params["user"]
+	s.database = params["database"]
+	if s.user == "" {
+		return &pgError{code: pgerrcode.InvalidAuthorizationSpecification, msg: "no PostgreSQL user name specified in startup packet"}
+	}
+	if s.database == "" {
+		s.database = s.user
+	}
+	cred, ok := s.srv.creds[s.user]
+	if !ok {
+		// Postgres answers an unknown role like a wrong password once it
+		// has asked for one; we answer at once, as PgBouncer does.
+		return &pgError{code: pgerrcode.InvalidAuthorizationSpecification, msg: fmt.Sprintf("role \"%s\" does not exist", s.user)}
+	}
+	if s.database != s.srv.cfg.Database {
+		return &pgError{code: pgerrcode.InvalidCatalogName, msg: fmt.Sprintf("database \"%s\" does not exist", s.database),
+			hint: fmt.Sprintf("This shardproxy serves database \"%s\".", s.srv.cfg.Database)}
+	}
+	if err := s.authenticate(cred); err != nil {
+		return err
+	}
+	s.out = appendMsg(s.out, &pgproto3.AuthenticationOk{})
+	for k, v := range s.srv.defaultParams() {
+		s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: k, Value: v})
+	}
+	s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: "session_authorization", Value: s.user})
+	s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: "application_name", Value: params["application_name"]})
+	s.pid = s.srv.nextPID.Add(1)
+	rand.Read(s.secret[:])
+	s.srv.sessions.Store(s.pid, s)
+	s.out = appendMsg(s.out, &pgproto3.BackendKeyData{ProcessID: s.pid, SecretKey: s.secret[:]})
+	return s.readyForQuery()
+}
+
+// cleanup returns or closes every backend the session still holds. A
+// backend left mid-transaction is closed, never pooled.
+func (s *session) cleanup() {
+	if s.pid != 0 {
+		s.srv.sessions.Delete(s.pid)
+	}
+	if s.tx != nil {
+		s.tx.broken = true
+		s.release(s.tx)
+		s.tx = nil
+	}
+}
+
+func (s *session) cancelRunning() {
+	s.mu.Lock()
+	bs := append([]*backend(nil), s.leased...)
+	s.mu.Unlock()
+	for _, b := range bs {
+		go b.cancel()
+	}
+}
+
+// simpleQuery answers one Query message.
+func (s *session) simpleQuery(ctx context.Context, sql string) error {
+	stmts, err := s.srv.cache.Parse(sql)
+	switch {
+	case errors.Is(err, parser.ErrEmpty):
+		s.out = append(s.out, 'I', 0, 0, 0, 4)
+		return s.readyForQuery()
+	case err != nil:
+		s.fail(err)
+		return s.readyForQuery()
+	case len(stmts) > 1:
+		s.fail(refused("several statements in one query string are not supported yet",
+			"Send one statement per query."))
+		return s.readyForQuery()
+	}
+	if err := s.statement(ctx, stmts[0]); err != nil {
+		return err
+	}
+	return s.readyForQuery()
+}
+
+// fail reports err to the client; inside a transaction it aborts it, as a
+// failed statement does in Postgres.
+func (s *session) fail(err error) {
+	s.sendError(err)
+	if s.status == 'T' {
+		s.status = 'E'
+	}
+}
+
+// statement runs one statement. A returned error means the client
+// connection is unusable; statement errors go to the client.
+func (s *session) statement(ctx context.Context, st *parser.Statement) error {
+	if s.status == 'E' && !(st.Kind == parser.Transaction && (st.Tx == parser.Rollback || st.Tx == parser.Commit ||
+		(st.Tx == parser.Savepoint && strings.HasPrefix(strings.ToUpper(strings.TrimSpace(st.SQL)), "ROLLBACK")))) {
+		s.sendError(&pgError{code: pgerrcode.InFailedSQLTransaction,
+			msg: "current transaction is aborted, commands ignored until end of transaction block"})
+		return nil
+	}
+	switch st.Kind {
+	case parser.Transaction:
+		return s.transaction(ctx, st)
+	case parser.Set:
+		return s.set(ctx, st)
+	}
+	plan, err := s.srv.router.Route(st, nil)
+	if err != nil {
+		s.fail(err)
+		return nil
+	}
+	if s.status != 'I' {
+		return s.inTransaction(ctx, st, plan)
+	}
+	if plan.Single() {
+		return s.single(ctx, plan.Shards[0], st.SQL)
+	}
+	return s.scatter(ctx, st, plan)
+}
+
+// anywhere reports whether st may run on whichever shard the session
+// already holds: it reads no sharded or unconfigured table.
+func (s *session) anywhere(st *parser.Statement) bool {
+	if st.Writes {
+		return false
+	}
+	topo := s.srv.router.Topology()
+	for _, t := range st.Tables {
+		tb := topo.Lookup(t)
+		if tb == nil || tb.Strategy != "reference" {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
+	switch st.Tx {
+	case parser.Begin:
+		if s.status != 'I' {
+			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
+				Code: pgerrcode.ActiveSQLTransaction, Message: "there is already a transaction in progress"})
+		} else {
+			s.status = 'T'
+			s.txPrelude = append(s.txPrelude[:0], st.SQL)
+		}
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("BEGIN")})
+		return nil
+	case parser.Commit, parser.Rollback:
+		if s.status == 'I' {
+			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
+				Code: pgerrcode.NoActiveSQLTransaction, Message: "there is no transaction in progress"})
+			tag := "COMMIT"
+			if st.Tx == parser.Rollback {
+				tag = "ROLLBACK"
+			}
+			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
+			return nil
+		}
+		if s.tx == nil {
+			tag := "COMMIT"
+			if st.Tx == parser.Rollback || s.status == 'E' {
+				tag = "ROLLBACK"
+			}
+			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
+			s.status = 'I'
+			return nil
+		}
+		b := s.tx
+		err := s.exec(b, st.SQL, true)
+		s.tx = nil
+		s.status = 'I'
+		if b.txStatus != 'I' {
+			b.broken = true
+		}
+		s.release(b)
+		return err
+	case parser.Savepoint:
+		if s.status == 'I' {
+			// Postgres raises 25P01 (no active transaction); let a shard say it.
+			return s.single(ctx, 0, st.SQL)
+		}
+		if s.tx == nil {
+			s.txPrelude = append(s.txPrelude, st.SQL)
+			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(savepointTag(st.SQL))})
+			if s.status == 'E' {
+				s.status = 'T'
+			}
+			return nil
+		}
+		return s.execTx(st.SQL)
+	}
+	s.fail(refused("two-phase commit commands are not supported through shardproxy",
+		"Run PREPARE TRANSACTION / COMMIT PREPARED on a shard directly."))
+	return nil
+}
+
+func savepointTag(sql string) string {
+	u := strings.ToUpper(strings.TrimSpace(sql))
+	switch {
+	case strings.HasPrefix(u, "RELEASE"):
+		return "RELEASE"
+	case strings.HasPrefix(u, "ROLLBACK"):
+		return "ROLLBACK"
+	}
+	return "SAVEPOINT"
+}
+
+// set runs SET/RESET. Outside a transaction it is checked on a shard, then
+// remembered and replayed on every backend the session leases (transaction
+// pooling hands out different backends); inside one it goes to the
+// transaction's backend and lasts for the transaction.
+func (s *session) set(ctx context.Context, st *parser.Statement) error {
+	if s.status != 'I' {
+		if s.tx == nil {
+			s.txPrelude = append(s.txPrelude, st.SQL)
+			tag := "SET"
+			if strings.HasPrefix(strings.ToUpper(strings.TrimSpace(st.SQL)), "RESET") {
+				tag = "RESET"
+			}
+			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
+			return nil
+		}
+		return s.execTx(st.SQL)
+	}
+	name, local := st.SetName()
+	if local {
+		// SET LOCAL outside a transaction only warns in Postgres.
+		return s.single(ctx, 0, st.SQL)
+	}
+	b, err := s.lease(ctx, 0)
+	if err != nil {
+		s.fail(err)
+		return nil
+	}
+	before := len(s.out)
+	b.dirty = true
+	err = s.exec(b, st.SQL, false)
+	s.release(b)
+	if err != nil || s.lastWasError(before) {
+		return err
+	}
+	kept := s.sets[:0]
+	for _, x := range s.sets {
+		if x.name != name && name != "all" {
+			kept = append(kept, x)
+		}
+	}
+	s.sets = kept
+	if !st.IsReset() {
+		s.sets = append(s.sets, setting{name: name, sql: st.SQL})
+	}
+	return nil
+}
+
+// lastWasError reports whether an ErrorResponse was written since offset.
+func (s *session) lastWasError(offset int) bool {
+	b := s.out[offset:]
+	for len(b) >= 5 {
+		n := int(binary.BigEndian.Uint32(b[1:5]))
+		if b[0] == 'E' {
+			return true
+		}
+		if 1+n > len(b) {
+			break
+		}
+		b = b[1+n:]
+	}
+	return false
+}
+
+// lease takes a backend from shard's pool and prepares it for this session.
+func (s *session) lease(ctx context.Context, shard int) (*backend, error) {
+	b, err := s.srv.pools[shard].acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range s.sets {
+		if err := s.quiet(b, x.sql); err != nil {
+			s.release(b)
+			return nil, err
+		}
+		b.dirty = true
+	}
+	s.mu.Lock()
+	s.leased = append(s.leased, b)
+	s.mu.Unlock()
+	return b, nil
+}
+
+// release hands a backend back, resetting session state it picked up.
+func (s *session) release(b *backend) {
+	s.mu.Lock()
+	for i, x := range s.leased {
+		if x == b {
+			s.leased = append(s.leased[:i], s.leased[i+1:]...)
+			break
+		}
+	}
+	s.mu.Unlock()
+	if b.dirty && !b.broken && b.txStatus == 'I' {
+		if err := s.quiet(b, "RESET ALL"); err != nil {
+			b.broken = true
+		}
+		b.dirty = false
+	}
+	b.pool.release(b)
+}
+
+// quiet runs sql on b, discarding the reply; an error reply is returned.
+func (s *session) quiet(b *backend, sql string) error {
+	if err := b.sendQuery(sql); err != nil {
+		return err
+	}
+	var qerr error
+	for {
+		typ, body, _, err := b.rd.next()
+		if err != nil {
+			b.broken = true
+			return &shardError{shard: b.pool.name, err: err}
+		}
+		switch typ {
+		case 'E':
+			var e pgproto3.ErrorResponse
+			e.Decode(body)
+			qerr = &pgError{code: e.Code, msg: e.Message, detail: e.Detail, hint: e.Hint}
+		case 'Z':
+			b.txStatus = body[0]
+			return qerr
+		}
+	}
+}
+
+// single runs sql on one shard and relays the reply as raw frames.
+func (s *session) single(ctx context.Context, shard int, sql string) error {
+	b, err := s.lease(ctx, shard)
+	if err != nil {
+		s.fail(err)
+		return nil
+	}
+	err = s.exec(b, sql, false)
+	s.release(b)
+	return err
+}
+
+// exec sends sql on b and relays its reply up to ReadyForQuery. A backend
+// failure is reported to the client (08006); only a client write failure
+// is returned.
+func (s *session) exec(b *backend, sql string, inTx bool) error {
+	if err := b.sendQuery(sql); err != nil {
+		s.fail(err)
+		return nil
+	}
+	for {
+		typ, body, raw, err := b.rd.next()
+		if err != nil {
+			b.broken = true
+			s.fail(&shardError{shard: b.pool.name, err: err})
+			if inTx {
+				s.status = 'E'
+			}
+			return nil
+		}
+		switch typ {
+		case 'Z':
+			b.txStatus = body[0]
+			if inTx || s.tx == b {
+				s.status = body[0]
+			}
+			return nil
+		case 'S':
+			b.dirty = true
+		}
+		s.out = append(s.out, raw...)
+		if len(s.out) >= flushAt {
+			if err := s.flush(); err != nil {
+				b.broken = true
+				s.cancelRunning()
+				return err
+			}
+		}
+	}
+}
+
+// execTx runs sql on the pinned transaction backend.
+func (s *session) execTx(sql string) error {
+	return s.exec(s.tx, sql, true)
+}
+
+// inTransaction runs a routed statement inside an explicit transaction,
+// pinning the transaction to the first shard it touches.
+func (s *session) inTransaction(ctx context.Context, st *parser.Statement, plan *router.Plan) error {
+	if s.tx != nil {
+		if s.anywhere(st) || (plan.Single() && plan.Shards[0] == s.tx.pool.shard) {
+			return s.execTx(st.SQL)
+		}
+		s.fail(refused(fmt.Sprintf("this transaction is bound to shard %s and the statement needs %s",
+			s.tx.pool.name, s.shardNames(plan.Shards)),
+			"Keep a transaction on one shard key, or run the statement outside the transaction."))
+		return nil
+	}
+	if !plan.Single() {
+		s.fail(refused("a statement on several shards inside a transaction is not supported yet",
+			"Run it outside the transaction, or add a shard key predicate."))
+		return nil
+	}
+	b, err := s.lease(ctx, plan.Shards[0])
+	if err != nil {
+		s.fail(err)
+		return nil
+	}
+	for _, q := range s.txPrelude {
+		if err := s.quiet(b, q); err != nil {
+			b.broken = true
+			s.release(b)
+			s.fail(err)
+			return nil
+		}
+	}
+	b.dirty = true
+	s.tx = b
+	return s.execTx(st.SQL)
+}
+
+func (s *session) shardNames(idx []int) string {
+	names := make([]string, len(idx))
+	for i, x := range idx {
+		names[i] = s.srv.router.Topology().Shards[x].Name
+	}
+	return strings.Join(names, ",")
+}
+
+// scatter runs a statement on several shards at once and merges the replies:
+// rows are concatenated (RowDescriptions must agree), command tags summed,
+// and plain aggregates combined. Shards run in parallel; replies are read
+// shard after shard, so memory stays bounded by one message.
+func (s *session) scatter(ctx context.Context, st *parser.Statement, plan *router.Plan) error {
+	bs := make([]*backend, 0, len(plan.Shards))
+	defer func() {
+		for _, b := range bs {
+			s.release(b)
+		}
+	}()
+	// Ascending shard order: two sessions never wait on each other's pools.
+	for _, sh := range plan.Shards {
+		b, err := s.lease(ctx, sh)
+		if err != nil {
+			s.fail(err)
+			return nil
+		}
+		bs = append(bs, b)
+	}
+	for i, b := range bs {
+		sql := st.SQL
+		if plan.SQL != nil {
+			sql = plan.SQL[i]
+		}
+		if err := b.sendQuery(sql); err != nil {
+			for _, o := range bs[:i] {
+				o.broken = true
+				o.cancel()
+			}
+			s.fail(err)
+			return nil
+		}
+	}
+	var (
+		rowDesc  []byte
+		tags     []string
+		firstErr []byte
+		aggRows  [][][]byte
+		aggCols  []fanout.Column
+		empty    bool
+	)
+	for i, b := range bs {
+		for done := false; !done; {
+			typ, body, raw, err := b.rd.next()
+			if err != nil {
+				b.broken = true
+				for _, o := range bs[i+1:] {
+					o.broken = true
+				}
+				s.fail(&shardError{shard: b.pool.name, err: err})
+				return nil
+			}
+			switch typ {
+			case 'T':
+				if rowDesc == nil {
+					rowDesc = bytes.Clone(raw)
+					if plan.Aggs != nil {
+						var rd pgproto3.RowDescription
+						if err := rd.Decode(body); err == nil && len(rd.Fields) == len(plan.Aggs) {
+							for j, f := range rd.Fields {
+								aggCols = append(aggCols, fanout.Column{Func: plan.Aggs[j].Func, Type: f.DataTypeOID})
+							}
+						}
+					} else if firstErr == nil {
+						s.out = append(s.out, raw...)
+					}
+				} else if !bytes.Equal(raw, rowDesc) && firstErr == nil {
+					firstErr = appendMsg(nil, errorResponse(&pgError{code: pgerrcode.InternalError,
+						msg:  fmt.Sprintf("shard %s returned different columns than shard %s", b.pool.name, bs[0].pool.name),
+						hint: "The table definitions differ between shards."}))
+				}
+			case 'D':
+				if firstErr != nil {
+					continue
+				}
+				if plan.Aggs != nil {
+					var dr pgproto3.DataRow
+					if err := dr.Decode(body); err == nil {
+						row := make([][]byte, len(dr.Values))
+						for j, v := range dr.Values {
+							if v != nil {
+								row[j] = bytes.Clone(v)
+							}
+						}
+						aggRows = append(aggRows, row)
+					}
+					continue
+				}
+				s.out = append(s.out, raw...)
+				if len(s.out) >= flushAt {
+					if err := s.flush(); err != nil {
+						for _, o := range bs {
+							o.broken = true
+							o.cancel()
+						}
+						return err
+					}
+				}
+			case 'C':
+				tags = append(tags, commandTag(body))
+			case 'I':
+				empty = true
+			case 'E':
+				if firstErr == nil {
+					firstErr = bytes.Clone(raw)
+					// Stop the others; their replies are drained below.
+					for _, o := range bs[i+1:] {
+						go o.cancel()
+					}
+				}
+			case 'N', 'S':
+				if typ == 'S' {
+					b.dirty = true
+				}
+				if i == 0 {
+					s.out = append(s.out, raw...)
+				}
+			case 'Z':
+				b.txStatus = body[0]
+				done = true
+			}
+		}
+	}
+	switch {
+	case firstErr != nil:
+		s.out = append(s.out, firstErr...)
+	case empty:
+		s.out = append(s.out, 'I', 0, 0, 0, 4)
+	case plan.Aggs != nil:
+		if aggCols == nil {
+			s.fail(&pgError{code: pgerrcode.InternalError, msg: "aggregate shape mismatch between plan and shard reply"})
+			return nil
+		}
+		row, err := fanout.Aggregate(aggCols, aggRows, s.srv.textByteOrder)
+		if err != nil {
+			s.fail(err)
+			return nil
+		}
+		s.out = append(s.out, rowDesc...)
+		s.out = appendMsg(s.out, &pgproto3.DataRow{Values: row})
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+	default:
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(fanout.SumTags(tags))})
+	}
+	return nil
+}
