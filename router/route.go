@@ -498,7 +498,9 @@ func (r *Router) valueShards(t *Table, v parser.Value, params Params) (shardSet,
 		return nil, false
 	}
 	switch v.Kind {
-	case parser.IntLit, parser.StringLit, parser.ParamVal:
+	// Integer literals beyond int32 reach us as FloatLit (the grammar's
+	// Float node keeps their text); ParseInt accepts exactly the integers.
+	case parser.IntLit, parser.FloatLit, parser.StringLit, parser.ParamVal:
 		i, err := strconv.ParseInt(strings.TrimSpace(text), 10, 64)
 		if err != nil {
 			return nil, false
