@@ -148,23 +148,6 @@ func TestPgxPointKeylessAndRefusals(t *testing.T) {
 	}
 }
 
-func TestExtendedProtocolRefusedCleanly(t *testing.T) {
-	ctx := context.Background()
-	c, err := pgx.Connect(ctx, proxyURL("app", "app")) // default: extended protocol
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	var n int
-	err = c.QueryRow(ctx, "SELECT 1").Scan(&n)
-	if pgCode(err) != "0A000" {
-		t.Fatalf("extended protocol: %v", err)
-	}
-	if _, err := c.Exec(ctx, "SELECT 1", pgx.QueryExecModeSimpleProtocol); err != nil {
-		t.Fatalf("connection unusable after refusal: %v", err)
-	}
-}
-
 // TestPlacementMatchesPostgresHashPartitioning checks that every row the
 // proxy placed on shard i is one Postgres's own hash partitioning (modulus
 // 4) would put in remainder i.

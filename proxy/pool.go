@@ -27,6 +27,8 @@ type backend struct {
 	// txStatus is the last ReadyForQuery status: 'I', 'T' or 'E'.
 	txStatus byte
 	wbuf     []byte
+	// stmts are the global statement names prepared on this connection.
+	stmts map[string]bool
 }
 
 // pool holds idle backend connections to one shard. Waiters are served in

@@ -39,6 +39,9 @@ type Server struct {
 	wg       sync.WaitGroup
 	closing  atomic.Bool
 	defaults map[string]string
+
+	stmtMu    sync.Mutex
+	stmtNames map[string]string // (query, param types) -> backend statement name
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards
@@ -52,7 +55,7 @@ func New(cfg Config, topo *router.Topology, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, router: router.New(topo), log: log, creds: map[string]*credential{},
-		conns: map[net.Conn]struct{}{}, cache: parser.NewCache(10000)}
+		conns: map[net.Conn]struct{}{}, cache: parser.NewCache(10000), stmtNames: map[string]string{}}
 	for _, u := range cfg.Users {
 		c, err := newCredential(u)
 		if err != nil {

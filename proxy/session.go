@@ -48,6 +48,9 @@ type session struct {
 
 	mu     sync.Mutex
 	leased []*backend // backends running this session's request, for cancel
+
+	// x is the extended-protocol state, made on first use.
+	x *extState
 }
 
 type setting struct{ name, sql string }
@@ -96,7 +99,11 @@ func (s *session) run(ctx context.Context) error {
 			}
 		case 'X':
 			return nil
-		case 'P', 'B', 'D', 'E', 'C', 'H', 'S', 'F':
+		case 'P', 'B', 'D', 'E', 'C', 'H', 'S':
+			if err := s.extended(ctx, typ, body); err != nil {
+				return err
+			}
+		case 'F':
 			if err := s.extendedUnsupported(typ); err != nil {
 				return err
 			}
@@ -113,8 +120,8 @@ func (s *session) run(ctx context.Context) error {
 // extendedUnsupported answers an extended-protocol request with one error
 // and skips to Sync, keeping the connection usable.
 func (s *session) extendedUnsupported(typ byte) error {
-	s.sendError(refused("the extended query protocol is not supported by this version of shardproxy",
-		"Use the simple query protocol (pgx: QueryExecModeSimpleProtocol; psql works as is)."))
+	s.sendError(refused("the function call protocol is not supported by shardproxy",
+		"Call the function with SELECT."))
 	for typ != 'S' {
 		var err error
 		if typ, _, _, err = s.rd.next(); err != nil {
@@ -209,6 +216,11 @@ func (s *session) login(params map[string]string) error {
 func (s *session) cleanup() {
 	if s.pid != 0 {
 		s.srv.sessions.Delete(s.pid)
+	}
+	if s.x != nil && s.x.cur != nil && s.x.cur != s.tx {
+		s.x.cur.broken = true
+		s.release(s.x.cur)
+		s.x.cur = nil
 	}
 	if s.tx != nil {
 		s.tx.broken = true

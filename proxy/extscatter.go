@@ -1,0 +1,290 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/shardproxy/shardproxy/fanout"
+	"github.com/shardproxy/shardproxy/parser"
+)
+
+// A scatter portal is a bound statement for several shards. Describe runs
+// on the first shard; Execute runs Bind+Describe+Execute+Sync on every
+// target shard at once and merges the replies like the simple protocol's
+// scatter, in the result formats the client asked for.
+
+func (s *session) describeScatter(ctx context.Context, p *portal) error {
+	if err := s.extFlush(false); err != nil || s.x.errored {
+		return err
+	}
+	b, err := s.lease(ctx, p.plan.Shards[0])
+	if err != nil {
+		return err
+	}
+	defer s.release(b)
+	var buf []byte
+	buf = s.prepareOn(b, p.ps, buf)
+	buf = appendMsg(buf, p.unnamedBind())
+	buf = appendMsg(buf, &pgproto3.Describe{ObjectType: 'P'})
+	buf = appendMsg(buf, &pgproto3.Sync{})
+	if _, err := b.conn.Write(buf); err != nil {
+		b.broken = true
+		return &shardError{shard: b.pool.name, err: err}
+	}
+	var failed []byte
+	for {
+		typ, body, raw, err := b.rd.next()
+		if err != nil {
+			b.broken = true
+			return &shardError{shard: b.pool.name, err: err}
+		}
+		switch typ {
+		case 'T', 'n':
+			if failed == nil {
+				s.out = append(s.out, raw...)
+			}
+		case 'E':
+			if failed == nil {
+				failed = bytes.Clone(raw)
+			}
+		case 'Z':
+			b.txStatus = body[0]
+			if failed != nil {
+				s.out = append(s.out, failed...)
+				s.x.errored = true
+			}
+			return nil
+		}
+	}
+}
+
+// prepareOn appends a Parse of ps to buf when b lacks it.
+func (s *session) prepareOn(b *backend, ps *prepared, buf []byte) []byte {
+	if b.stmts[ps.global] {
+		return buf
+	}
+	if b.stmts == nil {
+		b.stmts = map[string]bool{}
+	}
+	b.stmts[ps.global] = true
+	return appendMsg(buf, &pgproto3.Parse{Name: ps.global, Query: ps.query, ParameterOIDs: ps.oids})
+}
+
+func (p *portal) unnamedBind() *pgproto3.Bind {
+	b := *p.bind
+	b.DestinationPortal = ""
+	return &b
+}
+
+func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32) error {
+	if maxRows != 0 {
+		return refused("fetching a cross-shard result in parts (Execute with a row limit) is not supported yet",
+			"Fetch all rows at once, or add a shard key predicate.")
+	}
+	if err := s.extFlush(false); err != nil || s.x.errored {
+		return err
+	}
+	plan := p.plan
+	bs := make([]*backend, 0, len(plan.Shards))
+	defer func() {
+		for _, b := range bs {
+			s.release(b)
+		}
+	}()
+	for _, sh := range plan.Shards {
+		b, err := s.lease(ctx, sh)
+		if err != nil {
+			return err
+		}
+		bs = append(bs, b)
+	}
+	for i, b := range bs {
+		var buf []byte
+		buf = s.prepareOn(b, p.ps, buf)
+		buf = appendMsg(buf, p.unnamedBind())
+		buf = appendMsg(buf, &pgproto3.Describe{ObjectType: 'P'})
+		buf = appendMsg(buf, &pgproto3.Execute{})
+		buf = appendMsg(buf, &pgproto3.Sync{})
+		if _, err := b.conn.Write(buf); err != nil {
+			b.broken = true
+			for _, o := range bs[:i] {
+				o.broken = true
+				go o.cancel()
+			}
+			return &shardError{shard: b.pool.name, err: err}
+		}
+	}
+	var (
+		rowDesc  []byte
+		fields   []pgproto3.FieldDescription
+		tags     []string
+		firstErr []byte
+		aggRows  [][][]byte
+		empty    bool
+	)
+	for i, b := range bs {
+		for done := false; !done; {
+			typ, body, raw, err := b.rd.next()
+			if err != nil {
+				b.broken = true
+				for _, o := range bs[i+1:] {
+					o.broken = true
+				}
+				return &shardError{shard: b.pool.name, err: err}
+			}
+			switch typ {
+			case 'T':
+				if rowDesc == nil {
+					rowDesc = bytes.Clone(raw)
+					var rd pgproto3.RowDescription
+					if rd.Decode(body) == nil {
+						fields = append([]pgproto3.FieldDescription(nil), rd.Fields...)
+					}
+				} else if !bytes.Equal(raw, rowDesc) && firstErr == nil {
+					firstErr = appendMsg(nil, errorResponse(&pgError{code: pgerrcode.InternalError,
+						msg:  "shard " + b.pool.name + " returned different columns than shard " + bs[0].pool.name,
+						hint: "The table definitions differ between shards."}))
+				}
+			case 'D':
+				if firstErr != nil {
+					continue
+				}
+				if plan.Aggs != nil {
+					var dr pgproto3.DataRow
+					if dr.Decode(body) == nil {
+						row := make([][]byte, len(dr.Values))
+						for j, v := range dr.Values {
+							if v != nil {
+								row[j] = bytes.Clone(v)
+							}
+						}
+						aggRows = append(aggRows, row)
+					}
+					continue
+				}
+				s.out = append(s.out, raw...)
+				if len(s.out) >= flushAt {
+					if err := s.flush(); err != nil {
+						for _, o := range bs {
+							o.broken = true
+							go o.cancel()
+						}
+						return err
+					}
+				}
+			case 'C':
+				tags = append(tags, commandTag(body))
+			case 'I':
+				empty = true
+			case 'E':
+				if firstErr == nil {
+					firstErr = bytes.Clone(raw)
+					for _, o := range bs[i+1:] {
+						go o.cancel()
+					}
+				}
+			case 'N':
+				if i == 0 {
+					s.out = append(s.out, raw...)
+				}
+			case 'S':
+				b.dirty = true
+			case 'Z':
+				b.txStatus = body[0]
+				done = true
+			}
+		}
+	}
+	switch {
+	case firstErr != nil:
+		s.out = append(s.out, firstErr...)
+		s.x.errored = true
+	case empty:
+		s.out = append(s.out, 'I', 0, 0, 0, 4)
+	case plan.Aggs != nil:
+		row, err := s.combine(plan.Aggs, fields, aggRows)
+		if err != nil {
+			s.fail(err)
+			s.x.errored = true
+			return nil
+		}
+		s.out = appendMsg(s.out, &pgproto3.DataRow{Values: row})
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+	default:
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(fanout.SumTags(tags))})
+	}
+	return nil
+}
+
+// combine merges one aggregate row per shard in the result formats the
+// shards used (the client's), converting binary values through text.
+func (s *session) combine(aggs []parser.Agg, fields []pgproto3.FieldDescription, rows [][][]byte) ([][]byte, error) {
+	if len(fields) != len(aggs) {
+		return nil, &pgError{code: pgerrcode.InternalError, msg: "aggregate shape mismatch between plan and shard reply"}
+	}
+	cols := make([]fanout.Column, len(fields))
+	for i, f := range fields {
+		cols[i] = fanout.Column{Func: aggs[i].Func, Type: f.DataTypeOID}
+	}
+	text := make([][][]byte, len(rows))
+	for r, row := range rows {
+		text[r] = make([][]byte, len(row))
+		for c, v := range row {
+			if v == nil || c >= len(fields) || fields[c].Format == 0 {
+				text[r][c] = v
+				continue
+			}
+			t, err := binaryToText(fields[c].DataTypeOID, v)
+			if err != nil {
+				return nil, err
+			}
+			text[r][c] = t
+		}
+	}
+	out, err := fanout.Aggregate(cols, text, s.srv.textByteOrder)
+	if err != nil {
+		return nil, err
+	}
+	for c, v := range out {
+		if v == nil || fields[c].Format == 0 {
+			continue
+		}
+		if out[c], err = textToBinary(fields[c].DataTypeOID, v); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+var typeMaps = sync.Pool{New: func() any { return pgtype.NewMap() }}
+
+// binaryToText converts a binary-format value to Postgres's text format.
+func binaryToText(oid uint32, v []byte) ([]byte, error) {
+	return convertFormat(oid, 1, 0, v)
+}
+
+// textToBinary converts a text-format value to the binary format.
+func textToBinary(oid uint32, v []byte) ([]byte, error) {
+	return convertFormat(oid, 0, 1, v)
+}
+
+func convertFormat(oid uint32, from, to int16, v []byte) ([]byte, error) {
+	m := typeMaps.Get().(*pgtype.Map)
+	defer typeMaps.Put(m)
+	var val any
+	if err := m.Scan(oid, from, v, &val); err != nil {
+		return nil, fmt.Errorf("%w: cannot convert a value of type %d: %v", fanout.ErrUnsupported, oid, err)
+	}
+	out, err := m.Encode(oid, to, val, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cannot convert a value of type %d: %v", fanout.ErrUnsupported, oid, err)
+	}
+	return out, nil
+}
