@@ -287,6 +287,17 @@ func (f *fakeMongos) handle(cmd bson.D) bson.D {
 		return f.updateZoneKeyRange(cmd)
 	case "createIndexes":
 		return f.createIndexes(db, cmd)
+	case "removeShardFromZone":
+		return f.removeShardFromZone(cmd)
+	case "dropDatabase":
+		for ns := range f.colls {
+			if strings.HasPrefix(ns, db+".") {
+				delete(f.colls, ns)
+				delete(f.sharded, ns)
+			}
+		}
+		delete(f.dbs, db)
+		return ok()
 	}
 	return fail(59, "CommandNotFound", fmt.Sprintf("no such command: '%s'", name))
 }
@@ -502,7 +513,16 @@ func (f *fakeMongos) updateZoneKeyRange(cmd bson.D) bson.D {
 	ns := cmd[0].Value.(string)
 	minK, _ := lookup(cmd, "min").(bson.D)
 	maxK, _ := lookup(cmd, "max").(bson.D)
-	zone, _ := lookup(cmd, "zone").(string)
+	zone, isString := lookup(cmd, "zone").(string)
+	if !isString { // zone: null removes exactly [min, max)
+		for i, t := range f.tags {
+			if t.NS == ns && keysEqual(t.Min, minK) && keysEqual(t.Max, maxK) {
+				f.tags = append(f.tags[:i], f.tags[i+1:]...)
+				break
+			}
+		}
+		return ok()
+	}
 	held := false
 	for _, s := range f.shards {
 		held = held || contains(s.tags, zone)
@@ -568,4 +588,28 @@ func (f *fakeMongos) createIndexes(db string, cmd bson.D) bson.D {
 		shard = append(shard, bson.E{Key: "note", Value: "all indexes already exist"})
 	}
 	return ok(bson.E{Key: "raw", Value: bson.D{{Key: "shard1/shard1:27018", Value: ok(shard...)}}})
+}
+
+// removeShardFromZone refuses while a range of the zone remains
+// (ZoneStillInUse, 179), as the server does.
+func (f *fakeMongos) removeShardFromZone(cmd bson.D) bson.D {
+	id := cmd[0].Value.(string)
+	zone, _ := lookup(cmd, "zone").(string)
+	for _, t := range f.tags {
+		if t.Zone == zone {
+			return fail(179, "ZoneStillInUse", "zone "+zone+" is still in use")
+		}
+	}
+	for _, s := range f.shards {
+		if s.id == id {
+			for i, z := range s.tags {
+				if z == zone {
+					s.tags = append(s.tags[:i], s.tags[i+1:]...)
+					break
+				}
+			}
+			return ok()
+		}
+	}
+	return fail(70, "ShardNotFound", "Shard "+id+" does not exist")
 }
