@@ -115,6 +115,11 @@ func (k Keys) DefaultName() string {
 
 var indexTypes = map[string]bool{"hashed": true, "text": true, "2dsphere": true, "2d": true}
 
+// IsZero reports whether the section is absent from the config file.
+func (c *Config) IsZero() bool {
+	return c.URI == "" && c.Database == "" && len(c.Collections) == 0
+}
+
 // Validate reports every problem in c that needs no topology. Resolve also
 // checks what refers to the router topology.
 func (c *Config) Validate() error {
