@@ -59,7 +59,7 @@ func TestCommand(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cl, f := fakeCluster(t)
 			cl.run(t, c.setup)
-			f.mongod = c.mongod
+			f.setMongod(c.mongod)
 			var cfg Config
 			if err := yaml.Unmarshal([]byte(cl.expand(scenarioYAML)), &cfg); err != nil {
 				t.Fatal(err)

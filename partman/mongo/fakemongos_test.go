@@ -78,6 +78,13 @@ func newFakeMongos(t *testing.T) *fakeMongos {
 	return f
 }
 
+// setMongod makes hello answer like a standalone mongod (or a mongos).
+func (f *fakeMongos) setMongod(v bool) {
+	f.mu.Lock()
+	f.mongod = v
+	f.mu.Unlock()
+}
+
 // URI is a connection string for the fake.
 func (f *fakeMongos) URI() string { return "mongodb://" + f.ln.Addr().String() + "/" }
 

@@ -286,7 +286,7 @@ func TestScenariosFake(t *testing.T) {
 
 func TestNotMongos(t *testing.T) {
 	c, f := fakeCluster(t)
-	f.mongod = true
+	f.setMongod(true)
 	_, _, err := Run(context.Background(), c.client, c.layout(t), true)
 	if !errors.Is(err, ErrNotMongos) || !strings.Contains(err.Error(), "standalone mongod") {
 		t.Fatalf("got %v, want ErrNotMongos naming a standalone mongod", err)
