@@ -44,6 +44,9 @@ type fakeMongos struct {
 type fakeSharded struct {
 	key    bson.D
 	unique bool
+	// unsplittable marks an unsharded collection that 8.0 tracks in
+	// config.collections (moveCollection; SERVER-78755).
+	unsplittable bool
 }
 
 type fakeColl struct {
@@ -399,6 +402,9 @@ func (f *fakeMongos) find(db string, cmd bson.D) bson.D {
 	case "config.collections":
 		for ns, s := range f.sharded {
 			d := bson.D{{Key: "_id", Value: ns}, {Key: "lastmodEpoch", Value: bson.NewObjectID()}, {Key: "key", Value: s.key}, {Key: "unique", Value: s.unique}}
+			if s.unsplittable {
+				d = append(d, bson.E{Key: "unsplittable", Value: true})
+			}
 			all = append(all, d)
 		}
 	case "config.tags":
@@ -474,7 +480,7 @@ func (f *fakeMongos) collection(ns string) *fakeColl {
 func (f *fakeMongos) shardCollection(cmd bson.D) bson.D {
 	ns := cmd[0].Value.(string)
 	key, _ := lookup(cmd, "key").(bson.D)
-	if s, found := f.sharded[ns]; found {
+	if s, found := f.sharded[ns]; found && !s.unsplittable {
 		if keysEqual(s.key, key) && !s.unique {
 			return ok(bson.E{Key: "collectionsharded", Value: ns})
 		}

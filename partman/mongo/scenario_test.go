@@ -3,6 +3,7 @@ package mongo
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -302,5 +303,31 @@ func TestApplyTwiceFake(t *testing.T) {
 	runScenario(t, c, scenario{want: scenarios[1].want})
 	if len(scenarios[1].setup) != len(freshWrites) {
 		t.Fatal("the re-run scenario should replay every fresh write")
+	}
+}
+
+// On 8.0 config.collections also lists unsharded collections, marked
+// unsplittable, with key {_id: 1}: those are not sharded, so partman shards
+// them instead of reporting a key conflict.
+func TestUnsplittableIsNotSharded(t *testing.T) {
+	c, f := fakeCluster(t)
+	c.run(t, []string{`{"db":"{db}","cmd":{"createIndexes":"orders","indexes":[{"key":{"userId":1,"createdAt":-1},"name":"userId_1_createdAt_-1"}]}}`})
+	f.mu.Lock()
+	f.sharded["deliveryapp.orders"] = fakeSharded{key: bson.D{{Key: "_id", Value: int32(1)}}, unsplittable: true}
+	f.mu.Unlock()
+	p, _, err := Run(context.Background(), c.client, c.layout(t), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Conflicts) != 0 {
+		t.Fatalf("conflicts: %q", p.Conflicts)
+	}
+	var shells []string
+	for _, s := range p.Commands {
+		shells = append(shells, s.Shell())
+	}
+	want := `db.adminCommand({ shardCollection: "deliveryapp.orders", key: { userId: "hashed" } })`
+	if !slices.Contains(shells, want) {
+		t.Fatalf("plan lacks %s:\n%s", want, strings.Join(shells, "\n"))
 	}
 }
