@@ -169,7 +169,7 @@ func Apply(ctx context.Context, client *mongodrv.Client, p *Plan) (*Result, erro
 	if len(p.Conflicts) > 0 {
 		return r, nil
 	}
-	for _, c := range p.Commands {
+	for _, c := range p.Steps {
 		err := client.Database(c.DB).RunCommand(ctx, c.Cmd).Err()
 		var se mongodrv.ServerError
 		switch {

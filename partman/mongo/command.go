@@ -97,7 +97,7 @@ func printPlan(w io.Writer, p *Plan) {
 	if len(p.Conflicts) > 0 {
 		fmt.Fprintln(w, "// conflicts: apply will change nothing until they are resolved")
 	}
-	for _, c := range p.Commands {
+	for _, c := range p.Steps {
 		fmt.Fprintf(w, "%s  // %s\n", c.Shell(), c.What)
 	}
 	for _, m := range p.Matched {
@@ -106,7 +106,7 @@ func printPlan(w io.Writer, p *Plan) {
 	for _, c := range p.Conflicts {
 		fmt.Fprintf(w, "conflict: %s\n", c)
 	}
-	fmt.Fprintf(w, "plan: %d to create, %d already matched, %d conflicts\n", len(p.Commands), len(p.Matched), len(p.Conflicts))
+	fmt.Fprintf(w, "plan: %d to create, %d already matched, %d conflicts\n", len(p.Steps), len(p.Matched), len(p.Conflicts))
 }
 
 func printResult(w io.Writer, p *Plan, r *Result) {
@@ -127,8 +127,8 @@ func printResult(w io.Writer, p *Plan, r *Result) {
 	for _, c := range conflicts {
 		fmt.Fprintf(w, "conflict: %s\n", c)
 	}
-	if created < len(p.Commands) {
-		fmt.Fprintf(w, "not run:  %d of %d commands\n", len(p.Commands)-created, len(p.Commands))
+	if created < len(p.Steps) {
+		fmt.Fprintf(w, "not run:  %d of %d commands\n", len(p.Steps)-created, len(p.Steps))
 	}
 	fmt.Fprintf(w, "summary: %d created, %d already matched, %d conflicts\n", created, len(p.Matched), len(conflicts))
 }

@@ -58,8 +58,8 @@ func (c Step) Shell() string {
 
 // Plan is the difference between a Layout and a State.
 type Plan struct {
-	// Commands still needed, in order.
-	Commands []Step
+	// Steps are the commands still needed, in order.
+	Steps []Step
 	// Matched lists what already is as the config says.
 	Matched []string
 	// Conflicts lists what exists but differs from the config; while there
@@ -109,7 +109,7 @@ func NewPlan(l *Layout, s *State) *Plan {
 }
 
 func (p *Plan) add(db, what string, cmd bson.D) {
-	p.Commands = append(p.Commands, Step{DB: db, Cmd: cmd, What: what})
+	p.Steps = append(p.Steps, Step{DB: db, Cmd: cmd, What: what})
 }
 
 // zoneShards assigns zones to shards: addShardToZone for each pair the

@@ -164,7 +164,7 @@ func TestNewPlan(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := NewPlan(&Layout{Database: "app", Collections: c.targets}, &c.state)
 			var got []string
-			for _, s := range p.Commands {
+			for _, s := range p.Steps {
 				got = append(got, s.Shell())
 			}
 			if strings.Join(got, "\n") != strings.Join(c.want, "\n") {

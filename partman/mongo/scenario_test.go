@@ -323,7 +323,7 @@ func TestUnsplittableIsNotSharded(t *testing.T) {
 		t.Fatalf("conflicts: %q", p.Conflicts)
 	}
 	var shells []string
-	for _, s := range p.Commands {
+	for _, s := range p.Steps {
 		shells = append(shells, s.Shell())
 	}
 	want := `db.adminCommand({ shardCollection: "deliveryapp.orders", key: { userId: "hashed" } })`
