@@ -40,6 +40,10 @@ func Command(ctx context.Context, args []string, cfg Config, topo *router.Config
 		usage()
 		return 2
 	}
+	if cfg.IsZero() {
+		fmt.Fprintln(stderr, "partman mongo: the config file has no mongo: section (see docs/mongo.md)")
+		return 1
+	}
 	if *uri != "" {
 		cfg.URI = *uri
 	}
@@ -55,7 +59,13 @@ func Command(ctx context.Context, args []string, cfg Config, topo *router.Config
 		fmt.Fprintf(stderr, "partman mongo: connect: %v\n", err)
 		return 1
 	}
-	defer client.Disconnect(context.WithoutCancel(ctx)) //nolint:errcheck // nothing to do about it on exit
+	defer func() {
+		// Disconnect ends the sessions; bound it so an unreachable
+		// server cannot hold the exit.
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer dcancel()
+		_ = client.Disconnect(dctx)
+	}()
 
 	plan, res, err := Run(ctx, client, layout, verb == "apply")
 	if err != nil {

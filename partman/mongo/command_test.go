@@ -19,9 +19,12 @@ func TestCommand(t *testing.T) {
 		stdout  []string // substrings
 		stderr  string
 		nWrites int // commands other than reads the fake must have seen
+		// noConfig runs without a mongo section.
+		noConfig bool
 	}{
 		{name: "usage", args: []string{"drop"}, code: 2, stderr: "usage: partman mongo plan|apply"},
 		{name: "extra argument", args: []string{"plan", "now"}, code: 2, stderr: "usage"},
+		{name: "no mongo section", args: []string{"plan"}, code: 1, stderr: "no mongo: section", noConfig: true},
 		{
 			name: "plan prints mongosh commands and changes nothing",
 			args: []string{"plan"},
@@ -63,6 +66,9 @@ func TestCommand(t *testing.T) {
 			var cfg Config
 			if err := yaml.Unmarshal([]byte(cl.expand(scenarioYAML)), &cfg); err != nil {
 				t.Fatal(err)
+			}
+			if c.noConfig {
+				cfg = Config{}
 			}
 			var out, errb bytes.Buffer
 			args := append(append([]string{}, c.args...), "-uri", f.URI())
