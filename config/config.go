@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	partmongo "github.com/shardproxy/shardproxy/partman/mongo"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
 )
@@ -23,6 +24,8 @@ type File struct {
 	Proxy    proxy.Config  `yaml:",inline"`
 	Topology router.Config `yaml:",inline"`
 	Log      Log           `yaml:"log"`
+	// Mongo is the MongoDB layout `partman mongo` applies; optional.
+	Mongo partmongo.Config `yaml:"mongo"`
 }
 
 // Log configures logging.
@@ -67,8 +70,22 @@ func Parse(b []byte) (*File, error) {
 	if err := f.Proxy.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := f.Topology.Validate(); err != nil {
-		errs = append(errs, err)
+	topoErr := f.Topology.Validate()
+	if topoErr != nil {
+		errs = append(errs, topoErr)
+	}
+	switch {
+	case f.Mongo.IsZero():
+	case topoErr != nil:
+		if err := f.Mongo.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		// Resolve validates the section and checks its zones against the
+		// topology.
+		if _, err := f.Mongo.Resolve(&f.Topology); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	switch f.Log.Level {
 	case "", "debug", "info", "warn", "error":

@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 const good = `
@@ -32,6 +34,37 @@ func TestParseGood(t *testing.T) {
 	}
 }
 
+const mongoSection = `mongo:
+  uri: mongodb://127.0.0.1:27017
+  database: deliveryapp
+  collections:
+    - name: analytics
+      shard_key: {date: 1, userId: 1}
+      zones: {table: events, shards: {s0: [shard1], s1: [shard2]}}
+`
+
+func TestParseMongo(t *testing.T) {
+	f, err := Parse([]byte(good + mongoSection))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := f.Mongo.Collections[0].ShardKey
+	if len(key) != 2 || key[0].Key != "date" || key[1].Key != "userId" {
+		t.Fatalf("shard key order lost: %v", key)
+	}
+	l, err := f.Mongo.Resolve(&f.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := l.Collections[0].Zones
+	if len(z) != 2 || z[0].Zone != "s0" || z[1].Zone != "s1" {
+		t.Fatalf("zones from the events ranges: %+v", z)
+	}
+	if f, err := Parse([]byte(good)); err != nil || !f.Mongo.IsZero() {
+		t.Fatalf("a file without mongo: %v, %+v", err, f)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	cases := []struct {
 		name, doc, want string
@@ -51,6 +84,11 @@ func TestParseErrors(t *testing.T) {
 		{"no shards", "users: [{name: a, auth: trust}]\n", "at least one shard"},
 		{"bad log level", good + "log: {level: loud}\n", "log.level"},
 		{"empty", "", "empty config"},
+		{"mongo without uri", good + strings.Replace(mongoSection, "uri: mongodb://127.0.0.1:27017", "", 1), "mongo: uri is required"},
+		{"mongo unknown key", good + mongoSection + "  replicas: 3\n", "field replicas not found"},
+		{"mongo zones from a hash table", good + strings.Replace(mongoSection, "table: events", "table: orders", 1), "zones.table orders is not a range table"},
+		{"mongo zone without shards", good + strings.Replace(mongoSection, ", s1: [shard2]", "", 1), "zone s1 has no entry in zones.shards"},
+		{"mongo with a bad topology", strings.Replace(good, "name: s1", "name: s0", 1) + strings.Replace(mongoSection, "database: deliveryapp", "", 1), "mongo: database is required"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -63,7 +101,34 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestExampleConfigLoads(t *testing.T) {
-	if _, err := Load("../delivery/example.yaml"); err != nil {
+	f, err := Load("../delivery/example.yaml")
+	if err != nil {
 		t.Fatal(err)
 	}
+	l, err := f.Mongo.Resolve(&f.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bson.D{
+		"orders":    {{Key: "userId", Value: "hashed"}},
+		"analytics": {{Key: "date", Value: int32(1)}, {Key: "userId", Value: int32(1)}},
+	}
+	for _, c := range l.Collections {
+		if got, _ := bson.MarshalExtJSON(c.Key, false, false); string(got) != string(must(bson.MarshalExtJSON(want[c.Name], false, false))) {
+			t.Errorf("%s shard key %s", c.Name, got)
+		}
+	}
+	if n := len(l.Collections[0].Indexes); n != 3 {
+		t.Errorf("orders has %d indexes, want 3", n)
+	}
+	if n := len(l.Collections[1].Zones); n != len(f.Topology.Tables["events"].Ranges) {
+		t.Errorf("analytics has %d zones, want one per events range", n)
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
