@@ -323,3 +323,27 @@ func TestReferenceAndRangeTables(t *testing.T) {
 		t.Fatalf("range count %d %v", n, err)
 	}
 }
+
+func TestMultiStatementStrings(t *testing.T) {
+	other := int64(7002)
+	for router.PartitionOf(router.HashInt(other), nShards) == router.PartitionOf(router.HashInt(7001), nShards) {
+		other++
+	}
+	out, _ := psql(t, "app",
+		"-c", "BEGIN; INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES (700001, 7001, 1, 1, 'm'); INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES (700002, 7001, 1, 1, 'm'); COMMIT",
+		"-c", "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES (700003, 7001, 1, 1, 'm'); SELECT 1/0",
+		"-c", "SELECT count(*) AS multi FROM orders WHERE user_id = 7001",
+		"-c", fmt.Sprintf("SELECT count(*) FROM orders WHERE user_id = 7001; SELECT count(*) FROM orders WHERE user_id = %d", other),
+		"-c", "BEGIN; SELECT count(*) AS in_tx FROM orders WHERE user_id = 7001",
+		"-c", "COMMIT")
+	for _, want := range []string{
+		"ERROR:  division by zero",
+		" multi \n-------\n     2\n", // the failed string was one implicit transaction: its INSERT rolled back
+		"need more than one shard",
+		" in_tx \n-------\n     2\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("psql output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -249,8 +249,9 @@ func (s *session) simpleQuery(ctx context.Context, sql string) error {
 		s.fail(err)
 		return s.readyForQuery()
 	case len(stmts) > 1:
-		s.fail(refused("several statements in one query string are not supported yet",
-			"Send one statement per query."))
+		if err := s.multi(ctx, stmts, sql); err != nil {
+			return err
+		}
 		return s.readyForQuery()
 	}
 	if err := s.statement(ctx, stmts[0]); err != nil {
@@ -754,5 +755,87 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, plan *route
 	default:
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(fanout.SumTags(tags))})
 	}
+	return nil
+}
+
+// multi runs a query string of several statements. Postgres runs such a
+// string as one implicit transaction (unless it holds its own BEGIN/COMMIT),
+// so it goes whole to one shard: every statement must route there.
+func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql string) error {
+	target := -1
+	if s.tx != nil {
+		target = s.tx.pool.shard
+	}
+	hint := "Send statements for different shards in separate queries."
+	for _, st := range stmts {
+		switch st.Kind {
+		case parser.Set:
+			if _, local := st.SetName(); !local {
+				s.fail(refused("SET inside a multi-statement query string is not supported", "Send SET as its own query."))
+				return nil
+			}
+			continue
+		case parser.Transaction:
+			if st.Tx == parser.TwoPhase {
+				s.fail(refused("two-phase commit commands are not supported through shardproxy", hint))
+				return nil
+			}
+			continue
+		}
+		if s.anywhere(st) && st.Kind != parser.Unsupported {
+			continue
+		}
+		plan, err := s.srv.router.Route(st, nil)
+		if err != nil {
+			s.fail(err)
+			return nil
+		}
+		if !plan.Single() || plan.SQL != nil || (target >= 0 && plan.Shards[0] != target) {
+			s.fail(refused("the statements of this query string need more than one shard", hint))
+			return nil
+		}
+		target = plan.Shards[0]
+	}
+	if s.status == 'E' && s.tx == nil {
+		s.sendError(inFailedTx())
+		return nil
+	}
+	if s.tx != nil {
+		return s.execTx(sql)
+	}
+	if target < 0 {
+		target = s.srv.router.Topology().Default
+	}
+	b, err := s.lease(ctx, target)
+	if err != nil {
+		s.fail(err)
+		return nil
+	}
+	if s.status == 'T' {
+		for _, q := range s.txPrelude {
+			if err := s.quiet(b, q); err != nil {
+				b.broken = true
+				s.release(b)
+				s.fail(err)
+				return nil
+			}
+		}
+		b.dirty = true
+		s.tx = b
+		return s.execTx(sql)
+	}
+	if err := s.exec(b, sql, false); err != nil {
+		s.release(b)
+		return err
+	}
+	if b.txStatus != 'I' {
+		// The string opened a transaction (BEGIN without COMMIT): it
+		// stays on this backend.
+		b.dirty = true
+		s.tx = b
+		s.status = b.txStatus
+		return nil
+	}
+	s.release(b)
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -29,9 +30,18 @@ func main() {
 	rounds := flag.Int("rounds", 2, "interleaved rounds per target")
 	scale := flag.Int("scale", 10, "pgbench scale")
 	modes := flag.String("modes", "simple", "pgbench -M modes")
+	cpuprofile := flag.String("cpuprofile", "", "write the proxy's CPU profile (whole run) to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	if err := run(*clients, *modes, *secs, *rounds, *scale); err != nil {
 		fmt.Fprintln(os.Stderr, "pgbenchcmp:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
