@@ -11,7 +11,8 @@ build:
 	$(GO) build -o bin/shardproxy ./cmd/shardproxy
 	@if [ -d cmd/partman ] && ls cmd/partman/*.go >/dev/null 2>&1; then $(GO) build -o bin/partman ./cmd/partman; fi
 
-# deps installs what a fresh Debian machine lacks (PostgreSQL server binaries).
+# deps installs what a fresh Debian machine lacks: PostgreSQL server binaries,
+# and the client libraries the integration tests drive (psycopg, JDBC, node-postgres).
 deps:
 	@scripts/deps.sh
 
@@ -19,10 +20,12 @@ test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 30m $(PKGS)
 
-demo: deps build
+demo: build
+	@scripts/deps.sh --server-only
 	./bin/shardproxy demo
 
-bench: deps build
+bench: build
+	@scripts/deps.sh --server-only
 	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./parser/... ./fanout/...
 	scripts/bench.sh
 

@@ -1,24 +1,38 @@
 #!/usr/bin/env bash
-# Installs the PostgreSQL server binaries (initdb, pg_ctl, pgbench, psql) when
-# they are missing, with apt-get on Debian/Ubuntu. Used by make test/demo/bench.
+# Installs what the tests and the demo need when it is missing, with apt-get
+# (Debian/Ubuntu) and npm: the PostgreSQL server binaries (initdb, pg_ctl,
+# psql, pgbench), and the client libraries the integration tests drive
+# (psycopg 3, the JDBC driver, node-postgres). Used by make test/demo/bench.
 set -euo pipefail
-have_pg() {
-  command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
-}
-if have_pg && command -v psql >/dev/null 2>&1; then
-  exit 0
+cd "$(dirname "$0")/.."
+
+missing=()
+have_pg() { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
+have_pg && command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
+if [ "${1:-}" != "--server-only" ]; then
+  /usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 || missing+=(python3-psycopg)
+  [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+  command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "PostgreSQL server binaries (initdb, pg_ctl) are missing: install PostgreSQL 13+ and retry." >&2
-  exit 1
-fi
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
-    echo "PostgreSQL is missing: run 'apt-get install -y postgresql' as root and retry." >&2
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing: ${missing[*]}; install them (PostgreSQL 13+ server binaries at least) and retry." >&2
     exit 1
   fi
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+      echo "missing: ${missing[*]}: run 'apt-get install -y ${missing[*]}' as root and retry." >&2
+      exit 1
+    fi
+  fi
+  echo "installing ${missing[*]} ..."
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-echo "installing the postgresql package (initdb, pg_ctl, psql, pgbench) ..."
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+
+if [ "${1:-}" != "--server-only" ] && [ ! -d integration/testdata/clients/node_modules/pg ]; then
+  (cd integration/testdata/clients && npm install --silent --no-audit --no-fund >/dev/null)
+fi

@@ -1,0 +1,104 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shardproxy/shardproxy/localpg"
+)
+
+// requireTool finds a client toolchain; in CI a missing one fails the test.
+func requireTool(t *testing.T, what string, ok bool) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if localpg.InCI() {
+		t.Fatalf("%s is missing: .ci/run installs it (scripts/deps.sh)", what)
+	}
+	t.Skipf("%s not installed (scripts/deps.sh installs it)", what)
+}
+
+func runClient(t *testing.T, name string, env []string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "OK") {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+}
+
+func exists(path string) bool { _, err := os.Stat(path); return err == nil }
+
+func TestPsycopg(t *testing.T) {
+	py := "/usr/bin/python3"
+	requireTool(t, "python3-psycopg (Debian)", exists(py) && exec.Command(py, "-c", "import psycopg").Run() == nil)
+	runClient(t, py, nil, "testdata/clients/psycopg_check.py",
+		fmt.Sprintf("host=127.0.0.1 port=%s dbname=deliveryapp user=app password=app", portOf(env.addr)), "800000")
+}
+
+func TestJDBC(t *testing.T) {
+	jar := "/usr/share/java/postgresql.jar"
+	_, err := exec.LookPath("java")
+	requireTool(t, "java and libpostgresql-jdbc-java (Debian)", err == nil && exists(jar))
+	url := fmt.Sprintf("jdbc:postgresql://127.0.0.1:%s/deliveryapp?user=app&password=app&prepareThreshold=1&sslmode=disable", portOf(env.addr))
+	runClient(t, "java", nil, "-cp", jar, "testdata/clients/JdbcCheck.java", url, "810000")
+}
+
+func TestNodePostgres(t *testing.T) {
+	mods, _ := filepath.Abs("testdata/clients/node_modules")
+	_, err := exec.LookPath("node")
+	requireTool(t, "node and npm package pg (npm install in integration/testdata/clients)", err == nil && exists(filepath.Join(mods, "pg")))
+	runClient(t, "node", []string{"NODE_PATH=" + mods}, "testdata/clients/node_check.js", proxyURL("app", "app"), "820000")
+}
+
+// TestPgbenchAllProtocols runs pgbench with a sharded custom script (orders
+// keyed by :uid) in every protocol mode, several clients, and checks the
+// final counts.
+func TestPgbenchAllProtocols(t *testing.T) {
+	_, err := exec.LookPath("pgbench")
+	requireTool(t, "pgbench", err == nil)
+	script := filepath.Join(t.TempDir(), "sharded.sql")
+	os.WriteFile(script, []byte(`\set uid random(900000, 900099)
+BEGIN;
+UPDATE orders SET total = total + 1 WHERE user_id = :uid AND id = :uid;
+SELECT total FROM orders WHERE user_id = :uid;
+END;
+`), 0o644)
+	c := mustConnect(t)
+	insertOrders(t, c, "orders", 900000, 100)
+	before := sumTotal(t, 900000, 900100)
+	tx := 0
+	for _, mode := range []string{"simple", "extended", "prepared"} {
+		cmd := exec.Command("pgbench", "-n", "-M", mode, "-c", "4", "-j", "2", "-t", "50", "-f", script, proxyURL("app", "app"))
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "number of failed transactions: 0") {
+			t.Fatalf("pgbench -M %s: %v\n%s", mode, err, out)
+		}
+		tx += 4 * 50
+	}
+	if after := sumTotal(t, 900000, 900100); after-before != float64(tx) {
+		t.Fatalf("sum of totals moved by %v, want %d (one per transaction)", after-before, tx)
+	}
+}
+
+// sumTotal adds the orders' totals for a user range, shard by shard.
+func sumTotal(t *testing.T, from, to int) float64 {
+	t.Helper()
+	var s float64
+	for i := 0; i < nShards; i++ {
+		s += float64(shardInt(t, i, "SELECT coalesce(sum(total), 0)::bigint FROM orders WHERE user_id >= $1 AND user_id < $2", from, to))
+	}
+	return s
+}
+
+func portOf(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1:] }
