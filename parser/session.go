@@ -1,0 +1,48 @@
+package parser
+
+import (
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// SessionUse names what a statement leaves behind on its connection beyond
+// the transaction, which transaction pooling cannot carry to the client's
+// next backend.
+type SessionUse uint8
+
+const (
+	// NoSessionUse: nothing outlives the transaction.
+	NoSessionUse SessionUse = iota
+	// AdvisoryLock: a session-level advisory lock (pg_advisory_lock...).
+	AdvisoryLock
+	// TempTable: CREATE TEMP TABLE (lives until the connection ends).
+	TempTable
+)
+
+var sessionLockFuncs = map[string]bool{
+	"pg_advisory_lock": true, "pg_advisory_lock_shared": true,
+	"pg_try_advisory_lock": true, "pg_try_advisory_lock_shared": true,
+}
+
+// SessionUse reports session-level state the statement creates.
+func (s *Statement) SessionUse() SessionUse {
+	if c := s.node.GetCreateStmt(); c != nil && c.Relation != nil && c.Relation.Relpersistence == "t" {
+		return TempTable
+	}
+	if c := s.node.GetCreateTableAsStmt(); c != nil && c.Into != nil && c.Into.Rel != nil && c.Into.Rel.Relpersistence == "t" {
+		return TempTable
+	}
+	if sel := s.node.GetSelectStmt(); sel != nil && sel.IntoClause != nil && sel.IntoClause.Rel != nil && sel.IntoClause.Rel.Relpersistence == "t" {
+		return TempTable
+	}
+	use := NoSessionUse
+	walk(s.node.ProtoReflect(), func(m protoreflect.Message) {
+		if f, ok := m.Interface().(*pg.FuncCall); ok {
+			ns := names(f.Funcname)
+			if sessionLockFuncs[ns[len(ns)-1]] {
+				use = AdvisoryLock
+			}
+		}
+	})
+	return use
+}
