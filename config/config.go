@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/shardproxy/shardproxy/partman"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
 )
@@ -23,6 +24,9 @@ type File struct {
 	Proxy    proxy.Config  `yaml:",inline"`
 	Topology router.Config `yaml:",inline"`
 	Log      Log           `yaml:"log"`
+	// Partman keeps partitioned tables ahead of their data (partman run,
+	// or the loop inside shardproxy).
+	Partman partman.Config `yaml:"partman"`
 }
 
 // Log configures logging.
@@ -68,6 +72,9 @@ func Parse(b []byte) (*File, error) {
 		errs = append(errs, err)
 	}
 	if err := f.Topology.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := f.Partman.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	switch f.Log.Level {

@@ -3,6 +3,9 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/shardproxy/shardproxy/partman"
 )
 
 const good = `
@@ -51,6 +54,10 @@ func TestParseErrors(t *testing.T) {
 		{"no shards", "users: [{name: a, auth: trust}]\n", "at least one shard"},
 		{"bad log level", good + "log: {level: loud}\n", "log.level"},
 		{"empty", "", "empty config"},
+		{"partman unknown key", good + "partman: {tables: {orders: {column: created_at, colour: red}}}\n", "field colour not found"},
+		{"partman no column", good + "partman: {tables: {orders: {interval: month}}}\n", "partman: table orders: column"},
+		{"partman bad retention", good + "partman: {tables: {orders: {column: created_at, retention: forever}}}\n", `retention "forever"`},
+		{"partman bad interval", good + "partman: {tables: {orders: {column: created_at, interval: hour}}}\n", `interval "hour"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -63,7 +70,32 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestExampleConfigLoads(t *testing.T) {
-	if _, err := Load("../delivery/example.yaml"); err != nil {
+	f, err := Load("../delivery/example.yaml")
+	if err != nil {
 		t.Fatal(err)
+	}
+	tables, err := f.Partman.Resolve()
+	if err != nil || len(tables) != 2 || tables[1].Name != "orders" || tables[1].Retention.N != 24 {
+		t.Fatalf("partman section: %+v, %v", tables, err)
+	}
+}
+
+func TestParsePartman(t *testing.T) {
+	f, err := Parse([]byte(good + `
+partman:
+  loop_interval: 1h
+  lock_timeout: 3s
+  tables:
+    orders: {column: created_at, premake: 6, retention: 24 months, retention_mode: drop, default_partition: false}
+    events: {column: created_at, interval: week, backfill_from: "2025-01-01"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.Partman
+	o := p.Tables["orders"]
+	if p.LoopInterval != time.Hour || p.LockTimeout != 3*time.Second || *o.Premake != 6 || o.RetentionMode != partman.Drop ||
+		*o.DefaultPartition || p.Tables["events"].Interval != partman.Week {
+		t.Fatalf("partman: %+v", p)
 	}
 }
