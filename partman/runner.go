@@ -64,6 +64,7 @@ type ShardResult struct {
 // TableResult is the outcome for one table on one shard.
 type TableResult struct {
 	Table                      string
+	Interval                   Interval
 	Created, Detached, Dropped []string
 	// MovedRows were moved out of DEFAULT into partitions created now.
 	MovedRows int64
@@ -236,7 +237,7 @@ func (r *Runner) shard(ctx context.Context, m Mode, sh router.ShardConfig, table
 const lockClass = 0x7072746d
 
 func (r *Runner) table(ctx context.Context, m Mode, conn *pgx.Conn, t Table, now time.Time, log *slog.Logger) TableResult {
-	tr := TableResult{Table: t.Name, DefaultRows: -1, Ahead: -1}
+	tr := TableResult{Table: t.Name, Interval: t.Interval, DefaultRows: -1, Ahead: -1}
 	par, err := resolve(ctx, conn, t)
 	if err != nil {
 		tr.Err = err
