@@ -137,15 +137,11 @@ type Table struct {
 	Default   bool
 }
 
-// Resolve validates c and returns its tables sorted by name.
+// Resolve validates the tables and returns them sorted by name, with
+// defaults applied.
 func (c *Config) Resolve() ([]Table, error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("partman: "+format, args...)) }
-	if c.LoopInterval < 0 {
-		bad("loop_interval %s is negative", c.LoopInterval)
-	} else if c.LoopInterval > 0 && c.LoopInterval < time.Minute {
-		bad("loop_interval %s is shorter than 1m", c.LoopInterval)
-	}
 	if c.LockTimeout < 0 {
 		bad("lock_timeout %s is negative", c.LockTimeout)
 	}
@@ -227,7 +223,13 @@ func (c *Config) Resolve() ([]Table, error) {
 // Validate checks the section and returns every problem found.
 func (c *Config) Validate() error {
 	_, err := c.Resolve()
-	return err
+	errs := []error{err}
+	if c.LoopInterval < 0 {
+		errs = append(errs, fmt.Errorf("partman: loop_interval %s is negative", c.LoopInterval))
+	} else if c.LoopInterval > 0 && c.LoopInterval < time.Minute {
+		errs = append(errs, fmt.Errorf("partman: loop_interval %s is shorter than 1m", c.LoopInterval))
+	}
+	return errors.Join(errs...)
 }
 
 // lockTimeout returns the configured lock timeout or its default.

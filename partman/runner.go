@@ -177,6 +177,9 @@ func (r *Runner) Loop(ctx context.Context, report func(Report)) error {
 		if report != nil {
 			report(rep)
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -433,3 +433,30 @@ func TestDryRunChangesNothing(t *testing.T) {
 		t.Errorf("status: %+v", tr)
 	}
 }
+
+func TestLoop(t *testing.T) {
+	fresh(t)
+	cfg := deliveryConfig()
+	cfg.LoopInterval = 100 * time.Millisecond // Validate insists on 1m; the loop itself does not
+	r := &Runner{Config: cfg, Shards: shardConfigs(""), Now: func() time.Time { return ts("2026-01-15T00:00:00Z") }}
+	ctx, cancel := context.WithCancel(context.Background())
+	var reps []Report
+	err := r.Loop(ctx, func(rep Report) {
+		reps = append(reps, rep)
+		if len(reps) == 3 {
+			cancel()
+		}
+	})
+	if err != context.Canceled || len(reps) != 3 {
+		t.Fatalf("loop: %v after %d passes", err, len(reps))
+	}
+	for i, want := range []int{5, 0, 0} {
+		noFailures(t, reps[i])
+		if got := len(created(reps[i], 2, "orders")); got != want {
+			t.Errorf("pass %d created %d on shard2 orders, want %d", i, got, want)
+		}
+	}
+	if err := (&Runner{}).Loop(context.Background(), nil); err == nil {
+		t.Error("a loop without interval should refuse to start")
+	}
+}
