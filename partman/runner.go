@@ -421,7 +421,7 @@ FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = $1 ORDER BY c.relname`, par.oid)
 	b.Queue(`SELECT c.relname FROM pg_class c
 WHERE c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $1)
-  AND c.relkind IN ('r', 'p', 'f', 'v', 'm') AND starts_with(c.relname, $2)
+  AND starts_with(c.relname, $2)
   AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid AND i.inhparent = $1)`,
 		par.oid, joinName(par.relation, ""))
 	br := conn.SendBatch(ctx, b)

@@ -460,3 +460,58 @@ func TestLoop(t *testing.T) {
 		t.Error("a loop without interval should refuse to start")
 	}
 }
+
+func TestDateColumnWeeksAndSchema(t *testing.T) {
+	fresh(t)
+	for i := range shards.Clusters {
+		exec(t, connect(t, i), `DROP SCHEMA IF EXISTS "App" CASCADE; CREATE SCHEMA "App";
+CREATE TABLE "App".visits (day date NOT NULL, n int, twice int GENERATED ALWAYS AS (n * 2) STORED) PARTITION BY RANGE (day)`)
+	}
+	cfg := Config{Tables: map[string]TableConfig{
+		"App.visits": {Column: "day", Interval: Week, Premake: intp(1)}, // no DEFAULT yet: partman creates it
+		"orders":     {Column: "created_at", Interval: Day, Premake: intp(1)},
+	}}
+	visits := func(c *pgx.Conn) []string {
+		rows, _ := c.Query(context.Background(), `SELECT c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid)
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '"App".visits'::regclass ORDER BY 1`)
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	// Thursday 1 January 2026 is in ISO week 1, which starts on Monday 29 December 2025.
+	noFailures(t, runAt(t, cfg, "2026-01-01T10:00:00Z", ""))
+	for i := range shards.Clusters {
+		c := connect(t, i)
+		want := []string{
+			"visits_default DEFAULT",
+			"visits_p2026w01 FOR VALUES FROM ('2025-12-29') TO ('2026-01-05')",
+			"visits_p2026w02 FOR VALUES FROM ('2026-01-05') TO ('2026-01-12')",
+		}
+		if got := visits(c); !reflect.DeepEqual(got, want) {
+			t.Fatalf("shard %d:\n%s", i, strings.Join(got, "\n"))
+		}
+		if got := attached(t, i, "orders"); !reflect.DeepEqual(got[1:], []string{
+			"orders_p2026_01_01 FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-01-02 00:00:00+00')",
+			"orders_p2026_01_02 FOR VALUES FROM ('2026-01-02 00:00:00+00') TO ('2026-01-03 00:00:00+00')"}) {
+			t.Errorf("shard %d orders by day:\n%s", i, strings.Join(got, "\n"))
+		}
+		// Week 4 has no partition yet: the row goes to DEFAULT.
+		exec(t, c, `INSERT INTO "App".visits (day, n) VALUES ('2026-01-20', 21)`)
+	}
+	// Two weeks later, week 4 is within premake: the row moves, and its
+	// generated column is recomputed in the new partition.
+	rep := runAt(t, cfg, "2026-01-13T00:00:00Z", "")
+	noFailures(t, rep)
+	for i := range shards.Clusters {
+		v := tableResult(t, rep, i, "App.visits")
+		if !reflect.DeepEqual(v.Created, []string{"visits_p2026w03", "visits_p2026w04"}) || v.MovedRows != 1 || v.DefaultRows != 0 {
+			t.Errorf("shard %d: %+v", i, v)
+		}
+		var twice int
+		if err := connect(t, i).QueryRow(context.Background(), `SELECT twice FROM "App".visits_p2026w04`).Scan(&twice); err != nil || twice != 42 {
+			t.Errorf("shard %d: moved row: %d, %v", i, twice, err)
+		}
+	}
+}
