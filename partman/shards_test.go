@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	osexec "os/exec"
+	"os/user"
+	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -513,5 +517,70 @@ FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '"A
 		if err := connect(t, i).QueryRow(context.Background(), `SELECT twice FROM "App".visits_p2026w04`).Scan(&twice); err != nil || twice != 42 {
 			t.Errorf("shard %d: moved row: %d, %v", i, twice, err)
 		}
+	}
+}
+
+// pgBin runs a Postgres binary as the server's OS user.
+func pgBin(t *testing.T, name string, args ...string) {
+	t.Helper()
+	bin, err := localpg.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// BinDir may be a folder of symlinks to a few binaries (initdb,
+	// pg_ctl): look beside the real initdb.
+	if real, err := filepath.EvalSymlinks(filepath.Join(bin, "initdb")); err == nil {
+		bin = filepath.Dir(real)
+	}
+	path := filepath.Join(bin, name)
+	cmd := osexec.Command(path, args...)
+	if os.Geteuid() == 0 {
+		cmd = osexec.Command("runuser", append([]string{"-u", "postgres", "--", path}, args...)...)
+	}
+	cmd.Dir = os.TempDir()
+	cmd.WaitDelay = 5 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %q: %v\n%s", name, args, err, out)
+	}
+}
+
+func TestReplicaIsSkipped(t *testing.T) {
+	fresh(t)
+	dir := filepath.Join(shards.Dir(), "replica")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		if u, err := user.Lookup("postgres"); err == nil {
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			os.Chown(dir, uid, gid)
+		}
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	primary := shards.Clusters[0]
+	pgBin(t, "pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.Port), "-U", "postgres", "-D", dir, "-R", "-X", "stream", "-c", "fast", "--no-sync")
+	port, err := localpg.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgBin(t, "pg_ctl", "-D", dir, "-o", fmt.Sprintf("-p %d", port), "-l", filepath.Join(dir, "server.log"), "-w", "-t", "60", "start")
+	t.Cleanup(func() { pgBin(t, "pg_ctl", "-D", dir, "-m", "immediate", "-w", "stop") })
+
+	r := &Runner{Config: deliveryConfig(), Now: func() time.Time { return ts("2026-01-15T00:00:00Z") },
+		Shards: []router.ShardConfig{{Name: "replica", DSN: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/deliveryapp?sslmode=disable", port)}}}
+	rep, err := r.Run(context.Background(), Apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noFailures(t, rep)
+	if s := rep.Shards[0]; s.Skipped == "" || len(s.Tables) > 0 {
+		t.Fatalf("replica not skipped: %+v", s)
+	}
+	// status still reads a replica.
+	rep, _ = r.Run(context.Background(), Inspect)
+	noFailures(t, rep)
+	if s := rep.Shards[0]; s.Skipped != "" || len(s.Tables) != 2 || s.Tables[0].Ahead != -1 {
+		t.Fatalf("status on the replica: %+v", s)
 	}
 }
