@@ -38,6 +38,9 @@ type State struct {
 	Taken map[string]bool
 	// DefaultRows counts rows in the DEFAULT partition (-1: not counted).
 	DefaultRows int64
+	// InvalidIndexes are the parent's partitioned indexes that are not
+	// valid because some partition lacks its part (CREATE INDEX ON ONLY).
+	InvalidIndexes []string
 }
 
 // DefaultPartition returns the attached DEFAULT partition, if any.
@@ -167,6 +170,10 @@ func PlanTable(t Table, now time.Time, st State, lockTimeout time.Duration) Tabl
 		} else {
 			p.Actions = append(p.Actions, Action{Op: OpCreateDefault, Name: name})
 		}
+	}
+	for _, ix := range st.InvalidIndexes {
+		p.Problems = append(p.Problems, fmt.Sprintf("index %s on %s is not valid: a partition lacks it "+
+			"(create it on that partition, then ALTER INDEX %s ATTACH PARTITION ...)", ix, st.Relation, ix))
 	}
 	for _, part := range st.Partitions {
 		if !part.Default && !part.Readable {

@@ -47,6 +47,7 @@ func TestPlanTable(t *testing.T) {
 		now      string
 		parts    []Partition
 		taken    []string
+		invalid  []string
 		want     []string
 		problems []string
 	}{
@@ -168,7 +169,7 @@ func TestPlanTable(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			st := State{Schema: "public", Relation: "orders", Kind: TimestampTZ, Partitions: c.parts, Taken: map[string]bool{}}
+			st := State{Schema: "public", Relation: "orders", Kind: TimestampTZ, Partitions: c.parts, Taken: map[string]bool{}, InvalidIndexes: c.invalid}
 			for _, n := range c.taken {
 				st.Taken[n] = true
 			}

@@ -424,6 +424,8 @@ WHERE c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $1)
   AND starts_with(c.relname, $2)
   AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid AND i.inhparent = $1)`,
 		par.oid, joinName(par.relation, ""))
+	b.Queue(`SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = $1 AND NOT i.indisvalid ORDER BY 1`, par.oid)
 	br := conn.SendBatch(ctx, b)
 	defer br.Close()
 	rows, _ := br.Query()
@@ -450,6 +452,10 @@ WHERE c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = $1)
 	}
 	for _, n := range taken {
 		st.Taken[n] = true
+	}
+	rows, _ = br.Query()
+	if st.InvalidIndexes, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return st, fmt.Errorf("read indexes of %s: %w", par.table.Name, err)
 	}
 	return st, br.Close()
 }

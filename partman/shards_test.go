@@ -389,22 +389,25 @@ func TestConflictsAndMissingParent(t *testing.T) {
 	fresh(t)
 	c := connect(t, 3)
 	exec(t, c, "CREATE TABLE orders_p2026_02 (LIKE orders)")
+	exec(t, connect(t, 1), "CREATE INDEX orders_total_idx ON ONLY events (id)")
 	cfg := deliveryConfig()
 	cfg.Tables["nosuch"] = TableConfig{Column: "created_at"}
 	rep := runAt(t, cfg, "2026-01-15T00:00:00Z", "")
 	f := rep.Failures()
-	var conflict, missing int
+	var conflict, missing, invalid int
 	for _, l := range f {
 		switch {
 		case strings.HasPrefix(l, "shard shard3: table orders: table orders_p2026_02 exists but is not attached"):
 			conflict++
 		case strings.Contains(l, "table nosuch: table nosuch does not exist"):
 			missing++
+		case strings.HasPrefix(l, "shard shard1: table events: index orders_total_idx on events is not valid: a partition lacks it"):
+			invalid++
 		default:
 			t.Errorf("unexpected failure %q", l)
 		}
 	}
-	if conflict != 1 || missing != 4 {
+	if conflict != 1 || missing != 4 || invalid != 1 {
 		t.Fatalf("failures:\n%s", strings.Join(f, "\n"))
 	}
 	if got := created(rep, 3, "orders"); len(got) != 4 {
