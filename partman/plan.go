@@ -139,7 +139,7 @@ type TablePlan struct {
 // Wanted periods run from the backfill period (or the current one) to
 // premake periods after the current one; periods entirely before the
 // retention cutoff are never created. A wanted period is satisfied by any
-// attached partition with exactly its bounds, whatever its name. A period
+// attached partition whose bounds contain it, whatever its name. A period
 // overlapped by other bounds, or whose name is taken by a table that is not
 // attached, is reported as a problem and left alone.
 func PlanTable(t Table, now time.Time, st State, lockTimeout time.Duration) TablePlan {
@@ -205,22 +205,23 @@ func PlanTable(t Table, now time.Time, st State, lockTimeout time.Duration) Tabl
 	return p
 }
 
-// satisfied reports whether [from, to) is already covered exactly; if not,
-// a non-empty problem says why it cannot be created.
+// satisfied reports whether [from, to) is already covered by one attached
+// partition (exactly, or by a wider one such as a migrated yearly table);
+// if not, a non-empty problem says why it cannot be created.
 func (p *TablePlan) satisfied(name string, from, to time.Time) (problem string, ok bool) {
 	k := p.State.Kind
 	for _, part := range p.State.Partitions {
-		if !part.Readable {
-			continue
-		}
-		if part.From.Equal(from) && part.To.Equal(to) {
+		if part.Readable && (part.From.IsZero() || !part.From.After(from)) && (part.To.IsZero() || !part.To.Before(to)) {
 			return "", true
 		}
-		overlaps := (part.From.IsZero() || part.From.Before(to)) && (part.To.IsZero() || from.Before(part.To))
-		if overlaps {
+	}
+	for _, part := range p.State.Partitions {
+		if part.Readable && (part.From.IsZero() || part.From.Before(to)) && (part.To.IsZero() || from.Before(part.To)) {
 			return fmt.Sprintf("period %s to %s overlaps partition %s (%s); not created",
 				k.text(from), k.text(to), part.Name, part.Bound), false
 		}
+	}
+	for _, part := range p.State.Partitions {
 		if part.Name == name {
 			return fmt.Sprintf("partition %s exists with other bounds (%s), expected %s to %s; not created",
 				name, part.Bound, k.text(from), k.text(to)), false
