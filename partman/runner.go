@@ -209,6 +209,9 @@ func (r *Runner) shard(ctx context.Context, m Mode, sh router.ShardConfig, table
 	if _, ok := cc.RuntimeParams["application_name"]; !ok {
 		cc.RuntimeParams["application_name"] = "partman"
 	}
+	// Reads (counting DEFAULT rows) must not queue behind a long
+	// transaction either; DDL transactions set it again explicitly.
+	cc.RuntimeParams["lock_timeout"] = fmt.Sprintf("%dms", r.Config.lockTimeout().Milliseconds())
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		res.Err = fmt.Errorf("connect: %w", err)

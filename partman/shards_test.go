@@ -587,3 +587,65 @@ func TestReplicaIsSkipped(t *testing.T) {
 		t.Fatalf("status on the replica: %+v", s)
 	}
 }
+
+func TestLockTimeout(t *testing.T) {
+	cfg := deliveryConfig()
+	cfg.LockTimeout = 100 * time.Millisecond
+	// hold starts a transaction on shard1 holding orders (and its
+	// partitions) in mode; release ends it.
+	hold := func(mode string) (release func()) {
+		tx, err := connect(t, 1).Begin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(context.Background(), "LOCK TABLE orders IN "+mode+" MODE"); err != nil {
+			t.Fatal(err)
+		}
+		var once sync.Once
+		return func() { once.Do(func() { tx.Rollback(context.Background()) }) }
+	}
+	cases := []struct {
+		mode       string
+		releaseIn  time.Duration // 0: held during the whole run
+		wantPrefix string
+	}{
+		// Reading the bounds (pg_get_expr opens the partitions) already
+		// waits for an ACCESS EXCLUSIVE lock, and gives up after lock_timeout.
+		{"ACCESS EXCLUSIVE", 0, "shard shard1: table orders: read partitions of orders: "},
+		// SHARE UPDATE EXCLUSIVE (a VACUUM, another ATTACH) lets reads
+		// through and stops the DDL, which is retried 3 times, then fails.
+		{"SHARE UPDATE EXCLUSIVE", 0, "shard shard1: table orders: create orders_p2026_01: "},
+		// Released during the retries: the run succeeds.
+		{"SHARE UPDATE EXCLUSIVE", 300 * time.Millisecond, ""},
+	}
+	for _, c := range cases {
+		fresh(t)
+		release := hold(c.mode)
+		if c.releaseIn > 0 {
+			time.AfterFunc(c.releaseIn, release)
+		}
+		start := time.Now()
+		rep := runAt(t, cfg, "2026-01-15T00:00:00Z", "")
+		if d := time.Since(start); d > 15*time.Second {
+			t.Errorf("%s: run took %s behind the lock", c.mode, d)
+		}
+		release()
+		f := rep.Failures()
+		if c.wantPrefix == "" {
+			noFailures(t, rep)
+			if got := created(rep, 1, "orders"); len(got) != 5 {
+				t.Errorf("shard1 orders after a retry: %v", got)
+			}
+			continue
+		}
+		if len(f) != 1 || !strings.HasPrefix(f[0], c.wantPrefix) || !strings.Contains(f[0], "lock timeout (SQLSTATE 55P03)") {
+			t.Fatalf("%s: failures: %q", c.mode, f)
+		}
+		if got := created(rep, 1, "events"); len(got) != 5 {
+			t.Errorf("%s: shard1 events still maintained: %v", c.mode, got)
+		}
+		if got := created(rep, 0, "orders"); len(got) != 5 {
+			t.Errorf("%s: shard0 orders: %v", c.mode, got)
+		}
+	}
+}
