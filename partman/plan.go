@@ -264,9 +264,10 @@ func (p *TablePlan) Statements(a Action) []string {
 	case OpCreate:
 		k := p.State.Kind
 		// Take the parent's lock first (the one ATTACH takes anyway) so that
-		// we never hold DEFAULT while waiting for the parent (pg_partman #796).
+		// we never hold DEFAULT while waiting for the parent (pg_partman #796);
+		// ONLY, so that the existing partitions are not locked.
 		out = append(out,
-			fmt.Sprintf("LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE", parent),
+			fmt.Sprintf("LOCK TABLE ONLY %s IN SHARE UPDATE EXCLUSIVE MODE", parent),
 			fmt.Sprintf("CREATE TABLE %s (LIKE %s %s)", child, parent, likeParent))
 		if def, ok := p.State.DefaultPartition(); ok && len(p.State.Columns) > 0 {
 			col := pgx.Identifier{p.Table.Column}.Sanitize()

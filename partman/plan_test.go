@@ -192,7 +192,7 @@ func TestStatements(t *testing.T) {
 	got := p.Statements(p.Actions[0])
 	want := []string{
 		`SET LOCAL lock_timeout = '1500ms'`,
-		`LOCK TABLE "app"."Odd""Name" IN SHARE UPDATE EXCLUSIVE MODE`,
+		`LOCK TABLE ONLY "app"."Odd""Name" IN SHARE UPDATE EXCLUSIVE MODE`,
 		`CREATE TABLE "app"."Odd""Name_p2026_01" (LIKE "app"."Odd""Name" INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMMENTS INCLUDING GENERATED)`,
 		`WITH moved AS (DELETE FROM ONLY "app"."Odd""Name_default" WHERE "created at" >= '2026-01-01 00:00:00+00' AND "created at" < '2026-02-01 00:00:00+00' RETURNING "id", "created at") INSERT INTO "app"."Odd""Name_p2026_01" ("id", "created at") SELECT "id", "created at" FROM moved`,
 		`ALTER TABLE "app"."Odd""Name" ATTACH PARTITION "app"."Odd""Name_p2026_01" FOR VALUES FROM ('2026-01-01 00:00:00+00') TO ('2026-02-01 00:00:00+00')`,
