@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/shardproxy/shardproxy/partman"
 	partmongo "github.com/shardproxy/shardproxy/partman/mongo"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
@@ -26,6 +27,9 @@ type File struct {
 	Log      Log           `yaml:"log"`
 	// Mongo is the MongoDB layout `partman mongo` applies; optional.
 	Mongo partmongo.Config `yaml:"mongo"`
+	// Partman keeps partitioned tables ahead of their data (partman run,
+	// or the loop inside shardproxy).
+	Partman partman.Config `yaml:"partman"`
 }
 
 // Log configures logging.
@@ -86,6 +90,9 @@ func Parse(b []byte) (*File, error) {
 		if _, err := f.Mongo.Resolve(&f.Topology); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := f.Partman.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	switch f.Log.Level {
 	case "", "debug", "info", "warn", "error":

@@ -5,6 +5,9 @@ import (
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"time"
+
+	"github.com/shardproxy/shardproxy/partman"
 )
 
 const good = `
@@ -89,6 +92,10 @@ func TestParseErrors(t *testing.T) {
 		{"mongo zones from a hash table", good + strings.Replace(mongoSection, "table: events", "table: orders", 1), "zones.table orders is not a range table"},
 		{"mongo zone without shards", good + strings.Replace(mongoSection, ", s1: [shard2]", "", 1), "zone s1 has no entry in zones.shards"},
 		{"mongo with a bad topology", strings.Replace(good, "name: s1", "name: s0", 1) + strings.Replace(mongoSection, "database: deliveryapp", "", 1), "mongo: database is required"},
+		{"partman unknown key", good + "partman: {tables: {orders: {column: created_at, colour: red}}}\n", "field colour not found"},
+		{"partman no column", good + "partman: {tables: {orders: {interval: month}}}\n", "partman: table orders: column"},
+		{"partman bad retention", good + "partman: {tables: {orders: {column: created_at, retention: forever}}}\n", `retention "forever"`},
+		{"partman bad interval", good + "partman: {tables: {orders: {column: created_at, interval: hour}}}\n", `interval "hour"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -124,6 +131,10 @@ func TestExampleConfigLoads(t *testing.T) {
 	if n := len(l.Collections[1].Zones); n != len(f.Topology.Tables["events"].Ranges) {
 		t.Errorf("analytics has %d zones, want one per events range", n)
 	}
+	tables, err := f.Partman.Resolve()
+	if err != nil || len(tables) != 2 || tables[1].Name != "orders" || tables[1].Retention.N != 24 {
+		t.Fatalf("partman section: %+v, %v", tables, err)
+	}
 }
 
 func must(b []byte, err error) []byte {
@@ -131,4 +142,24 @@ func must(b []byte, err error) []byte {
 		panic(err)
 	}
 	return b
+}
+
+func TestParsePartman(t *testing.T) {
+	f, err := Parse([]byte(good + `
+partman:
+  loop_interval: 1h
+  lock_timeout: 3s
+  tables:
+    orders: {column: created_at, premake: 6, retention: 24 months, retention_mode: drop, default_partition: false}
+    events: {column: created_at, interval: week, backfill_from: "2025-01-01"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.Partman
+	o := p.Tables["orders"]
+	if p.LoopInterval != time.Hour || p.LockTimeout != 3*time.Second || *o.Premake != 6 || o.RetentionMode != partman.Drop ||
+		*o.DefaultPartition || p.Tables["events"].Interval != partman.Week {
+		t.Fatalf("partman: %+v", p)
+	}
 }
