@@ -21,6 +21,7 @@ import (
 	"github.com/shardproxy/shardproxy/delivery"
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/parser"
+	"github.com/shardproxy/shardproxy/partman"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
 )
@@ -90,6 +91,25 @@ func runDemo(ctx context.Context, dir, listen string, stdout, stderr io.Writer) 
 	defer srv.Close()
 
 	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", listen)
+	if err := createSchema(ctx, url); err != nil {
+		return err
+	}
+	// Monthly partitions of orders and events, ahead of the data.
+	runner := &partman.Runner{Config: f.Partman, Shards: topo.Shards}
+	rep, err := runner.Run(ctx, partman.Apply)
+	if err != nil {
+		return err
+	}
+	if fails := rep.Failures(); len(fails) > 0 {
+		return fmt.Errorf("partman: %s", strings.Join(fails, "; "))
+	}
+	created := 0
+	for _, sh := range rep.Shards {
+		for _, t := range sh.Tables {
+			created += len(t.Created)
+		}
+	}
+	fmt.Fprintf(stdout, "partman: %d monthly partitions created on 4 shards\n", created)
 	if err := loadDemo(ctx, url, stdout); err != nil {
 		return err
 	}
@@ -138,15 +158,10 @@ func demoConfig(set *localpg.Set, listen string) (*config.File, error) {
 	return config.Parse(out)
 }
 
-// loadDemo creates the schema and loads the sample data through the proxy,
-// unless a previous run already did.
-func loadDemo(ctx context.Context, url string, stdout io.Writer) error {
-	cc, err := pgx.ParseConfig(url)
-	if err != nil {
-		return err
-	}
-	cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	conn, err := pgx.ConnectConfig(ctx, cc)
+// createSchema runs the delivery schema through the proxy: DDL reaches
+// every shard.
+func createSchema(ctx context.Context, url string) error {
+	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return fmt.Errorf("connect through the proxy: %w", err)
 	}
@@ -160,6 +175,24 @@ func loadDemo(ctx context.Context, url string, stdout io.Writer) error {
 			return fmt.Errorf("schema: %w", err)
 		}
 	}
+	return nil
+}
+
+// loadDemo loads the sample data through the proxy,
+// unless a previous run already did.
+func loadDemo(ctx context.Context, url string, stdout io.Writer) error {
+	cc, err := pgx.ParseConfig(url)
+	if err != nil {
+		return err
+	}
+	// Multi-row INSERTs are split per shard by the proxy on the simple
+	// protocol (pgx interpolates the arguments safely).
+	cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("connect through the proxy: %w", err)
+	}
+	defer conn.Close(context.Background())
 	var users int64
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&users); err != nil {
 		return err

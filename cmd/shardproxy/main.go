@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/shardproxy/shardproxy/config"
+	"github.com/shardproxy/shardproxy/partman"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
 )
@@ -99,6 +100,15 @@ func serve(ctx context.Context, f *config.File, log *slog.Logger) error {
 		return err
 	}
 	srv.Warm(ctx)
+	if f.Partman.LoopInterval > 0 && len(f.Partman.Tables) > 0 {
+		runner := &partman.Runner{Config: f.Partman, Shards: topo.Shards, Logger: log.With("component", "partman")}
+		go runner.Loop(ctx, func(r partman.Report) {
+			for _, line := range r.Failures() {
+				log.Warn("partman", "failure", line)
+			}
+		})
+		log.Info("partman loop on", "interval", f.Partman.LoopInterval, "tables", len(f.Partman.Tables))
+	}
 	log.Info("serving", "listen", f.Proxy.Listen, "shards", len(topo.Shards))
 	return srv.ListenAndServe(ctx)
 }
