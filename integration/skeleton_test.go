@@ -134,7 +134,6 @@ func TestPgxPointKeylessAndRefusals(t *testing.T) {
 		"SELECT * FROM orders LIMIT 1",
 		"UPDATE orders SET user_id = 1 WHERE user_id = 200001",
 		"INSERT INTO orders (id, restaurant_id, total, status) VALUES (1, 1, 1, 'x')",
-		"SELECT 1; SELECT 2",
 		"LISTEN foo",
 		"COPY orders TO STDOUT",
 	} {

@@ -64,6 +64,8 @@ type Statement struct {
 	// Writes is true for INSERT/UPDATE/DELETE, data-modifying CTEs,
 	// SELECT ... FOR UPDATE and SELECT INTO.
 	Writes bool
+	// Session is the connection-level state the statement leaves behind.
+	Session SessionUse
 
 	node    *pg.Node
 	version int32
@@ -180,6 +182,7 @@ func analyse(sql string, n *pg.Node) *Statement {
 		if s.Kind == Select && !s.Writes && hasModifyingCTE(n) {
 			s.Writes = true
 		}
+		s.Session = s.sessionUse()
 	}
 	return s
 }

@@ -24,8 +24,9 @@ var sessionLockFuncs = map[string]bool{
 	"pg_try_advisory_lock": true, "pg_try_advisory_lock_shared": true,
 }
 
-// SessionUse reports session-level state the statement creates.
-func (s *Statement) SessionUse() SessionUse {
+// sessionUse reports session-level state the statement creates; analyse
+// stores it in Statement.Session.
+func (s *Statement) sessionUse() SessionUse {
 	if c := s.node.GetCreateStmt(); c != nil && c.Relation != nil && c.Relation.Relpersistence == "t" {
 		return TempTable
 	}

@@ -224,7 +224,10 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	if s.status == 'E' && s.tx == nil {
 		return inFailedTx()
 	}
-	plan, err := s.srv.router.Route(ps.st, bindParams{ps: ps, b: bind})
+	if err := s.sessionState(ps.st); err != nil {
+		return err
+	}
+	plan, err := s.route(ps.st, bindParams{ps: ps, b: bind})
 	if err != nil {
 		return err
 	}
@@ -592,6 +595,9 @@ func (s *session) extRelease() error {
 		s.status = b.txStatus
 		if b.txStatus == 'I' {
 			s.tx = nil
+			if s.tempInTx {
+				b.discard, s.tempInTx = true, false
+			}
 			s.release(b)
 		}
 		return nil

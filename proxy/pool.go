@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -24,6 +25,10 @@ type backend struct {
 	// dirty is set when session state (SET, ParameterStatus) may differ
 	// from a fresh connection's; release resets it.
 	dirty bool
+	// discard asks for DISCARD ALL before pooling (temporary tables).
+	discard bool
+	// idleSince is when the backend went back to the pool.
+	idleSince time.Time
 	// txStatus is the last ReadyForQuery status: 'I', 'T' or 'E'.
 	txStatus byte
 	wbuf     []byte
@@ -74,11 +79,17 @@ func (p *pool) acquire(ctx context.Context) (*backend, error) {
 		p.mu.Unlock()
 		return nil, errors.New("pool closed")
 	}
-	if n := len(p.idle); n > 0 {
+	for n := len(p.idle); n > 0; n = len(p.idle) {
 		b := p.idle[n-1]
 		p.idle = p.idle[:n-1]
-		p.mu.Unlock()
-		return b, nil
+		if time.Since(b.idleSince) < time.Second || b.alive() {
+			p.mu.Unlock()
+			return b, nil
+		}
+		// The server closed it while it sat idle (restart, terminate):
+		// drop it and try the next, or dial a new one.
+		b.conn.Close()
+		p.open--
 	}
 	if p.open < p.size {
 		p.open++
@@ -165,8 +176,42 @@ func (p *pool) release(b *backend) {
 		w <- leaseResult{b: b}
 		return
 	}
+	b.idleSince = time.Now()
 	p.idle = append(p.idle, b)
 	p.mu.Unlock()
+}
+
+// alive checks, without blocking, that an idle backend's server has not
+// closed it or sent anything: an idle connection only hears from its
+// server when it is being terminated. One non-blocking MSG_PEEK recv.
+func (b *backend) alive() bool {
+	if b.rd.buffered() > 0 {
+		return false
+	}
+	sc, ok := b.conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	alive := true
+	var one [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case n > 0: // unsolicited data: a FATAL notice before the close
+			alive = false
+		case err == nil: // n == 0: orderly shutdown
+			alive = false
+		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
+		default:
+			alive = false
+		}
+		return true
+	})
+	return alive
 }
 
 func (p *pool) dial(ctx context.Context) (*backend, error) {

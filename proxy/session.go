@@ -51,6 +51,8 @@ type session struct {
 
 	// x is the extended-protocol state, made on first use.
 	x *extState
+	// tempInTx: the open transaction created temporary tables.
+	tempInTx bool
 }
 
 type setting struct{ name, sql string }
@@ -284,7 +286,11 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 	case parser.Set:
 		return s.set(ctx, st)
 	}
-	plan, err := s.srv.router.Route(st, nil)
+	if err := s.sessionState(st); err != nil {
+		s.fail(err)
+		return nil
+	}
+	plan, err := s.route(st, nil)
 	if err != nil {
 		s.fail(err)
 		return nil
@@ -352,6 +358,10 @@ func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
 		s.status = 'I'
 		if b.txStatus != 'I' {
 			b.broken = true
+		}
+		if s.tempInTx {
+			b.discard = true
+			s.tempInTx = false
 		}
 		s.release(b)
 		return err
@@ -478,6 +488,15 @@ func (s *session) release(b *backend) {
 		}
 	}
 	s.mu.Unlock()
+	if b.discard && !b.broken && b.txStatus == 'I' {
+		// Temporary tables (and everything else) go; so do prepared
+		// statements, which the backend no longer has.
+		if err := s.quiet(b, "DISCARD ALL"); err != nil {
+			b.broken = true
+		}
+		b.stmts = nil
+		b.discard, b.dirty = false, false
+	}
 	if b.dirty && !b.broken && b.txStatus == 'I' {
 		if err := s.quiet(b, "RESET ALL"); err != nil {
 			b.broken = true
@@ -767,7 +786,15 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		target = s.tx.pool.shard
 	}
 	hint := "Send statements for different shards in separate queries."
+	temp := false
 	for _, st := range stmts {
+		switch st.Session {
+		case parser.AdvisoryLock:
+			s.fail(s.sessionState(st))
+			return nil
+		case parser.TempTable:
+			temp = true
+		}
 		switch st.Kind {
 		case parser.Set:
 			if _, local := st.SetName(); !local {
@@ -799,6 +826,11 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 	if s.status == 'E' && s.tx == nil {
 		s.sendError(inFailedTx())
 		return nil
+	}
+	if temp {
+		// Whatever happens to the transaction, the backend is discarded
+		// clean when it goes back to the pool.
+		s.tempInTx = true
 	}
 	if s.tx != nil {
 		return s.execTx(sql)
@@ -836,6 +868,37 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		s.status = b.txStatus
 		return nil
 	}
+	if s.tempInTx {
+		b.discard, s.tempInTx = true, false
+	}
 	s.release(b)
 	return nil
+}
+
+// sessionState refuses what would outlive the transaction on a pooled
+// backend, and marks a transaction that creates temporary tables so its
+// backend is discarded clean.
+func (s *session) sessionState(st *parser.Statement) error {
+	switch st.Session {
+	case parser.AdvisoryLock:
+		return refused("session-level advisory locks cannot work under transaction pooling: the lock would stay on a pooled connection",
+			"Use pg_advisory_xact_lock inside a transaction.")
+	case parser.TempTable:
+		if s.status == 'I' {
+			return refused("a temporary table outside a transaction cannot work under transaction pooling: it would stay on a pooled connection",
+				"Create it inside a transaction with ON COMMIT DROP.")
+		}
+		s.tempInTx = true
+	}
+	return nil
+}
+
+// route plans st. A temporary table belongs to the session's backend, not
+// to every shard: it is created on the default shard, where statements on
+// tables not in the config (the temporary table among them) go.
+func (s *session) route(st *parser.Statement, params router.Params) (*router.Plan, error) {
+	if st.Session == parser.TempTable {
+		return &router.Plan{Shards: []int{s.srv.router.Topology().Default}, Write: true, Reason: "temporary table: default shard"}, nil
+	}
+	return s.srv.router.Route(st, params)
 }

@@ -1,0 +1,174 @@
+package integration
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestSessionStateRefusedOrContained(t *testing.T) {
+	ctx := context.Background()
+	c := mustConnect(t)
+	for _, q := range []string{"SELECT pg_advisory_lock(42)", "SELECT pg_try_advisory_lock(42)", "CREATE TEMP TABLE scratch (x int)"} {
+		if _, err := c.Exec(ctx, q); pgCode(err) != "0A000" {
+			t.Errorf("%s: %v, want 0A000", q, err)
+		}
+	}
+	// Transaction-scoped advisory locks are fine.
+	if _, err := c.Exec(ctx, "SELECT pg_advisory_xact_lock(42)"); err != nil {
+		t.Fatal(err)
+	}
+	// A temporary table inside a transaction works, and does not survive
+	// on the pooled backend afterwards.
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"CREATE TEMP TABLE scratch (x int)", "INSERT INTO scratch VALUES (1), (2)"} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var n int64
+	if err := tx.QueryRow(ctx, "SELECT count(*) FROM scratch").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("temp table in tx: %d %v", n, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	def := env.topo.Default
+	if got := shardInt(t, def, "SELECT count(*) FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't'"); got != 0 {
+		t.Fatalf("temporary table survived on a pooled backend (%d)", got)
+	}
+}
+
+// seedUsers puts users on every shard (one multi-row INSERT, split by the proxy).
+func seedUsers(t *testing.T) {
+	t.Helper()
+	if _, err := mustConnect(t).Exec(context.Background(), `INSERT INTO users (id, name, email, city) VALUES
+		(1, 'u', 'e', 'c'), (2, 'u', 'e', 'c'), (3, 'u', 'e', 'c'), (4, 'u', 'e', 'c'), (5, 'u', 'e', 'c'),
+		(6, 'u', 'e', 'c'), (7, 'u', 'e', 'c'), (8, 'u', 'e', 'c'), (9, 'u', 'e', 'c'), (10, 'u', 'e', 'c')
+		ON CONFLICT DO NOTHING`); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < nShards; i++ {
+		if shardInt(t, i, "SELECT count(*) FROM users") == 0 {
+			t.Fatalf("no users on shard %d", i)
+		}
+	}
+}
+
+func TestCancelReachesEveryShard(t *testing.T) {
+	seedUsers(t)
+	for _, q := range []string{
+		"SELECT pg_sleep(30)", // one shard
+		"SELECT count(*) FROM users WHERE pg_sleep(30) IS NULL", // every shard
+	} {
+		c := mustConnect(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+		start := time.Now()
+		_, err := c.Exec(ctx, q)
+		cancel()
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%s: cancel took %v", q, time.Since(start))
+		}
+		if err == nil {
+			t.Fatalf("%s: not canceled", q)
+		}
+		// Nothing keeps sleeping on any shard.
+		deadline := time.Now().Add(5 * time.Second)
+		for i := 0; i < nShards; i++ {
+			for shardInt(t, i, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()") != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: still running on shard %d", q, i)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
+	// The canceled client's own connection (pgx closes it on a context
+	// cancel); a fresh one works.
+	c := mustConnect(t)
+	var n int
+	if err := c.QueryRow(context.Background(), "SELECT 1").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCancelRequestKeepsSession(t *testing.T) {
+	seedUsers(t)
+	// A CancelRequest on its own (psql's Ctrl-C) cancels the statement with
+	// 57014 and leaves the session usable.
+	c := mustConnect(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), "SELECT count(*) FROM users WHERE pg_sleep(30) IS NULL")
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if err := c.PgConn().CancelRequest(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if pgCode(err) != "57014" {
+			t.Fatalf("canceled statement: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("cancel did not stop the fan-out")
+	}
+	var n int
+	if err := c.QueryRow(context.Background(), "SELECT 2").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("session after cancel: %v", err)
+	}
+}
+
+func TestClientGoneMidTransactionLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	c, err := connect(ctx, "app", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES (960001, 96001, 1, 1, 'lost')"); err != nil {
+		t.Fatal(err)
+	}
+	c.PgConn().Conn().Close() // vanish without a word
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; i < nShards; i++ {
+		for shardInt(t, i, "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'") != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("shard %d keeps an open transaction", i)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	c2 := mustConnect(t)
+	var n int64
+	if err := c2.QueryRow(ctx, "SELECT count(*) FROM orders WHERE user_id = 96001").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("uncommitted row visible: %d %v", n, err)
+	}
+}
+
+func TestDeadBackendsAreReplaced(t *testing.T) {
+	seedUsers(t)
+	ctx := context.Background()
+	c := mustConnect(t)
+	var n int64
+	for i := 0; i < 8; i++ { // warm pools on every shard
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < nShards; i++ {
+		shardExec(ctx, i, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND datname = 'deliveryapp'")
+	}
+	time.Sleep(1200 * time.Millisecond) // past the idle check threshold
+	for i := 0; i < 8; i++ {
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil {
+			t.Fatalf("query %d after the shards dropped their connections: %v", i, err)
+		}
+	}
+}
