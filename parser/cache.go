@@ -14,6 +14,8 @@ type Cache struct {
 	ll           *list.List
 	items        map[string]*list.Element
 	hits, misses uint64
+	// templates maps stripped query texts to their analysis.
+	templates map[string]*templateEntry
 }
 
 type cacheEntry struct {
@@ -60,4 +62,49 @@ func (c *Cache) Stats() (hits, misses uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.hits, c.misses
+}
+
+// templateEntry caches the analysis of a stripped query; stmt is nil when
+// the template is not usable (it does not parse, holds several statements,
+// or is not SELECT/INSERT/UPDATE/DELETE).
+type templateEntry struct {
+	stmt *Statement
+}
+
+// Template returns the analysis of a query's stripped form and its
+// constants, parsing the template once per shape. ok is false when the
+// query must take the full path.
+func (c *Cache) Template(sql string) (*Statement, Literals, bool) {
+	key, consts, ok := Strip(sql)
+	if !ok || len(consts) == 0 {
+		return nil, nil, false
+	}
+	c.mu.Lock()
+	if c.templates == nil {
+		c.templates = map[string]*templateEntry{}
+	}
+	e, hit := c.templates[key]
+	c.mu.Unlock()
+	if !hit {
+		e = &templateEntry{}
+		if sts, err := Parse(key); err == nil && len(sts) == 1 {
+			switch sts[0].Kind {
+			case Select, Insert, Update, Delete:
+				e.stmt = sts[0]
+			}
+		}
+		c.mu.Lock()
+		if len(c.templates) >= c.max {
+			for k := range c.templates { // evict one at random: bounded
+				delete(c.templates, k)
+				break
+			}
+		}
+		c.templates[key] = e
+		c.mu.Unlock()
+	}
+	if e.stmt == nil {
+		return nil, nil, false
+	}
+	return e.stmt, Literals(consts), true
 }

@@ -242,6 +242,20 @@ func (s *session) cancelRunning() {
 
 // simpleQuery answers one Query message.
 func (s *session) simpleQuery(ctx context.Context, sql string) error {
+	// Fast path: queries that differ only in their constants share one
+	// parsed template, routed with the constants as parameters. Anything
+	// the template cannot do exactly like the full parse (a refusal, a
+	// rewrite) takes the full path.
+	if s.status != 'E' {
+		if st, lits, ok := s.srv.cache.Template(sql); ok && st.Session == parser.NoSessionUse {
+			if plan, err := s.srv.router.Route(st, lits); err == nil && plan.SQL == nil {
+				if err := s.routed(ctx, st.WithSQL(sql), plan); err != nil {
+					return err
+				}
+				return s.readyForQuery()
+			}
+		}
+	}
 	stmts, err := s.srv.cache.Parse(sql)
 	switch {
 	case errors.Is(err, parser.ErrEmpty):
@@ -295,6 +309,11 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 		s.fail(err)
 		return nil
 	}
+	return s.routed(ctx, st, plan)
+}
+
+// routed runs a planned statement.
+func (s *session) routed(ctx context.Context, st *parser.Statement, plan *router.Plan) error {
 	if s.status != 'I' {
 		return s.inTransaction(ctx, st, plan)
 	}
