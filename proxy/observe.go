@@ -238,7 +238,7 @@ func (o *observer) finish(s *session) {
 	}
 	var info *shapeInfo
 	if q.st != nil {
-		info = o.stats.record(q.st.SQL, total, q.rows, failed, slow)
+		info = o.stats.record(q.st, total, q.rows, failed, slow)
 	}
 	q.queries.Add(1)
 	if slow || failed {
@@ -370,21 +370,28 @@ type queryStat struct {
 	total, max          time.Duration
 }
 
-// maxShapes bounds the shape-key cache (shape hash -> fingerprint).
+// maxShapes bounds each of the caches in front of pg_query (statement ->
+// shape, shape hash -> fingerprint); a full cache is emptied.
 const maxShapes = 10000
 
 // queryStats keeps per-fingerprint statistics for at most max fingerprints;
 // when full, the 5% with the least total time are dropped (as
 // pg_stat_statements deallocates its least used entries).
+//
+// A statement's fingerprint is found by pointer first (the parse cache
+// returns the same *Statement for the same text), then by shape hash
+// (texts that differ only in literals), and only then computed by pg_query.
 type queryStats struct {
 	mu     sync.Mutex
 	max    int
+	stmts  map[*parser.Statement]*shapeInfo
 	shapes map[uint64]*shapeInfo
 	byFP   map[string]*queryStat
 }
 
 func newQueryStats(max int) *queryStats {
-	return &queryStats{max: max, shapes: map[uint64]*shapeInfo{}, byFP: map[string]*queryStat{}}
+	return &queryStats{max: max, stmts: map[*parser.Statement]*shapeInfo{}, shapes: map[uint64]*shapeInfo{},
+		byFP: map[string]*queryStat{}}
 }
 
 func (qs *queryStats) resize(max int) {
@@ -393,42 +400,51 @@ func (qs *queryStats) resize(max int) {
 	qs.mu.Unlock()
 }
 
-// record adds one execution of sql. pg_query runs only for a shape not
-// seen before (outside the lock).
-func (qs *queryStats) record(sql string, d time.Duration, rows int64, failed, slow bool) *shapeInfo {
-	k := shapeKey(sql)
+// record adds one execution of st. The shape hash and pg_query run outside
+// the lock, pg_query only for a shape not seen before.
+func (qs *queryStats) record(st *parser.Statement, d time.Duration, rows int64, failed, slow bool) *shapeInfo {
 	qs.mu.Lock()
-	info := qs.shapes[k]
+	info := qs.stmts[st]
 	if info == nil {
 		qs.mu.Unlock()
-		info = newShapeInfo(sql)
+		k := shapeKey(st.SQL)
 		qs.mu.Lock()
-		if len(qs.shapes) >= maxShapes {
-			clear(qs.shapes)
+		info = qs.shapes[k]
+		if info == nil {
+			qs.mu.Unlock()
+			info = newShapeInfo(st.SQL)
+			qs.mu.Lock()
+			if len(qs.shapes) >= maxShapes {
+				clear(qs.shapes)
+			}
+			qs.shapes[k] = info
 		}
-		qs.shapes[k] = info
+		if len(qs.stmts) >= maxShapes {
+			clear(qs.stmts)
+		}
+		qs.stmts[st] = info
 	}
 	defer qs.mu.Unlock()
 	if info.fingerprint == "" || qs.max <= 0 {
 		return info
 	}
-	st := qs.byFP[info.fingerprint]
-	if st == nil {
+	e := qs.byFP[info.fingerprint]
+	if e == nil {
 		if len(qs.byFP) >= qs.max {
 			qs.evict()
 		}
-		st = &queryStat{shapeInfo: *info}
-		qs.byFP[info.fingerprint] = st
+		e = &queryStat{shapeInfo: *info}
+		qs.byFP[info.fingerprint] = e
 	}
-	st.calls++
-	st.total += d
-	st.max = max(st.max, d)
-	st.rows += rows
+	e.calls++
+	e.total += d
+	e.max = max(e.max, d)
+	e.rows += rows
 	if failed {
-		st.errors++
+		e.errors++
 	}
 	if slow {
-		st.slow++
+		e.slow++
 	}
 	return info
 }
