@@ -150,7 +150,8 @@ func (h *healthChecker) update(sh *shardHealth, cfg *HealthConfig, err error) {
 		if sh.up && sh.fails >= cfg.Failures {
 			sh.up, sh.since = false, now
 			sh.p.downErr.Store(&shardError{shard: sh.p.name,
-				err: fmt.Errorf("marked down after %d failed health checks: %w", sh.fails, err)})
+				// %v, not %w: the client gets 08006, not the last check's SQLSTATE.
+				err: fmt.Errorf("marked down after %d failed health checks (last: %v)", sh.fails, err)})
 			sh.p.dropIdle()
 			h.log.Warn("shard down", "shard", sh.p.name, "failures", sh.fails, "err", err)
 		}

@@ -200,9 +200,14 @@ func (o *observer) setSlowLog(c SlowLog) {
 func (s *Server) SetSlowLog(c SlowLog) { s.obs.setSlowLog(c) }
 
 // finish accounts for the statement the session just answered and resets
-// its record. It runs on the session goroutine after ReadyForQuery.
+// its record. The session calls it as it appends ReadyForQuery, so a client
+// that has its answer also sees it counted; it does nothing when no
+// statement began (startup, admin console).
 func (o *observer) finish(s *session) {
 	q := &s.q
+	if q.start.IsZero() {
+		return
+	}
 	defer q.reset(s.status)
 	if q.st == nil && q.sqlstate == "" {
 		return // empty query
@@ -247,7 +252,7 @@ func (o *observer) finish(s *session) {
 }
 
 func (q *queryRecord) reset(status byte) {
-	q.st, q.plan, q.wait, q.rows, q.sqlstate = nil, nil, 0, 0, ""
+	q.start, q.st, q.plan, q.wait, q.rows, q.sqlstate = time.Time{}, nil, nil, 0, 0, ""
 	q.shards = q.shards[:0]
 	if status == 'I' {
 		q.state.Store(clientIdle)

@@ -65,6 +65,7 @@ func (s *session) flush() error {
 }
 
 func (s *session) readyForQuery() error {
+	s.srv.obs.finish(s)
 	s.out = append(s.out, 'Z', 0, 0, 0, 5, s.status)
 	return s.flush()
 }
@@ -240,7 +241,6 @@ func (s *session) simpleQuery(ctx context.Context, sql string) error {
 		return s.adminQuery(sql)
 	}
 	s.q.begin()
-	defer s.srv.obs.finish(s)
 	stmts, err := s.srv.cache.Parse(sql)
 	switch {
 	case errors.Is(err, parser.ErrEmpty):
