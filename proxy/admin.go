@@ -185,7 +185,11 @@ func (s *session) adminShow(what, arg string) error {
 				clientStateNames[c.q.state.Load()], fmtTime(c.q.connected), strconv.FormatUint(c.q.queries.Load(), 10)})
 			return true
 		})
-		sort.Slice(data, func(i, j int) bool { return data[i][0] < data[j][0] })
+		sort.Slice(data, func(i, j int) bool {
+			a, _ := strconv.ParseUint(data[i][0], 10, 32)
+			b, _ := strconv.ParseUint(data[j][0], 10, 32)
+			return a < b
+		})
 		cols := textCols("conn_id", "user", "database", "addr", "state", "connected", "queries")
 		cols[0].oid, cols[6].oid = oidInt8, oidInt8
 		s.rows(cols, data)

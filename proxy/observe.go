@@ -375,9 +375,13 @@ type queryStat struct {
 	total, max          time.Duration
 }
 
-// maxShapes bounds each of the caches in front of pg_query (statement ->
-// shape, shape hash -> fingerprint); a full cache is emptied.
-const maxShapes = 10000
+// maxShapes bounds the shape-hash cache and maxStmts the statement cache
+// in front of it (smaller: its keys keep parsed statements alive); a full
+// cache is emptied.
+const (
+	maxShapes = 10000
+	maxStmts  = 4096
+)
 
 // queryStats keeps per-fingerprint statistics for at most max fingerprints;
 // when full, the 5% with the least total time are dropped (as
@@ -424,7 +428,7 @@ func (qs *queryStats) record(st *parser.Statement, d time.Duration, rows int64, 
 			}
 			qs.shapes[k] = info
 		}
-		if len(qs.stmts) >= maxShapes {
+		if len(qs.stmts) >= maxStmts {
 			clear(qs.stmts)
 		}
 		qs.stmts[st] = info

@@ -135,6 +135,9 @@ func (p *pool) acquire(ctx context.Context) (*backend, error) {
 // release returns a backend. A broken one, or one not idle outside a
 // transaction, is closed and its slot freed.
 func (p *pool) release(b *backend) {
+	if p.downErr.Load() != nil {
+		b.broken = true // the shard went down while b was leased
+	}
 	if b.broken || b.txStatus != 'I' {
 		b.conn.Close()
 		p.mu.Lock()
