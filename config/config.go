@@ -38,8 +38,21 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is text (default) or json.
 	Format string `yaml:"format"`
-	// SlowQuery is the slow-query threshold. Default 1s.
+	// SlowQuery is the slow-query threshold: statements at least this slow
+	// are logged at warn with their fingerprint and normalized text.
+	// Default 1s. Reloadable.
 	SlowQuery time.Duration `yaml:"slow_query"`
+	// MaxPerSecond and Burst rate-limit slow-query and error lines (token
+	// bucket); dropped lines are counted in shardproxy_log_lines_dropped_total
+	// and in a "dropped" attribute of the next line. Defaults 50 and 100.
+	// Reloadable.
+	MaxPerSecond float64 `yaml:"max_per_second"`
+	Burst        int     `yaml:"burst"`
+}
+
+// SlowLog is the proxy's view of the log section.
+func (l Log) SlowLog() proxy.SlowLog {
+	return proxy.SlowLog{Threshold: l.SlowQuery, PerSecond: l.MaxPerSecond, Burst: l.Burst}
 }
 
 // Load reads, decodes and validates the file at path.
@@ -70,6 +83,12 @@ func Parse(b []byte) (*File, error) {
 	if f.Log.SlowQuery == 0 {
 		f.Log.SlowQuery = time.Second
 	}
+	if f.Log.MaxPerSecond == 0 {
+		f.Log.MaxPerSecond = 50
+	}
+	if f.Log.Burst == 0 {
+		f.Log.Burst = 100
+	}
 	var errs []error
 	if err := f.Proxy.Validate(); err != nil {
 		errs = append(errs, err)
@@ -98,6 +117,9 @@ func Parse(b []byte) (*File, error) {
 	case "", "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log.level %q is not debug, info, warn or error", f.Log.Level))
+	}
+	if f.Log.SlowQuery < 0 || f.Log.MaxPerSecond < 0 || f.Log.Burst < 0 {
+		errs = append(errs, errors.New("log.slow_query, log.max_per_second and log.burst must be positive"))
 	}
 	switch f.Log.Format {
 	case "", "text", "json":

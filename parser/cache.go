@@ -57,7 +57,7 @@ func (c *Cache) Parse(sql string) ([]*Statement, error) {
 	return st, nil
 }
 
-// Stats returns hit and miss counts.
+// Stats returns hit and miss counts of Parse and Template lookups.
 func (c *Cache) Stats() (hits, misses uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -84,6 +84,11 @@ func (c *Cache) Template(sql string) (*Statement, Literals, bool) {
 		c.templates = map[string]*templateEntry{}
 	}
 	e, hit := c.templates[key]
+	if hit {
+		c.hits++
+	} else {
+		c.misses++
+	}
 	c.mu.Unlock()
 	if !hit {
 		e = &templateEntry{}

@@ -18,6 +18,30 @@ type Config struct {
 	Users []User `yaml:"users"`
 	// Pool sizes and timeouts for backend connections, per shard.
 	Pool PoolConfig `yaml:"pool"`
+
+	// Admins are the users (from Users) allowed on the admin console, the
+	// virtual database "shardproxy". Reloadable.
+	Admins []string `yaml:"admins"`
+	// QueryStats is how many query fingerprints SHOW QUERIES keeps (top-K
+	// by total time). Default 1000. Reloadable.
+	QueryStats int `yaml:"query_stats"`
+	// Health configures the background health check of each shard.
+	Health HealthConfig `yaml:"health"`
+}
+
+// HealthConfig configures the per-shard health checker. Every field is
+// reloadable.
+type HealthConfig struct {
+	// Interval between checks of one shard. Default 5s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout bounds one check (connect and SELECT 1). Default 2s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Failures is how many checks in a row must fail to mark a shard down.
+	// Default 3.
+	Failures int `yaml:"failures"`
+	// Successes is how many checks in a row must pass to mark a down shard
+	// up again. Default 2.
+	Successes int `yaml:"successes"`
 }
 
 // User is a client login.
@@ -58,6 +82,21 @@ func (c Config) WithDefaults() Config {
 	if c.Pool.AcquireTimeout == 0 {
 		c.Pool.AcquireTimeout = 10 * time.Second
 	}
+	if c.QueryStats == 0 {
+		c.QueryStats = 1000
+	}
+	if c.Health.Interval == 0 {
+		c.Health.Interval = 5 * time.Second
+	}
+	if c.Health.Timeout == 0 {
+		c.Health.Timeout = 2 * time.Second
+	}
+	if c.Health.Failures == 0 {
+		c.Health.Failures = 3
+	}
+	if c.Health.Successes == 0 {
+		c.Health.Successes = 2
+	}
 	for i := range c.Users {
 		if c.Users[i].Auth == "" {
 			c.Users[i].Auth = "scram-sha-256"
@@ -93,6 +132,20 @@ func (c Config) Validate() error {
 	}
 	if c.Pool.Size < 0 {
 		errs = append(errs, errors.New("pool.size must be positive"))
+	}
+	if c.Database == adminDatabase {
+		errs = append(errs, fmt.Errorf("database: %q is the admin console's name", adminDatabase))
+	}
+	for _, a := range c.Admins {
+		if !seen[a] {
+			errs = append(errs, fmt.Errorf("admins: %s is not in users", a))
+		}
+	}
+	if c.QueryStats < 0 {
+		errs = append(errs, errors.New("query_stats must be positive"))
+	}
+	if c.Health.Interval < 0 || c.Health.Timeout < 0 || c.Health.Failures < 0 || c.Health.Successes < 0 {
+		errs = append(errs, errors.New("health: interval, timeout, failures and successes must be positive"))
 	}
 	return errors.Join(errs...)
 }

@@ -96,6 +96,9 @@ func (s *session) ext() *extState {
 // extended handles one extended-protocol message.
 func (s *session) extended(ctx context.Context, typ byte, body []byte) error {
 	x := s.ext()
+	if s.q.start.IsZero() {
+		s.q.begin() // one record per request, finished at Sync's ReadyForQuery
+	}
 	if x.errored && typ != 'S' {
 		return nil // Postgres discards messages until Sync after an error
 	}
@@ -214,6 +217,7 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	}
 	p := &portal{ps: ps, bind: bind}
 	x.portals[m.DestinationPortal] = p
+	s.q.st = ps.st
 	if local(ps) {
 		if len(m.Parameters) > 0 && ps.st != nil && ps.st.Kind == parser.Set {
 			return refused("SET with parameters is not supported", "Send SET with literal values.")
@@ -232,6 +236,7 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 		return err
 	}
 	p.plan = plan
+	s.q.plan = plan
 	if plan.SQL != nil {
 		return refused("a multi-row INSERT split over shards is not supported in the extended protocol yet",
 			"Send it with the simple protocol, or one INSERT per shard key.")
@@ -616,6 +621,8 @@ func (s *session) extRelease() error {
 func (s *session) relayQueue() error {
 	x := s.x
 	b := x.cur
+	sent := time.Now()
+	defer s.shardDone(b, sent)
 	if len(x.wbuf) > 0 {
 		if _, err := b.conn.Write(x.wbuf); err != nil {
 			b.broken = true
@@ -670,6 +677,7 @@ func (s *session) relayOne(b *backend, r reply) error {
 			continue
 		case 'E':
 			s.out = append(s.out, raw...)
+			s.q.shardFailed(body)
 			x.errored = true
 			if r.kind == rDrop {
 				// The injected Parse failed: the backend lacks the statement.
@@ -714,6 +722,9 @@ func (s *session) relayOne(b *backend, r reply) error {
 					}
 				}
 				continue
+			}
+			if typ == 'C' {
+				s.q.tag(body)
 			}
 			return nil // C, I or s
 		case rSync:

@@ -181,6 +181,7 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 				}
 			case 'C':
 				tags = append(tags, commandTag(body))
+				s.q.tag(body)
 			case 'I':
 				empty = true
 			case 'E':

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +53,11 @@ type pool struct {
 	waiters []chan leaseResult
 	closed  bool
 	params  map[string]string // ParameterStatus of the first connection
+
+	// Observability (health.go, metrics.go): set while the health checker
+	// holds the shard down; dial counts.
+	downErr                 atomic.Pointer[shardError]
+	connects, connectErrors atomic.Uint64
 }
 
 type leaseResult struct {
@@ -74,6 +80,9 @@ func newPool(shard int, name, dsn string, size int, connectTimeout, acquireTimeo
 // acquire leases a backend, dialing one if the pool is below size, else
 // waiting up to the acquire timeout.
 func (p *pool) acquire(ctx context.Context) (*backend, error) {
+	if e := p.downErr.Load(); e != nil {
+		return nil, e
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -139,6 +148,9 @@ func (p *pool) acquire(ctx context.Context) (*backend, error) {
 // release returns a backend. A broken one, or one not idle outside a
 // transaction, is closed and its slot freed.
 func (p *pool) release(b *backend) {
+	if p.downErr.Load() != nil {
+		b.broken = true // the shard went down while b was leased
+	}
 	if b.broken || b.txStatus != 'I' {
 		b.conn.Close()
 		p.mu.Lock()
@@ -217,8 +229,10 @@ func (b *backend) alive() bool {
 func (p *pool) dial(ctx context.Context) (*backend, error) {
 	conn, err := pgconn.ConnectConfig(ctx, p.cfg)
 	if err != nil {
+		p.connectErrors.Add(1)
 		return nil, &shardError{shard: p.name, err: err}
 	}
+	p.connects.Add(1)
 	h, err := conn.Hijack()
 	if err != nil {
 		conn.Close(ctx)

@@ -23,7 +23,6 @@ type Server struct {
 	router *router.Router
 	pools  []*pool
 	log    *slog.Logger
-	creds  map[string]*credential
 	cache  *parser.Cache
 
 	nextPID  atomic.Uint32
@@ -42,6 +41,12 @@ type Server struct {
 
 	stmtMu    sync.Mutex
 	stmtNames map[string]string // (query, param types) -> backend statement name
+	// Observability and operations (observe.go, metrics.go, health.go,
+	// admin.go, reload.go).
+	live     atomic.Pointer[liveConfig] // users, admins and reloadable settings
+	obs      *observer
+	health   *healthChecker
+	reloader reloaderFunc
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards
@@ -54,21 +59,17 @@ func New(cfg Config, topo *router.Topology, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, router: router.New(topo), log: log, creds: map[string]*credential{},
+	s := &Server{cfg: cfg, router: router.New(topo), log: log,
 		conns: map[net.Conn]struct{}{}, cache: parser.NewCache(10000), stmtNames: map[string]string{}}
-	for _, u := range cfg.Users {
-		c, err := newCredential(u)
-		if err != nil {
-			return nil, err
-		}
-		s.creds[u.Name] = c
-	}
 	for i, sh := range topo.Shards {
 		p, err := newPool(i, sh.Name, sh.DSN, cfg.Pool.Size, cfg.Pool.ConnectTimeout, cfg.Pool.AcquireTimeout)
 		if err != nil {
 			return nil, err
 		}
 		s.pools = append(s.pools, p)
+	}
+	if err := s.initObserve(cfg, topo); err != nil {
+		return nil, err
 	}
 	var seed [4]byte
 	rand.Read(seed[:])
@@ -176,6 +177,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Lock()
 	s.ln = ln
 	s.mu.Unlock()
+	s.health.start(ctx)
 	go func() {
 		<-ctx.Done()
 		s.Close()
@@ -226,6 +228,7 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.health.stop()
 	for _, p := range s.pools {
 		p.close()
 	}

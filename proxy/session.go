@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -53,6 +54,7 @@ type session struct {
 	x *extState
 	// tempInTx: the open transaction created temporary tables.
 	tempInTx bool
+	q        queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
 }
 
 type setting struct{ name, sql string }
@@ -67,12 +69,15 @@ func (s *session) flush() error {
 }
 
 func (s *session) readyForQuery() error {
+	s.srv.obs.finish(s)
 	s.out = append(s.out, 'Z', 0, 0, 0, 5, s.status)
 	return s.flush()
 }
 
 func (s *session) sendError(err error) {
-	s.out = appendMsg(s.out, errorResponse(err))
+	r := errorResponse(err)
+	s.q.failed(r.Code)
+	s.out = appendMsg(s.out, r)
 }
 
 // run performs the startup handshake, then serves requests until the client
@@ -187,17 +192,20 @@ func (s *session) login(params map[string]string) error {
 	if s.database == "" {
 		s.database = s.user
 	}
-	cred, ok := s.srv.creds[s.user]
+	cred, ok := s.srv.credential(s.user)
 	if !ok {
 		// Postgres answers an unknown role like a wrong password once it
 		// has asked for one; we answer at once, as PgBouncer does.
 		return &pgError{code: pgerrcode.InvalidAuthorizationSpecification, msg: fmt.Sprintf("role \"%s\" does not exist", s.user)}
 	}
-	if s.database != s.srv.cfg.Database {
+	if s.database != s.srv.cfg.Database && s.database != adminDatabase {
 		return &pgError{code: pgerrcode.InvalidCatalogName, msg: fmt.Sprintf("database \"%s\" does not exist", s.database),
 			hint: fmt.Sprintf("This shardproxy serves database \"%s\".", s.srv.cfg.Database)}
 	}
 	if err := s.authenticate(cred); err != nil {
+		return err
+	}
+	if err := s.loggedIn(); err != nil {
 		return err
 	}
 	s.out = appendMsg(s.out, &pgproto3.AuthenticationOk{})
@@ -242,6 +250,10 @@ func (s *session) cancelRunning() {
 
 // simpleQuery answers one Query message.
 func (s *session) simpleQuery(ctx context.Context, sql string) error {
+	if s.q.admin {
+		return s.adminQuery(sql)
+	}
+	s.q.begin()
 	// Fast path: queries that differ only in their constants share one
 	// parsed template, routed with the constants as parameters. Anything
 	// the template cannot do exactly like the full parse (a refusal, a
@@ -249,7 +261,9 @@ func (s *session) simpleQuery(ctx context.Context, sql string) error {
 	if s.status != 'E' {
 		if st, lits, ok := s.srv.cache.Template(sql); ok && st.Session == parser.NoSessionUse {
 			if plan, err := s.srv.router.Route(st, lits); err == nil && plan.SQL == nil {
-				if err := s.routed(ctx, st.WithSQL(sql), plan); err != nil {
+				st = st.WithSQL(sql)
+				s.q.st, s.q.plan = st, plan
+				if err := s.routed(ctx, st, plan); err != nil {
 					return err
 				}
 				return s.readyForQuery()
@@ -294,6 +308,7 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 			msg: "current transaction is aborted, commands ignored until end of transaction block"})
 		return nil
 	}
+	s.q.st = st
 	switch st.Kind {
 	case parser.Transaction:
 		return s.transaction(ctx, st)
@@ -309,6 +324,7 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 		s.fail(err)
 		return nil
 	}
+	s.q.plan = plan
 	return s.routed(ctx, st, plan)
 }
 
@@ -480,7 +496,9 @@ func (s *session) lastWasError(offset int) bool {
 
 // lease takes a backend from shard's pool and prepares it for this session.
 func (s *session) lease(ctx context.Context, shard int) (*backend, error) {
+	t := time.Now()
 	b, err := s.srv.pools[shard].acquire(ctx)
+	s.waited(shard, t)
 	if err != nil {
 		return nil, err
 	}
@@ -565,6 +583,7 @@ func (s *session) single(ctx context.Context, shard int, sql string) error {
 // failure is reported to the client (08006); only a client write failure
 // is returned.
 func (s *session) exec(b *backend, sql string, inTx bool) error {
+	sent := time.Now()
 	if err := b.sendQuery(sql); err != nil {
 		s.fail(err)
 		return nil
@@ -585,9 +604,14 @@ func (s *session) exec(b *backend, sql string, inTx bool) error {
 			if inTx || s.tx == b {
 				s.status = body[0]
 			}
+			s.shardDone(b, sent)
 			return nil
 		case 'S':
 			b.dirty = true
+		case 'C':
+			s.q.tag(body)
+		case 'E':
+			s.q.shardFailed(body)
 		}
 		s.out = append(s.out, raw...)
 		if len(s.out) >= flushAt {
@@ -668,6 +692,7 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, plan *route
 		}
 		bs = append(bs, b)
 	}
+	sent := time.Now()
 	for i, b := range bs {
 		sql := st.SQL
 		if plan.SQL != nil {
@@ -749,9 +774,11 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, plan *route
 				}
 			case 'C':
 				tags = append(tags, commandTag(body))
+				s.q.tag(body)
 			case 'I':
 				empty = true
 			case 'E':
+				s.q.shardFailed(body)
 				if firstErr == nil {
 					firstErr = bytes.Clone(raw)
 					// Stop the others; their replies are drained below.
@@ -768,6 +795,7 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, plan *route
 				}
 			case 'Z':
 				b.txStatus = body[0]
+				s.shardDone(b, sent)
 				done = true
 			}
 		}

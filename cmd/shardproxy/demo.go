@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -80,7 +81,7 @@ func runDemo(ctx context.Context, dir, listen string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	log := newLogger(config.Log{Level: "warn"}, stderr)
+	log := newLogger(config.Log{}, slog.LevelWarn, stderr)
 	srv, err := proxy.New(f.Proxy, topo, log)
 	if err != nil {
 		return err

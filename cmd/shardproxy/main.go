@@ -8,13 +8,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"reflect"
 	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/partman"
@@ -51,7 +57,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, f, newLogger(f.Log, stderr)); err != nil {
+	var level slog.LevelVar
+	level.Set(logLevel(f.Log.Level))
+	if err := serve(ctx, *path, f, newLogger(f.Log, &level, stderr), &level); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
@@ -79,18 +87,24 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
+func logLevel(s string) slog.Level {
 	var lvl slog.Level
-	lvl.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
+	lvl.UnmarshalText([]byte(s))
+	return lvl
+}
+
+// newLogger builds the process logger; level may change later (reload).
+func newLogger(c config.Log, level slog.Leveler, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// serve runs the proxy for f until ctx ends.
-func serve(ctx context.Context, f *config.File, log *slog.Logger) error {
+// serve runs the proxy for f (read from path) until ctx ends. The admin
+// listener serves /metrics, /health and /ready; SIGHUP re-reads path.
+func serve(ctx context.Context, path string, f *config.File, log *slog.Logger, level *slog.LevelVar) error {
 	topo, err := router.NewTopology(&f.Topology)
 	if err != nil {
 		return err
@@ -99,16 +113,80 @@ func serve(ctx context.Context, f *config.File, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	srv.SetSlowLog(f.Log.SlowLog())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := srv.RegisterMetrics(reg); err != nil {
+		return err
+	}
+	srv.SetReloader(reloader(path, f, srv, level, log))
+	if f.Proxy.AdminListen != "" {
+		ln, err := net.Listen("tcp", f.Proxy.AdminListen)
+		if err != nil {
+			return fmt.Errorf("admin_listen: %w", err)
+		}
+		go func() {
+			if err := srv.ServeAdmin(ctx, ln, reg); err != nil {
+				log.Error("admin listener", "err", err)
+			}
+		}()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				srv.Reload() // logs and counts its outcome
+			}
+		}
+	}()
 	srv.Warm(ctx)
 	if f.Partman.LoopInterval > 0 && len(f.Partman.Tables) > 0 {
 		runner := &partman.Runner{Config: f.Partman, Shards: topo.Shards, Logger: log.With("component", "partman")}
+		pm, err := partman.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
 		go runner.Loop(ctx, func(r partman.Report) {
+			pm.Observe(r)
 			for _, line := range r.Failures() {
 				log.Warn("partman", "failure", line)
 			}
 		})
 		log.Info("partman loop on", "interval", f.Partman.LoopInterval, "tables", len(f.Partman.Tables))
 	}
-	log.Info("serving", "listen", f.Proxy.Listen, "shards", len(topo.Shards))
+	log.Info("serving", "listen", f.Proxy.Listen, "admin_listen", f.Proxy.AdminListen, "shards", len(topo.Shards))
 	return srv.ListenAndServe(ctx)
+}
+
+// reloader re-reads path and applies what may change live: users, admins,
+// pool sizes, health checks, slow-query log, log level. A topology change
+// (shards, tables) is refused: it needs a restart, since sessions and pools
+// are bound to the running one.
+func reloader(path string, running *config.File, srv *proxy.Server, level *slog.LevelVar, log *slog.Logger) func() error {
+	return func() error {
+		f, err := config.Load(path)
+		if err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(f.Topology, running.Topology) {
+			log.Error("config reload refused: shards or tables changed; restart shardproxy to change the topology",
+				"path", path)
+			return errors.New("topology (shards, tables) changed: restart to apply")
+		}
+		if err := srv.Apply(f.Proxy); err != nil {
+			return err
+		}
+		srv.SetSlowLog(f.Log.SlowLog())
+		level.Set(logLevel(f.Log.Level))
+		if f.Log.Format != running.Log.Format {
+			log.Warn("config change needs a restart, keeping the running value", "key", "log.format",
+				"running", running.Log.Format, "file", f.Log.Format)
+		}
+		return nil
+	}
 }

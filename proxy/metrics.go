@@ -1,0 +1,174 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names, all prefixed shardproxy_. Labels are bounded: shard (from
+// the topology), route (local, single, multi), outcome (ok, error), state
+// (a fixed set). No user, table, query text or fingerprint label: the
+// per-fingerprint table is served by SHOW QUERIES (see docs/operations.md).
+
+var (
+	durationBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	waitBuckets     = []float64{.00001, .00005, .0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5, 10}
+)
+
+// metrics holds the proxy's instruments. Children are resolved once so the
+// hot path never looks labels up.
+type metrics struct {
+	queriesVec       *prometheus.CounterVec
+	durationVec      *prometheus.HistogramVec
+	shardDurationVec *prometheus.HistogramVec
+	poolWaitVec      *prometheus.HistogramVec
+	reloadsVec       *prometheus.CounterVec
+
+	queries       [nRouteKinds][2]prometheus.Counter
+	duration      [nRouteKinds]prometheus.Observer
+	shardDuration []prometheus.Observer
+	poolWait      []prometheus.Observer
+	reloads       [2]prometheus.Counter
+
+	slow       prometheus.Counter
+	logDropped prometheus.Counter
+	fanout     prometheus.Histogram
+	rowsMerged prometheus.Counter
+}
+
+func newMetrics(shards []string) *metrics {
+	m := &metrics{
+		queriesVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shardproxy_queries_total",
+			Help: "Statements answered, by route (local: answered by the proxy, single: one shard, multi: several) and outcome (ok, error).",
+		}, []string{"route", "outcome"}),
+		durationVec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shardproxy_query_duration_seconds",
+			Help:    "Time from receiving a statement to sending its ReadyForQuery, by route.",
+			Buckets: durationBuckets,
+		}, []string{"route"}),
+		shardDurationVec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shardproxy_shard_query_duration_seconds",
+			Help:    "Time a shard took on a statement, from sending it to the shard's ReadyForQuery.",
+			Buckets: durationBuckets,
+		}, []string{"shard"}),
+		poolWaitVec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shardproxy_pool_wait_seconds",
+			Help:    "Time spent leasing a backend connection (waiting for a free one or dialing).",
+			Buckets: waitBuckets,
+		}, []string{"shard"}),
+		reloadsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shardproxy_config_reloads_total",
+			Help: "Config reloads (SIGHUP or RELOAD), by outcome.",
+		}, []string{"outcome"}),
+		slow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardproxy_slow_queries_total",
+			Help: "Statements at least as slow as the slow-query threshold.",
+		}),
+		logDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardproxy_log_lines_dropped_total",
+			Help: "Slow-query or error log lines dropped by the rate limit.",
+		}),
+		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shardproxy_fanout_shards",
+			Help:    "Number of shards a multi-shard statement ran on.",
+			Buckets: prometheus.LinearBuckets(2, 1, max(len(shards)-1, 1)),
+		}),
+		rowsMerged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardproxy_fanout_rows_merged_total",
+			Help: "Rows (or affected rows) returned by shards to multi-shard statements.",
+		}),
+	}
+	for k := range nRouteKinds {
+		for o := range outcomeNames {
+			m.queries[k][o] = m.queriesVec.WithLabelValues(routeKindNames[k], outcomeNames[o])
+		}
+		m.duration[k] = m.durationVec.WithLabelValues(routeKindNames[k])
+	}
+	for _, sh := range shards {
+		m.shardDuration = append(m.shardDuration, m.shardDurationVec.WithLabelValues(sh))
+		m.poolWait = append(m.poolWait, m.poolWaitVec.WithLabelValues(sh))
+	}
+	m.reloads[0] = m.reloadsVec.WithLabelValues("ok")
+	m.reloads[1] = m.reloadsVec.WithLabelValues("error")
+	return m
+}
+
+// RegisterMetrics registers the server's metrics on reg (never the global
+// registry, unless the caller passes it). Call it once, before serving.
+func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
+	m := s.obs.m
+	for _, c := range []prometheus.Collector{m.queriesVec, m.durationVec, m.shardDurationVec, m.poolWaitVec,
+		m.reloadsVec, m.slow, m.logDropped, m.fanout, m.rowsMerged, &stateCollector{s}} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stateCollector reads pools, sessions, the parse cache and shard health
+// at scrape time, so none of them pay for metrics on the hot path.
+type stateCollector struct{ s *Server }
+
+var (
+	descClients = prometheus.NewDesc("shardproxy_client_connections",
+		"Client connections by state (startup covers the handshake and authentication).", []string{"state"}, nil)
+	descPoolSize = prometheus.NewDesc("shardproxy_pool_size",
+		"Most backend connections the pool may open to a shard (pool.size).", []string{"shard"}, nil)
+	descPoolConns = prometheus.NewDesc("shardproxy_pool_connections",
+		"Open backend connections by state (idle, in_use).", []string{"shard", "state"}, nil)
+	descPoolWaiting = prometheus.NewDesc("shardproxy_pool_waiting_clients",
+		"Clients waiting for a free backend connection.", []string{"shard"}, nil)
+	descConnects = prometheus.NewDesc("shardproxy_backend_connects_total",
+		"Backend connections opened.", []string{"shard"}, nil)
+	descConnectErrors = prometheus.NewDesc("shardproxy_backend_connect_errors_total",
+		"Backend connection attempts that failed.", []string{"shard"}, nil)
+	descShardUp = prometheus.NewDesc("shardproxy_shard_up",
+		"1 when the health checker considers the shard up, 0 when down.", []string{"shard"}, nil)
+	descCacheHits = prometheus.NewDesc("shardproxy_parse_cache_hits_total",
+		"Statements found in the parse cache.", nil, nil)
+	descCacheMisses = prometheus.NewDesc("shardproxy_parse_cache_misses_total",
+		"Statements parsed with pg_query (parse cache misses).", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descClients, descPoolSize, descPoolConns, descPoolWaiting,
+		descConnects, descConnectErrors, descShardUp, descCacheHits, descCacheMisses} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	var states [nClientStates]int
+	logged := 0
+	s.sessions.Range(func(_, v any) bool {
+		states[v.(*session).q.state.Load()]++
+		logged++
+		return true
+	})
+	s.mu.Lock()
+	all := len(s.conns)
+	s.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(max(all-logged, 0)), "startup")
+	for i, n := range states {
+		ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(n), clientStateNames[i])
+	}
+	for _, p := range s.pools {
+		ps := p.snapshot()
+		ch <- prometheus.MustNewConstMetric(descPoolSize, prometheus.GaugeValue, float64(ps.size), p.name)
+		ch <- prometheus.MustNewConstMetric(descPoolConns, prometheus.GaugeValue, float64(ps.idle), p.name, "idle")
+		ch <- prometheus.MustNewConstMetric(descPoolConns, prometheus.GaugeValue, float64(ps.open-ps.idle), p.name, "in_use")
+		ch <- prometheus.MustNewConstMetric(descPoolWaiting, prometheus.GaugeValue, float64(ps.waiting), p.name)
+		ch <- prometheus.MustNewConstMetric(descConnects, prometheus.CounterValue, float64(p.connects.Load()), p.name)
+		ch <- prometheus.MustNewConstMetric(descConnectErrors, prometheus.CounterValue, float64(p.connectErrors.Load()), p.name)
+		up := 1.0
+		if p.downErr.Load() != nil {
+			up = 0
+		}
+		ch <- prometheus.MustNewConstMetric(descShardUp, prometheus.GaugeValue, up, p.name)
+	}
+	hits, misses := s.cache.Stats()
+	ch <- prometheus.MustNewConstMetric(descCacheHits, prometheus.CounterValue, float64(hits))
+	ch <- prometheus.MustNewConstMetric(descCacheMisses, prometheus.CounterValue, float64(misses))
+}
