@@ -80,7 +80,9 @@ func TestTemplateRoutingNeverNarrower(t *testing.T) {
 	}
 }
 
-func anyShard(p *Plan) bool { return p.Reason == "reference table read: any shard" || p.Reason == "no table: any shard" }
+func anyShard(p *Plan) bool {
+	return p.Reason == "reference table read: any shard" || p.Reason == "no table: any shard"
+}
 
 func isSuperset(a, b []int) bool {
 	for _, x := range b {
