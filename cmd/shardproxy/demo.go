@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/shardproxy/shardproxy/config"
@@ -86,6 +87,18 @@ func runDemo(ctx context.Context, dir, listen string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	srv.SetSlowLog(f.Log.SlowLog())
+	reg := prometheus.NewRegistry()
+	if err := srv.RegisterMetrics(reg); err != nil {
+		return err
+	}
+	admin := ""
+	if aln, err := net.Listen("tcp", "127.0.0.1:9930"); err == nil {
+		admin = "127.0.0.1:9930"
+		go srv.ServeAdmin(ctx, aln, reg)
+	} else {
+		fmt.Fprintln(stderr, "admin port 127.0.0.1:9930 is taken: metrics and health are not served")
+	}
 	srv.Warm(ctx)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
@@ -127,8 +140,11 @@ Try:
   SELECT * FROM restaurants WHERE city = 'Madrid';          -- reference table, any shard
   SELECT * FROM orders ORDER BY total DESC LIMIT 5;         -- refused (0A000): cross-shard ORDER BY comes later
 
+Admin console (SHOW SHARDS, SHOW POOLS, SHOW QUERIES, SHOW ROUTE <sql>, ...):
+  psql "postgres://app:app@%s/shardproxy"
+%s
 Ctrl-C stops the proxy and the shards (data stays in %s for the next run).
-`, listen, cfgPath, listen, abs)
+`, listen, cfgPath, listen, listen, adminURLs(admin), abs)
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(stdout, "\nstopping ...")
@@ -147,7 +163,8 @@ func demoYAML(set *localpg.Set, listen string) map[string]any {
 	yaml.Unmarshal(delivery.ExampleConfig, &ex)
 	ex["listen"] = listen
 	ex["shards"] = shards
-	delete(ex, "admin_listen")
+	delete(ex, "admin_listen") // the demo serves it itself when the port is free
+	ex["admins"] = []string{"app"}
 	return ex
 }
 
@@ -227,4 +244,11 @@ func loadDemo(ctx context.Context, url string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "loaded sample data through the proxy in %s\n", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+func adminURLs(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return fmt.Sprintf("Metrics and health: http://%s/metrics  http://%s/ready\n", addr, addr)
 }
