@@ -261,9 +261,8 @@ func (s *session) simpleQuery(ctx context.Context, sql string) error {
 	if s.status != 'E' {
 		if st, lits, ok := s.srv.cache.Template(sql); ok && st.Session == parser.NoSessionUse {
 			if plan, err := s.srv.router.Route(st, lits); err == nil && plan.SQL == nil {
-				st = st.WithSQL(sql)
 				s.q.st, s.q.plan = st, plan
-				if err := s.routed(ctx, st, plan); err != nil {
+				if err := s.routed(ctx, st, sql, plan); err != nil {
 					return err
 				}
 				return s.readyForQuery()
@@ -325,18 +324,19 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 		return nil
 	}
 	s.q.plan = plan
-	return s.routed(ctx, st, plan)
+	return s.routed(ctx, st, st.SQL, plan)
 }
 
-// routed runs a planned statement.
-func (s *session) routed(ctx context.Context, st *parser.Statement, plan *router.Plan) error {
+// routed runs a planned statement; sql is its text as the client sent it
+// (st may be the shared template of its shape).
+func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, plan *router.Plan) error {
 	if s.status != 'I' {
-		return s.inTransaction(ctx, st, plan)
+		return s.inTransaction(ctx, st, sql, plan)
 	}
 	if plan.Single() {
-		return s.single(ctx, plan.Shards[0], st.SQL)
+		return s.single(ctx, plan.Shards[0], sql)
 	}
-	return s.scatter(ctx, st, plan)
+	return s.scatter(ctx, st, sql, plan)
 }
 
 // anywhere reports whether st may run on whichever shard the session
@@ -631,10 +631,10 @@ func (s *session) execTx(sql string) error {
 
 // inTransaction runs a routed statement inside an explicit transaction,
 // pinning the transaction to the first shard it touches.
-func (s *session) inTransaction(ctx context.Context, st *parser.Statement, plan *router.Plan) error {
+func (s *session) inTransaction(ctx context.Context, st *parser.Statement, sql string, plan *router.Plan) error {
 	if s.tx != nil {
 		if s.anywhere(st) || (plan.Single() && plan.Shards[0] == s.tx.pool.shard) {
-			return s.execTx(st.SQL)
+			return s.execTx(sql)
 		}
 		s.fail(refused(fmt.Sprintf("this transaction is bound to shard %s and the statement needs %s",
 			s.tx.pool.name, s.shardNames(plan.Shards)),
@@ -661,7 +661,7 @@ func (s *session) inTransaction(ctx context.Context, st *parser.Statement, plan 
 	}
 	b.dirty = true
 	s.tx = b
-	return s.execTx(st.SQL)
+	return s.execTx(sql)
 }
 
 func (s *session) shardNames(idx []int) string {
@@ -676,7 +676,7 @@ func (s *session) shardNames(idx []int) string {
 // rows are concatenated (RowDescriptions must agree), command tags summed,
 // and plain aggregates combined. Shards run in parallel; replies are read
 // shard after shard, so memory stays bounded by one message.
-func (s *session) scatter(ctx context.Context, st *parser.Statement, plan *router.Plan) error {
+func (s *session) scatter(ctx context.Context, st *parser.Statement, text string, plan *router.Plan) error {
 	bs := make([]*backend, 0, len(plan.Shards))
 	defer func() {
 		for _, b := range bs {
@@ -694,7 +694,7 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, plan *route
 	}
 	sent := time.Now()
 	for i, b := range bs {
-		sql := st.SQL
+		sql := text
 		if plan.SQL != nil {
 			sql = plan.SQL[i]
 		}
