@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 	pgerr "github.com/pganalyze/pg_query_go/v6/parser"
@@ -64,9 +65,61 @@ type Statement struct {
 	// Writes is true for INSERT/UPDATE/DELETE, data-modifying CTEs,
 	// SELECT ... FOR UPDATE and SELECT INTO.
 	Writes bool
+	// Hints are the routing hints found in the statement's comments
+	// (`/* shard: s2 */`, `-- user_id: 42`), in order.
+	Hints []Hint
 
 	node    *pg.Node
 	version int32
+	memo    atomic.Pointer[[]memoEntry]
+}
+
+// Hint is a `key: value` comment: `/* shard: s2 */` or `/* user_id: 42 */`.
+// Key is lower case; Value has surrounding quotes removed.
+type Hint struct {
+	Key, Value string
+}
+
+type memoEntry struct{ key, val any }
+
+// memoSlots bounds the entries one statement keeps: one per router in
+// practice, a few while a reloaded topology replaces an old one.
+const memoSlots = 4
+
+// Memo returns the value an earlier call stored under key, or calls build
+// and stores its result. It lets consumers (the router) keep derived,
+// immutable data with the statement, so that a statement from the parse
+// cache is analysed once. Safe for concurrent use; build may run more than
+// once when callers race, and only one result is kept.
+func (s *Statement) Memo(key any, build func() any) any {
+	old := s.memo.Load()
+	if old != nil {
+		for _, e := range *old {
+			if e.key == key {
+				return e.val
+			}
+		}
+	}
+	v := build()
+	for {
+		var next []memoEntry
+		if old != nil {
+			for _, e := range *old {
+				if e.key == key {
+					return e.val // another caller won the race
+				}
+			}
+			next = append(next, *old...)
+		}
+		if len(next) >= memoSlots {
+			next = next[1:]
+		}
+		next = append(next, memoEntry{key, v})
+		if s.memo.CompareAndSwap(old, &next) {
+			return v
+		}
+		old = s.memo.Load()
+	}
 }
 
 // SyntaxError is a parse error from the Postgres grammar.
@@ -94,22 +147,89 @@ func Parse(sql string) ([]*Statement, error) {
 	if len(tree.Stmts) == 0 {
 		return nil, ErrEmpty
 	}
+	var comments []comment
+	if strings.Contains(sql, "/*") || strings.Contains(sql, "--") {
+		comments = scanComments(sql)
+	}
 	out := make([]*Statement, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
 		text := sql
+		start, end := int(raw.StmtLocation), len(sql)
+		if raw.StmtLen > 0 {
+			end = start + int(raw.StmtLen)
+		}
 		if len(tree.Stmts) > 1 {
-			start := int(raw.StmtLocation)
-			end := len(sql)
-			if raw.StmtLen > 0 {
-				end = start + int(raw.StmtLen)
-			}
 			text = strings.TrimSpace(sql[start:end])
 		}
 		st := analyse(text, raw.Stmt)
 		st.version = tree.Version
+		for _, c := range comments {
+			if c.start >= start && c.start < end {
+				if h, ok := parseHint(c.text); ok {
+					st.Hints = append(st.Hints, h)
+				}
+			}
+		}
 		out = append(out, st)
 	}
 	return out, nil
+}
+
+type comment struct {
+	start int
+	text  string
+}
+
+// scanComments finds comments with Postgres's own lexer, so that comment
+// markers inside string literals and dollar quotes do not count.
+func scanComments(sql string) []comment {
+	res, err := pg.Scan(sql)
+	if err != nil {
+		return nil
+	}
+	var out []comment
+	for _, t := range res.Tokens {
+		if t.Token != pg.Token_C_COMMENT && t.Token != pg.Token_SQL_COMMENT {
+			continue
+		}
+		if t.Start < 0 || int(t.End) > len(sql) || t.Start >= t.End {
+			continue
+		}
+		out = append(out, comment{start: int(t.Start), text: sql[t.Start:t.End]})
+	}
+	return out
+}
+
+// parseHint reads `/* key: value */` or `-- key: value`. The key is an
+// identifier; anything else is an ordinary comment.
+func parseHint(c string) (Hint, bool) {
+	switch {
+	case strings.HasPrefix(c, "/*"):
+		c = strings.TrimSuffix(strings.TrimPrefix(c, "/*"), "*/")
+	case strings.HasPrefix(c, "--"):
+		c = strings.TrimPrefix(c, "--")
+	default:
+		return Hint{}, false
+	}
+	k, v, ok := strings.Cut(c, ":")
+	if !ok {
+		return Hint{}, false
+	}
+	k = strings.ToLower(strings.TrimSpace(k))
+	v = strings.TrimSpace(v)
+	if k == "" || v == "" || strings.ContainsAny(v, "\n\r") {
+		return Hint{}, false
+	}
+	for i := 0; i < len(k); i++ {
+		ch := k[i]
+		if !(ch == '_' || ch >= 'a' && ch <= 'z' || i > 0 && ch >= '0' && ch <= '9') {
+			return Hint{}, false
+		}
+	}
+	if len(v) >= 2 && (v[0] == '\'' || v[0] == '"') && v[len(v)-1] == v[0] {
+		v = v[1 : len(v)-1]
+	}
+	return Hint{Key: k, Value: v}, true
 }
 
 func analyse(sql string, n *pg.Node) *Statement {
@@ -168,6 +288,8 @@ func analyse(sql string, n *pg.Node) *Statement {
 		s.Kind, s.What = Unsupported, "LOCK"
 	case *pg.Node_DiscardStmt:
 		s.Kind, s.What = Unsupported, "DISCARD"
+	case *pg.Node_MergeStmt:
+		s.Kind, s.What = Unsupported, "MERGE"
 	case *pg.Node_CreatedbStmt, *pg.Node_DropdbStmt, *pg.Node_AlterDatabaseStmt, *pg.Node_AlterDatabaseSetStmt,
 		*pg.Node_CreateRoleStmt, *pg.Node_AlterRoleStmt, *pg.Node_DropRoleStmt, *pg.Node_AlterSystemStmt,
 		*pg.Node_CreateTableSpaceStmt, *pg.Node_DropTableSpaceStmt, *pg.Node_LoadStmt, *pg.Node_CheckPointStmt:
@@ -278,3 +400,13 @@ func names(ns []*pg.Node) []string {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// CreatesFromQuery reports whether a DDL statement stores the result of a
+// query: CREATE VIEW, CREATE MATERIALIZED VIEW, CREATE TABLE AS.
+func (s *Statement) CreatesFromQuery() bool {
+	switch s.node.Node.(type) {
+	case *pg.Node_ViewStmt, *pg.Node_CreateTableAsStmt:
+		return true
+	}
+	return false
+}

@@ -43,8 +43,10 @@ type TableConfig struct {
 	Strategy Strategy `yaml:"strategy"`
 	// Key is the shard key column (hash and range tables).
 	Key string `yaml:"key"`
-	// KeyType is the hash key's type: bigint (default; also fits int2/int4)
-	// or text.
+	// KeyType is the key column's type. Hash keys: bigint (default; also
+	// fits smallint and integer) or text. Range keys: timestamptz (default),
+	// date or timestamp; the last two compare in the session's time zone,
+	// so literals match more coarsely (see docs/routing.md).
 	KeyType string `yaml:"key_type"`
 	// Ranges map key intervals [from, to) to shards (range tables). Bounds
 	// are dates or timestamps, read as UTC unless they carry an offset.
@@ -90,7 +92,10 @@ type Table struct {
 	Name     string
 	Strategy Strategy
 	Key      string
-	KeyText  bool
+	// KeyText is true for a hash key of type text.
+	KeyText bool
+	// KeyLocal is true for a range key of type date or timestamp (no zone).
+	KeyLocal bool
 	Ranges   []Interval
 }
 
@@ -160,13 +165,20 @@ func NewTopology(c *Config) (*Topology, error) {
 			if tc.Key == "" {
 				bad("table %s: range strategy needs a key", name)
 			}
+			switch tc.KeyType {
+			case "", "timestamptz", "timestamp with time zone":
+			case "date", "timestamp", "timestamp without time zone":
+				tb.KeyLocal = true
+			default:
+				bad("table %s: key_type %q is not timestamptz, date or timestamp", name, tc.KeyType)
+			}
 			iv, err := resolveRanges(name, tc.Ranges, t.index)
 			if err != nil {
 				errs = append(errs, err)
 			}
 			tb.Ranges = iv
 		case Reference:
-			if tc.Key != "" || len(tc.Ranges) > 0 {
+			if tc.Key != "" || tc.KeyType != "" || len(tc.Ranges) > 0 {
 				bad("table %s: a reference table has no key or ranges", name)
 			}
 		case "":
