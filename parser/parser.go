@@ -367,13 +367,20 @@ func walk(m protoreflect.Message, fn func(protoreflect.Message)) {
 	})
 }
 
-// containsFunc reports whether any call in the tree satisfies pred.
+// containsNode reports whether any message in the tree satisfies pred,
+// not looking inside subqueries (a subquery's aggregates and window
+// functions are its own).
 func containsNode(n protoreflect.Message, pred func(protoreflect.Message) bool) bool {
 	found := false
-	walk(n, func(m protoreflect.Message) {
-		if !found && pred(m) {
-			found = true
+	visit(n, func(m protoreflect.Message) bool {
+		if found {
+			return false
 		}
+		if pred(m) {
+			found = true
+			return false
+		}
+		return !isSubLink(m)
 	})
 	return found
 }

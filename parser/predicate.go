@@ -76,7 +76,6 @@ type Occurrence struct {
 	Modify Kind
 }
 
-
 // Occurrences lists every place a table is named, CTE references left out
 // (a CTE's name shadows a table only where Postgres says it does).
 func (s *Statement) Occurrences() []Occurrence {

@@ -47,6 +47,15 @@ func (r *Router) hashPred(t *Table, p parser.Pred, params Params) shardSet {
 		}
 		out := shardSet{}
 		for _, v := range p.Values {
+			if !v.Array {
+				_, null, ok := valueText(v, params)
+				if !ok {
+					return nil
+				}
+				if null {
+					continue // key = NULL is never true
+				}
+			}
 			s, ok := r.valueShards(t, v, params)
 			if !ok {
 				return nil

@@ -498,18 +498,21 @@ func (r *Router) place(a *parser.Analysis, g *grouping, params Params) (shardSet
 		whys[0] = "co-located join, " + whys[0]
 	}
 	pin := -1
+	var pinWhy []string
+	var pinName string
 	for _, c := range g.pinned {
-		s, _ := r.restriction(a, c, params)
+		s, why := r.restriction(a, c, params)
 		switch {
 		case s == nil || len(s) > 1:
 			return nil, "", r.refusePinned(c, s)
 		case len(s) == 0:
-			continue // the subquery matches no row anywhere
+			continue // this part matches no row anywhere
 		case pin >= 0 && s[0] != pin:
-			return nil, "", refuse(hintJoin, "subqueries over %s stay on different shards (%s and %s)",
-				c.members[0].t.Name, r.names[pin], r.names[s[0]])
+			return nil, "", refuse(hintJoin, "%s on %s and %s on %s are not joined on their shard keys",
+				pinName, r.names[pin], c.members[0].t.Name, r.names[s[0]])
 		}
-		pin = s[0]
+		pin, pinName = s[0], c.members[0].t.Name
+		pinWhy = append(pinWhy, why)
 	}
 	if len(g.pinned) > 0 {
 		switch {
@@ -518,10 +521,13 @@ func (r *Router) place(a *parser.Analysis, g *grouping, params Params) (shardSet
 		case pin < 0:
 			// Every pinned part matches nothing: the rest decides.
 		case target == nil || (len(target) > 0 && (len(target) > 1 || target[0] != pin)):
-			return nil, "", refuse(hintJoin, "a subquery over %s stays on shard %s but the query reads %s",
-				g.pinned[0].members[0].t.Name, r.names[pin], r.describe(target))
+			return nil, "", refuse(hintJoin, "%s is read on %s only but the query runs on %s; they are not joined on their shard keys",
+				pinName, r.names[pin], r.describe(target))
 		default:
-			return shardSet{pin}, fmt.Sprintf("%s: subqueries stay on %s", r.why(whys), r.names[pin]), nil
+			if len(g.result) > 0 {
+				pinWhy = append(whys, pinWhy...)
+			}
+			return shardSet{pin}, fmt.Sprintf("%s: %s", strings.Join(pinWhy, ", "), r.names[pin]), nil
 		}
 	}
 	if g.bare && (target == nil || len(target) > 1) {
@@ -545,9 +551,6 @@ func (r *Router) firstName(g *grouping) string {
 }
 
 func (r *Router) why(whys []string) string {
-	if len(whys) == 0 {
-		return "subquery"
-	}
 	return strings.Join(whys, "; ")
 }
 
