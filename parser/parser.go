@@ -162,7 +162,9 @@ func Parse(sql string) ([]*Statement, error) {
 			text = strings.TrimSpace(sql[start:end])
 		}
 		st := analyse(text, raw.Stmt)
-		st.version = tree.Version
+		for x := st; x != nil; x = x.Inner {
+			x.version = tree.Version
+		}
 		for _, c := range comments {
 			if c.start >= start && c.start < end {
 				if h, ok := parseHint(c.text); ok {

@@ -26,6 +26,10 @@ type Plan struct {
 	// applies the same change to its copy, and the client's answer (rows
 	// of RETURNING, the CommandComplete count) is one shard's, not the sum.
 	Replicated bool
+	// Any is true when any one shard would do (no table, or reference
+	// tables only): Shards holds a round-robin pick, and a session already
+	// pinned to a shard may run the statement there instead.
+	Any bool
 	// NoRows is true when the filter is a contradiction: no row can match,
 	// and Shards holds one shard only to answer with the right columns.
 	NoRows bool
@@ -53,6 +57,9 @@ func (p *Plan) String() string {
 			b.WriteString(", ")
 		}
 		b.WriteString(p.shardName(s))
+	}
+	if p.Any {
+		b.WriteString(" (any)")
 	}
 	b.WriteString("\nreason: ")
 	b.WriteString(p.Reason)

@@ -124,7 +124,7 @@ func (c *compiled) route(r *Router, params Params) (*Plan, error) {
 		return &p, nil
 	case c.any:
 		i := int(r.rr.Add(1)-1) % len(r.topo.Shards)
-		return &Plan{Shards: r.singles[i], Write: c.write, Reason: "no sharded table: any shard", names: r.names}, nil
+		return &Plan{Shards: r.singles[i], Any: true, Write: c.write, Reason: "no sharded table: any shard", names: r.names}, nil
 	}
 	p, err := c.eval(params)
 	if err != nil {
