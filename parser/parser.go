@@ -300,8 +300,9 @@ func analyse(sql string, n *pg.Node) *Statement {
 		s.Kind, s.Writes = DDL, true
 	}
 	if s.Kind != Transaction && s.Kind != Set && s.Kind != Show {
-		s.Tables = collectTables(n)
-		if s.Kind == Select && !s.Writes && hasModifyingCTE(n) {
+		var modifies bool
+		s.Tables, modifies = collectTables(n)
+		if s.Kind == Select && modifies {
 			s.Writes = true
 		}
 	}
@@ -309,44 +310,36 @@ func analyse(sql string, n *pg.Node) *Statement {
 }
 
 // collectTables walks the whole tree for RangeVars, leaving out names that
-// refer to CTEs of the statement.
-func collectTables(n *pg.Node) []Table {
+// refer to CTEs of the statement, and reports data-modifying CTEs.
+func collectTables(n *pg.Node) (tables []Table, modifyingCTE bool) {
 	ctes := map[string]bool{}
-	var out []Table
 	seen := map[Table]bool{}
 	walk(n.ProtoReflect(), func(m protoreflect.Message) {
 		switch v := m.Interface().(type) {
 		case *pg.CommonTableExpr:
 			ctes[v.Ctename] = true
+			if v.Ctequery != nil {
+				switch v.Ctequery.Node.(type) {
+				case *pg.Node_InsertStmt, *pg.Node_UpdateStmt, *pg.Node_DeleteStmt, *pg.Node_MergeStmt:
+					modifyingCTE = true
+				}
+			}
 		case *pg.RangeVar:
 			t := Table{Schema: v.Schemaname, Name: v.Relname}
 			if !seen[t] {
 				seen[t] = true
-				out = append(out, t)
+				tables = append(tables, t)
 			}
 		}
 	})
-	kept := out[:0]
-	for _, t := range out {
+	kept := tables[:0]
+	for _, t := range tables {
 		if t.Schema == "" && ctes[t.Name] {
 			continue
 		}
 		kept = append(kept, t)
 	}
-	return kept
-}
-
-func hasModifyingCTE(n *pg.Node) bool {
-	found := false
-	walk(n.ProtoReflect(), func(m protoreflect.Message) {
-		if c, ok := m.Interface().(*pg.CommonTableExpr); ok && c.Ctequery != nil {
-			switch c.Ctequery.Node.(type) {
-			case *pg.Node_InsertStmt, *pg.Node_UpdateStmt, *pg.Node_DeleteStmt, *pg.Node_MergeStmt:
-				found = true
-			}
-		}
-	})
-	return found
+	return kept, modifyingCTE
 }
 
 // walk calls fn on m and every message below it.

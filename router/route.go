@@ -335,7 +335,8 @@ type component struct {
 	// members, whose filters restrict every row of the component.
 	root     int
 	restrict []occ
-	result   bool // root is a result scope
+	preds    []parser.Pred // the restriction of each restrict member's key
+	result   bool          // root is a result scope
 }
 
 // grouping is the parameter-independent analysis of the sharded
@@ -408,6 +409,7 @@ func (r *Router) groups(a *parser.Analysis, sharded []occ) (*grouping, *Unsuppor
 		for _, m := range c.members {
 			if m.Scope == c.root {
 				c.restrict = append(c.restrict, m)
+				c.preds = append(c.preds, a.Restriction(m.i, m.t.Key))
 			}
 		}
 		c.result = a.Scopes[c.root].Result
@@ -458,8 +460,8 @@ func colocated(a, b *Table) bool {
 func (r *Router) restriction(a *parser.Analysis, c *component, params Params) (shardSet, string) {
 	var acc shardSet
 	var why string
-	for _, m := range c.restrict {
-		s := r.restrict(m.t, a.Restriction(m.i, m.t.Key), params)
+	for i, m := range c.restrict {
+		s := r.restrict(m.t, c.preds[i], params)
 		if s == nil {
 			continue
 		}
