@@ -200,7 +200,7 @@ func (s *Statement) Analyse(keyOf func(Table) string) *Analysis {
 	if keyOf == nil {
 		keyOf = func(Table) string { return "" }
 	}
-	b := &builder{a: &Analysis{}, keyOf: keyOf, sublinks: map[*pg.SubLink]int{}}
+	b := &builder{a: &Analysis{}, keyOf: keyOf, sublinks: map[*pg.SubLink]int{}, visScope: -1}
 	switch s.node.Node.(type) {
 	case *pg.Node_SelectStmt, *pg.Node_InsertStmt, *pg.Node_UpdateStmt, *pg.Node_DeleteStmt:
 		b.query(s.node, -1, TopScope, true)
@@ -211,8 +211,15 @@ func (s *Statement) Analyse(keyOf func(Table) string) *Analysis {
 }
 
 type builder struct {
-	a        *Analysis
-	keyOf    func(Table) string
+	a     *Analysis
+	keyOf func(Table) string
+	// visible, when not nil, are the occurrences an unqualified name may
+	// name: inside JOIN ... ON only the join's own inputs are in scope.
+	visible  []int
+	visScope int
+	// using are the JOIN ... USING column names per scope: a name merged
+	// by USING may stand for several occurrences' columns.
+	using    []map[string]bool
 	names    []map[string]int // per scope: FROM item name -> occurrence, -1 for items that are not tables
 	ctes     []map[string]bool
 	sublinks map[*pg.SubLink]int
@@ -224,6 +231,7 @@ func (b *builder) newScope(kind ScopeKind, parent int, result bool) int {
 	b.a.targets = append(b.a.targets, colref{})
 	b.names = append(b.names, map[string]int{})
 	b.ctes = append(b.ctes, nil)
+	b.using = append(b.using, nil)
 	return len(b.a.Scopes) - 1
 }
 
@@ -477,6 +485,10 @@ func (b *builder) fromItem(n *pg.Node, s int, filtering bool) []int {
 			ro = b.fromItem(j.Rarg, s, rf)
 		}
 		for _, u := range names(j.UsingClause) {
+			if b.using[s] == nil {
+				b.using[s] = map[string]bool{}
+			}
+			b.using[s][u] = true
 			for _, l := range lo {
 				for _, r := range ro {
 					if b.keyOf(b.a.Occurrences[l].Table) == u && b.keyOf(b.a.Occurrences[r].Table) == u {
@@ -486,6 +498,8 @@ func (b *builder) fromItem(n *pg.Node, s int, filtering bool) []int {
 			}
 		}
 		if j.Quals != nil {
+			saved, savedScope := b.visible, b.visScope
+			b.visible, b.visScope = append(append([]int{}, lo...), ro...), s
 			b.exprs(s, j.Quals)
 			for _, t := range andTerms(j.Quals, nil) {
 				b.link(t, s)
@@ -493,6 +507,7 @@ func (b *builder) fromItem(n *pg.Node, s int, filtering bool) []int {
 					b.a.filters[s] = append(b.a.filters[s], b.cond(t, s))
 				}
 			}
+			b.visible, b.visScope = saved, savedScope
 		}
 		if j.Alias != nil {
 			b.names[s][j.Alias.Aliasname] = -1
@@ -590,11 +605,19 @@ func (b *builder) resolve(n *pg.Node, s int) colref {
 	}
 	switch len(f) {
 	case 1:
+		cands := b.a.Scopes[s].Occs
+		if b.visScope == s {
+			cands = b.visible
+		}
 		var occs []int
-		for _, o := range b.a.Scopes[s].Occs {
+		for _, o := range cands {
 			if b.keyOf(b.a.Occurrences[o].Table) == f[0] {
 				occs = append(occs, o)
 			}
+		}
+		if len(occs) > 1 && !b.using[s][f[0]] {
+			// Postgres calls this ambiguous unless USING merged the columns.
+			return colref{}
 		}
 		return colref{occs: occs, col: f[0]}
 	case 2, 3:

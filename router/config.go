@@ -81,10 +81,15 @@ func ParseBound(s string) (time.Time, error) {
 
 // Topology is the validated, resolved form of Config used for routing.
 type Topology struct {
-	Shards  []ShardConfig
+	Shards []ShardConfig
+	// Tables by name as configured, lower case; "public." is dropped.
 	Tables  map[string]*Table
 	Default int
 	index   map[string]int
+	// schemaOnly maps the bare name of a table configured only with a
+	// schema (billing.invoices) to that entry: an unqualified reference may
+	// mean it, depending on search_path.
+	schemaOnly map[string]string
 }
 
 // Table is a resolved table placement.
@@ -145,7 +150,7 @@ func NewTopology(c *Config) (*Topology, error) {
 	sort.Strings(names)
 	for _, name := range names {
 		tc := c.Tables[name]
-		tb := &Table{Name: strings.ToLower(name), Strategy: tc.Strategy, Key: tc.Key}
+		tb := &Table{Name: strings.TrimPrefix(strings.ToLower(name), "public."), Strategy: tc.Strategy, Key: tc.Key}
 		switch tc.Strategy {
 		case Hash:
 			if tc.Key == "" {
@@ -193,6 +198,14 @@ func NewTopology(c *Config) (*Topology, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	t.schemaOnly = map[string]string{}
+	for name := range t.Tables {
+		if i := strings.LastIndexByte(name, '.'); i >= 0 {
+			if _, plain := t.Tables[name[i+1:]]; !plain {
+				t.schemaOnly[name[i+1:]] = name
+			}
+		}
 	}
 	return t, nil
 }

@@ -240,6 +240,12 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 		c.static.Replicated = true
 		return c
 	}
+	for _, o := range unknown {
+		if q, ok := r.topo.schemaOnly[o.Table.Name]; ok && o.Table.Schema == "" {
+			return &compiled{err: refuse(fmt.Sprintf("Qualify the name: %s.", q),
+				"table %s is not in the config, but %s is: which one it names depends on search_path", o.Table.Name, q)}
+		}
+	}
 	if len(unknown) > 0 {
 		if len(sharded) > 0 {
 			return &compiled{err: refuse("Add the table to the config, or run the query on its shard with a /* shard: name */ comment.",
