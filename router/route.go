@@ -666,8 +666,12 @@ func (r *Router) compileInsert(st *parser.Statement, a *parser.Analysis, sharded
 		for i, k := range keys {
 			s, ok := r.shardOfValue(t, k, params)
 			if !ok {
-				return nil, refuse(fmt.Sprintf("Give %s a constant or a parameter in every row.", t.Key),
-					"row %d of INSERT into %s has no shard key value the proxy can evaluate (column %s)", i+1, t.Name, t.Key)
+				hint := fmt.Sprintf("Give %s a constant or a parameter in every row.", t.Key)
+				if t.Strategy == Range {
+					hint = fmt.Sprintf("Give %s a constant or a parameter with an explicit UTC offset (e.g. '2025-03-01 10:00:00+00') in every row, inside a configured range; a time without an offset depends on the session TimeZone.", t.Key)
+				}
+				return nil, refuse(hint,
+					"row %d of INSERT into %s has no shard key value the proxy can place on one shard (column %s)", i+1, t.Name, t.Key)
 			}
 			rowShard[i] = s
 		}
