@@ -658,7 +658,7 @@ func (r *Router) compileInsert(st *parser.Statement, a *parser.Analysis, sharded
 	case errors.Is(err, parser.ErrNotValues):
 		return r.compileInsertSelect(a, t, g)
 	case err != nil:
-		return &compiled{err: refuse("", "%v", err)}
+		return &compiled{err: refuse("Name the columns and give constant rows with VALUES.", "INSERT into %s: %v", t.Name, err)}
 	}
 	c := &compiled{write: true, insertTo: t}
 	c.eval = func(params Params) (*Plan, error) {
