@@ -833,3 +833,13 @@ func visit(m protoreflect.Message, fn func(protoreflect.Message) bool) {
 		return true
 	})
 }
+
+// CreatesFromQuery reports whether a DDL statement stores the result of a
+// query: CREATE VIEW, CREATE MATERIALIZED VIEW, CREATE TABLE AS.
+func (s *Statement) CreatesFromQuery() bool {
+	switch s.node.Node.(type) {
+	case *pg.Node_ViewStmt, *pg.Node_CreateTableAsStmt:
+		return true
+	}
+	return false
+}

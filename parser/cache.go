@@ -29,12 +29,6 @@ type cacheEntry struct {
 	prev, next *cacheEntry
 }
 
-// CacheStats are the cache's counters since it was made.
-type CacheStats struct {
-	Hits, Misses uint64
-	Entries      int
-}
-
 // NewCache returns a cache holding at most size query texts (at least 1).
 func NewCache(size int) *Cache {
 	if size < 1 {
@@ -76,12 +70,16 @@ func (c *Cache) Parse(sql string) ([]*Statement, error) {
 	return sts, nil
 }
 
-// Stats returns the cache's counters.
-func (c *Cache) Stats() CacheStats {
+// Stats returns the hit and miss counts since the cache was made.
+func (c *Cache) Stats() (hits, misses uint64) {
+	return c.hits.Load(), c.misses.Load()
+}
+
+// Len returns the number of query texts held.
+func (c *Cache) Len() int {
 	c.mu.Lock()
-	n := len(c.entries)
-	c.mu.Unlock()
-	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Entries: n}
+	defer c.mu.Unlock()
+	return len(c.entries)
 }
 
 func (c *Cache) pushFront(e *cacheEntry) {

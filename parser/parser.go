@@ -402,13 +402,3 @@ func names(ns []*pg.Node) []string {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
-// CreatesFromQuery reports whether a DDL statement stores the result of a
-// query: CREATE VIEW, CREATE MATERIALIZED VIEW, CREATE TABLE AS.
-func (s *Statement) CreatesFromQuery() bool {
-	switch s.node.Node.(type) {
-	case *pg.Node_ViewStmt, *pg.Node_CreateTableAsStmt:
-		return true
-	}
-	return false
-}

@@ -297,16 +297,16 @@ func TestCache(t *testing.T) {
 	c.Parse("SELECT 2")
 	c.Parse("SELECT 1") // most recent: SELECT 1, then SELECT 2
 	c.Parse("SELECT 3") // evicts SELECT 2
-	if s := c.Stats(); s.Entries != 2 || s.Hits != 2 || s.Misses != 3 {
-		t.Fatalf("stats %+v", s)
+	if hits, misses := c.Stats(); c.Len() != 2 || hits != 2 || misses != 3 {
+		t.Fatalf("len %d hits %d misses %d", c.Len(), hits, misses)
 	}
 	b, _ := c.Parse("SELECT 1")
 	if b[0] != a1[0] {
 		t.Fatal("SELECT 1 was evicted instead of SELECT 2")
 	}
 	c.Parse("SELECT 2")
-	if s := c.Stats(); s.Misses != 4 {
-		t.Fatalf("SELECT 2 should have been evicted: %+v", s)
+	if _, misses := c.Stats(); misses != 4 {
+		t.Fatalf("SELECT 2 should have been evicted: %d misses", misses)
 	}
 	if _, err := c.Parse("SELEC"); err == nil {
 		t.Fatal("syntax error not returned")
@@ -331,7 +331,7 @@ func TestCacheConcurrent(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
-	if s := c.Stats(); s.Entries > 8 || s.Hits+s.Misses != 1600 {
-		t.Fatalf("stats %+v", s)
+	if hits, misses := c.Stats(); c.Len() > 8 || hits+misses != 1600 {
+		t.Fatalf("len %d hits %d misses %d", c.Len(), hits, misses)
 	}
 }
