@@ -11,6 +11,7 @@ import (
 
 // shardSet is a sorted set of shard indexes; nil means every shard (no
 // usable restriction) and an empty non-nil set means no row can match.
+// Sets may share storage (Router.singles): never modify one in place.
 type shardSet []int
 
 // restrict evaluates what a predicate on t's key says about the shards
@@ -44,6 +45,19 @@ func (r *Router) hashPred(t *Table, p parser.Pred, params Params) shardSet {
 	case parser.Cmp:
 		if p.Cmp != "=" || !castOK(t, p.ColCast) {
 			return nil
+		}
+		if len(p.Values) == 1 && !p.Values[0].Array {
+			v := p.Values[0]
+			if _, null, ok := valueText(v, params); !ok {
+				return nil
+			} else if null {
+				return shardSet{}
+			}
+			s, ok := r.valueShards(t, v, params)
+			if !ok {
+				return nil
+			}
+			return s
 		}
 		out := shardSet{}
 		for _, v := range p.Values {
@@ -155,7 +169,7 @@ func (r *Router) valueShards(t *Table, v parser.Value, params Params) (shardSet,
 		case parser.StringLit, parser.ParamVal:
 			switch v.Cast {
 			case "", "text", "varchar":
-				return shardSet{PartitionOf(HashText(text), n)}, true
+				return r.singles[PartitionOf(HashText(text), n)], true
 			}
 		}
 		return nil, false
@@ -173,7 +187,7 @@ func (r *Router) valueShards(t *Table, v parser.Value, params Params) (shardSet,
 		if err != nil {
 			return nil, false
 		}
-		return shardSet{PartitionOf(HashInt(i), n)}, true
+		return r.singles[PartitionOf(HashInt(i), n)], true
 	}
 	return nil, false
 }

@@ -343,6 +343,12 @@ type component struct {
 	restrict []occ
 	preds    []parser.Pred // the restriction of each restrict member's key
 	result   bool          // root is a result scope
+	// why[j] names restrict member j's restriction; single[j][i] is the
+	// reason when it selects shard i alone (built once: routing a cached
+	// statement should not allocate strings).
+	why    []string
+	single [][]string
+	none   string
 }
 
 // grouping is the parameter-independent analysis of the sharded
@@ -422,6 +428,20 @@ func (r *Router) groups(a *parser.Analysis, sharded []occ) (*grouping, *Unsuppor
 		if c.result {
 			perScope[c.root]++
 		}
+		prefix := ""
+		if len(c.members) > 1 {
+			prefix = "co-located join, "
+		}
+		for _, m := range c.restrict {
+			w := prefix + m.t.Name + " by " + m.t.Key
+			c.why = append(c.why, w)
+			one := make([]string, len(r.names))
+			for i, n := range r.names {
+				one[i] = w + ": " + n
+			}
+			c.single = append(c.single, one)
+		}
+		c.none = fmt.Sprintf("%s%s: no usable %s predicate", prefix, c.members[0].t.Name, c.members[0].t.Key)
 	}
 	for _, c := range order {
 		if c.result && perScope[c.root] == 1 {
@@ -464,29 +484,52 @@ func colocated(a, b *Table) bool {
 // restriction evaluates a component: the intersection of what the filters
 // of its root members say about their keys.
 func (r *Router) restriction(a *parser.Analysis, c *component, params Params) (shardSet, string) {
+	s, j := r.restrictionOf(c, params)
+	if j < 0 {
+		return nil, c.none
+	}
+	return s, c.why[j]
+}
+
+// restrictionOf returns the component's shard set and the first member
+// that restricted it (-1: none did).
+func (r *Router) restrictionOf(c *component, params Params) (shardSet, int) {
 	var acc shardSet
-	var why string
+	first := -1
 	for i, m := range c.restrict {
 		s := r.restrict(m.t, c.preds[i], params)
 		if s == nil {
 			continue
 		}
-		if acc == nil {
-			acc, why = s, m.t.Name+" by "+m.t.Key
+		if first < 0 {
+			acc, first = s, i
 		} else {
 			acc = intersect(acc, s)
 		}
 	}
-	if acc == nil {
-		return nil, fmt.Sprintf("%s: no usable %s predicate", c.members[0].t.Name, c.members[0].t.Key)
-	}
-	return acc, why
+	return acc, first
 }
 
 const hintJoin = "Join sharded tables on their shard keys (e.g. orders.user_id = users.id), or restrict every subquery over a sharded table to the same single shard key value."
 
 // place computes the target shards of a SELECT, UPDATE or DELETE.
 func (r *Router) place(a *parser.Analysis, g *grouping, params Params) (shardSet, string, error) {
+	if len(g.result) == 1 && len(g.pinned) == 0 {
+		// The common case: one co-located component.
+		c := g.result[0]
+		s, j := r.restrictionOf(c, params)
+		switch {
+		case j < 0:
+			if g.bare {
+				break
+			}
+			return nil, c.none + ": every shard", nil
+		case len(s) == 1:
+			return s, c.single[j][s[0]], nil
+		case !g.bare && len(s) > 1:
+			return s, c.why[j] + ": " + r.describe(s), nil
+		}
+	}
 	var target shardSet = shardSet{}
 	var whys []string
 	for _, c := range g.result {
@@ -502,8 +545,6 @@ func (r *Router) place(a *parser.Analysis, g *grouping, params Params) (shardSet
 	}
 	if len(g.result) > 1 {
 		whys = []string{fmt.Sprintf("%d set-operation branches", len(g.result))}
-	} else if len(g.result) == 1 && len(g.result[0].members) > 1 {
-		whys[0] = "co-located join, " + whys[0]
 	}
 	pin := -1
 	var pinWhy []string
