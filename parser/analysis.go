@@ -36,6 +36,13 @@ type Scope struct {
 	// Occs are the table occurrences directly in this level's FROM (and the
 	// target of INSERT/UPDATE/DELETE), as indexes into Analysis.Occurrences.
 	Occs []int
+	// GroupBy are the bare columns of a plain GROUP BY (no grouping sets,
+	// ROLLUP or CUBE; GroupingSets is then true).
+	GroupBy      []ColumnKey
+	GroupingSets bool
+	// Distinct are the bare columns of the target list of SELECT DISTINCT
+	// (not DISTINCT ON).
+	Distinct []ColumnKey
 }
 
 // ColumnKey is a column of one table occurrence.
@@ -308,6 +315,24 @@ func (b *builder) selectStmt(sel *pg.SelectStmt, parent int, kind ScopeKind, res
 	sc().Limit = sel.LimitCount != nil || sel.LimitOffset != nil
 	distinctOn := len(sel.DistinctClause) > 0 && sel.DistinctClause[0] != nil && sel.DistinctClause[0].Node != nil
 	sc().Grouped = len(sel.GroupClause) > 0 || sel.HavingClause != nil || distinctOn
+	for _, g := range sel.GroupClause {
+		if g.GetGroupingSet() != nil {
+			sc().GroupingSets = true
+		}
+		for _, o := range b.resolve(g, s).occs {
+			sc().GroupBy = append(sc().GroupBy, ColumnKey{o, b.resolve(g, s).col})
+		}
+	}
+	if len(sel.DistinctClause) > 0 && !distinctOn {
+		for _, t := range sel.TargetList {
+			if rt := t.GetResTarget(); rt != nil && rt.Val != nil {
+				r := b.resolve(rt.Val, s)
+				for _, o := range r.occs {
+					sc().Distinct = append(sc().Distinct, ColumnKey{o, r.col})
+				}
+			}
+		}
+	}
 	if sel.IntoClause != nil {
 		b.a.Into = true
 	}
@@ -404,6 +429,10 @@ func (b *builder) assignments(s, occ int, targets []*pg.Node) {
 // table adds a table occurrence (or a CTE reference) to scope s and
 // returns the occurrence index, -1 for a CTE.
 func (b *builder) table(rv *pg.RangeVar, s int, modify Kind) int {
+	return b.tableIn(rv, s, modify, false)
+}
+
+func (b *builder) tableIn(rv *pg.RangeVar, s int, modify Kind, nullable bool) int {
 	if rv == nil {
 		return -1
 	}
@@ -417,7 +446,7 @@ func (b *builder) table(rv *pg.RangeVar, s int, modify Kind) int {
 	}
 	b.a.Occurrences = append(b.a.Occurrences, Occurrence{
 		Table: Table{rv.Schemaname, rv.Relname}, Ref: ref,
-		TopLevel: s == 0, Scope: s, Modify: modify,
+		TopLevel: s == 0, Scope: s, Modify: modify, Nullable: nullable,
 	})
 	i := len(b.a.Occurrences) - 1
 	b.a.Scopes[s].Occs = append(b.a.Scopes[s].Occs, i)
@@ -440,7 +469,7 @@ func (b *builder) isCTE(s int, name string) bool {
 func (b *builder) fromItem(n *pg.Node, s int, filtering bool) []int {
 	switch x := n.Node.(type) {
 	case *pg.Node_RangeVar:
-		if i := b.table(x.RangeVar, s, 0); i >= 0 {
+		if i := b.tableIn(x.RangeVar, s, 0, !filtering); i >= 0 {
 			return []int{i}
 		}
 	case *pg.Node_RangeSubselect:

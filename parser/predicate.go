@@ -74,6 +74,9 @@ type Occurrence struct {
 	// Modify is Insert, Update or Delete when the occurrence is the target
 	// of a data-modifying statement (at any level), 0 otherwise.
 	Modify Kind
+	// Nullable is true on the nullable side of an outer join: the level's
+	// rows may hold NULLs in place of this table's columns.
+	Nullable bool
 }
 
 // Occurrences lists every place a table is named, CTE references left out

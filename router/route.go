@@ -299,8 +299,10 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 	}
 	var sh parser.Shape
 	isSelect := st.Kind == parser.Select
+	var byKey bool
 	if isSelect {
 		sh, _ = st.Shape()
+		byKey = groupedByKey(a, g)
 	}
 	write := st.Writes
 	return &compiled{write: write, eval: func(params Params) (*Plan, error) {
@@ -310,12 +312,44 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 		}
 		p := r.plan(set, why, write)
 		if len(p.Shards) > 1 && isSelect {
-			if err := mergeable(sh, p); err != nil {
+			if err := mergeable(sh, byKey, p); err != nil {
 				return nil, err
 			}
 		}
 		return p, nil
 	}}
+}
+
+// groupedByKey reports whether the statement's GROUP BY (or DISTINCT)
+// includes the shard key of its one co-located component, from a table
+// that is not on the nullable side of an outer join: every group (distinct
+// row) then comes from one shard, and the shards' answers concatenate.
+func groupedByKey(a *parser.Analysis, g *grouping) bool {
+	top := a.Scopes[0]
+	if top.SetOp || top.GroupingSets || len(g.result) != 1 || len(g.pinned) > 0 || g.result[0].root != 0 {
+		return false
+	}
+	has := func(cols []parser.ColumnKey) bool {
+		for _, m := range g.result[0].members {
+			if m.Scope != 0 || m.Nullable {
+				continue
+			}
+			for _, c := range cols {
+				if c.Occ == m.i && c.Column == m.t.Key {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	sh := struct{ group, distinct bool }{len(top.GroupBy) > 0 || top.Grouped, len(top.Distinct) > 0}
+	if sh.group && !has(top.GroupBy) {
+		return false
+	}
+	if sh.distinct && !has(top.Distinct) {
+		return false
+	}
+	return sh.group || sh.distinct
 }
 
 // plan turns a shard set into a plan; an empty set (no row can match)
@@ -625,17 +659,20 @@ func (r *Router) describe(s shardSet) string {
 
 // mergeable accepts a multi-shard SELECT only when concatenation or the
 // plain aggregate combiner gives exactly Postgres's answer.
-func mergeable(sh parser.Shape, p *Plan) error {
-	hint := "Add a shard key predicate so the query runs on one shard; cross-shard ORDER BY/LIMIT/GROUP BY/DISTINCT merging is not in this version (see docs/routing.md)."
+//
+// byKey says that GROUP BY/DISTINCT include the shard key (groupedByKey):
+// groups are then whole on one shard and concatenate.
+func mergeable(sh parser.Shape, byKey bool, p *Plan) error {
+	hint := "Add a shard key predicate so the query runs on one shard, or group by the shard key; cross-shard ORDER BY/LIMIT/GROUP BY/DISTINCT merging is not in this version (see docs/routing.md)."
 	what := ""
 	switch {
 	case sh.Union:
 		what = "UNION/INTERSECT/EXCEPT"
-	case sh.Distinct:
+	case sh.Distinct && !byKey:
 		what = "DISTINCT"
-	case sh.GroupBy:
+	case sh.GroupBy && !byKey:
 		what = "GROUP BY"
-	case sh.Having:
+	case sh.Having && !byKey:
 		what = "HAVING"
 	case sh.Window:
 		what = "window functions"
@@ -646,6 +683,10 @@ func mergeable(sh parser.Shape, p *Plan) error {
 	}
 	if what != "" {
 		return refuse(hint, "%s across shards is not supported yet", what)
+	}
+	if byKey {
+		p.Reason += ", grouped by the shard key"
+		return nil // aggregates are per group, each group on one shard
 	}
 	if !sh.Aggregate {
 		return nil
