@@ -211,10 +211,33 @@ func (s *Statement) Analyse(keyOf func(Table) string) *Analysis {
 	switch s.node.Node.(type) {
 	case *pg.Node_SelectStmt, *pg.Node_InsertStmt, *pg.Node_UpdateStmt, *pg.Node_DeleteStmt:
 		b.query(s.node, -1, TopScope, true)
+		// A safety net: every table reference in the tree must have been
+		// seen as a table or a CTE reference, or routing could miss it.
+		if n := countRangeVars(s.node); n != b.rangeVars && b.a.Opaque == "" {
+			b.a.Opaque = "a table reference in this position"
+		}
 	default:
 		b.newScope(TopScope, -1, true)
 	}
 	return b.a
+}
+
+// countRangeVars counts table references, leaving out the names that are
+// not reads: SELECT INTO's new table and FOR UPDATE OF's aliases.
+func countRangeVars(n *pg.Node) int {
+	count := 0
+	visit(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		switch m.Interface().(type) {
+		case *pg.IntoClause:
+			return false
+		case *pg.LockingClause:
+			return false
+		case *pg.RangeVar:
+			count++
+		}
+		return true
+	})
+	return count
 }
 
 type builder struct {
@@ -230,6 +253,8 @@ type builder struct {
 	names    []map[string]int // per scope: FROM item name -> occurrence, -1 for items that are not tables
 	ctes     []map[string]bool
 	sublinks map[*pg.SubLink]int
+	// rangeVars counts the RangeVars taken as tables or CTE references.
+	rangeVars int
 }
 
 func (b *builder) newScope(kind ScopeKind, parent int, result bool) int {
@@ -436,6 +461,7 @@ func (b *builder) tableIn(rv *pg.RangeVar, s int, modify Kind, nullable bool) in
 	if rv == nil {
 		return -1
 	}
+	b.rangeVars++
 	ref := rv.Relname
 	if rv.Alias != nil && rv.Alias.Aliasname != "" {
 		ref = rv.Alias.Aliasname
