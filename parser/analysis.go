@@ -137,8 +137,15 @@ type cond struct {
 // column of occurrence occ. Rows outside the restriction cannot take part
 // in the statement through this occurrence.
 func (a *Analysis) Restriction(occ int, column string) Pred {
-	s := a.Occurrences[occ].Scope
-	return a.project(a.filters[s], ColumnKey{occ, column}, 0)
+	o := a.Occurrences[occ]
+	k := ColumnKey{occ, column}
+	p := a.project(a.filters[o.Scope], k, 0)
+	// Filters of the levels a plain FROM subquery is pulled into apply too.
+	for s := o.Scope; s != o.Home && s >= 0; {
+		s = a.Scopes[s].Parent
+		p = simplify(Pred{Op: And, Kids: []Pred{p, a.project(a.filters[s], k, 0)}})
+	}
+	return p
 }
 
 func (a *Analysis) project(terms []cond, k ColumnKey, depth int) Pred {
@@ -255,6 +262,9 @@ type builder struct {
 	sublinks map[*pg.SubLink]int
 	// rangeVars counts the RangeVars taken as tables or CTE references.
 	rangeVars int
+	// exports per scope: for a plain subquery in FROM, its alias -> output
+	// column name -> the columns it copies (nil entry: ambiguous name).
+	exports []map[string]map[string][]int
 }
 
 func (b *builder) newScope(kind ScopeKind, parent int, result bool) int {
@@ -264,6 +274,7 @@ func (b *builder) newScope(kind ScopeKind, parent int, result bool) int {
 	b.names = append(b.names, map[string]int{})
 	b.ctes = append(b.ctes, nil)
 	b.using = append(b.using, nil)
+	b.exports = append(b.exports, nil)
 	return len(b.a.Scopes) - 1
 }
 
@@ -472,7 +483,7 @@ func (b *builder) tableIn(rv *pg.RangeVar, s int, modify Kind, nullable bool) in
 	}
 	b.a.Occurrences = append(b.a.Occurrences, Occurrence{
 		Table: Table{rv.Schemaname, rv.Relname}, Ref: ref,
-		TopLevel: s == 0, Scope: s, Modify: modify, Nullable: nullable,
+		TopLevel: s == 0, Scope: s, Modify: modify, Nullable: nullable, Home: s,
 	})
 	i := len(b.a.Occurrences) - 1
 	b.a.Scopes[s].Occs = append(b.a.Scopes[s].Occs, i)
@@ -499,11 +510,16 @@ func (b *builder) fromItem(n *pg.Node, s int, filtering bool) []int {
 			return []int{i}
 		}
 	case *pg.Node_RangeSubselect:
-		if x.RangeSubselect.Subquery != nil {
-			b.query(x.RangeSubselect.Subquery, s, DerivedScope, false)
+		rs := x.RangeSubselect
+		child := -1
+		if rs.Subquery != nil {
+			child = b.query(rs.Subquery, s, DerivedScope, false)
 		}
-		if a := x.RangeSubselect.Alias; a != nil {
-			b.names[s][a.Aliasname] = -1
+		if rs.Alias != nil {
+			b.names[s][rs.Alias.Aliasname] = -1
+		}
+		if child >= 0 && plainSelect(rs.Subquery.GetSelectStmt()) {
+			return b.pullUp(child, s, rs, filtering)
 		}
 	case *pg.Node_RangeFunction:
 		b.exprList(s, x.RangeFunction.Functions)
@@ -574,6 +590,107 @@ func (b *builder) fromItem(n *pg.Node, s int, filtering bool) []int {
 	return nil
 }
 
+// plainSelect reports whether a subquery's rows are a filter and
+// projection of its FROM: no set operation, LIMIT, grouping, DISTINCT,
+// aggregates, window functions or locking.
+func plainSelect(sel *pg.SelectStmt) bool {
+	if sel == nil || sel.Op != pg.SetOperation_SETOP_NONE || len(sel.ValuesLists) > 0 || sel.WithClause != nil ||
+		sel.LimitCount != nil || sel.LimitOffset != nil || len(sel.GroupClause) > 0 || sel.HavingClause != nil ||
+		len(sel.DistinctClause) > 0 || len(sel.WindowClause) > 0 || len(sel.LockingClause) > 0 || sel.IntoClause != nil ||
+		len(sel.FromClause) == 0 {
+		return false
+	}
+	for _, t := range sel.TargetList {
+		if containsNode(t.ProtoReflect(), func(m protoreflect.Message) bool {
+			f, ok := m.Interface().(*pg.FuncCall)
+			return ok && (f.Over != nil || isAggregate(f))
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
+// pullUp makes a plain FROM subquery's tables part of scope s: their Home
+// becomes s's home, and the subquery's output columns that copy a table's
+// shard key resolve to that table's column in s.
+func (b *builder) pullUp(child, s int, rs *pg.RangeSubselect, filtering bool) []int {
+	home := s
+	var occs []int
+	for i := range b.a.Occurrences {
+		o := &b.a.Occurrences[i]
+		if o.Home == child {
+			o.Home = home
+			o.Nullable = o.Nullable || !filtering
+			occs = append(occs, i)
+		}
+	}
+	if rs.Alias == nil || len(rs.Alias.Colnames) > 0 {
+		return occs // renamed columns: no exports, references stay unresolved
+	}
+	out := map[string][]int{}
+	add := func(name string, os []int) {
+		if _, dup := out[name]; dup || os == nil {
+			out[name] = nil // Postgres: ambiguous, or not a key column
+			return
+		}
+		out[name] = os
+	}
+	merge := func(ex map[string][]int) {
+		for name, os := range ex {
+			add(name, os)
+		}
+	}
+	for _, t := range rs.Subquery.GetSelectStmt().TargetList {
+		rt := t.GetResTarget()
+		if rt == nil || rt.Val == nil {
+			continue
+		}
+		if c := rt.Val.GetColumnRef(); c != nil && len(c.Fields) > 0 && c.Fields[len(c.Fields)-1].GetAStar() != nil {
+			// * or t.*: each table's columns under their own names (the
+			// key is the one we know), and nested subqueries' outputs.
+			if len(c.Fields) == 1 {
+				for _, o := range b.a.Scopes[child].Occs {
+					if k := b.keyOf(b.a.Occurrences[o].Table); k != "" {
+						add(k, []int{o})
+					}
+				}
+				for _, ex := range b.exports[child] {
+					merge(ex)
+				}
+			} else {
+				ref := strVal(c.Fields[len(c.Fields)-2])
+				if o, ok := b.names[child][ref]; ok && o >= 0 {
+					if k := b.keyOf(b.a.Occurrences[o].Table); k != "" {
+						add(k, []int{o})
+					}
+				} else if ex, ok := b.exports[child][ref]; ok {
+					merge(ex)
+				}
+			}
+			continue
+		}
+		name := rt.Name
+		if name == "" {
+			name = figureName(rt.Val)
+		}
+		if rt.Val.GetColumnRef() != nil {
+			if r := b.resolve(rt.Val, child); len(r.occs) > 0 && name == r.col {
+				add(name, r.occs)
+				continue
+			}
+		}
+		if name != "" {
+			add(name, nil) // an output of that name that is not a key column
+		}
+	}
+	if b.exports[s] == nil {
+		b.exports[s] = map[string]map[string][]int{}
+	}
+	b.exports[s][rs.Alias.Aliasname] = out
+	return occs
+}
+
 func (b *builder) where(s int, w *pg.Node) {
 	if w == nil {
 		return
@@ -640,6 +757,44 @@ func isEqOp(ns []*pg.Node) bool {
 		(len(ns) == 2 && strVal(ns[0]) == "pg_catalog" && strVal(ns[1]) == "=")
 }
 
+// figureName is the output column name Postgres gives an unnamed target
+// (FigureColname), for the shapes that can carry a column's name.
+func figureName(n *pg.Node) string {
+	switch x := n.Node.(type) {
+	case *pg.Node_ColumnRef:
+		if f := x.ColumnRef.Fields; len(f) > 0 {
+			return strVal(f[len(f)-1])
+		}
+	case *pg.Node_TypeCast:
+		if name := figureName(x.TypeCast.Arg); name != "" {
+			return name
+		}
+		if t := x.TypeCast.TypeName; t != nil && len(t.Names) > 0 {
+			return strVal(t.Names[len(t.Names)-1])
+		}
+	case *pg.Node_FuncCall:
+		if f := x.FuncCall.Funcname; len(f) > 0 {
+			return strVal(f[len(f)-1])
+		}
+	case *pg.Node_CollateClause:
+		return figureName(x.CollateClause.Arg)
+	}
+	return ""
+}
+
+func containsAll(set, xs []int) bool {
+	for _, x := range xs {
+		found := false
+		for _, y := range set {
+			found = found || x == y
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
 // resolve names the occurrence(s) a bare column reference points to.
 // Qualified names resolve to the nearest level with a FROM item of that
 // name; unqualified names only to shard key columns of the same level
@@ -666,8 +821,20 @@ func (b *builder) resolve(n *pg.Node, s int) colref {
 		}
 		var occs []int
 		for _, o := range cands {
-			if b.keyOf(b.a.Occurrences[o].Table) == f[0] {
+			if b.keyOf(b.a.Occurrences[o].Table) == f[0] && b.a.Occurrences[o].Scope == s {
 				occs = append(occs, o)
+			}
+		}
+		// Output columns of plain subqueries in FROM.
+		for _, ex := range b.exports[s] {
+			if os, ok := ex[f[0]]; ok {
+				if os == nil {
+					return colref{}
+				}
+				if b.visScope == s && !containsAll(b.visible, os) {
+					continue
+				}
+				occs = append(occs, os...)
 			}
 		}
 		if len(occs) > 1 && !b.using[s][f[0]] {
@@ -680,6 +847,9 @@ func (b *builder) resolve(n *pg.Node, s int) colref {
 		for sc := s; sc >= 0; sc = b.a.Scopes[sc].Parent {
 			if o, ok := b.names[sc][ref]; ok {
 				if o < 0 {
+					if ex, ok := b.exports[sc][ref]; ok && len(f) == 2 && len(ex[col]) > 0 {
+						return colref{occs: ex[col], col: col}
+					}
 					return colref{}
 				}
 				if len(f) == 3 && b.a.Occurrences[o].Table.Schema != f[0] {

@@ -170,6 +170,11 @@ func TestRestriction(t *testing.T) {
 		{"SELECT * FROM orders WHERE user_id IN (SELECT id FROM users WHERE id = 7)", 0, "= 7"},
 		{"SELECT * FROM orders WHERE user_id IN (SELECT user_id FROM users WHERE id = 7)", 0, "any"},
 		{"SELECT * FROM orders WHERE user_id::text = '1'", 0, "text= 1"},
+		// Plain FROM subqueries: the enclosing filter applies through their outputs.
+		{"SELECT * FROM (SELECT * FROM orders WHERE user_id > 0) x WHERE x.user_id = 3", 0, "(> 0 AND = 3)"},
+		{"SELECT * FROM (SELECT user_id AS u FROM orders) x WHERE x.u = 3", 0, "any"},
+		{"SELECT * FROM (SELECT *, status AS user_id FROM orders) x WHERE x.user_id = 3", 0, "any"},
+		{"SELECT * FROM (SELECT * FROM orders LIMIT 1) x WHERE x.user_id = 3", 0, "any"},
 	}
 	for _, c := range cases {
 		a := parseOne(t, c.sql).Analyse(keys)

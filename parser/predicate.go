@@ -77,6 +77,11 @@ type Occurrence struct {
 	// Nullable is true on the nullable side of an outer join: the level's
 	// rows may hold NULLs in place of this table's columns.
 	Nullable bool
+	// Home is the level whose rows this table's rows make up: Scope, or
+	// the enclosing level when Scope is a plain subquery in FROM (a filter
+	// and projection of its tables, no LIMIT, grouping or aggregates),
+	// whose rows are the enclosing level's as if written there.
+	Home int
 }
 
 // Occurrences lists every place a table is named, CTE references left out

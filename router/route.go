@@ -331,7 +331,7 @@ func groupedByKey(a *parser.Analysis, g *grouping) bool {
 	}
 	has := func(cols []parser.ColumnKey) bool {
 		for _, m := range g.result[0].members {
-			if m.Scope != 0 || m.Nullable {
+			if m.Home != 0 || m.Nullable {
 				continue
 			}
 			for _, c := range cols {
@@ -440,20 +440,20 @@ func (r *Router) groups(a *parser.Analysis, sharded []occ) (*grouping, *Unsuppor
 	for i, o := range sharded {
 		c := comps[find(i)]
 		if c == nil {
-			c = &component{root: o.Scope}
+			c = &component{root: o.Home}
 			comps[find(i)] = c
 			order = append(order, c)
 		}
 		c.members = append(c.members, o)
-		if depth(o.Scope) < depth(c.root) {
-			c.root = o.Scope
+		if depth(o.Home) < depth(c.root) {
+			c.root = o.Home
 		}
 	}
 	g := &grouping{}
 	perScope := map[int]int{}
 	for _, c := range order {
 		for _, m := range c.members {
-			if m.Scope == c.root {
+			if m.Home == c.root {
 				c.restrict = append(c.restrict, m)
 				c.preds = append(c.preds, a.Restriction(m.i, m.t.Key))
 			}
