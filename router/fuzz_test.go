@@ -16,6 +16,8 @@ var fuzzTables = []string{
 	"events",
 	"carts",
 	"orders o JOIN restaurants r ON r.id = o.restaurant_id",
+	"(SELECT * FROM orders WHERE total > 0) o",
+	"users u LEFT JOIN (SELECT * FROM orders) o ON o.user_id = u.id",
 }
 
 // FuzzRoute checks that routing never panics, and that relaxing a filter
