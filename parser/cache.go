@@ -1,67 +1,118 @@
 package parser
 
 import (
-	"container/list"
 	"sync"
+	"sync/atomic"
 )
 
-// Cache memoises Parse by query text, bounded by entry count with LRU
-// eviction. Statements are immutable, so cached ones are shared between
-// sessions. Syntax errors are not cached. Safe for concurrent use.
+// MaxCachedLen is the longest query text the Cache keeps; longer queries
+// are parsed every time (they are rare, and would crowd out the rest).
+const MaxCachedLen = 32 << 10
+
+// Cache is a bounded LRU of parsed statements keyed by the exact query
+// text. Statements are immutable and shared between callers, so routing
+// work memoised on them (Statement.Memo) is shared too. Safe for
+// concurrent use. Syntax errors are not cached.
 type Cache struct {
-	mu           sync.Mutex
-	max          int
-	ll           *list.List
-	items        map[string]*list.Element
-	hits, misses uint64
-	// templates maps stripped query texts to their analysis.
+	mu      sync.Mutex
+	max     int
+	entries map[string]*cacheEntry
+	// head is the most recently used entry; the list is circular.
+	head *cacheEntry
+
+	hits, misses atomic.Uint64
+	// templates maps stripped query texts to their analysis (fastpath.go).
 	templates map[string]*templateEntry
 }
 
 type cacheEntry struct {
-	sql   string
-	stmts []*Statement
+	sql        string
+	sts        []*Statement
+	prev, next *cacheEntry
 }
 
-// NewCache returns a cache holding at most max query texts.
-func NewCache(max int) *Cache {
-	return &Cache{max: max, ll: list.New(), items: make(map[string]*list.Element, max)}
+// NewCache returns a cache holding at most size query texts (at least 1).
+func NewCache(size int) *Cache {
+	if size < 1 {
+		size = 1
+	}
+	return &Cache{max: size, entries: make(map[string]*cacheEntry, size)}
 }
 
-// Parse returns the cached analysis of sql, parsing it on a miss.
+// Parse returns the statements of sql, from the cache when it holds them.
+// The returned slice and statements are shared: do not modify them.
 func (c *Cache) Parse(sql string) ([]*Statement, error) {
 	c.mu.Lock()
-	if e, ok := c.items[sql]; ok {
-		c.ll.MoveToFront(e)
-		c.hits++
-		st := e.Value.(*cacheEntry).stmts
+	if e, ok := c.entries[sql]; ok {
+		c.moveToFront(e)
 		c.mu.Unlock()
-		return st, nil
-	}
-	c.misses++
-	c.mu.Unlock()
-	st, err := Parse(sql)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	if _, ok := c.items[sql]; !ok {
-		c.items[sql] = c.ll.PushFront(&cacheEntry{sql, st})
-		if c.ll.Len() > c.max {
-			old := c.ll.Back()
-			c.ll.Remove(old)
-			delete(c.items, old.Value.(*cacheEntry).sql)
-		}
+		c.hits.Add(1)
+		return e.sts, nil
 	}
 	c.mu.Unlock()
-	return st, nil
-}
-
-// Stats returns hit and miss counts of Parse and Template lookups.
-func (c *Cache) Stats() (hits, misses uint64) {
+	c.misses.Add(1)
+	sts, err := Parse(sql)
+	if err != nil || len(sql) > MaxCachedLen {
+		return sts, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.hits, c.misses
+	if e, ok := c.entries[sql]; ok { // parsed concurrently: keep one copy
+		c.moveToFront(e)
+		return e.sts, nil
+	}
+	e := &cacheEntry{sql: sql, sts: sts}
+	c.entries[sql] = e
+	c.pushFront(e)
+	if len(c.entries) > c.max {
+		last := c.head.prev
+		c.unlink(last)
+		delete(c.entries, last.sql)
+	}
+	return sts, nil
+}
+
+// Stats returns the hit and miss counts since the cache was made.
+func (c *Cache) Stats() (hits, misses uint64) {
+	return c.hits.Load(), c.misses.Load()
+}
+
+// Len returns the number of query texts held.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
+
+func (c *Cache) pushFront(e *cacheEntry) {
+	if c.head == nil {
+		e.prev, e.next = e, e
+	} else {
+		e.next, e.prev = c.head, c.head.prev
+		c.head.prev.next = e
+		c.head.prev = e
+	}
+	c.head = e
+}
+
+func (c *Cache) unlink(e *cacheEntry) {
+	if e.next == e {
+		c.head = nil
+	} else {
+		e.prev.next, e.next.prev = e.next, e.prev
+		if c.head == e {
+			c.head = e.next
+		}
+	}
+	e.prev, e.next = nil, nil
+}
+
+func (c *Cache) moveToFront(e *cacheEntry) {
+	if c.head == e {
+		return
+	}
+	c.unlink(e)
+	c.pushFront(e)
 }
 
 // templateEntry caches the analysis of a stripped query; stmt is nil when
@@ -71,12 +122,13 @@ type templateEntry struct {
 	stmt *Statement
 }
 
-// Template returns the analysis of a query's stripped form and its
-// constants, parsing the template once per shape. ok is false when the
-// query must take the full path.
+// Template returns the analysis of a query's stripped form (Strip) and its
+// constants, parsing the template once per shape; routing memoised on the
+// template is shared by every query of the shape. ok is false when the
+// query must take the full path. Lookups count as cache hits and misses.
 func (c *Cache) Template(sql string) (*Statement, Literals, bool) {
 	key, consts, ok := Strip(sql)
-	if !ok || len(consts) == 0 {
+	if !ok || len(consts) == 0 || len(key) > MaxCachedLen {
 		return nil, nil, false
 	}
 	c.mu.Lock()
@@ -84,13 +136,11 @@ func (c *Cache) Template(sql string) (*Statement, Literals, bool) {
 		c.templates = map[string]*templateEntry{}
 	}
 	e, hit := c.templates[key]
-	if hit {
-		c.hits++
-	} else {
-		c.misses++
-	}
 	c.mu.Unlock()
-	if !hit {
+	if hit {
+		c.hits.Add(1)
+	} else {
+		c.misses.Add(1)
 		e = &templateEntry{}
 		if sts, err := Parse(key); err == nil && len(sts) == 1 {
 			switch sts[0].Kind {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 	pgerr "github.com/pganalyze/pg_query_go/v6/parser"
@@ -66,9 +67,61 @@ type Statement struct {
 	Writes bool
 	// Session is the connection-level state the statement leaves behind.
 	Session SessionUse
+	// Hints are the routing hints found in the statement's comments
+	// (`/* shard: s2 */`, `-- user_id: 42`), in order.
+	Hints []Hint
 
 	node    *pg.Node
 	version int32
+	memo    atomic.Pointer[[]memoEntry]
+}
+
+// Hint is a `key: value` comment: `/* shard: s2 */` or `/* user_id: 42 */`.
+// Key is lower case; Value has surrounding quotes removed.
+type Hint struct {
+	Key, Value string
+}
+
+type memoEntry struct{ key, val any }
+
+// memoSlots bounds the entries one statement keeps: one per router in
+// practice, a few while a reloaded topology replaces an old one.
+const memoSlots = 4
+
+// Memo returns the value an earlier call stored under key, or calls build
+// and stores its result. It lets consumers (the router) keep derived,
+// immutable data with the statement, so that a statement from the parse
+// cache is analysed once. Safe for concurrent use; build may run more than
+// once when callers race, and only one result is kept.
+func (s *Statement) Memo(key any, build func() any) any {
+	old := s.memo.Load()
+	if old != nil {
+		for _, e := range *old {
+			if e.key == key {
+				return e.val
+			}
+		}
+	}
+	v := build()
+	for {
+		var next []memoEntry
+		if old != nil {
+			for _, e := range *old {
+				if e.key == key {
+					return e.val // another caller won the race
+				}
+			}
+			next = append(next, *old...)
+		}
+		if len(next) >= memoSlots {
+			next = next[1:]
+		}
+		next = append(next, memoEntry{key, v})
+		if s.memo.CompareAndSwap(old, &next) {
+			return v
+		}
+		old = s.memo.Load()
+	}
 }
 
 // SyntaxError is a parse error from the Postgres grammar.
@@ -96,22 +149,91 @@ func Parse(sql string) ([]*Statement, error) {
 	if len(tree.Stmts) == 0 {
 		return nil, ErrEmpty
 	}
+	var comments []comment
+	if strings.Contains(sql, "/*") || strings.Contains(sql, "--") {
+		comments = scanComments(sql)
+	}
 	out := make([]*Statement, 0, len(tree.Stmts))
 	for _, raw := range tree.Stmts {
 		text := sql
+		start, end := int(raw.StmtLocation), len(sql)
+		if raw.StmtLen > 0 {
+			end = start + int(raw.StmtLen)
+		}
 		if len(tree.Stmts) > 1 {
-			start := int(raw.StmtLocation)
-			end := len(sql)
-			if raw.StmtLen > 0 {
-				end = start + int(raw.StmtLen)
-			}
 			text = strings.TrimSpace(sql[start:end])
 		}
 		st := analyse(text, raw.Stmt)
-		st.version = tree.Version
+		for x := st; x != nil; x = x.Inner {
+			x.version = tree.Version
+		}
+		for _, c := range comments {
+			if c.start >= start && c.start < end {
+				if h, ok := parseHint(c.text); ok {
+					st.Hints = append(st.Hints, h)
+				}
+			}
+		}
 		out = append(out, st)
 	}
 	return out, nil
+}
+
+type comment struct {
+	start int
+	text  string
+}
+
+// scanComments finds comments with Postgres's own lexer, so that comment
+// markers inside string literals and dollar quotes do not count.
+func scanComments(sql string) []comment {
+	res, err := pg.Scan(sql)
+	if err != nil {
+		return nil
+	}
+	var out []comment
+	for _, t := range res.Tokens {
+		if t.Token != pg.Token_C_COMMENT && t.Token != pg.Token_SQL_COMMENT {
+			continue
+		}
+		if t.Start < 0 || int(t.End) > len(sql) || t.Start >= t.End {
+			continue
+		}
+		out = append(out, comment{start: int(t.Start), text: sql[t.Start:t.End]})
+	}
+	return out
+}
+
+// parseHint reads `/* key: value */` or `-- key: value`. The key is an
+// identifier; anything else is an ordinary comment.
+func parseHint(c string) (Hint, bool) {
+	switch {
+	case strings.HasPrefix(c, "/*"):
+		c = strings.TrimSuffix(strings.TrimPrefix(c, "/*"), "*/")
+	case strings.HasPrefix(c, "--"):
+		c = strings.TrimPrefix(c, "--")
+	default:
+		return Hint{}, false
+	}
+	k, v, ok := strings.Cut(c, ":")
+	if !ok {
+		return Hint{}, false
+	}
+	k = strings.ToLower(strings.TrimSpace(k))
+	v = strings.TrimSpace(v)
+	if k == "" || v == "" || strings.ContainsAny(v, "\n\r") {
+		return Hint{}, false
+	}
+	for i := 0; i < len(k); i++ {
+		ch := k[i]
+		if !(ch == '_' || ch >= 'a' && ch <= 'z' || i > 0 && ch >= '0' && ch <= '9') {
+			return Hint{}, false
+		}
+	}
+	if len(v) >= 2 && (v[0] == '\'' || v[0] == '"') && v[len(v)-1] == v[0] {
+		v = v[1 : len(v)-1]
+	}
+	return Hint{Key: k, Value: v}, true
 }
 
 func analyse(sql string, n *pg.Node) *Statement {
@@ -170,6 +292,8 @@ func analyse(sql string, n *pg.Node) *Statement {
 		s.Kind, s.What = Unsupported, "LOCK"
 	case *pg.Node_DiscardStmt:
 		s.Kind, s.What = Unsupported, "DISCARD"
+	case *pg.Node_MergeStmt:
+		s.Kind, s.What = Unsupported, "MERGE"
 	case *pg.Node_CreatedbStmt, *pg.Node_DropdbStmt, *pg.Node_AlterDatabaseStmt, *pg.Node_AlterDatabaseSetStmt,
 		*pg.Node_CreateRoleStmt, *pg.Node_AlterRoleStmt, *pg.Node_DropRoleStmt, *pg.Node_AlterSystemStmt,
 		*pg.Node_CreateTableSpaceStmt, *pg.Node_DropTableSpaceStmt, *pg.Node_LoadStmt, *pg.Node_CheckPointStmt:
@@ -178,8 +302,9 @@ func analyse(sql string, n *pg.Node) *Statement {
 		s.Kind, s.Writes = DDL, true
 	}
 	if s.Kind != Transaction && s.Kind != Set && s.Kind != Show {
-		s.Tables = collectTables(n)
-		if s.Kind == Select && !s.Writes && hasModifyingCTE(n) {
+		var modifies bool
+		s.Tables, modifies = collectTables(n)
+		if s.Kind == Select && modifies {
 			s.Writes = true
 		}
 		s.Session = s.sessionUse()
@@ -188,44 +313,36 @@ func analyse(sql string, n *pg.Node) *Statement {
 }
 
 // collectTables walks the whole tree for RangeVars, leaving out names that
-// refer to CTEs of the statement.
-func collectTables(n *pg.Node) []Table {
+// refer to CTEs of the statement, and reports data-modifying CTEs.
+func collectTables(n *pg.Node) (tables []Table, modifyingCTE bool) {
 	ctes := map[string]bool{}
-	var out []Table
 	seen := map[Table]bool{}
 	walk(n.ProtoReflect(), func(m protoreflect.Message) {
 		switch v := m.Interface().(type) {
 		case *pg.CommonTableExpr:
 			ctes[v.Ctename] = true
+			if v.Ctequery != nil {
+				switch v.Ctequery.Node.(type) {
+				case *pg.Node_InsertStmt, *pg.Node_UpdateStmt, *pg.Node_DeleteStmt, *pg.Node_MergeStmt:
+					modifyingCTE = true
+				}
+			}
 		case *pg.RangeVar:
 			t := Table{Schema: v.Schemaname, Name: v.Relname}
 			if !seen[t] {
 				seen[t] = true
-				out = append(out, t)
+				tables = append(tables, t)
 			}
 		}
 	})
-	kept := out[:0]
-	for _, t := range out {
+	kept := tables[:0]
+	for _, t := range tables {
 		if t.Schema == "" && ctes[t.Name] {
 			continue
 		}
 		kept = append(kept, t)
 	}
-	return kept
-}
-
-func hasModifyingCTE(n *pg.Node) bool {
-	found := false
-	walk(n.ProtoReflect(), func(m protoreflect.Message) {
-		if c, ok := m.Interface().(*pg.CommonTableExpr); ok && c.Ctequery != nil {
-			switch c.Ctequery.Node.(type) {
-			case *pg.Node_InsertStmt, *pg.Node_UpdateStmt, *pg.Node_DeleteStmt, *pg.Node_MergeStmt:
-				found = true
-			}
-		}
-	})
-	return found
+	return kept, modifyingCTE
 }
 
 // walk calls fn on m and every message below it.
@@ -248,13 +365,20 @@ func walk(m protoreflect.Message, fn func(protoreflect.Message)) {
 	})
 }
 
-// containsFunc reports whether any call in the tree satisfies pred.
+// containsNode reports whether any message in the tree satisfies pred,
+// not looking inside subqueries (a subquery's aggregates and window
+// functions are its own).
 func containsNode(n protoreflect.Message, pred func(protoreflect.Message) bool) bool {
 	found := false
-	walk(n, func(m protoreflect.Message) {
-		if !found && pred(m) {
-			found = true
+	visit(n, func(m protoreflect.Message) bool {
+		if found {
+			return false
 		}
+		if pred(m) {
+			found = true
+			return false
+		}
+		return !isSubLink(m)
 	})
 	return found
 }

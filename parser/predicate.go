@@ -7,7 +7,6 @@ import (
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // ValueKind is the syntactic kind of a literal.
@@ -57,6 +56,9 @@ type Pred struct {
 	Kids   []Pred
 	Cmp    string // "=", "<", "<=", ">", ">=" for Op Cmp
 	Values []Value
+	// ColCast is the lower-case type of an explicit cast on the column side
+	// (`col::text = '42'`), "" when the column is compared bare.
+	ColCast string
 }
 
 // Occurrence is one place a table is named.
@@ -67,160 +69,25 @@ type Occurrence struct {
 	// TopLevel is true for tables in the top-level FROM (and joins), or the
 	// target of INSERT/UPDATE/DELETE; false inside subqueries and CTEs.
 	TopLevel bool
+	// Scope is the index of the query level naming the table (Analysis.Scopes).
+	Scope int
+	// Modify is Insert, Update or Delete when the occurrence is the target
+	// of a data-modifying statement (at any level), 0 otherwise.
+	Modify Kind
+	// Nullable is true on the nullable side of an outer join: the level's
+	// rows may hold NULLs in place of this table's columns.
+	Nullable bool
+	// Home is the level whose rows this table's rows make up: Scope, or
+	// the enclosing level when Scope is a plain subquery in FROM (a filter
+	// and projection of its tables, no LIMIT, grouping or aggregates),
+	// whose rows are the enclosing level's as if written there.
+	Home int
 }
 
-// ColumnRef is a column as written: Ref is "" when unqualified.
-type ColumnRef struct {
-	Ref    string
-	Column string
-}
-
-// Occurrences lists every place a table is named.
+// Occurrences lists every place a table is named, CTE references left out
+// (a CTE's name shadows a table only where Postgres says it does).
 func (s *Statement) Occurrences() []Occurrence {
-	n := s.node
-	if s.Kind == Explain {
-		return s.Inner.Occurrences()
-	}
-	top := map[*pg.RangeVar]bool{}
-	for _, rv := range topRangeVars(n) {
-		top[rv] = true
-	}
-	ctes := map[string]bool{}
-	var out []Occurrence
-	walk(n.ProtoReflect(), func(m protoreflect.Message) {
-		switch v := m.Interface().(type) {
-		case *pg.CommonTableExpr:
-			ctes[v.Ctename] = true
-		case *pg.RangeVar:
-			ref := v.Relname
-			if v.Alias != nil && v.Alias.Aliasname != "" {
-				ref = v.Alias.Aliasname
-			}
-			out = append(out, Occurrence{Table: Table{v.Schemaname, v.Relname}, Ref: ref, TopLevel: top[v]})
-		}
-	})
-	kept := out[:0]
-	for _, o := range out {
-		if o.Table.Schema == "" && ctes[o.Table.Name] {
-			continue
-		}
-		kept = append(kept, o)
-	}
-	return kept
-}
-
-func topRangeVars(n *pg.Node) []*pg.RangeVar {
-	var out []*pg.RangeVar
-	var from func(ns []*pg.Node)
-	from = func(ns []*pg.Node) {
-		for _, f := range ns {
-			switch x := f.Node.(type) {
-			case *pg.Node_RangeVar:
-				out = append(out, x.RangeVar)
-			case *pg.Node_JoinExpr:
-				from([]*pg.Node{x.JoinExpr.Larg, x.JoinExpr.Rarg})
-			}
-		}
-	}
-	switch x := n.Node.(type) {
-	case *pg.Node_SelectStmt:
-		from(x.SelectStmt.FromClause)
-	case *pg.Node_InsertStmt:
-		out = append(out, x.InsertStmt.Relation)
-	case *pg.Node_UpdateStmt:
-		out = append(out, x.UpdateStmt.Relation)
-		from(x.UpdateStmt.FromClause)
-	case *pg.Node_DeleteStmt:
-		out = append(out, x.DeleteStmt.Relation)
-		from(x.DeleteStmt.UsingClause)
-	}
-	return out
-}
-
-// conjuncts returns the top-level AND terms that filter the statement's
-// rows: WHERE plus the ON clauses of inner joins.
-func (s *Statement) conjuncts() []*pg.Node {
-	var terms []*pg.Node
-	var add func(n *pg.Node)
-	add = func(n *pg.Node) {
-		if n == nil {
-			return
-		}
-		if b := n.GetBoolExpr(); b != nil && b.Boolop == pg.BoolExprType_AND_EXPR {
-			for _, a := range b.Args {
-				add(a)
-			}
-			return
-		}
-		terms = append(terms, n)
-	}
-	var joins func(ns []*pg.Node)
-	joins = func(ns []*pg.Node) {
-		for _, f := range ns {
-			if j := f.GetJoinExpr(); j != nil {
-				if j.Jointype == pg.JoinType_JOIN_INNER {
-					add(j.Quals)
-				}
-				joins([]*pg.Node{j.Larg, j.Rarg})
-			}
-		}
-	}
-	switch x := s.node.Node.(type) {
-	case *pg.Node_SelectStmt:
-		add(x.SelectStmt.WhereClause)
-		joins(x.SelectStmt.FromClause)
-	case *pg.Node_UpdateStmt:
-		add(x.UpdateStmt.WhereClause)
-		joins(x.UpdateStmt.FromClause)
-	case *pg.Node_DeleteStmt:
-		add(x.DeleteStmt.WhereClause)
-		joins(x.DeleteStmt.UsingClause)
-	}
-	return terms
-}
-
-// ColumnEqualities returns the `a.x = b.y` terms among the top-level
-// conjuncts (and inner-join conditions, and JOIN ... USING columns).
-func (s *Statement) ColumnEqualities() [][2]ColumnRef {
-	if s.Kind == Explain {
-		return s.Inner.ColumnEqualities()
-	}
-	var out [][2]ColumnRef
-	for _, t := range s.conjuncts() {
-		e := t.GetAExpr()
-		if e == nil || e.Kind != pg.A_Expr_Kind_AEXPR_OP || opName(e) != "=" {
-			continue
-		}
-		l, lok := columnRef(e.Lexpr)
-		r, rok := columnRef(e.Rexpr)
-		if lok && rok {
-			out = append(out, [2]ColumnRef{l, r})
-		}
-	}
-	return out
-}
-
-func columnRef(n *pg.Node) (ColumnRef, bool) {
-	if n == nil {
-		return ColumnRef{}, false
-	}
-	if tc := n.GetTypeCast(); tc != nil {
-		n = tc.Arg
-	}
-	c := n.GetColumnRef()
-	if c == nil {
-		return ColumnRef{}, false
-	}
-	f := names(c.Fields)
-	switch len(f) {
-	case 1:
-		return ColumnRef{Column: f[0]}, f[0] != ""
-	case 2:
-		return ColumnRef{Ref: f[0], Column: f[1]}, f[1] != ""
-	case 3:
-		return ColumnRef{Ref: f[1], Column: f[2]}, f[2] != ""
-	}
-	return ColumnRef{}, false
+	return s.Analyse(nil).Occurrences
 }
 
 func opName(e *pg.A_Expr) string {
@@ -228,124 +95,6 @@ func opName(e *pg.A_Expr) string {
 		return ""
 	}
 	return strVal(e.Name[len(e.Name)-1])
-}
-
-// KeyPredicate returns what the statement's top-level filter says about
-// column of the table occurrence named ref. Unqualified column references
-// count when unqualified is true (the caller knows no other table in scope
-// has a shard key of that name).
-func (s *Statement) KeyPredicate(ref, column string, unqualified bool) Pred {
-	if s.Kind == Explain {
-		return s.Inner.KeyPredicate(ref, column, unqualified)
-	}
-	match := func(n *pg.Node) bool {
-		c, ok := columnRef(n)
-		return ok && c.Column == column && (c.Ref == ref || (c.Ref == "" && unqualified))
-	}
-	terms := s.conjuncts()
-	if len(terms) == 0 {
-		return Pred{}
-	}
-	kids := make([]Pred, 0, len(terms))
-	for _, t := range terms {
-		kids = append(kids, pred(t, match))
-	}
-	return simplify(Pred{Op: And, Kids: kids})
-}
-
-func pred(n *pg.Node, match func(*pg.Node) bool) Pred {
-	switch x := n.Node.(type) {
-	case *pg.Node_BoolExpr:
-		b := x.BoolExpr
-		switch b.Boolop {
-		case pg.BoolExprType_AND_EXPR, pg.BoolExprType_OR_EXPR:
-			op := And
-			if b.Boolop == pg.BoolExprType_OR_EXPR {
-				op = Or
-			}
-			p := Pred{Op: op}
-			for _, a := range b.Args {
-				p.Kids = append(p.Kids, pred(a, match))
-			}
-			return simplify(p)
-		}
-		return Pred{} // NOT: no restriction
-	case *pg.Node_AExpr:
-		return exprPred(x.AExpr, match)
-	}
-	return Pred{}
-}
-
-var flip = map[string]string{"=": "=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-
-func exprPred(e *pg.A_Expr, match func(*pg.Node) bool) Pred {
-	switch e.Kind {
-	case pg.A_Expr_Kind_AEXPR_OP:
-		op := opName(e)
-		if _, ok := flip[op]; !ok {
-			return Pred{}
-		}
-		if match(e.Lexpr) {
-			if v, ok := valueOf(e.Rexpr); ok {
-				return Pred{Op: Cmp, Cmp: op, Values: []Value{v}}
-			}
-		} else if match(e.Rexpr) {
-			if v, ok := valueOf(e.Lexpr); ok {
-				return Pred{Op: Cmp, Cmp: flip[op], Values: []Value{v}}
-			}
-		}
-	case pg.A_Expr_Kind_AEXPR_IN:
-		if opName(e) != "=" || !match(e.Lexpr) {
-			return Pred{}
-		}
-		l := e.Rexpr.GetList()
-		if l == nil {
-			return Pred{}
-		}
-		vals := make([]Value, 0, len(l.Items))
-		for _, it := range l.Items {
-			v, ok := valueOf(it)
-			if !ok {
-				return Pred{}
-			}
-			vals = append(vals, v)
-		}
-		return Pred{Op: Cmp, Cmp: "=", Values: vals}
-	case pg.A_Expr_Kind_AEXPR_OP_ANY:
-		if opName(e) != "=" || !match(e.Lexpr) {
-			return Pred{}
-		}
-		if arr := e.Rexpr.GetAArrayExpr(); arr != nil {
-			vals := make([]Value, 0, len(arr.Elements))
-			for _, it := range arr.Elements {
-				v, ok := valueOf(it)
-				if !ok {
-					return Pred{}
-				}
-				vals = append(vals, v)
-			}
-			return Pred{Op: Cmp, Cmp: "=", Values: vals}
-		}
-		if v, ok := valueOf(e.Rexpr); ok {
-			v.Array = true
-			return Pred{Op: Cmp, Cmp: "=", Values: []Value{v}}
-		}
-	case pg.A_Expr_Kind_AEXPR_BETWEEN:
-		if !match(e.Lexpr) {
-			return Pred{}
-		}
-		l := e.Rexpr.GetList()
-		if l == nil || len(l.Items) != 2 {
-			return Pred{}
-		}
-		lo, ok1 := valueOf(l.Items[0])
-		hi, ok2 := valueOf(l.Items[1])
-		if !ok1 || !ok2 {
-			return Pred{}
-		}
-		return Pred{Op: And, Kids: []Pred{{Op: Cmp, Cmp: ">=", Values: []Value{lo}}, {Op: Cmp, Cmp: "<=", Values: []Value{hi}}}}
-	}
-	return Pred{}
 }
 
 // simplify folds Any through And/Or: Any AND p = p; Any OR p = Any.
@@ -409,6 +158,10 @@ func valueOf(n *pg.Node) (Value, bool) {
 		case c.GetIval() != nil:
 			return Value{Kind: IntLit, Text: itoa(int(c.GetIval().Ival))}, true
 		case c.GetFval() != nil:
+			// Integers beyond int32 arrive as Fval: keep them integers.
+			if f := c.GetFval().Fval; isDigits(f) {
+				return Value{Kind: IntLit, Text: f}, true
+			}
 			return Value{Kind: FloatLit, Text: c.GetFval().Fval}, true
 		case c.GetSval() != nil:
 			return Value{Kind: StringLit, Text: c.GetSval().Sval}, true
@@ -420,6 +173,21 @@ func valueOf(n *pg.Node) (Value, bool) {
 		}
 	}
 	return Value{}, false
+}
+
+func isDigits(s string) bool {
+	if strings.HasPrefix(s, "-") {
+		s = s[1:]
+	}
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // typeName returns a type's canonical lower-case name (pg_catalog dropped).

@@ -265,14 +265,11 @@ func TestSlowAndFailedStatementsAreLogged(t *testing.T) {
 // hooks (two lease timestamps, one shard timestamp, tag, reset).
 func BenchmarkObserveFastQuery(b *testing.B) {
 	s := testSession(b, nil)
-	// Every query is a new *Statement (a parse-cache miss), as with
-	// pgbench -M simple: copies of 64 parsed texts.
-	sts := make([]parser.Statement, 1<<16)
-	for i := range 64 {
-		sts[i] = *mustParse(b, fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d", i*7919))
-	}
-	for i := 64; i < len(sts); i++ {
-		sts[i] = sts[i%64]
+	// Every query is another *Statement (a parse-cache miss), as with
+	// pgbench -M simple: 4096 distinct parsed texts in turn.
+	sts := make([]*parser.Statement, 1<<12)
+	for i := range sts {
+		sts[i] = mustParse(b, fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d", i*7919))
 	}
 	plan := &router.Plan{Shards: []int{1}}
 	pb := &backend{pool: s.srv.pools[1]}
@@ -281,7 +278,7 @@ func BenchmarkObserveFastQuery(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		s.q.begin()
-		s.q.st = &sts[i&(1<<16-1)]
+		s.q.st = sts[i&(1<<12-1)]
 		s.q.plan = plan
 		t := time.Now()
 		s.waited(1, t)

@@ -43,8 +43,10 @@ type TableConfig struct {
 	Strategy Strategy `yaml:"strategy"`
 	// Key is the shard key column (hash and range tables).
 	Key string `yaml:"key"`
-	// KeyType is the hash key's type: bigint (default; also fits int2/int4)
-	// or text.
+	// KeyType is the key column's type. Hash keys: bigint (default; also
+	// fits smallint and integer) or text. Range keys: timestamptz (default),
+	// date or timestamp; the last two compare in the session's time zone,
+	// so literals match more coarsely (see docs/routing.md).
 	KeyType string `yaml:"key_type"`
 	// Ranges map key intervals [from, to) to shards (range tables). Bounds
 	// are dates or timestamps, read as UTC unless they carry an offset.
@@ -79,10 +81,15 @@ func ParseBound(s string) (time.Time, error) {
 
 // Topology is the validated, resolved form of Config used for routing.
 type Topology struct {
-	Shards  []ShardConfig
+	Shards []ShardConfig
+	// Tables by name as configured, lower case; "public." is dropped.
 	Tables  map[string]*Table
 	Default int
 	index   map[string]int
+	// schemaOnly maps the bare name of a table configured only with a
+	// schema (billing.invoices) to that entry: an unqualified reference may
+	// mean it, depending on search_path.
+	schemaOnly map[string]string
 }
 
 // Table is a resolved table placement.
@@ -90,7 +97,10 @@ type Table struct {
 	Name     string
 	Strategy Strategy
 	Key      string
-	KeyText  bool
+	// KeyText is true for a hash key of type text.
+	KeyText bool
+	// KeyLocal is true for a range key of type date or timestamp (no zone).
+	KeyLocal bool
 	Ranges   []Interval
 }
 
@@ -140,7 +150,7 @@ func NewTopology(c *Config) (*Topology, error) {
 	sort.Strings(names)
 	for _, name := range names {
 		tc := c.Tables[name]
-		tb := &Table{Name: strings.ToLower(name), Strategy: tc.Strategy, Key: tc.Key}
+		tb := &Table{Name: strings.TrimPrefix(strings.ToLower(name), "public."), Strategy: tc.Strategy, Key: tc.Key}
 		switch tc.Strategy {
 		case Hash:
 			if tc.Key == "" {
@@ -160,13 +170,20 @@ func NewTopology(c *Config) (*Topology, error) {
 			if tc.Key == "" {
 				bad("table %s: range strategy needs a key", name)
 			}
+			switch tc.KeyType {
+			case "", "timestamptz", "timestamp with time zone":
+			case "date", "timestamp", "timestamp without time zone":
+				tb.KeyLocal = true
+			default:
+				bad("table %s: key_type %q is not timestamptz, date or timestamp", name, tc.KeyType)
+			}
 			iv, err := resolveRanges(name, tc.Ranges, t.index)
 			if err != nil {
 				errs = append(errs, err)
 			}
 			tb.Ranges = iv
 		case Reference:
-			if tc.Key != "" || len(tc.Ranges) > 0 {
+			if tc.Key != "" || tc.KeyType != "" || len(tc.Ranges) > 0 {
 				bad("table %s: a reference table has no key or ranges", name)
 			}
 		case "":
@@ -181,6 +198,14 @@ func NewTopology(c *Config) (*Topology, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	t.schemaOnly = map[string]string{}
+	for name := range t.Tables {
+		if i := strings.LastIndexByte(name, '.'); i >= 0 {
+			if _, plain := t.Tables[name[i+1:]]; !plain {
+				t.schemaOnly[name[i+1:]] = name
+			}
+		}
 	}
 	return t, nil
 }

@@ -4,43 +4,31 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/shardproxy/shardproxy/parser"
 )
-
-// Plan says where a statement runs and how its answers combine.
-type Plan struct {
-	// Shards are the target shard indexes, ascending.
-	Shards []int
-	// SQL holds per-shard statements aligned with Shards when the statement
-	// was rewritten (a split INSERT); nil means every shard runs it as sent.
-	SQL []string
-	// Aggs, when set, means each shard returns one row of these aggregates
-	// and the answer is their combination.
-	Aggs []parser.Agg
-	// Write is true when the statement changes data or schema.
-	Write bool
-	// Reason explains the decision, for SHOW ROUTE and logs.
-	Reason string
-}
-
-// Single reports whether the plan runs on exactly one shard.
-func (p *Plan) Single() bool { return len(p.Shards) == 1 }
 
 // Unsupported is a statement the router refuses (SQLSTATE 0A000).
 type Unsupported struct {
 	Msg  string
 	Hint string
+	// hard refusals stand even when a hint names the shard: the statement
+	// would put rows where they do not belong.
+	hard bool
 }
 
 func (e *Unsupported) Error() string { return e.Msg }
 
-func refuse(hint, format string, args ...any) error {
+func refuse(hint, format string, args ...any) *Unsupported {
 	return &Unsupported{Msg: fmt.Sprintf(format, args...), Hint: hint}
+}
+
+func refuseHard(hint, format string, args ...any) *Unsupported {
+	u := refuse(hint, format, args...)
+	u.hard = true
+	return u
 }
 
 // Params gives bind parameter values (text format) by 1-based number.
@@ -48,124 +36,36 @@ type Params interface {
 	Text(n int) (value string, null bool, ok bool)
 }
 
+// RouteOptions carry session state that changes routing.
+type RouteOptions struct {
+	// Shard is the session's `SET shardproxy.shard` value. When not empty,
+	// and the statement has no hint comment of its own, the statement is
+	// routed as if it carried /* shard: <Shard> */.
+	Shard string
+}
+
 // Router routes statements over a Topology. Safe for concurrent use.
 type Router struct {
-	topo *Topology
-	rr   atomic.Uint32
-	all  []int
+	topo    *Topology
+	rr      atomic.Uint32
+	all     []int
+	singles [][]int
+	names   []string
 }
 
 // New returns a Router over topo.
 func New(topo *Topology) *Router {
 	r := &Router{topo: topo}
-	for i := range topo.Shards {
+	for i, s := range topo.Shards {
 		r.all = append(r.all, i)
+		r.singles = append(r.singles, []int{i})
+		r.names = append(r.names, s.Name)
 	}
 	return r
 }
 
 // Topology returns the router's topology.
 func (r *Router) Topology() *Topology { return r.topo }
-
-func (r *Router) any() []int {
-	return []int{int(r.rr.Add(1)-1) % len(r.topo.Shards)}
-}
-
-// occ is a table occurrence resolved against the topology.
-type occ struct {
-	parser.Occurrence
-	t *Table // nil: not configured
-}
-
-// Route plans st. Transaction control, SET and SHOW are the protocol
-// layer's business; Route sends them to any one shard.
-func (r *Router) Route(st *parser.Statement, params Params) (*Plan, error) {
-	switch st.Kind {
-	case parser.Unsupported:
-		return nil, refuse("Run it on a shard directly; see docs/routing.md.",
-			"%s is not supported through shardproxy", st.What)
-	case parser.Transaction, parser.Set, parser.Show:
-		return &Plan{Shards: r.any(), Reason: "no table: any shard"}, nil
-	case parser.DDL:
-		return &Plan{Shards: r.all, Write: true, Reason: "DDL: every shard"}, nil
-	case parser.Explain:
-		p, err := r.Route(st.Inner, params)
-		if err != nil {
-			return nil, err
-		}
-		if p.SQL != nil {
-			return nil, refuse("EXPLAIN each row's INSERT on its own.", "EXPLAIN of a multi-shard INSERT is not supported")
-		}
-		return &Plan{Shards: p.Shards, Write: st.Writes, Reason: "EXPLAIN: " + p.Reason}, nil
-	}
-	occs := r.resolve(st)
-	var sharded, reference, unknown []occ
-	for _, o := range occs {
-		switch {
-		case o.t == nil:
-			unknown = append(unknown, o)
-		case o.t.Strategy == Reference:
-			reference = append(reference, o)
-		default:
-			sharded = append(sharded, o)
-		}
-	}
-	if len(unknown) > 0 {
-		if len(sharded) > 0 {
-			return nil, refuse("Add the table to the config, or run the query on its shard with a /* shard: name */ comment.",
-				"table %s is not in the config (it lives on the default shard) and cannot be combined with sharded table %s",
-				unknown[0].Table.Name, sharded[0].Table.Name)
-		}
-		return &Plan{Shards: []int{r.topo.Default}, Write: st.Writes,
-			Reason: fmt.Sprintf("table %s not in config: default shard", unknown[0].Table.Name)}, nil
-	}
-	if len(sharded) == 0 {
-		if len(reference) == 0 {
-			return &Plan{Shards: r.any(), Write: st.Writes, Reason: "no table: any shard"}, nil
-		}
-		if st.Writes {
-			return &Plan{Shards: r.all, Write: true, Reason: "write to reference table: every shard"}, nil
-		}
-		return &Plan{Shards: r.any(), Reason: "reference table read: any shard"}, nil
-	}
-	if st.Writes && len(reference) > 0 && st.Kind != parser.Select {
-		if tgt := occs[0]; tgt.TopLevel && tgt.t != nil && tgt.t.Strategy == Reference {
-			return nil, refuse("Write reference tables from constants only.",
-				"a write to reference table %s that reads sharded table %s is not supported", tgt.Table.Name, sharded[0].Table.Name)
-		}
-	}
-	if st.Kind == parser.Insert {
-		return r.routeInsert(st, sharded, params)
-	}
-	shards, why, err := r.target(st, sharded, params)
-	if err != nil {
-		return nil, err
-	}
-	if st.Kind == parser.Update {
-		for _, o := range sharded {
-			if o.TopLevel && st.UpdatesColumn(o.t.Key) {
-				return nil, refuse("Delete the row and insert it with the new key.",
-					"UPDATE of shard key column %s.%s is not supported: the row would stay on the wrong shard", o.t.Name, o.t.Key)
-			}
-		}
-	}
-	p := &Plan{Shards: shards, Write: st.Writes, Reason: why}
-	if len(shards) > 1 && st.Kind == parser.Select {
-		if err := r.mergeable(st, p); err != nil {
-			return nil, err
-		}
-	}
-	return p, nil
-}
-
-func (r *Router) resolve(st *parser.Statement) []occ {
-	os := st.Occurrences()
-	out := make([]occ, 0, len(os))
-	for _, o := range os {
-		out = append(out, occ{Occurrence: o, t: r.topo.Lookup(o.Table)})
-	}
-	return out
-}
 
 // Lookup finds a table's placement by schema-qualified or plain name.
 func (t *Topology) Lookup(tb parser.Table) *Table {
@@ -180,41 +80,329 @@ func (t *Topology) Lookup(tb parser.Table) *Table {
 	return t.Tables[tb.Name]
 }
 
-// target finds the shards a SELECT/UPDATE/DELETE over sharded tables must run on.
-func (r *Router) target(st *parser.Statement, sharded []occ, params Params) ([]int, string, error) {
-	if len(sharded) == 1 && sharded[0].TopLevel {
-		o := sharded[0]
-		return r.evaluate(o.t, st.KeyPredicate(o.Ref, o.t.Key, true), params)
-	}
-	if err := r.colocated(st, sharded); err != nil {
-		return nil, "", err
-	}
-	// Co-located: every table's rows for one key live on one shard, so any
-	// table's key restriction restricts them all; take the narrowest.
-	best, bestWhy := r.all, "co-located join, no key: every shard"
-	for _, o := range sharded {
-		s, why, err := r.evaluate(o.t, st.KeyPredicate(o.Ref, o.t.Key, false), params)
-		if err != nil {
-			return nil, "", err
-		}
-		if len(s) < len(best) {
-			best, bestWhy = s, "co-located join: "+why
-		}
-	}
-	return best, bestWhy, nil
+// Route plans st with bound parameters (nil before Bind: parameters are
+// then unknown and widen the route). Transaction control, SET and SHOW go
+// to any one shard: they are the protocol layer's business.
+func (r *Router) Route(st *parser.Statement, params Params) (*Plan, error) {
+	return r.RouteWith(st, params, RouteOptions{})
 }
 
-// colocated checks that all sharded occurrences are top-level hash tables
-// joined on their shard keys (connected by key equalities).
-func (r *Router) colocated(st *parser.Statement, sharded []occ) error {
-	hint := "Join sharded tables on their shard keys (e.g. orders.user_id = users.id), or add a shard key predicate to each."
+// RouteWith is Route with session options. A hint comment in the statement
+// wins over opt.Shard. Under a shard hint the statement runs as sent on
+// that shard, except where that would misplace rows: an INSERT whose rows
+// belong elsewhere, an UPDATE of the shard key, and unsupported statement
+// kinds are still refused.
+func (r *Router) RouteWith(st *parser.Statement, params Params, opt RouteOptions) (*Plan, error) {
+	c := st.Memo(r, func() any { return r.compile(st) }).(*compiled)
+	if c.hint == nil && opt.Shard == "" {
+		return c.route(r, params)
+	}
+	return r.forced(st, c, params, opt)
+}
+
+// compiled is the parameter-independent part of routing one statement,
+// memoised on the statement.
+type compiled struct {
+	static *Plan        // the plan, when it needs no parameters
+	err    *Unsupported // a refusal that needs no parameters
+	any    bool         // any one shard, round robin
+	write  bool
+	eval   func(params Params) (*Plan, error)
+	// hint is the statement's own hint comment, resolved.
+	hint *hintRoute
+	// insertTo is set for an INSERT into a sharded table: under a shard
+	// hint its rows must still belong to the hinted shard.
+	insertTo *Table
+}
+
+func (c *compiled) route(r *Router, params Params) (*Plan, error) {
+	switch {
+	case c.err != nil:
+		return nil, c.err
+	case c.static != nil:
+		p := *c.static
+		return &p, nil
+	case c.any:
+		i := int(r.rr.Add(1)-1) % len(r.topo.Shards)
+		return &Plan{Shards: r.singles[i], Any: true, Write: c.write, Reason: "no sharded table: any shard", names: r.names}, nil
+	}
+	p, err := c.eval(params)
+	if err != nil {
+		return nil, err
+	}
+	p.names = r.names
+	return p, nil
+}
+
+func (r *Router) compile(st *parser.Statement) *compiled {
+	c := r.compileRoute(st)
+	c.hint = r.hintOf(st)
+	if c.static == nil && c.err == nil && !c.any && c.eval != nil && !usesParams(st) {
+		// Constant-only: evaluate once.
+		p, err := c.eval(nil)
+		var u *Unsupported
+		switch {
+		case err == nil:
+			p.names = r.names
+			c.static = p
+		case errors.As(err, &u):
+			c.err = u
+		}
+	}
+	return c
+}
+
+// usesParams reports whether the statement has $n parameters; a cheap
+// textual check (a false positive only costs the static shortcut).
+func usesParams(st *parser.Statement) bool { return strings.Contains(st.SQL, "$") }
+
+func (r *Router) fixed(shards []int, write bool, reason string) *compiled {
+	return &compiled{static: &Plan{Shards: shards, Write: write, Reason: reason, names: r.names}, write: write}
+}
+
+func (r *Router) compileRoute(st *parser.Statement) *compiled {
+	switch st.Kind {
+	case parser.Unsupported:
+		return &compiled{err: refuseHard("Run it on a shard directly; see docs/routing.md.",
+			"%s is not supported through shardproxy", st.What)}
+	case parser.Transaction, parser.Set, parser.Show:
+		return &compiled{any: true}
+	case parser.DDL:
+		for _, t := range st.Tables {
+			if tb := r.topo.Lookup(parser.Table{Schema: t.Schema, Name: t.Name}); tb != nil && tb.Strategy != Reference && st.CreatesFromQuery() {
+				return &compiled{err: refuseHard("Create views and tables from queries on one shard with a /* shard: name */ comment, or query the sharded tables directly.",
+					"a view or CREATE TABLE AS over sharded table %s is not supported: it would hold one shard's rows only", tb.Name)}
+			}
+		}
+		return r.fixed(r.all, true, "DDL: every shard")
+	case parser.Explain:
+		inner := st.Inner.Memo(r, func() any { return r.compile(st.Inner) }).(*compiled)
+		return &compiled{write: st.Writes, eval: func(params Params) (*Plan, error) {
+			p, err := inner.route(r, params)
+			if err != nil {
+				return nil, err
+			}
+			if p.SQL != nil {
+				return nil, refuse("EXPLAIN each row's INSERT on its own.", "EXPLAIN of a multi-shard INSERT is not supported")
+			}
+			return &Plan{Shards: p.Shards, Write: st.Writes, NoRows: p.NoRows, Reason: "EXPLAIN: " + p.Reason}, nil
+		}}
+	}
+	a := st.Analyse(r.keyOf)
+	return r.compileQuery(st, a)
+}
+
+func (r *Router) keyOf(t parser.Table) string {
+	if tb := r.topo.Lookup(t); tb != nil {
+		return tb.Key
+	}
+	return ""
+}
+
+// occ is a table occurrence resolved against the topology.
+type occ struct {
+	parser.Occurrence
+	i int
+	t *Table // nil: not configured
+}
+
+func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compiled {
+	if a.Opaque != "" {
+		return &compiled{err: refuseHard("Run it on a shard directly; see docs/routing.md.",
+			"%s is not supported through shardproxy", a.Opaque)}
+	}
+	var sharded, reference, unknown []occ
+	for i, o := range a.Occurrences {
+		x := occ{Occurrence: o, i: i, t: r.topo.Lookup(o.Table)}
+		switch {
+		case x.t == nil:
+			unknown = append(unknown, x)
+		case x.t.Strategy == Reference:
+			reference = append(reference, x)
+		default:
+			sharded = append(sharded, x)
+		}
+	}
+	for _, o := range reference {
+		if o.Modify == 0 {
+			continue
+		}
+		hint := "Write reference tables with a plain INSERT, UPDATE or DELETE that reads only reference tables and constants."
+		switch {
+		case o.Scope != 0:
+			return &compiled{err: refuseHard(hint, "a write to reference table %s inside WITH or a subquery is not supported", o.t.Name)}
+		case len(sharded) > 0:
+			return &compiled{err: refuseHard(hint, "a write to reference table %s that reads sharded table %s is not supported", o.t.Name, sharded[0].t.Name)}
+		case len(unknown) > 0:
+			return &compiled{err: refuseHard(hint, "a write to reference table %s that reads table %s (not in the config) is not supported", o.t.Name, unknown[0].Table.Name)}
+		}
+		c := r.fixed(r.all, true, fmt.Sprintf("write to reference table %s: every shard", o.t.Name))
+		c.static.Replicated = true
+		return c
+	}
+	for _, o := range unknown {
+		if q, ok := r.topo.schemaOnly[o.Table.Name]; ok && o.Table.Schema == "" {
+			return &compiled{err: refuse(fmt.Sprintf("Qualify the name: %s.", q),
+				"table %s is not in the config, but %s is: which one it names depends on search_path", o.Table.Name, q)}
+		}
+	}
+	if len(unknown) > 0 {
+		if len(sharded) > 0 {
+			return &compiled{err: refuse("Add the table to the config, or run the query on its shard with a /* shard: name */ comment.",
+				"table %s is not in the config (it lives on the default shard) and cannot be combined with sharded table %s",
+				unknown[0].Table.Name, sharded[0].t.Name)}
+		}
+		return r.fixed([]int{r.topo.Default}, st.Writes,
+			fmt.Sprintf("table %s not in config: default shard %s", unknown[0].Table.Name, r.names[r.topo.Default]))
+	}
+	if len(sharded) == 0 {
+		switch {
+		case a.Into:
+			return r.fixed([]int{r.topo.Default}, true, "SELECT INTO: default shard")
+		case st.Writes && len(reference) > 0:
+			// SELECT ... FOR UPDATE: lock one copy, always the same one.
+			return r.fixed([]int{r.topo.Default}, true, "locking read of reference tables: default shard")
+		case len(reference) > 0:
+			return &compiled{any: true}
+		}
+		return &compiled{any: true, write: st.Writes}
+	}
+	if a.Into {
+		return &compiled{err: refuseHard("Use INSERT INTO a configured table ... SELECT, or run it on one shard with a /* shard: name */ comment.",
+			"SELECT INTO from sharded table %s is not supported: the new table would hold one shard's rows only", sharded[0].t.Name)}
+	}
+	for _, k := range a.Assigned {
+		o := a.Occurrences[k.Occ]
+		t := r.topo.Lookup(o.Table)
+		if t == nil || t.Strategy == Reference || k.Column != t.Key {
+			continue
+		}
+		if o.Modify == parser.Insert {
+			return &compiled{err: refuseHard("Leave the shard key out of ON CONFLICT DO UPDATE SET; to move a row, delete it and insert it with the new key.",
+				"ON CONFLICT DO UPDATE of shard key column %s.%s is not supported: the row would stay on the wrong shard", t.Name, t.Key)}
+		}
+		return &compiled{err: refuseHard("Delete the row and insert it with the new key.",
+			"UPDATE of shard key column %s.%s is not supported: the row would stay on the wrong shard", t.Name, t.Key)}
+	}
 	for _, o := range sharded {
-		if !o.TopLevel {
-			return refuse(hint, "a subquery or CTE over sharded table %s is not supported across shards yet", o.Table.Name)
+		if o.Modify == parser.Insert && o.Scope != 0 {
+			return &compiled{err: refuse("Run the INSERT as a statement of its own.",
+				"INSERT into sharded table %s inside WITH or a subquery is not supported", o.t.Name)}
 		}
-		if o.t.Strategy != Hash || o.t.KeyText != sharded[0].t.KeyText {
-			return refuse(hint, "a join between %s and %s does not stay on one shard", sharded[0].Table.Name, o.Table.Name)
+	}
+	if st.Kind == parser.Insert {
+		return r.compileInsert(st, a, sharded)
+	}
+	g, u := r.groups(a, sharded)
+	if u != nil {
+		return &compiled{err: u}
+	}
+	var sh parser.Shape
+	isSelect := st.Kind == parser.Select
+	var byKey bool
+	if isSelect {
+		sh, _ = st.Shape()
+		byKey = groupedByKey(a, g)
+	}
+	write := st.Writes
+	return &compiled{write: write, eval: func(params Params) (*Plan, error) {
+		set, why, err := r.place(a, g, params)
+		if err != nil {
+			return nil, err
 		}
+		p := r.plan(set, why, write)
+		if len(p.Shards) > 1 && isSelect {
+			if err := mergeable(sh, byKey, p); err != nil {
+				return nil, err
+			}
+		}
+		return p, nil
+	}}
+}
+
+// groupedByKey reports whether the statement's GROUP BY (or DISTINCT)
+// includes the shard key of its one co-located component, from a table
+// that is not on the nullable side of an outer join: every group (distinct
+// row) then comes from one shard, and the shards' answers concatenate.
+func groupedByKey(a *parser.Analysis, g *grouping) bool {
+	top := a.Scopes[0]
+	if top.SetOp || top.GroupingSets || len(g.result) != 1 || len(g.pinned) > 0 || g.result[0].root != 0 {
+		return false
+	}
+	has := func(cols []parser.ColumnKey) bool {
+		for _, m := range g.result[0].members {
+			if m.Home != 0 || m.Nullable {
+				continue
+			}
+			for _, c := range cols {
+				if c.Occ == m.i && c.Column == m.t.Key {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	sh := struct{ group, distinct bool }{len(top.GroupBy) > 0 || top.Grouped, len(top.Distinct) > 0}
+	if sh.group && !has(top.GroupBy) {
+		return false
+	}
+	if sh.distinct && !has(top.Distinct) {
+		return false
+	}
+	return sh.group || sh.distinct
+}
+
+// plan turns a shard set into a plan; an empty set (no row can match)
+// runs on one shard.
+func (r *Router) plan(set shardSet, why string, write bool) *Plan {
+	p := &Plan{Write: write, Reason: why, names: r.names}
+	switch {
+	case set == nil:
+		p.Shards = r.all
+	case len(set) == 0:
+		p.Shards, p.NoRows = r.singles[0], true
+	default:
+		p.Shards = set
+	}
+	return p
+}
+
+// component is a set of co-located sharded occurrences: rows that take
+// part in the statement together always live on one shard.
+type component struct {
+	members []occ
+	// root is the outermost scope holding members; restrict are its
+	// members, whose filters restrict every row of the component.
+	root     int
+	restrict []occ
+	preds    []parser.Pred // the restriction of each restrict member's key
+	result   bool          // root is a result scope
+	// why[j] names restrict member j's restriction; single[j][i] is the
+	// reason when it selects shard i alone (built once: routing a cached
+	// statement should not allocate strings).
+	why    []string
+	single [][]string
+	none   string
+}
+
+// grouping is the parameter-independent analysis of the sharded
+// occurrences of a SELECT, UPDATE or DELETE.
+type grouping struct {
+	// result are components rooted in a result scope, at most one per
+	// result scope: their restrictions union into the target shards.
+	result []*component
+	// pinned must each restrict to one shard (or none): the same shard,
+	// and the whole statement runs there.
+	pinned []*component
+	// bare is a result scope without sharded tables: its rows would repeat
+	// on every shard, so the statement must stay on one.
+	bare bool
+}
+
+func (r *Router) groups(a *parser.Analysis, sharded []occ) (*grouping, *Unsupported) {
+	idx := map[int]int{} // occurrence -> position in sharded
+	for i, o := range sharded {
+		idx[o.i] = i
 	}
 	parent := make([]int, len(sharded))
 	for i := range parent {
@@ -223,52 +411,268 @@ func (r *Router) colocated(st *parser.Statement, sharded []occ) error {
 	var find func(int) int
 	find = func(i int) int {
 		for parent[i] != i {
+			parent[i] = parent[parent[i]]
 			i = parent[i]
 		}
 		return i
 	}
-	keyOf := func(c parser.ColumnRef) int {
-		found := -1
-		for i, o := range sharded {
-			if c.Column == o.t.Key && (c.Ref == o.Ref || c.Ref == "") {
-				if c.Ref == "" && found >= 0 {
-					return -1 // ambiguous unqualified column
-				}
-				found = i
+	for _, l := range a.Links {
+		x, ok1 := idx[l.A.Occ]
+		y, ok2 := idx[l.B.Occ]
+		if !ok1 || !ok2 {
+			continue
+		}
+		tx, ty := sharded[x].t, sharded[y].t
+		if l.A.Column != tx.Key || l.B.Column != ty.Key || !colocated(tx, ty) {
+			continue
+		}
+		parent[find(x)] = find(y)
+	}
+	comps := map[int]*component{}
+	var order []*component
+	depth := func(s int) int {
+		d := 0
+		for ; a.Scopes[s].Parent >= 0; s = a.Scopes[s].Parent {
+			d++
+		}
+		return d
+	}
+	for i, o := range sharded {
+		c := comps[find(i)]
+		if c == nil {
+			c = &component{root: o.Home}
+			comps[find(i)] = c
+			order = append(order, c)
+		}
+		c.members = append(c.members, o)
+		if depth(o.Home) < depth(c.root) {
+			c.root = o.Home
+		}
+	}
+	g := &grouping{}
+	perScope := map[int]int{}
+	for _, c := range order {
+		for _, m := range c.members {
+			if m.Home == c.root {
+				c.restrict = append(c.restrict, m)
+				c.preds = append(c.preds, a.Restriction(m.i, m.t.Key))
 			}
 		}
-		return found
+		c.result = a.Scopes[c.root].Result
+		if c.result {
+			perScope[c.root]++
+		}
+		prefix := ""
+		if len(c.members) > 1 {
+			prefix = "co-located join, "
+		}
+		for _, m := range c.restrict {
+			w := prefix + m.t.Name + " by " + m.t.Key
+			c.why = append(c.why, w)
+			one := make([]string, len(r.names))
+			for i, n := range r.names {
+				one[i] = w + ": " + n
+			}
+			c.single = append(c.single, one)
+		}
+		c.none = fmt.Sprintf("%s%s: no usable %s predicate", prefix, c.members[0].t.Name, c.members[0].t.Key)
 	}
-	for _, eq := range st.ColumnEqualities() {
-		a, b := keyOf(eq[0]), keyOf(eq[1])
-		if a >= 0 && b >= 0 {
-			parent[find(a)] = find(b)
+	for _, c := range order {
+		if c.result && perScope[c.root] == 1 {
+			g.result = append(g.result, c)
+		} else {
+			g.pinned = append(g.pinned, c)
 		}
 	}
-	root := find(0)
-	for i := range sharded {
-		if find(i) != root {
-			return refuse(hint, "a join between %s and %s not on their shard keys is not supported across shards",
-				sharded[0].Table.Name, sharded[i].Table.Name)
+	for s, sc := range a.Scopes {
+		if sc.Result && !sc.SetOp && perScope[s] == 0 {
+			g.bare = true
 		}
 	}
-	return nil
+	return g, nil
+}
+
+// colocated reports whether equal keys of two tables are on one shard.
+func colocated(a, b *Table) bool {
+	if a.Strategy != b.Strategy {
+		return false
+	}
+	switch a.Strategy {
+	case Hash:
+		return a.KeyText == b.KeyText
+	case Range:
+		if a.KeyLocal != b.KeyLocal || len(a.Ranges) != len(b.Ranges) {
+			return false
+		}
+		for i := range a.Ranges {
+			x, y := a.Ranges[i], b.Ranges[i]
+			if !x.From.Equal(y.From) || !x.To.Equal(y.To) || x.Shard != y.Shard {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// restriction evaluates a component: the intersection of what the filters
+// of its root members say about their keys.
+func (r *Router) restriction(a *parser.Analysis, c *component, params Params) (shardSet, string) {
+	s, j := r.restrictionOf(c, params)
+	if j < 0 {
+		return nil, c.none
+	}
+	return s, c.why[j]
+}
+
+// restrictionOf returns the component's shard set and the first member
+// that restricted it (-1: none did).
+func (r *Router) restrictionOf(c *component, params Params) (shardSet, int) {
+	var acc shardSet
+	first := -1
+	for i, m := range c.restrict {
+		s := r.restrict(m.t, c.preds[i], params)
+		if s == nil {
+			continue
+		}
+		if first < 0 {
+			acc, first = s, i
+		} else {
+			acc = intersect(acc, s)
+		}
+	}
+	return acc, first
+}
+
+const hintJoin = "Join sharded tables on their shard keys (e.g. orders.user_id = users.id), or restrict every subquery over a sharded table to the same single shard key value."
+
+// place computes the target shards of a SELECT, UPDATE or DELETE.
+func (r *Router) place(a *parser.Analysis, g *grouping, params Params) (shardSet, string, error) {
+	if len(g.result) == 1 && len(g.pinned) == 0 {
+		// The common case: one co-located component.
+		c := g.result[0]
+		s, j := r.restrictionOf(c, params)
+		switch {
+		case j < 0:
+			if g.bare {
+				break
+			}
+			return nil, c.none + ": every shard", nil
+		case len(s) == 1:
+			return s, c.single[j][s[0]], nil
+		case !g.bare && len(s) > 1:
+			return s, c.why[j] + ": " + r.describe(s), nil
+		}
+	}
+	var target shardSet = shardSet{}
+	var whys []string
+	for _, c := range g.result {
+		s, why := r.restriction(a, c, params)
+		whys = append(whys, why)
+		if s == nil {
+			target = nil
+			continue
+		}
+		if target != nil {
+			target = union(target, s)
+		}
+	}
+	if len(g.result) > 1 {
+		whys = []string{fmt.Sprintf("%d set-operation branches", len(g.result))}
+	}
+	pin := -1
+	var pinWhy []string
+	var pinName string
+	for _, c := range g.pinned {
+		s, why := r.restriction(a, c, params)
+		switch {
+		case s == nil || len(s) > 1:
+			return nil, "", r.refusePinned(c, s)
+		case len(s) == 0:
+			continue // this part matches no row anywhere
+		case pin >= 0 && s[0] != pin:
+			return nil, "", refuse(hintJoin, "%s on %s and %s on %s are not joined on their shard keys",
+				pinName, r.names[pin], c.members[0].t.Name, r.names[s[0]])
+		}
+		pin, pinName = s[0], c.members[0].t.Name
+		pinWhy = append(pinWhy, why)
+	}
+	if len(g.pinned) > 0 {
+		switch {
+		case pin < 0 && len(g.result) == 0:
+			return shardSet{}, "no row can match", nil
+		case pin < 0:
+			// Every pinned part matches nothing: the rest decides.
+		case target == nil || (len(target) > 0 && (len(target) > 1 || target[0] != pin)):
+			return nil, "", refuse(hintJoin, "%s is read on %s only but the query runs on %s; they are not joined on their shard keys",
+				pinName, r.names[pin], r.describe(target))
+		default:
+			if len(g.result) > 0 {
+				pinWhy = append(whys, pinWhy...)
+			}
+			return shardSet{pin}, fmt.Sprintf("%s: %s", strings.Join(pinWhy, ", "), r.names[pin]), nil
+		}
+	}
+	if g.bare && (target == nil || len(target) > 1) {
+		return nil, "", refuse(hintJoin, "a query level without sharded tables next to %s would repeat its rows on every shard (%s)",
+			r.firstName(g), r.describe(target))
+	}
+	switch {
+	case target == nil:
+		return nil, r.why(whys) + ": every shard", nil
+	case len(target) == 0:
+		return target, r.why(whys) + ": contradiction, no row can match", nil
+	}
+	return target, r.why(whys) + ": " + r.describe(target), nil
+}
+
+func (r *Router) firstName(g *grouping) string {
+	if len(g.result) > 0 {
+		return g.result[0].members[0].t.Name
+	}
+	return g.pinned[0].members[0].t.Name
+}
+
+func (r *Router) why(whys []string) string {
+	return strings.Join(whys, "; ")
+}
+
+func (r *Router) refusePinned(c *component, s shardSet) error {
+	m := c.members[0]
+	if c.result {
+		return refuse(hintJoin, "a join between %s and another sharded table not on their shard keys is not supported across shards", m.t.Name)
+	}
+	return refuse(hintJoin, "a subquery over sharded table %s that is not restricted to one shard (%s) and not joined on its shard key is not supported",
+		m.t.Name, r.describe(s))
+}
+
+func (r *Router) describe(s shardSet) string {
+	if s == nil {
+		return "every shard"
+	}
+	names := make([]string, len(s))
+	for i, x := range s {
+		names[i] = r.names[x]
+	}
+	return strings.Join(names, ",")
 }
 
 // mergeable accepts a multi-shard SELECT only when concatenation or the
 // plain aggregate combiner gives exactly Postgres's answer.
-func (r *Router) mergeable(st *parser.Statement, p *Plan) error {
-	sh, _ := st.Shape()
-	hint := "Add a shard key predicate so the query runs on one shard; cross-shard ORDER BY/LIMIT/GROUP BY/DISTINCT merging is not in this version (see docs/routing.md)."
+//
+// byKey says that GROUP BY/DISTINCT include the shard key (groupedByKey):
+// groups are then whole on one shard and concatenate.
+func mergeable(sh parser.Shape, byKey bool, p *Plan) error {
+	hint := "Add a shard key predicate so the query runs on one shard, or group by the shard key; cross-shard ORDER BY/LIMIT/GROUP BY/DISTINCT merging is not in this version (see docs/routing.md)."
 	what := ""
 	switch {
 	case sh.Union:
 		what = "UNION/INTERSECT/EXCEPT"
-	case sh.Distinct:
+	case sh.Distinct && !byKey:
 		what = "DISTINCT"
-	case sh.GroupBy:
+	case sh.GroupBy && !byKey:
 		what = "GROUP BY"
-	case sh.Having:
+	case sh.Having && !byKey:
 		what = "HAVING"
 	case sh.Window:
 		what = "window functions"
@@ -279,6 +683,10 @@ func (r *Router) mergeable(st *parser.Statement, p *Plan) error {
 	}
 	if what != "" {
 		return refuse(hint, "%s across shards is not supported yet", what)
+	}
+	if byKey {
+		p.Reason += ", grouped by the shard key"
+		return nil // aggregates are per group, each group on one shard
 	}
 	if !sh.Aggregate {
 		return nil
@@ -292,6 +700,8 @@ func (r *Router) mergeable(st *parser.Statement, p *Plan) error {
 			return refuse(hint, "%s(DISTINCT ...) across shards is not supported yet", a.Func)
 		case a.Ordered:
 			return refuse(hint, "ordered aggregate %s across shards is not supported", a.Func)
+		case a.Filter:
+			return refuse(hint, "aggregate %s with FILTER across shards is not supported yet", a.Func)
 		case a.Func != "count" && a.Func != "sum" && a.Func != "min" && a.Func != "max":
 			return refuse(hint, "aggregate %s across shards is not supported yet (count, sum, min and max are)", a.Func)
 		}
@@ -301,390 +711,164 @@ func (r *Router) mergeable(st *parser.Statement, p *Plan) error {
 	return nil
 }
 
-func (r *Router) routeInsert(st *parser.Statement, sharded []occ, params Params) (*Plan, error) {
-	tgt := sharded[0]
-	if !tgt.TopLevel || len(sharded) > 1 {
-		return nil, refuse("Insert constant rows with VALUES; INSERT ... SELECT across shards is not supported.",
-			"INSERT ... SELECT over sharded tables is not supported")
+func (r *Router) compileInsert(st *parser.Statement, a *parser.Analysis, sharded []occ) *compiled {
+	var tgt occ
+	var rest []occ
+	for _, o := range sharded {
+		if o.Modify == parser.Insert && o.Scope == 0 {
+			tgt = o
+		} else {
+			rest = append(rest, o)
+		}
 	}
 	t := tgt.t
+	var g *grouping
+	if len(rest) > 0 {
+		var u *Unsupported
+		if g, u = r.groups(a, rest); u != nil {
+			return &compiled{err: u}
+		}
+		// Every part of the source must stay on the row's shard.
+		g.pinned = append(g.pinned, g.result...)
+		g.result = nil
+	}
 	keys, err := st.InsertKeys(t.Key)
 	switch {
 	case errors.Is(err, parser.ErrNoColumnList):
-		return nil, refuse("Name the columns: INSERT INTO "+t.Name+" (...) VALUES (...).",
-			"INSERT into sharded table %s needs a column list to find shard key %s", t.Name, t.Key)
+		return &compiled{err: refuse("Name the columns: INSERT INTO "+t.Name+" (...) VALUES (...).",
+			"INSERT into sharded table %s needs a column list to find shard key %s", t.Name, t.Key)}
 	case errors.Is(err, parser.ErrNotValues):
-		return nil, refuse("Insert constant rows with VALUES.", "INSERT ... SELECT into sharded table %s is not supported", t.Name)
+		return r.compileInsertSelect(a, t, g)
 	case err != nil:
-		return nil, err
+		return &compiled{err: refuse("Name the columns and give constant rows with VALUES.", "INSERT into %s: %v", t.Name, err)}
 	}
-	rowShard := make([]int, len(keys))
-	for i, k := range keys {
-		s, ok := r.shardOfValue(t, k, params)
-		if !ok {
-			return nil, refuse(fmt.Sprintf("Give %s a constant or a parameter in every row.", t.Key),
-				"row %d of INSERT into %s has no shard key value the proxy can evaluate (column %s)", i+1, t.Name, t.Key)
+	c := &compiled{write: true, insertTo: t}
+	c.eval = func(params Params) (*Plan, error) {
+		rowShard := make([]int, len(keys))
+		for i, k := range keys {
+			s, ok := r.shardOfValue(t, k, params)
+			if !ok {
+				hint := fmt.Sprintf("Give %s a constant or a parameter in every row.", t.Key)
+				if t.Strategy == Range {
+					hint = fmt.Sprintf("Give %s a constant or a parameter with an explicit UTC offset (e.g. '2025-03-01 10:00:00+00') in every row, inside a configured range; a time without an offset depends on the session TimeZone.", t.Key)
+				}
+				return nil, refuse(hint,
+					"row %d of INSERT into %s has no shard key value the proxy can place on one shard (column %s)", i+1, t.Name, t.Key)
+			}
+			rowShard[i] = s
 		}
-		rowShard[i] = s
-	}
-	groups := map[int][]int{}
-	for i, s := range rowShard {
-		groups[s] = append(groups[s], i)
-	}
-	shards := make([]int, 0, len(groups))
-	for s := range groups {
-		shards = append(shards, s)
-	}
-	sort.Ints(shards)
-	p := &Plan{Shards: shards, Write: true}
-	if len(shards) == 1 {
-		p.Reason = fmt.Sprintf("INSERT into %s: %s", t.Name, r.topo.Shards[shards[0]].Name)
+		groups := map[int][]int{}
+		for i, s := range rowShard {
+			groups[s] = append(groups[s], i)
+		}
+		shards := make([]int, 0, len(groups))
+		for s := range groups {
+			shards = append(shards, s)
+		}
+		sort.Ints(shards)
+		if g != nil {
+			if len(shards) != 1 {
+				return nil, refuse("Insert the rows one shard at a time.",
+					"a multi-shard INSERT into %s with a subquery over a sharded table is not supported", t.Name)
+			}
+			s, _, err := r.place(a, g, params)
+			var u *Unsupported
+			if errors.As(err, &u) {
+				return nil, refuse(hintJoin, "INSERT into %s with a subquery: %s", t.Name, u.Msg)
+			} else if err != nil {
+				return nil, err
+			}
+			if len(s) == 1 && s[0] != shards[0] {
+				return nil, refuse(hintJoin, "the row of INSERT into %s belongs on %s but its subquery reads %s",
+					t.Name, r.names[shards[0]], r.names[s[0]])
+			}
+		}
+		p := &Plan{Shards: shards, Write: true}
+		if len(shards) == 1 {
+			p.Shards = r.singles[shards[0]]
+			p.Reason = fmt.Sprintf("INSERT into %s: %s", t.Name, r.names[shards[0]])
+			return p, nil
+		}
+		gs := make([][]int, len(shards))
+		for i, s := range shards {
+			gs[i] = groups[s]
+		}
+		sqls, err := st.SplitInsert(gs)
+		if err != nil {
+			return nil, err
+		}
+		p.SQL = sqls
+		p.Reason = fmt.Sprintf("INSERT into %s split over %d shards", t.Name, len(shards))
 		return p, nil
 	}
-	gs := make([][]int, len(shards))
-	for i, s := range shards {
-		gs[i] = groups[s]
+	return c
+}
+
+// compileInsertSelect allows INSERT ... SELECT when it provably stays on one
+// shard: the key it inserts is a constant, or the key of a source table
+// restricted to one shard, and every sharded source stays on that shard.
+func (r *Router) compileInsertSelect(a *parser.Analysis, t *Table, g *grouping) *compiled {
+	hint := "Restrict the SELECT to one shard key value and insert that key, or insert the rows with VALUES."
+	v, isVal, src, ok := a.InsertSelectKey(t.Key)
+	if !ok {
+		return &compiled{err: refuse(hint, "INSERT ... SELECT into sharded table %s is only supported when it provably stays on one shard (key %s must be a constant or a source table's shard key)", t.Name, t.Key)}
 	}
-	sqls, err := st.SplitInsert(gs)
-	if err != nil {
-		return nil, err
+	var from *occ
+	if !isVal {
+		for _, k := range src {
+			o := a.Occurrences[k.Occ]
+			st := r.topo.Lookup(o.Table)
+			if st != nil && st.Strategy != Reference && k.Column == st.Key && colocated(st, t) {
+				from = &occ{Occurrence: o, i: k.Occ, t: st}
+				break
+			}
+		}
+		if from == nil {
+			return &compiled{err: refuse(hint, "INSERT ... SELECT into sharded table %s copies %s from a column that is not a co-located shard key", t.Name, t.Key)}
+		}
 	}
-	p.SQL = sqls
-	p.Reason = fmt.Sprintf("INSERT into %s split over %d shards", t.Name, len(shards))
-	return p, nil
+	return &compiled{write: true, insertTo: t, eval: func(params Params) (*Plan, error) {
+		var dest shardSet
+		if isVal {
+			s, ok := r.shardOfValue(t, v, params)
+			if !ok {
+				return nil, refuse(hint, "INSERT ... SELECT into %s has no shard key value the proxy can evaluate (column %s)", t.Name, t.Key)
+			}
+			dest = shardSet{s}
+		} else {
+			dest = r.restrict(from.t, a.Restriction(from.i, from.t.Key), params)
+			if dest == nil || len(dest) > 1 {
+				return nil, refuse(hint, "INSERT ... SELECT into %s reads %s from %s on %s, not one shard", t.Name, t.Key, from.t.Name, r.describe(dest))
+			}
+			if len(dest) == 0 {
+				dest = shardSet{0} // the SELECT returns no row
+			}
+		}
+		if g != nil {
+			s, _, err := r.place(a, g, params)
+			var u *Unsupported
+			if errors.As(err, &u) {
+				return nil, refuse(hint, "INSERT ... SELECT into %s is only supported when it provably stays on one shard: %s", t.Name, u.Msg)
+			} else if err != nil {
+				return nil, err
+			}
+			if len(s) == 1 && s[0] != dest[0] {
+				return nil, refuse(hint, "INSERT ... SELECT into %s writes on %s but reads %s", t.Name, r.names[dest[0]], r.names[s[0]])
+			}
+		}
+		return &Plan{Shards: r.singles[dest[0]], Write: true,
+			Reason: fmt.Sprintf("INSERT ... SELECT into %s: %s", t.Name, r.names[dest[0]])}, nil
+	}}
 }
 
 // shardOfValue places one key value; ok is false when it cannot be evaluated.
 func (r *Router) shardOfValue(t *Table, v parser.Value, params Params) (int, bool) {
+	if v.Array {
+		return 0, false
+	}
 	set, ok := r.valueShards(t, v, params)
 	if !ok || len(set) != 1 {
 		return 0, false
 	}
 	return set[0], true
-}
-
-// evaluate turns a predicate on t's key into target shards.
-func (r *Router) evaluate(t *Table, p parser.Pred, params Params) ([]int, string, error) {
-	var set shardSet
-	if t.Strategy == Range {
-		set = r.rangeShards(t, r.intervals(t, p, params))
-	} else {
-		set = r.hashPred(t, p, params)
-	}
-	if set == nil {
-		return r.all, fmt.Sprintf("%s: no usable %s predicate: every shard", t.Name, t.Key), nil
-	}
-	if len(set) == 0 {
-		// A contradiction: no row can match. One shard answers with the
-		// right columns and no rows.
-		return []int{0}, fmt.Sprintf("%s: contradictory %s predicate: one shard", t.Name, t.Key), nil
-	}
-	names := make([]string, len(set))
-	for i, s := range set {
-		names[i] = r.topo.Shards[s].Name
-	}
-	return set, fmt.Sprintf("%s by %s: %s", t.Name, t.Key, strings.Join(names, ",")), nil
-}
-
-// shardSet is a sorted set of shard indexes; nil means every shard.
-type shardSet []int
-
-func (r *Router) hashPred(t *Table, p parser.Pred, params Params) shardSet {
-	switch p.Op {
-	case parser.Cmp:
-		if p.Cmp != "=" {
-			return nil
-		}
-		var out shardSet
-		for _, v := range p.Values {
-			s, ok := r.valueShards(t, v, params)
-			if !ok {
-				return nil
-			}
-			out = union(out, s)
-		}
-		return out
-	case parser.And:
-		var acc shardSet
-		first := true
-		for _, k := range p.Kids {
-			s := r.hashPred(t, k, params)
-			if s == nil {
-				continue
-			}
-			if first {
-				acc, first = s, false
-			} else {
-				acc = intersect(acc, s)
-			}
-		}
-		if first {
-			return nil
-		}
-		return acc
-	case parser.Or:
-		out := shardSet{}
-		for _, k := range p.Kids {
-			s := r.hashPred(t, k, params)
-			if s == nil {
-				return nil
-			}
-			out = union(out, s)
-		}
-		return out
-	}
-	return nil
-}
-
-// valueShards returns the shards a key value (or array of values) maps to;
-// ok is false when the value cannot be evaluated.
-func (r *Router) valueShards(t *Table, v parser.Value, params Params) (shardSet, bool) {
-	text, null := v.Text, v.Null
-	if v.Kind == parser.ParamVal {
-		if params == nil {
-			return nil, false
-		}
-		var ok bool
-		if text, null, ok = params.Text(v.Param); !ok {
-			return nil, false
-		}
-	}
-	if v.Array {
-		if null {
-			return shardSet{}, true
-		}
-		elems, ok := parseArray(text)
-		if !ok {
-			return nil, false
-		}
-		out := shardSet{}
-		for _, e := range elems {
-			s, ok := r.valueShards(t, parser.Value{Kind: parser.StringLit, Text: e}, nil)
-			if !ok {
-				return nil, false
-			}
-			out = union(out, s)
-		}
-		return out, true
-	}
-	if null {
-		if t.Strategy == Hash {
-			// Postgres hash partitioning sends NULL keys to remainder 0.
-			return shardSet{0}, true
-		}
-		return nil, false
-	}
-	n := len(r.topo.Shards)
-	if t.Strategy == Range {
-		lo, hi, ok := timeValue(v, text)
-		if !ok {
-			return nil, false
-		}
-		return r.rangeShards(t, []interval{{lo, hi}}), true
-	}
-	if t.KeyText {
-		switch v.Kind {
-		case parser.StringLit, parser.ParamVal:
-			if v.Cast != "" && v.Cast != "text" && v.Cast != "varchar" {
-				return nil, false
-			}
-			return shardSet{PartitionOf(HashText(text), n)}, true
-		}
-		return nil, false
-	}
-	switch v.Cast {
-	case "", "int2", "int4", "int8", "text", "varchar":
-	default:
-		return nil, false
-	}
-	switch v.Kind {
-	// Integer literals beyond int32 reach us as FloatLit (the grammar's
-	// Float node keeps their text); ParseInt accepts exactly the integers.
-	case parser.IntLit, parser.FloatLit, parser.StringLit, parser.ParamVal:
-		i, err := strconv.ParseInt(strings.TrimSpace(text), 10, 64)
-		if err != nil {
-			return nil, false
-		}
-		return shardSet{PartitionOf(HashInt(i), n)}, true
-	}
-	return nil, false
-}
-
-// parseArray reads a one-dimensional array literal like {1,2,"x y"}.
-func parseArray(s string) ([]string, bool) {
-	s = strings.TrimSpace(s)
-	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
-		return nil, false
-	}
-	body := s[1 : len(s)-1]
-	if strings.TrimSpace(body) == "" {
-		return nil, true
-	}
-	var out []string
-	for _, part := range strings.Split(body, ",") {
-		p := strings.TrimSpace(part)
-		if strings.ContainsAny(p, `"{}\`) || strings.EqualFold(p, "null") {
-			return nil, false
-		}
-		out = append(out, p)
-	}
-	return out, true
-}
-
-// interval is a closed time interval; zero ends are unbounded.
-type interval struct{ lo, hi time.Time }
-
-// zoneSlack widens a time written without an offset: the session TimeZone
-// decides its instant, and no zone is further than this from UTC.
-const zoneSlack = 15 * time.Hour
-
-// timeValue reads a date/timestamp literal as the closed interval of
-// instants it can denote.
-func timeValue(v parser.Value, text string) (time.Time, time.Time, bool) {
-	if v.Kind != parser.StringLit && v.Kind != parser.ParamVal {
-		return time.Time{}, time.Time{}, false
-	}
-	switch v.Cast {
-	case "", "timestamptz", "timestamp", "date", "text":
-	default:
-		return time.Time{}, time.Time{}, false
-	}
-	s := strings.TrimSpace(text)
-	withZone := []string{"2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999Z07",
-		"2006-01-02T15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999 Z07:00", "2006-01-02T15:04:05.999999999Z07",
-		"2006-01-02Z07:00", "2006-01-02Z07"}
-	if v.Cast != "timestamp" && v.Cast != "date" {
-		for _, l := range withZone {
-			if t, err := time.Parse(l, s); err == nil {
-				return t, t, true
-			}
-		}
-	}
-	for _, l := range []string{"2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05.999999999", "2006-01-02"} {
-		if t, err := time.ParseInLocation(l, s, time.UTC); err == nil {
-			return t.Add(-zoneSlack), t.Add(zoneSlack), true
-		}
-	}
-	return time.Time{}, time.Time{}, false
-}
-
-// intervals turns a predicate on a range key into the union of intervals
-// it allows; nil means unrestricted.
-func (r *Router) intervals(t *Table, p parser.Pred, params Params) []interval {
-	all := []interval{{}}
-	switch p.Op {
-	case parser.Cmp:
-		var out []interval
-		for _, v := range p.Values {
-			text, null := v.Text, v.Null
-			if v.Kind == parser.ParamVal {
-				var ok bool
-				if params == nil {
-					return all
-				}
-				if text, null, ok = params.Text(v.Param); !ok {
-					return all
-				}
-			}
-			if null || v.Array {
-				if null {
-					continue // = NULL matches nothing
-				}
-				return all
-			}
-			lo, hi, ok := timeValue(v, text)
-			if !ok {
-				return all
-			}
-			switch p.Cmp {
-			case "=":
-				out = append(out, interval{lo, hi})
-			case ">", ">=":
-				out = append(out, interval{lo: lo})
-			case "<", "<=":
-				out = append(out, interval{hi: hi})
-			}
-		}
-		if out == nil {
-			return []interval{}
-		}
-		return out
-	case parser.And:
-		acc := all
-		for _, k := range p.Kids {
-			acc = intersectIntervals(acc, r.intervals(t, k, params))
-		}
-		return acc
-	case parser.Or:
-		var out []interval
-		for _, k := range p.Kids {
-			out = append(out, r.intervals(t, k, params)...)
-		}
-		if out == nil {
-			return []interval{}
-		}
-		return out
-	}
-	return all
-}
-
-func intersectIntervals(a, b []interval) []interval {
-	out := []interval{}
-	for _, x := range a {
-		for _, y := range b {
-			lo, hi := x.lo, x.hi
-			if lo.IsZero() || (!y.lo.IsZero() && y.lo.After(lo)) {
-				lo = y.lo
-			}
-			if hi.IsZero() || (!y.hi.IsZero() && y.hi.Before(hi)) {
-				hi = y.hi
-			}
-			if !lo.IsZero() && !hi.IsZero() && lo.After(hi) {
-				continue
-			}
-			out = append(out, interval{lo, hi})
-		}
-	}
-	return out
-}
-
-// rangeShards returns the shards whose ranges overlap any interval; an
-// interval outside every range selects no shard (the row cannot exist).
-func (r *Router) rangeShards(t *Table, ivs []interval) shardSet {
-	if len(ivs) == 1 && ivs[0].lo.IsZero() && ivs[0].hi.IsZero() {
-		return nil
-	}
-	out := shardSet{}
-	for _, iv := range ivs {
-		for _, rg := range t.Ranges {
-			if (rg.To.IsZero() || iv.lo.IsZero() || iv.lo.Before(rg.To)) &&
-				(rg.From.IsZero() || iv.hi.IsZero() || !iv.hi.Before(rg.From)) {
-				out = union(out, shardSet{rg.Shard})
-			}
-		}
-	}
-	return out
-}
-
-func union(a, b shardSet) shardSet {
-	out := append(shardSet{}, a...)
-	for _, x := range b {
-		i := sort.SearchInts(out, x)
-		if i == len(out) || out[i] != x {
-			out = append(out, 0)
-			copy(out[i+1:], out[i:])
-			out[i] = x
-		}
-	}
-	return out
-}
-
-func intersect(a, b shardSet) shardSet {
-	out := shardSet{}
-	for _, x := range a {
-		if i := sort.SearchInts(b, x); i < len(b) && b[i] == x {
-			out = append(out, x)
-		}
-	}
-	return out
 }

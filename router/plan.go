@@ -1,0 +1,95 @@
+package router
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/shardproxy/shardproxy/parser"
+)
+
+// Plan says where a statement runs and how its answers combine. Plans
+// returned by Route are the caller's; the slices in them may be shared
+// with other plans and must not be modified.
+type Plan struct {
+	// Shards are the target shard indexes, ascending.
+	Shards []int
+	// SQL holds per-shard statements aligned with Shards when the statement
+	// was rewritten (a split INSERT); nil means every shard runs it as sent.
+	SQL []string
+	// Aggs, when set, means each shard returns one row of these aggregates
+	// and the answer is their combination.
+	Aggs []parser.Agg
+	// Write is true when the statement changes data or schema.
+	Write bool
+	// Replicated is true for a write to reference tables: every shard
+	// applies the same change to its copy, and the client's answer (rows
+	// of RETURNING, the CommandComplete count) is one shard's, not the sum.
+	Replicated bool
+	// Any is true when any one shard would do (no table, or reference
+	// tables only): Shards holds a round-robin pick, and a session already
+	// pinned to a shard may run the statement there instead.
+	Any bool
+	// NoRows is true when the filter is a contradiction: no row can match,
+	// and Shards holds one shard only to answer with the right columns.
+	NoRows bool
+	// Reason explains the decision, for SHOW ROUTE, EXPLAIN and logs.
+	Reason string
+
+	names []string // shard names, for String
+}
+
+// Single reports whether the plan runs on exactly one shard.
+func (p *Plan) Single() bool { return len(p.Shards) == 1 }
+
+// String renders the routing decision, one `key: value` per line, for
+// EXPLAIN and SHOW ROUTE:
+//
+//	shards: s1, s3
+//	reason: orders by user_id: s1,s3
+//	write: true
+//	sql s1: INSERT INTO orders ...
+func (p *Plan) String() string {
+	var b strings.Builder
+	b.WriteString("shards: ")
+	for i, s := range p.Shards {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(p.shardName(s))
+	}
+	if p.Any {
+		b.WriteString(" (any)")
+	}
+	b.WriteString("\nreason: ")
+	b.WriteString(p.Reason)
+	if p.Write {
+		b.WriteString("\nwrite: true")
+	}
+	if p.Replicated {
+		b.WriteString("\nreplicated: true")
+	}
+	if p.NoRows {
+		b.WriteString("\nno rows: true")
+	}
+	if len(p.Aggs) > 0 {
+		b.WriteString("\naggregates: ")
+		for i, a := range p.Aggs {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(a.Func)
+		}
+	}
+	for i, q := range p.SQL {
+		fmt.Fprintf(&b, "\nsql %s: %s", p.shardName(p.Shards[i]), q)
+	}
+	return b.String()
+}
+
+func (p *Plan) shardName(i int) string {
+	if i >= 0 && i < len(p.names) {
+		return p.names[i]
+	}
+	return strconv.Itoa(i)
+}
