@@ -346,3 +346,57 @@ func TestMultiStatementStrings(t *testing.T) {
 		}
 	}
 }
+
+func TestRoutingHints(t *testing.T) {
+	ctx := context.Background()
+	c := mustConnect(t)
+	insertOrders(t, c, "orders", 970000, 40)
+	count := func(q string) int64 {
+		t.Helper()
+		var n int64
+		if err := c.QueryRow(ctx, q).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return n
+	}
+	const where = "FROM orders WHERE id >= 970000 AND id < 970040"
+	onShard := func(i int) int64 { return shardInt(t, i, "SELECT count(*) "+where) }
+	if got := count("SELECT count(*) " + where); got != 40 {
+		t.Fatalf("all shards: %d", got)
+	}
+	if got, want := count("/* shard: s1 */ SELECT count(*) "+where), onShard(1); got != want {
+		t.Fatalf("comment hint: %d, want shard s1's %d", got, want)
+	}
+	for _, q := range []string{"SET shardproxy.shard = 's2'"} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := count("SELECT count(*) "+where), onShard(2); got != want {
+		t.Fatalf("session hint: %d, want shard s2's %d", got, want)
+	}
+	if _, err := c.Exec(ctx, "SET shardproxy.shard = 'nope'"); pgCode(err) != "22023" {
+		t.Fatalf("unknown shard: %v", err)
+	}
+	if _, err := c.Exec(ctx, "RESET shardproxy.shard"); err != nil {
+		t.Fatal(err)
+	}
+	if got := count("SELECT count(*) " + where); got != 40 {
+		t.Fatalf("after RESET: %d", got)
+	}
+	// SET LOCAL lasts for the transaction only.
+	for _, q := range []string{"BEGIN", "SET LOCAL shardproxy.shard = 's3'"} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := count("SELECT count(*) "+where), onShard(3); got != want {
+		t.Fatalf("local hint: %d, want %d", got, want)
+	}
+	if _, err := c.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if got := count("SELECT count(*) " + where); got != 40 {
+		t.Fatalf("after the transaction: %d", got)
+	}
+}

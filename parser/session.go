@@ -47,3 +47,23 @@ func (s *Statement) sessionUse() SessionUse {
 	})
 	return use
 }
+
+// SetValue returns the value of `SET name = value` as text (the first
+// value for lists); ok is false for RESET and non-literal values.
+func (s *Statement) SetValue() (string, bool) {
+	v := s.node.GetVariableSetStmt()
+	if v == nil || v.Kind != pg.VariableSetKind_VAR_SET_VALUE || len(v.Args) == 0 {
+		return "", false
+	}
+	c := v.Args[0].GetAConst()
+	if c == nil {
+		return "", false
+	}
+	switch {
+	case c.GetSval() != nil:
+		return c.GetSval().Sval, true
+	case c.GetIval() != nil:
+		return itoa(int(c.GetIval().Ival)), true
+	}
+	return "", false
+}

@@ -54,7 +54,11 @@ type session struct {
 	x *extState
 	// tempInTx: the open transaction created temporary tables.
 	tempInTx bool
-	q        queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
+	// shardHint is the session's SET shardproxy.shard (routing hint);
+	// hintLocal says it came from SET LOCAL and ends with the transaction.
+	shardHint string
+	hintLocal bool
+	q         queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
 }
 
 type setting struct{ name, sql string }
@@ -260,7 +264,7 @@ func (s *session) simpleQuery(ctx context.Context, sql string) error {
 	// rewrite) takes the full path.
 	if s.status != 'E' {
 		if st, lits, ok := s.srv.cache.Template(sql); ok && st.Session == parser.NoSessionUse {
-			if plan, err := s.srv.router.Route(st, lits); err == nil && plan.SQL == nil {
+			if plan, err := s.route(st, lits); err == nil && plan.SQL == nil {
 				s.q.st, s.q.plan = st, plan
 				if err := s.routed(ctx, st, sql, plan); err != nil {
 					return err
@@ -368,6 +372,7 @@ func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("BEGIN")})
 		return nil
 	case parser.Commit, parser.Rollback:
+		s.endTransaction()
 		if s.status == 'I' {
 			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
 				Code: pgerrcode.NoActiveSQLTransaction, Message: "there is no transaction in progress"})
@@ -436,6 +441,11 @@ func savepointTag(sql string) string {
 // pooling hands out different backends); inside one it goes to the
 // transaction's backend and lasts for the transaction.
 func (s *session) set(ctx context.Context, st *parser.Statement) error {
+	if name, local := st.SetName(); strings.HasPrefix(name, "shardproxy.") || name == "all" {
+		if handled := s.setHint(name, local, st); handled {
+			return nil
+		}
+	}
 	if s.status != 'I' {
 		if s.tx == nil {
 			s.txPrelude = append(s.txPrelude, st.SQL)
@@ -947,5 +957,52 @@ func (s *session) route(st *parser.Statement, params router.Params) (*router.Pla
 	if st.Session == parser.TempTable {
 		return &router.Plan{Shards: []int{s.srv.router.Topology().Default}, Write: true, Reason: "temporary table: default shard"}, nil
 	}
-	return s.srv.router.Route(st, params)
+	return s.srv.router.RouteWith(st, params, router.RouteOptions{Shard: s.shardHint})
+}
+
+// setHint handles SET/RESET shardproxy.shard, the session's routing hint:
+// the proxy's own setting, never sent to a shard. RESET ALL clears it too
+// (and then goes on to the shards). It reports whether st is done.
+func (s *session) setHint(name string, local bool, st *parser.Statement) bool {
+	tag := "SET"
+	if st.IsReset() {
+		tag = "RESET"
+	}
+	switch {
+	case name == "all":
+		s.shardHint, s.hintLocal = "", false
+		return false
+	case name != "shardproxy.shard":
+		s.fail(&pgError{code: pgerrcode.UndefinedObject, msg: fmt.Sprintf("unrecognized configuration parameter \"%s\"", name),
+			hint: "shardproxy knows shardproxy.shard."})
+		return true
+	case st.IsReset():
+		s.shardHint, s.hintLocal = "", false
+	default:
+		v, ok := st.SetValue()
+		if !ok {
+			s.fail(&pgError{code: pgerrcode.InvalidParameterValue, msg: "shardproxy.shard takes a shard name"})
+			return true
+		}
+		if _, known := s.srv.router.Topology().ShardIndex(v); !known {
+			s.fail(&pgError{code: pgerrcode.InvalidParameterValue, msg: fmt.Sprintf("unknown shard \"%s\" for shardproxy.shard", v),
+				hint: "SHOW SHARDS on the admin console lists them."})
+			return true
+		}
+		if local && s.status == 'I' {
+			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
+				Code: pgerrcode.NoActiveSQLTransaction, Message: "SET LOCAL can only be used in transaction blocks"})
+		} else {
+			s.shardHint, s.hintLocal = v, local
+		}
+	}
+	s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
+	return true
+}
+
+// endTransaction clears what lasts only for a transaction.
+func (s *session) endTransaction() {
+	if s.hintLocal {
+		s.shardHint, s.hintLocal = "", false
+	}
 }
