@@ -161,5 +161,5 @@ func (c *Cache) Template(sql string) (*Statement, Literals, bool) {
 	if e.stmt == nil {
 		return nil, nil, false
 	}
-	return e.stmt, Literals(consts), true
+	return e.stmt, consts, true
 }

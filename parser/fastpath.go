@@ -13,7 +13,7 @@ import (
 // ok is false when the text holds anything the small lexer does not fully
 // understand (dollar quotes, parameters, E” or B” strings, unterminated
 // tokens); the caller then parses the query itself.
-func Strip(sql string) (key string, consts []string, ok bool) {
+func Strip(sql string) (key string, consts Literals, ok bool) {
 	var b strings.Builder
 	b.Grow(len(sql) + 8)
 	n := len(sql)
@@ -50,7 +50,7 @@ func Strip(sql string) (key string, consts []string, ok bool) {
 			if k := skipSpace(sql, j+1); k < n && sql[k] == '\'' && strings.ContainsAny(sql[j+1:k], "\n\r") {
 				return "", nil, false
 			}
-			consts = append(consts, v.String())
+			consts = append(consts, Value{Kind: StringLit, Text: v.String()})
 			b.WriteString(placeholder(len(consts)))
 			i = j + 1
 			prevIdent = false
@@ -132,7 +132,11 @@ func Strip(sql string) (key string, consts []string, ok bool) {
 			if j < n && (isIdentChar(sql[j]) || sql[j] == '.') {
 				return "", nil, false // 1abc, 0x1F, 1_000, 1.2.3: leave to the parser
 			}
-			consts = append(consts, sql[i:j])
+			kind := IntLit
+			if strings.ContainsAny(sql[i:j], ".eE") {
+				kind = FloatLit
+			}
+			consts = append(consts, Value{Kind: kind, Text: sql[i:j]})
 			b.WriteString(placeholder(len(consts)))
 			i = j
 			prevIdent = false
@@ -183,13 +187,23 @@ type Template struct {
 }
 
 // Literals are the constants of one query, given to the router as bind
-// parameters of its template.
-type Literals []string
+// parameters of its template. Each keeps its kind (Literal), so the router
+// evaluates it exactly as the literal in the full parse: 42 for a text key
+// is not '42'.
+type Literals []Value
 
 // Text returns constant n (1-based).
 func (l Literals) Text(n int) (string, bool, bool) {
 	if n < 1 || n > len(l) {
 		return "", false, false
 	}
-	return l[n-1], false, true
+	return l[n-1].Text, false, true
+}
+
+// Literal returns constant n as the Value the full parse would give it.
+func (l Literals) Literal(n int) (Value, bool) {
+	if n < 1 || n > len(l) {
+		return Value{}, false
+	}
+	return l[n-1], true
 }

@@ -27,8 +27,25 @@ func TestStrip(t *testing.T) {
 	}
 	for _, c := range cases {
 		key, consts, ok := Strip(c.sql)
-		if ok != c.ok || (ok && (key != c.key || !reflect.DeepEqual(consts, c.consts))) {
-			t.Errorf("Strip(%q) = %q %q %v, want %q %q %v", c.sql, key, consts, ok, c.key, c.consts, c.ok)
+		var texts []string
+		for _, v := range consts {
+			texts = append(texts, v.Text)
+		}
+		if ok != c.ok || (ok && (key != c.key || !reflect.DeepEqual(texts, c.consts))) {
+			t.Errorf("Strip(%q) = %q %q %v, want %q %q %v", c.sql, key, texts, ok, c.key, c.consts, c.ok)
+		}
+	}
+}
+
+func TestStripKinds(t *testing.T) {
+	_, consts, ok := Strip("SELECT 42, '42', 1.5, -3, 1e3")
+	want := []ValueKind{IntLit, StringLit, FloatLit, IntLit, FloatLit}
+	if !ok || len(consts) != len(want) {
+		t.Fatalf("%v %v", consts, ok)
+	}
+	for i, k := range want {
+		if consts[i].Kind != k {
+			t.Errorf("constant %d (%q): kind %d, want %d", i, consts[i].Text, consts[i].Kind, k)
 		}
 	}
 }

@@ -101,7 +101,10 @@ type Table struct {
 	KeyText bool
 	// KeyLocal is true for a range key of type date or timestamp (no zone).
 	KeyLocal bool
-	Ranges   []Interval
+	// KeyDate is true for a range key of type date: a date value compared
+	// with it involves no time zone.
+	KeyDate bool
+	Ranges  []Interval
 }
 
 // Interval is a resolved [From, To) range; a zero From or To is unbounded.
@@ -174,6 +177,7 @@ func NewTopology(c *Config) (*Topology, error) {
 			case "", "timestamptz", "timestamp with time zone":
 			case "date", "timestamp", "timestamp without time zone":
 				tb.KeyLocal = true
+				tb.KeyDate = tc.KeyType == "date"
 			default:
 				bad("table %s: key_type %q is not timestamptz, date or timestamp", name, tc.KeyType)
 			}

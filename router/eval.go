@@ -104,6 +104,28 @@ func (r *Router) hashPred(t *Table, p parser.Pred, params Params) shardSet {
 	return nil
 }
 
+// literalSource is implemented by parameters that stand for the literals
+// of a query's text (parser.Literals, the simple-protocol template fast
+// path): each parameter is evaluated as the literal it replaced, with the
+// literal's kind, so routing is exactly what the full parse gives.
+type literalSource interface {
+	Literal(n int) (parser.Value, bool)
+}
+
+// literal replaces a parameter that stands for a literal by that literal.
+func literal(v parser.Value, params Params) parser.Value {
+	if v.Kind != parser.ParamVal {
+		return v
+	}
+	if ls, ok := params.(literalSource); ok {
+		if lit, ok := ls.Literal(v.Param); ok {
+			lit.Cast, lit.Array = v.Cast, v.Array
+			return lit
+		}
+	}
+	return v
+}
+
 // valueText returns a value's text, reading parameters; ok is false when a
 // parameter is not bound.
 func valueText(v parser.Value, params Params) (text string, null, ok bool) {
@@ -119,6 +141,7 @@ func valueText(v parser.Value, params Params) (text string, null, ok bool) {
 // valueShards returns the shards a key value (or array of values) maps to;
 // ok is false when the value cannot be evaluated.
 func (r *Router) valueShards(t *Table, v parser.Value, params Params) (shardSet, bool) {
+	v = literal(v, params)
 	text, null, ok := valueText(v, params)
 	if !ok {
 		return nil, false
@@ -316,6 +339,13 @@ func timeValue(t *Table, v parser.Value, text string) (interval, bool) {
 		return interval{}, false
 	}
 	s := strings.TrimSpace(text)
+	// A date compared with a date key is that date in every time zone: an
+	// untyped literal is read as a date, and date = date has no zone.
+	if t.KeyDate && (v.Cast == "" || v.Cast == "date") {
+		if d, err := time.ParseInLocation("2006-01-02", s, time.UTC); err == nil {
+			return interval{lo: d, hi: d}, true
+		}
+	}
 	if strings.HasSuffix(s, " UTC") || strings.HasSuffix(s, " GMT") {
 		s = s[:len(s)-4] + "+00"
 	}
@@ -399,6 +429,7 @@ func (r *Router) intervals(t *Table, p parser.Pred, params Params) []interval {
 				}
 				continue
 			}
+			v := literal(v, params)
 			text, null, ok := valueText(v, params)
 			if !ok {
 				return all

@@ -1,0 +1,356 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/shardproxy/shardproxy/config"
+	"github.com/shardproxy/shardproxy/localpg"
+	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/router"
+)
+
+// TestGoldenThroughProxy is the routing oracle end to end: four shards
+// behind a proxy with the golden topology and one plain Postgres hold the
+// same data, loaded through the proxy (and straight into the plain one);
+// every golden statement runs through the proxy and on the plain Postgres,
+// and the answers must be equal as multisets. Statements the golden files
+// refuse must come back as 0A000, never as rows.
+func TestGoldenThroughProxy(t *testing.T) {
+	ctx := context.Background()
+	set, err := localpg.Start(ctx, localpg.Options{N: 5, Database: "oracle"})
+	if err != nil {
+		if localpg.InCI() {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	defer set.Stop()
+	var sb strings.Builder
+	sb.WriteString("database: oracle\nusers: [{name: app, auth: trust}]\npool: {size: 4}\ndefault_shard: s1\nshards:\n")
+	for i := 0; i < 4; i++ {
+		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, set.Clusters[i].DSN("oracle"))
+	}
+	sb.WriteString(`tables:
+  users:            {strategy: hash, key: id}
+  orders:           {strategy: hash, key: user_id}
+  order_items:      {strategy: hash, key: user_id}
+  restaurants:      {strategy: reference}
+  cities:           {strategy: reference}
+  carts:            {strategy: hash, key: session_id, key_type: text}
+  billing.invoices: {strategy: hash, key: user_id}
+  events:
+    strategy: range
+    key: created_at
+    ranges: [{to: "2025-01-01", shard: s0}, {from: "2025-01-01", to: "2025-07-01", shard: s1}, {from: "2025-07-01", to: "2026-01-01", shard: s2}, {from: "2026-01-01", shard: s3}]
+  daily:
+    strategy: range
+    key: day
+    key_type: date
+    ranges: [{to: "2025-01-01", shard: s0}, {from: "2025-01-01", to: "2025-07-01", shard: s1}, {from: "2025-07-01", to: "2026-01-01", shard: s2}, {from: "2026-01-01", shard: s3}]
+`)
+	f, err := config.Parse([]byte(sb.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := router.NewTopology(&f.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := proxy.New(f.Proxy, topo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, ln)
+	defer srv.Close()
+
+	open := func(url string, mode pgx.QueryExecMode) *pgx.Conn {
+		cc, err := pgx.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc.DefaultQueryExecMode = mode
+		c, err := pgx.ConnectConfig(ctx, cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		return c
+	}
+	purl := "postgres://app@" + ln.Addr().String() + "/oracle?sslmode=disable"
+	viaSimple := open(purl, pgx.QueryExecModeSimpleProtocol)
+	viaExt := open(purl, pgx.QueryExecModeCacheStatement)
+	oracle := open(set.Clusters[4].DSN("oracle"), pgx.QueryExecModeSimpleProtocol)
+	oracleExt := open(set.Clusters[4].DSN("oracle"), pgx.QueryExecModeCacheStatement)
+	both := func(sql string, args ...any) {
+		t.Helper()
+		c := viaSimple
+		if len(args) > 0 {
+			c = viaExt
+		}
+		if _, err := c.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("through the proxy: %s: %v", sql, err)
+		}
+		o := oracle
+		if len(args) > 0 {
+			o = oracleExt
+		}
+		if _, err := o.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("oracle: %s: %v", sql, err)
+		}
+	}
+	loadGoldenData(t, both)
+
+	files, _ := filepath.Glob("../router/testdata/*.route")
+	if len(files) == 0 {
+		t.Fatal("no golden files")
+	}
+	compared, refused, skipped := 0, 0, 0
+	for _, path := range files {
+		for _, c := range readGoldenFile(t, path) {
+			name := fmt.Sprintf("%s:%d", filepath.Base(path), c.line)
+			hinted := c.session != "" || strings.Contains(c.sql, "/*") || strings.Contains(c.sql, "--")
+			nondet := strings.Contains(c.sql, "now()") || strings.Contains(c.sql, "random()")
+			if c.session != "" {
+				skipped++
+				continue
+			}
+			args := make([]any, len(c.params))
+			for i, p := range c.params {
+				if p != nil {
+					args[i] = *p
+				}
+			}
+			if strings.Contains(c.sql, "$") && len(args) == 0 {
+				skipped++
+				continue
+			}
+			proxyConn, oracleConn := viaSimple, oracle
+			if len(args) > 0 {
+				proxyConn, oracleConn = viaExt, oracleExt
+			}
+			if strings.HasPrefix(c.want, "refused 0A000") {
+				_, err := runRows(ctx, proxyConn, c.sql, args, true)
+				if code(err) != "0A000" {
+					t.Errorf("%s: golden refuses %q, the proxy answered (err %v)", name, c.sql, err)
+				}
+				refused++
+				continue
+			}
+			if hinted || nondet || !isQuery(c.sql) {
+				skipped++
+				continue
+			}
+			want, werr := runRows(ctx, oracleConn, c.sql, args, true)
+			if werr != nil {
+				skipped++ // not valid SQL for this schema: Postgres refuses it too
+				continue
+			}
+			got, err := runRows(ctx, proxyConn, c.sql, args, true)
+			if err != nil {
+				if code(err) == "0A000" {
+					refused++ // the proxy refuses what it cannot merge: allowed, never wrong rows
+					continue
+				}
+				t.Errorf("%s: %q through the proxy: %v", name, c.sql, err)
+				continue
+			}
+			if g, w := multiset(got), multiset(want); g != w {
+				t.Errorf("%s: %q\nthrough the proxy:\n%s\nplain Postgres:\n%s", name, c.sql, g, w)
+			}
+			compared++
+		}
+	}
+	t.Logf("golden statements: %d answers compared, %d refused (0A000), %d skipped (hints, sessions, writes, nondeterministic)", compared, refused, skipped)
+	if compared < 150 {
+		t.Fatalf("only %d golden statements compared", compared)
+	}
+}
+
+func code(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// isQuery reports whether sql reads only: writes are compared elsewhere
+// (tag sums, placement), as applying them here would make the two copies
+// drift apart.
+func isQuery(sql string) bool {
+	u := strings.ToUpper(strings.TrimSpace(sql))
+	return (strings.HasPrefix(u, "SELECT") || strings.HasPrefix(u, "WITH") || strings.HasPrefix(u, "TABLE") || strings.HasPrefix(u, "VALUES")) &&
+		!strings.Contains(u, "INSERT") && !strings.Contains(u, "UPDATE") && !strings.Contains(u, "DELETE") && !strings.Contains(u, " INTO ") &&
+		!strings.Contains(u, "FOR UPDATE") && !strings.Contains(u, "FOR SHARE")
+}
+
+func runRows(ctx context.Context, c *pgx.Conn, sql string, args []any, _ bool) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	rows, err := c.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, fmt.Sprint(vals...))
+	}
+	return out, rows.Err()
+}
+
+func multiset(rows []string) string {
+	s := append([]string(nil), rows...)
+	sort.Strings(s)
+	return strings.Join(s, "\n")
+}
+
+type goldenCase struct {
+	line    int
+	sql     string
+	params  []*string
+	session string
+	want    string
+}
+
+// readGoldenFile reads router/testdata/*.route: "route [session=s] [params=a|b]",
+// the SQL, "----", the expected plan or refusal, a blank line.
+func readGoldenFile(t *testing.T, path string) []goldenCase {
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	var lines []string
+	sc := bufio.NewScanner(fh)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	var out []goldenCase
+	for i := 0; i < len(lines); {
+		l := lines[i]
+		if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
+			i++
+			continue
+		}
+		c := goldenCase{line: i + 1}
+		head := l
+		if k := strings.Index(l, " params="); k >= 0 {
+			for _, p := range strings.Split(l[k+len(" params="):], "|") {
+				if p == "NULL" {
+					c.params = append(c.params, nil)
+				} else {
+					c.params = append(c.params, &p)
+				}
+			}
+			head = l[:k]
+		}
+		for _, arg := range strings.Fields(head)[1:] {
+			if k, v, _ := strings.Cut(arg, "="); k == "session" {
+				c.session = v
+			}
+		}
+		i++
+		var sql, want []string
+		for ; i < len(lines) && lines[i] != "----"; i++ {
+			sql = append(sql, lines[i])
+		}
+		for i++; i < len(lines) && strings.TrimSpace(lines[i]) != ""; i++ {
+			want = append(want, lines[i])
+		}
+		c.sql, c.want = strings.Join(sql, "\n"), strings.Join(want, "\n")
+		out = append(out, c)
+	}
+	return out
+}
+
+// loadGoldenData creates the golden schema and a deterministic data set
+// (skewed keys, NULLs, numerics with scale, timestamps across the range
+// bounds), every statement through the proxy and on the plain Postgres.
+func loadGoldenData(t *testing.T, both func(sql string, args ...any)) {
+	for _, ddl := range []string{
+		"CREATE SCHEMA billing",
+		"CREATE TABLE users (id bigint, name text, email text, city text, created_at timestamptz)",
+		"CREATE TABLE orders (id bigint, user_id bigint, restaurant_id bigint, total numeric(10,2), status text, created_at timestamptz, note text)",
+		"CREATE TABLE order_items (id bigint, order_id bigint, user_id bigint, name text, quantity int, price numeric(10,2))",
+		"CREATE TABLE restaurants (id bigint, name text, city text, cuisine text, rating numeric(2,1))",
+		"CREATE TABLE cities (id bigint, name text)",
+		"CREATE TABLE carts (session_id text, item int)",
+		"CREATE TABLE billing.invoices (id bigint, user_id bigint)",
+		"CREATE TABLE events (id bigint, user_id bigint, kind text, payload jsonb, created_at timestamptz)",
+		"CREATE TABLE daily (day date, n int)",
+		"CREATE TABLE audit_log (id bigint, msg text)",
+	} {
+		both(ddl)
+	}
+	cities := []string{"Lisbon", "Porto", "x", "Braga"}
+	for r := int64(1); r <= 8; r++ {
+		both("INSERT INTO restaurants (id, name, city, cuisine, rating) VALUES ($1, $2, $3, $4, $5)", r, fmt.Sprint("r", r), cities[r%4], "pizza", fmt.Sprintf("%d.%d", 3+r%3, r%10))
+	}
+	for c := int64(1); c <= 4; c++ {
+		both("INSERT INTO cities (id, name) VALUES ($1, $2)", c, cities[c-1])
+	}
+	base := time.Date(2024, 11, 1, 0, 0, 0, 0, time.UTC)
+	oid, iid := int64(1), int64(1)
+	for u := int64(1); u <= 48; u++ {
+		both("INSERT INTO users (id, name, email, city, created_at) VALUES ($1, $2, $3, $4, $5)", u, fmt.Sprint("user", u), fmt.Sprintf("u%d@x", u), cities[u%4], base)
+		both("INSERT INTO billing.invoices (id, user_id) VALUES ($1, $2)", u*10, u)
+		for k := int64(0); k < u%4; k++ {
+			status := []string{"new", "paid", "x", "done"}[(u+k)%4]
+			both("INSERT INTO orders (id, user_id, restaurant_id, total, status, created_at, note) VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+				oid, u, (u+k)%8+1, fmt.Sprintf("%d.%02d", (u*7+k)%150, k*25), status, base.Add(time.Duration(u*k)*time.Hour))
+			for q := int64(0); q <= k; q++ {
+				both("INSERT INTO order_items (id, order_id, user_id, name, quantity, price) VALUES ($1, $2, $3, $4, $5, $6)",
+					iid, oid, u, "item", q+1, fmt.Sprintf("%d.50", q*(u%3)))
+				iid++
+			}
+			oid++
+		}
+	}
+	for i, key := range []string{"abc", "abc ", "def", "a", "b", "c", "b c", "d\"e"} {
+		both("INSERT INTO carts (session_id, item) VALUES ($1, $2)", key, i)
+	}
+	var instants []time.Time
+	for d := time.Date(2024, 6, 1, 7, 0, 0, 0, time.UTC); d.Before(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)); d = d.Add(5 * 24 * time.Hour) {
+		instants = append(instants, d)
+	}
+	for _, b := range []string{"2025-01-01", "2025-07-01", "2026-01-01"} {
+		bt, _ := router.ParseBound(b)
+		for _, off := range []time.Duration{-16 * time.Hour, -time.Hour, -time.Microsecond, 0, time.Hour, 15 * time.Hour} {
+			instants = append(instants, bt.Add(off))
+		}
+	}
+	instants = append(instants, time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC), time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2024, 12, 31, 23, 59, 59, 999999000, time.UTC), time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	for i, at := range instants {
+		both("INSERT INTO events (id, user_id, kind, payload, created_at) VALUES ($1, $2, $3, NULL, $4)", int64(i+1), int64(i%48+1), []string{"x", "y", "z"}[i%3], at)
+	}
+	for d := time.Date(2024, 12, 25, 0, 0, 0, 0, time.UTC); d.Before(time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC)); d = d.Add(24 * time.Hour) {
+		both("INSERT INTO daily (day, n) VALUES ($1::date, $2)", d.Format("2006-01-02"), int32(d.YearDay()))
+	}
+	for i := int64(1); i <= 5; i++ {
+		both("INSERT INTO audit_log (id, msg) VALUES ($1, $2)", i, "m")
+	}
+}
