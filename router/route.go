@@ -106,8 +106,10 @@ type compiled struct {
 	static *Plan        // the plan, when it needs no parameters
 	err    *Unsupported // a refusal that needs no parameters
 	any    bool         // any one shard, round robin
-	write  bool
-	eval   func(params Params) (*Plan, error)
+	// reference is set with any for reads of reference tables only.
+	reference bool
+	write     bool
+	eval      func(params Params) (*Plan, error)
 	// hint is the statement's own hint comment, resolved.
 	hint *hintRoute
 	// insertTo is set for an INSERT into a sharded table: under a shard
@@ -124,7 +126,11 @@ func (c *compiled) route(r *Router, params Params) (*Plan, error) {
 		return &p, nil
 	case c.any:
 		i := int(r.rr.Add(1)-1) % len(r.topo.Shards)
-		return &Plan{Shards: r.singles[i], Any: true, Write: c.write, Reason: "no sharded table: any shard", names: r.names}, nil
+		why := "no table: any shard"
+		if c.reference {
+			why = "reference table read: any shard"
+		}
+		return &Plan{Shards: r.singles[i], Any: true, Write: c.write, Reason: why, names: r.names}, nil
 	}
 	p, err := c.eval(params)
 	if err != nil {
@@ -152,9 +158,14 @@ func (r *Router) compile(st *parser.Statement) *compiled {
 	return c
 }
 
-// usesParams reports whether the statement has $n parameters; a cheap
-// textual check (a false positive only costs the static shortcut).
-func usesParams(st *parser.Statement) bool { return strings.Contains(st.SQL, "$") }
+// usesParams reports whether the statement (or the one it explains) has
+// $n parameters.
+func usesParams(st *parser.Statement) bool {
+	if st.Kind == parser.Explain && st.Inner != nil {
+		return usesParams(st.Inner)
+	}
+	return st.HasParams()
+}
 
 func (r *Router) fixed(shards []int, write bool, reason string) *compiled {
 	return &compiled{static: &Plan{Shards: shards, Write: write, Reason: reason, names: r.names}, write: write}
@@ -263,7 +274,7 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 			// SELECT ... FOR UPDATE: lock one copy, always the same one.
 			return r.fixed([]int{r.topo.Default}, true, "locking read of reference tables: default shard")
 		case len(reference) > 0:
-			return &compiled{any: true}
+			return &compiled{any: true, reference: true}
 		}
 		return &compiled{any: true, write: st.Writes}
 	}
