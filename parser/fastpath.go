@@ -193,11 +193,3 @@ func (l Literals) Text(n int) (string, bool, bool) {
 	}
 	return l[n-1], false, true
 }
-
-// WithSQL returns a copy of the statement that carries sql as its text (the
-// query as the client sent it, for a template's statement).
-func (s *Statement) WithSQL(sql string) *Statement {
-	cp := *s
-	cp.SQL = sql
-	return &cp
-}
