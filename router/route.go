@@ -304,10 +304,7 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 	if st.Kind == parser.Insert {
 		return r.compileInsert(st, a, sharded)
 	}
-	g, u := r.groups(a, sharded)
-	if u != nil {
-		return &compiled{err: u}
-	}
+	g := r.groups(a, sharded)
 	var sh parser.Shape
 	isSelect := st.Kind == parser.Select
 	var byKey bool
@@ -410,7 +407,7 @@ type grouping struct {
 	bare bool
 }
 
-func (r *Router) groups(a *parser.Analysis, sharded []occ) (*grouping, *Unsupported) {
+func (r *Router) groups(a *parser.Analysis, sharded []occ) *grouping {
 	idx := map[int]int{} // occurrence -> position in sharded
 	for i, o := range sharded {
 		idx[o.i] = i
@@ -500,7 +497,7 @@ func (r *Router) groups(a *parser.Analysis, sharded []occ) (*grouping, *Unsuppor
 			g.bare = true
 		}
 	}
-	return g, nil
+	return g
 }
 
 // colocated reports whether equal keys of two tables are on one shard.
@@ -528,7 +525,7 @@ func colocated(a, b *Table) bool {
 
 // restriction evaluates a component: the intersection of what the filters
 // of its root members say about their keys.
-func (r *Router) restriction(a *parser.Analysis, c *component, params Params) (shardSet, string) {
+func (r *Router) restriction(c *component, params Params) (shardSet, string) {
 	s, j := r.restrictionOf(c, params)
 	if j < 0 {
 		return nil, c.none
@@ -578,7 +575,7 @@ func (r *Router) place(a *parser.Analysis, g *grouping, params Params) (shardSet
 	var target shardSet = shardSet{}
 	var whys []string
 	for _, c := range g.result {
-		s, why := r.restriction(a, c, params)
+		s, why := r.restriction(c, params)
 		whys = append(whys, why)
 		if s == nil {
 			target = nil
@@ -595,7 +592,7 @@ func (r *Router) place(a *parser.Analysis, g *grouping, params Params) (shardSet
 	var pinWhy []string
 	var pinName string
 	for _, c := range g.pinned {
-		s, why := r.restriction(a, c, params)
+		s, why := r.restriction(c, params)
 		switch {
 		case s == nil || len(s) > 1:
 			return nil, "", r.refusePinned(c, s)
@@ -735,10 +732,7 @@ func (r *Router) compileInsert(st *parser.Statement, a *parser.Analysis, sharded
 	t := tgt.t
 	var g *grouping
 	if len(rest) > 0 {
-		var u *Unsupported
-		if g, u = r.groups(a, rest); u != nil {
-			return &compiled{err: u}
-		}
+		g = r.groups(a, rest)
 		// Every part of the source must stay on the row's shard.
 		g.pinned = append(g.pinned, g.result...)
 		g.result = nil
