@@ -483,7 +483,7 @@ func (r *Router) groups(a *parser.Analysis, sharded []occ) *grouping {
 			}
 			c.single = append(c.single, one)
 		}
-		c.none = fmt.Sprintf("%s%s: no usable %s predicate", prefix, c.members[0].t.Name, c.members[0].t.Key)
+		c.none = fmt.Sprintf("%s%s: no usable %s predicate", prefix, c.restrict[0].t.Name, c.restrict[0].t.Key)
 	}
 	for _, c := range order {
 		if c.result && perScope[c.root] == 1 {
