@@ -21,7 +21,7 @@ type Cache struct {
 	head *cacheEntry
 
 	hits, misses atomic.Uint64
-	// templates maps stripped query texts to their analysis (Template).
+	// templates maps stripped query texts to their analysis (fastpath.go).
 	templates map[string]*templateEntry
 }
 
@@ -72,59 +72,7 @@ func (c *Cache) Parse(sql string) ([]*Statement, error) {
 	return sts, nil
 }
 
-// templateEntry caches the analysis of a stripped query; stmt is nil when
-// the template is not usable (it does not parse, holds several statements,
-// or is not SELECT/INSERT/UPDATE/DELETE).
-type templateEntry struct {
-	stmt *Statement
-}
-
-// Template returns the analysis of a query's stripped form (Strip) and its
-// constants, parsing the template once per shape. ok is false when the
-// query must take the full path.
-func (c *Cache) Template(sql string) (*Statement, Literals, bool) {
-	key, consts, ok := Strip(sql)
-	if !ok || len(consts) == 0 {
-		return nil, nil, false
-	}
-	c.mu.Lock()
-	if c.templates == nil {
-		c.templates = map[string]*templateEntry{}
-	}
-	e, hit := c.templates[key]
-	c.mu.Unlock()
-	if hit {
-		c.hits.Add(1)
-	} else {
-		c.misses.Add(1)
-		e = &templateEntry{}
-		if sts, err := Parse(key); err == nil && len(sts) == 1 {
-			switch sts[0].Kind {
-			case Select, Insert, Update, Delete:
-				e.stmt = sts[0]
-			}
-		}
-		c.mu.Lock()
-		if prev, ok := c.templates[key]; ok { // parsed concurrently: keep one
-			e = prev
-		} else {
-			if len(c.templates) >= c.max {
-				for k := range c.templates { // evict one at random: bounded
-					delete(c.templates, k)
-					break
-				}
-			}
-			c.templates[key] = e
-		}
-		c.mu.Unlock()
-	}
-	if e.stmt == nil {
-		return nil, nil, false
-	}
-	return e.stmt, Literals(consts), true
-}
-
-// Stats returns the hit and miss counts of Parse and Template lookups.
+// Stats returns the hit and miss counts since the cache was made.
 func (c *Cache) Stats() (hits, misses uint64) {
 	return c.hits.Load(), c.misses.Load()
 }
@@ -165,4 +113,53 @@ func (c *Cache) moveToFront(e *cacheEntry) {
 	}
 	c.unlink(e)
 	c.pushFront(e)
+}
+
+// templateEntry caches the analysis of a stripped query; stmt is nil when
+// the template is not usable (it does not parse, holds several statements,
+// or is not SELECT/INSERT/UPDATE/DELETE).
+type templateEntry struct {
+	stmt *Statement
+}
+
+// Template returns the analysis of a query's stripped form (Strip) and its
+// constants, parsing the template once per shape; routing memoised on the
+// template is shared by every query of the shape. ok is false when the
+// query must take the full path. Lookups count as cache hits and misses.
+func (c *Cache) Template(sql string) (*Statement, Literals, bool) {
+	key, consts, ok := Strip(sql)
+	if !ok || len(consts) == 0 || len(key) > MaxCachedLen {
+		return nil, nil, false
+	}
+	c.mu.Lock()
+	if c.templates == nil {
+		c.templates = map[string]*templateEntry{}
+	}
+	e, hit := c.templates[key]
+	c.mu.Unlock()
+	if hit {
+		c.hits.Add(1)
+	} else {
+		c.misses.Add(1)
+		e = &templateEntry{}
+		if sts, err := Parse(key); err == nil && len(sts) == 1 {
+			switch sts[0].Kind {
+			case Select, Insert, Update, Delete:
+				e.stmt = sts[0]
+			}
+		}
+		c.mu.Lock()
+		if len(c.templates) >= c.max {
+			for k := range c.templates { // evict one at random: bounded
+				delete(c.templates, k)
+				break
+			}
+		}
+		c.templates[key] = e
+		c.mu.Unlock()
+	}
+	if e.stmt == nil {
+		return nil, nil, false
+	}
+	return e.stmt, Literals(consts), true
 }
