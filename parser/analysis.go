@@ -79,6 +79,9 @@ type Analysis struct {
 
 	filters [][]cond
 	targets []colref
+	// pulledInto is, per scope, the scope a plain subquery or CTE body was
+	// pulled up into (-1: none); its filters apply to the pulled tables.
+	pulledInto []int
 	// insertCols/insertSrc describe INSERT ... SELECT at the top level:
 	// the column list and the source's target expressions.
 	insertCols []string
@@ -140,9 +143,8 @@ func (a *Analysis) Restriction(occ int, column string) Pred {
 	o := a.Occurrences[occ]
 	k := ColumnKey{occ, column}
 	p := a.project(a.filters[o.Scope], k, 0)
-	// Filters of the levels a plain FROM subquery is pulled into apply too.
-	for s := o.Scope; s != o.Home && s >= 0; {
-		s = a.Scopes[s].Parent
+	// Filters of the levels a plain subquery or CTE is pulled into apply too.
+	for s := a.pulledInto[o.Scope]; s >= 0; s = a.pulledInto[s] {
 		p = simplify(Pred{Op: And, Kids: []Pred{p, a.project(a.filters[s], k, 0)}})
 	}
 	return p
@@ -214,9 +216,16 @@ func (s *Statement) Analyse(keyOf func(Table) string) *Analysis {
 	if keyOf == nil {
 		keyOf = func(Table) string { return "" }
 	}
-	b := &builder{a: &Analysis{}, keyOf: keyOf, sublinks: map[*pg.SubLink]int{}, visScope: -1}
+	b := &builder{a: &Analysis{}, keyOf: keyOf, sublinks: map[*pg.SubLink]int{}, visScope: -1, bodies: map[int]*pg.SelectStmt{}}
 	switch s.node.Node.(type) {
 	case *pg.Node_SelectStmt, *pg.Node_InsertStmt, *pg.Node_UpdateStmt, *pg.Node_DeleteStmt:
+		b.refs = map[string]int{}
+		visit(s.node.ProtoReflect(), func(m protoreflect.Message) bool {
+			if rv, ok := m.Interface().(*pg.RangeVar); ok && rv.Schemaname == "" {
+				b.refs[rv.Relname]++
+			}
+			return true
+		})
 		b.query(s.node, -1, TopScope, true)
 		// A safety net: every table reference in the tree must have been
 		// seen as a table or a CTE reference, or routing could miss it.
@@ -258,19 +267,25 @@ type builder struct {
 	// by USING may stand for several occurrences' columns.
 	using    []map[string]bool
 	names    []map[string]int // per scope: FROM item name -> occurrence, -1 for items that are not tables
-	ctes     []map[string]bool
+	ctes     []map[string]int // per scope: CTE name -> body scope when it can be pulled up, else -1
 	sublinks map[*pg.SubLink]int
 	// rangeVars counts the RangeVars taken as tables or CTE references.
 	rangeVars int
 	// exports per scope: for a plain subquery in FROM, its alias -> output
 	// column name -> the columns it copies (nil entry: ambiguous name).
 	exports []map[string]map[string][]int
+	// refs counts the unqualified table names of the statement, to find
+	// CTEs named once.
+	refs map[string]int
+	// bodies are the SELECTs of CTEs that can be pulled up, by body scope.
+	bodies map[int]*pg.SelectStmt
 }
 
 func (b *builder) newScope(kind ScopeKind, parent int, result bool) int {
 	b.a.Scopes = append(b.a.Scopes, Scope{Kind: kind, Parent: parent, Result: result})
 	b.a.filters = append(b.a.filters, nil)
 	b.a.targets = append(b.a.targets, colref{})
+	b.a.pulledInto = append(b.a.pulledInto, -1)
 	b.names = append(b.names, map[string]int{})
 	b.ctes = append(b.ctes, nil)
 	b.using = append(b.using, nil)
@@ -300,10 +315,10 @@ func (b *builder) with(w *pg.WithClause, s int) {
 	if w == nil {
 		return
 	}
-	b.ctes[s] = map[string]bool{}
+	b.ctes[s] = map[string]int{}
 	if w.Recursive {
 		for _, c := range w.Ctes {
-			b.ctes[s][c.GetCommonTableExpr().GetCtename()] = true
+			b.ctes[s][c.GetCommonTableExpr().GetCtename()] = -1
 		}
 	}
 	for _, c := range w.Ctes {
@@ -311,10 +326,18 @@ func (b *builder) with(w *pg.WithClause, s int) {
 		if cte == nil {
 			continue
 		}
+		body := -1
 		if cte.Ctequery != nil {
-			b.query(cte.Ctequery, s, CTEScope, false)
+			body = b.query(cte.Ctequery, s, CTEScope, false)
 		}
-		b.ctes[s][cte.Ctename] = true
+		// A plain SELECT named once in the statement is the same as a
+		// subquery written where it is used: it is pulled up there.
+		if w.Recursive || len(cte.Aliascolnames) > 0 || !plainSelect(cte.Ctequery.GetSelectStmt()) || b.refs[cte.Ctename] != 1 {
+			body = -1
+		} else {
+			b.bodies[body] = cte.Ctequery.GetSelectStmt()
+		}
+		b.ctes[s][cte.Ctename] = body
 	}
 }
 
@@ -491,13 +514,20 @@ func (b *builder) tableIn(rv *pg.RangeVar, s int, modify Kind, nullable bool) in
 	return i
 }
 
-func (b *builder) isCTE(s int, name string) bool {
+// cte reports whether name is a CTE visible from scope s, and its body
+// scope when the CTE can be pulled up (-1 otherwise).
+func (b *builder) cte(s int, name string) (int, bool) {
 	for ; s >= 0; s = b.a.Scopes[s].Parent {
-		if b.ctes[s][name] {
-			return true
+		if body, ok := b.ctes[s][name]; ok {
+			return body, true
 		}
 	}
-	return false
+	return -1, false
+}
+
+func (b *builder) isCTE(s int, name string) bool {
+	_, ok := b.cte(s, name)
+	return ok
 }
 
 // fromItem adds a FROM item to scope s and returns the occurrences under
@@ -506,6 +536,18 @@ func (b *builder) isCTE(s int, name string) bool {
 func (b *builder) fromItem(n *pg.Node, s int, filtering bool) []int {
 	switch x := n.Node.(type) {
 	case *pg.Node_RangeVar:
+		if rv := x.RangeVar; rv.Schemaname == "" {
+			if body, ok := b.cte(s, rv.Relname); ok && body >= 0 && b.a.pulledInto[body] < 0 {
+				b.rangeVars++
+				ref := rv.Relname
+				if rv.Alias != nil && rv.Alias.Aliasname != "" {
+					ref = rv.Alias.Aliasname
+				}
+				b.names[s][ref] = -1
+				renamed := rv.Alias != nil && len(rv.Alias.Colnames) > 0
+				return b.pullUp(body, s, ref, renamed, b.bodies[body], filtering)
+			}
+		}
 		if i := b.tableIn(x.RangeVar, s, 0, !filtering); i >= 0 {
 			return []int{i}
 		}
@@ -518,8 +560,8 @@ func (b *builder) fromItem(n *pg.Node, s int, filtering bool) []int {
 		if rs.Alias != nil {
 			b.names[s][rs.Alias.Aliasname] = -1
 		}
-		if child >= 0 && plainSelect(rs.Subquery.GetSelectStmt()) {
-			return b.pullUp(child, s, rs, filtering)
+		if child >= 0 && rs.Alias != nil && plainSelect(rs.Subquery.GetSelectStmt()) {
+			return b.pullUp(child, s, rs.Alias.Aliasname, len(rs.Alias.Colnames) > 0, rs.Subquery.GetSelectStmt(), filtering)
 		}
 	case *pg.Node_RangeFunction:
 		b.exprList(s, x.RangeFunction.Functions)
@@ -614,8 +656,9 @@ func plainSelect(sel *pg.SelectStmt) bool {
 // pullUp makes a plain FROM subquery's tables part of scope s: their Home
 // becomes s's home, and the subquery's output columns that copy a table's
 // shard key resolve to that table's column in s.
-func (b *builder) pullUp(child, s int, rs *pg.RangeSubselect, filtering bool) []int {
+func (b *builder) pullUp(child, s int, alias string, renamed bool, sel *pg.SelectStmt, filtering bool) []int {
 	home := s
+	b.a.pulledInto[child] = s
 	var occs []int
 	for i := range b.a.Occurrences {
 		o := &b.a.Occurrences[i]
@@ -625,7 +668,7 @@ func (b *builder) pullUp(child, s int, rs *pg.RangeSubselect, filtering bool) []
 			occs = append(occs, i)
 		}
 	}
-	if rs.Alias == nil || len(rs.Alias.Colnames) > 0 {
+	if renamed {
 		return occs // renamed columns: no exports, references stay unresolved
 	}
 	out := map[string][]int{}
@@ -641,7 +684,7 @@ func (b *builder) pullUp(child, s int, rs *pg.RangeSubselect, filtering bool) []
 			add(name, os)
 		}
 	}
-	for _, t := range rs.Subquery.GetSelectStmt().TargetList {
+	for _, t := range sel.TargetList {
 		rt := t.GetResTarget()
 		if rt == nil || rt.Val == nil {
 			continue
@@ -687,7 +730,7 @@ func (b *builder) pullUp(child, s int, rs *pg.RangeSubselect, filtering bool) []
 	if b.exports[s] == nil {
 		b.exports[s] = map[string]map[string][]int{}
 	}
-	b.exports[s][rs.Alias.Aliasname] = out
+	b.exports[s][alias] = out
 	return occs
 }
 

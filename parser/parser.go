@@ -73,7 +73,14 @@ type Statement struct {
 
 	node    *pg.Node
 	version int32
-	memo    atomic.Pointer[[]memoEntry]
+	params  bool
+	// memo is shared by copies of the statement (WithSQL): they have the
+	// same tree, so the same derived data.
+	memo *memoBox
+}
+
+type memoBox struct {
+	p atomic.Pointer[[]memoEntry]
 }
 
 // Hint is a `key: value` comment: `/* shard: s2 */` or `/* user_id: 42 */`.
@@ -94,7 +101,10 @@ const memoSlots = 4
 // cache is analysed once. Safe for concurrent use; build may run more than
 // once when callers race, and only one result is kept.
 func (s *Statement) Memo(key any, build func() any) any {
-	old := s.memo.Load()
+	if s.memo == nil {
+		return build() // a statement not made by Parse: nothing to keep it in
+	}
+	old := s.memo.p.Load()
 	if old != nil {
 		for _, e := range *old {
 			if e.key == key {
@@ -117,10 +127,10 @@ func (s *Statement) Memo(key any, build func() any) any {
 			next = next[1:]
 		}
 		next = append(next, memoEntry{key, v})
-		if s.memo.CompareAndSwap(old, &next) {
+		if s.memo.p.CompareAndSwap(old, &next) {
 			return v
 		}
-		old = s.memo.Load()
+		old = s.memo.p.Load()
 	}
 }
 
@@ -166,6 +176,7 @@ func Parse(sql string) ([]*Statement, error) {
 		st := analyse(text, raw.Stmt)
 		for x := st; x != nil; x = x.Inner {
 			x.version = tree.Version
+			x.memo = &memoBox{}
 		}
 		for _, c := range comments {
 			if c.start >= start && c.start < end {
@@ -303,7 +314,7 @@ func analyse(sql string, n *pg.Node) *Statement {
 	}
 	if s.Kind != Transaction && s.Kind != Set && s.Kind != Show {
 		var modifies bool
-		s.Tables, modifies = collectTables(n)
+		s.Tables, modifies, s.params = collectTables(n)
 		if s.Kind == Select && modifies {
 			s.Writes = true
 		}
@@ -314,7 +325,7 @@ func analyse(sql string, n *pg.Node) *Statement {
 
 // collectTables walks the whole tree for RangeVars, leaving out names that
 // refer to CTEs of the statement, and reports data-modifying CTEs.
-func collectTables(n *pg.Node) (tables []Table, modifyingCTE bool) {
+func collectTables(n *pg.Node) (tables []Table, modifyingCTE, params bool) {
 	ctes := map[string]bool{}
 	seen := map[Table]bool{}
 	walk(n.ProtoReflect(), func(m protoreflect.Message) {
@@ -333,6 +344,8 @@ func collectTables(n *pg.Node) (tables []Table, modifyingCTE bool) {
 				seen[t] = true
 				tables = append(tables, t)
 			}
+		case *pg.ParamRef:
+			params = true
 		}
 	})
 	kept := tables[:0]
@@ -342,8 +355,11 @@ func collectTables(n *pg.Node) (tables []Table, modifyingCTE bool) {
 		}
 		kept = append(kept, t)
 	}
-	return kept, modifyingCTE
+	return kept, modifyingCTE, params
 }
+
+// HasParams reports whether the statement has $n parameters.
+func (s *Statement) HasParams() bool { return s.params }
 
 // walk calls fn on m and every message below it.
 func walk(m protoreflect.Message, fn func(protoreflect.Message)) {

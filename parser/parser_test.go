@@ -175,6 +175,10 @@ func TestRestriction(t *testing.T) {
 		{"SELECT * FROM (SELECT user_id AS u FROM orders) x WHERE x.u = 3", 0, "any"},
 		{"SELECT * FROM (SELECT *, status AS user_id FROM orders) x WHERE x.user_id = 3", 0, "any"},
 		{"SELECT * FROM (SELECT * FROM orders LIMIT 1) x WHERE x.user_id = 3", 0, "any"},
+		// So are plain CTEs named once.
+		{"WITH x AS (SELECT * FROM orders WHERE user_id > 0) SELECT * FROM x WHERE x.user_id = 3", 0, "(> 0 AND = 3)"},
+		{"WITH x AS (SELECT * FROM orders) SELECT * FROM x, x y WHERE x.user_id = 3", 0, "any"},
+		{"WITH x AS (SELECT * FROM orders), y AS (SELECT * FROM x WHERE user_id = 3) SELECT * FROM y WHERE user_id IN (3, 4)", 0, "(= 3 AND = 3,4)"},
 	}
 	for _, c := range cases {
 		a := parseOne(t, c.sql).Analyse(keys)

@@ -106,8 +106,10 @@ type compiled struct {
 	static *Plan        // the plan, when it needs no parameters
 	err    *Unsupported // a refusal that needs no parameters
 	any    bool         // any one shard, round robin
-	write  bool
-	eval   func(params Params) (*Plan, error)
+	// reference is set with any for reads of reference tables only.
+	reference bool
+	write     bool
+	eval      func(params Params) (*Plan, error)
 	// hint is the statement's own hint comment, resolved.
 	hint *hintRoute
 	// insertTo is set for an INSERT into a sharded table: under a shard
@@ -124,7 +126,11 @@ func (c *compiled) route(r *Router, params Params) (*Plan, error) {
 		return &p, nil
 	case c.any:
 		i := int(r.rr.Add(1)-1) % len(r.topo.Shards)
-		return &Plan{Shards: r.singles[i], Any: true, Write: c.write, Reason: "no sharded table: any shard", names: r.names}, nil
+		why := "no table: any shard"
+		if c.reference {
+			why = "reference table read: any shard"
+		}
+		return &Plan{Shards: r.singles[i], Any: true, Write: c.write, Reason: why, names: r.names}, nil
 	}
 	p, err := c.eval(params)
 	if err != nil {
@@ -152,9 +158,14 @@ func (r *Router) compile(st *parser.Statement) *compiled {
 	return c
 }
 
-// usesParams reports whether the statement has $n parameters; a cheap
-// textual check (a false positive only costs the static shortcut).
-func usesParams(st *parser.Statement) bool { return strings.Contains(st.SQL, "$") }
+// usesParams reports whether the statement (or the one it explains) has
+// $n parameters.
+func usesParams(st *parser.Statement) bool {
+	if st.Kind == parser.Explain && st.Inner != nil {
+		return usesParams(st.Inner)
+	}
+	return st.HasParams()
+}
 
 func (r *Router) fixed(shards []int, write bool, reason string) *compiled {
 	return &compiled{static: &Plan{Shards: shards, Write: write, Reason: reason, names: r.names}, write: write}
@@ -263,7 +274,7 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 			// SELECT ... FOR UPDATE: lock one copy, always the same one.
 			return r.fixed([]int{r.topo.Default}, true, "locking read of reference tables: default shard")
 		case len(reference) > 0:
-			return &compiled{any: true}
+			return &compiled{any: true, reference: true}
 		}
 		return &compiled{any: true, write: st.Writes}
 	}
@@ -293,10 +304,7 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 	if st.Kind == parser.Insert {
 		return r.compileInsert(st, a, sharded)
 	}
-	g, u := r.groups(a, sharded)
-	if u != nil {
-		return &compiled{err: u}
-	}
+	g := r.groups(a, sharded)
 	var sh parser.Shape
 	isSelect := st.Kind == parser.Select
 	var byKey bool
@@ -399,7 +407,7 @@ type grouping struct {
 	bare bool
 }
 
-func (r *Router) groups(a *parser.Analysis, sharded []occ) (*grouping, *Unsupported) {
+func (r *Router) groups(a *parser.Analysis, sharded []occ) *grouping {
 	idx := map[int]int{} // occurrence -> position in sharded
 	for i, o := range sharded {
 		idx[o.i] = i
@@ -475,7 +483,7 @@ func (r *Router) groups(a *parser.Analysis, sharded []occ) (*grouping, *Unsuppor
 			}
 			c.single = append(c.single, one)
 		}
-		c.none = fmt.Sprintf("%s%s: no usable %s predicate", prefix, c.members[0].t.Name, c.members[0].t.Key)
+		c.none = fmt.Sprintf("%s%s: no usable %s predicate", prefix, c.restrict[0].t.Name, c.restrict[0].t.Key)
 	}
 	for _, c := range order {
 		if c.result && perScope[c.root] == 1 {
@@ -489,7 +497,7 @@ func (r *Router) groups(a *parser.Analysis, sharded []occ) (*grouping, *Unsuppor
 			g.bare = true
 		}
 	}
-	return g, nil
+	return g
 }
 
 // colocated reports whether equal keys of two tables are on one shard.
@@ -517,7 +525,7 @@ func colocated(a, b *Table) bool {
 
 // restriction evaluates a component: the intersection of what the filters
 // of its root members say about their keys.
-func (r *Router) restriction(a *parser.Analysis, c *component, params Params) (shardSet, string) {
+func (r *Router) restriction(c *component, params Params) (shardSet, string) {
 	s, j := r.restrictionOf(c, params)
 	if j < 0 {
 		return nil, c.none
@@ -567,7 +575,7 @@ func (r *Router) place(a *parser.Analysis, g *grouping, params Params) (shardSet
 	var target shardSet = shardSet{}
 	var whys []string
 	for _, c := range g.result {
-		s, why := r.restriction(a, c, params)
+		s, why := r.restriction(c, params)
 		whys = append(whys, why)
 		if s == nil {
 			target = nil
@@ -584,7 +592,7 @@ func (r *Router) place(a *parser.Analysis, g *grouping, params Params) (shardSet
 	var pinWhy []string
 	var pinName string
 	for _, c := range g.pinned {
-		s, why := r.restriction(a, c, params)
+		s, why := r.restriction(c, params)
 		switch {
 		case s == nil || len(s) > 1:
 			return nil, "", r.refusePinned(c, s)
@@ -724,10 +732,7 @@ func (r *Router) compileInsert(st *parser.Statement, a *parser.Analysis, sharded
 	t := tgt.t
 	var g *grouping
 	if len(rest) > 0 {
-		var u *Unsupported
-		if g, u = r.groups(a, rest); u != nil {
-			return &compiled{err: u}
-		}
+		g = r.groups(a, rest)
 		// Every part of the source must stay on the row's shard.
 		g.pinned = append(g.pinned, g.result...)
 		g.result = nil
