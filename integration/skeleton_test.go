@@ -400,3 +400,33 @@ func TestRoutingHints(t *testing.T) {
 		t.Fatalf("after the transaction: %d", got)
 	}
 }
+
+// TestReferenceWritesAnswerOnce: a write to a reference table runs on every
+// shard, but the client sees one copy's answer, in both protocols.
+func TestReferenceWritesAnswerOnce(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		c := connectMode(t, mode)
+		id := int64(9100)
+		if mode != pgx.QueryExecModeSimpleProtocol {
+			id = 9200
+		}
+		tag, err := c.Exec(ctx, "INSERT INTO restaurants (id, name, city, cuisine) VALUES ($1, 'Uno', 'Vigo', 'tapas')", id)
+		if err != nil || tag.String() != "INSERT 0 1" {
+			t.Fatalf("%v: insert tag %q %v", mode, tag, err)
+		}
+		rows, err := c.Query(ctx, "UPDATE restaurants SET rating = 4.5 WHERE id = $1 RETURNING id", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil || len(ids) != 1 || rows.CommandTag().String() != "UPDATE 1" {
+			t.Fatalf("%v: RETURNING %v tag %q %v", mode, ids, rows.CommandTag(), err)
+		}
+		for i := 0; i < nShards; i++ {
+			if shardInt(t, i, "SELECT count(*) FROM restaurants WHERE id = $1 AND rating = 4.5", id) != 1 {
+				t.Fatalf("%v: copy on shard %d not updated", mode, i)
+			}
+		}
+	}
+}

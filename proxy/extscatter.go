@@ -169,6 +169,9 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 					}
 					continue
 				}
+				if plan.Replicated && i > 0 {
+					continue // every copy returns the same rows: one shard's answer
+				}
 				s.out = append(s.out, raw...)
 				if len(s.out) >= flushAt {
 					if err := s.flush(); err != nil {
@@ -181,7 +184,9 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 				}
 			case 'C':
 				tags = append(tags, commandTag(body))
-				s.q.tag(body)
+				if !plan.Replicated || i == 0 {
+					s.q.tag(body)
+				}
 			case 'I':
 				empty = true
 			case 'E':
@@ -218,6 +223,8 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 		}
 		s.out = appendMsg(s.out, &pgproto3.DataRow{Values: row})
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+	case plan.Replicated:
+		s.out = appendMsg(s.out, s.replicatedTag(tags, bs))
 	default:
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(fanout.SumTags(tags))})
 	}

@@ -747,7 +747,7 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, text string
 								aggCols = append(aggCols, fanout.Column{Func: plan.Aggs[j].Func, Type: f.DataTypeOID})
 							}
 						}
-					} else if firstErr == nil {
+					} else if firstErr == nil && (!plan.Replicated || i == 0) {
 						s.out = append(s.out, raw...)
 					}
 				} else if !bytes.Equal(raw, rowDesc) && firstErr == nil {
@@ -772,6 +772,9 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, text string
 					}
 					continue
 				}
+				if plan.Replicated && i > 0 {
+					continue // every copy returns the same rows: one shard's answer
+				}
 				s.out = append(s.out, raw...)
 				if len(s.out) >= flushAt {
 					if err := s.flush(); err != nil {
@@ -784,7 +787,9 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, text string
 				}
 			case 'C':
 				tags = append(tags, commandTag(body))
-				s.q.tag(body)
+				if !plan.Replicated || i == 0 {
+					s.q.tag(body)
+				}
 			case 'I':
 				empty = true
 			case 'E':
@@ -828,10 +833,31 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, text string
 		s.out = append(s.out, rowDesc...)
 		s.out = appendMsg(s.out, &pgproto3.DataRow{Values: row})
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+	case plan.Replicated:
+		s.out = appendMsg(s.out, s.replicatedTag(tags, bs))
 	default:
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(fanout.SumTags(tags))})
 	}
 	return nil
+}
+
+// replicatedTag answers a write to a reference table with one copy's
+// command tag (every shard applied the same change), warning when the
+// copies reported different counts: they have drifted apart.
+func (s *session) replicatedTag(tags []string, bs []*backend) *pgproto3.CommandComplete {
+	for i, t := range tags {
+		if t != tags[0] && i < len(bs) {
+			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
+				Code: pgerrcode.DataException, Message: fmt.Sprintf("reference table copies differ: shard %s reported %q, shard %s %q",
+					bs[0].pool.name, tags[0], bs[i].pool.name, t)})
+			break
+		}
+	}
+	tag := ""
+	if len(tags) > 0 {
+		tag = tags[0]
+	}
+	return &pgproto3.CommandComplete{CommandTag: []byte(tag)}
 }
 
 // multi runs a query string of several statements. Postgres runs such a
