@@ -287,19 +287,10 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 		if err := s.extRelease(); err != nil {
 			return nil, err
 		}
-		b, err := s.lease(ctx, plan.Shards[0])
+		b, err := s.pin(ctx, plan.Shards[0])
 		if err != nil {
 			return nil, err
 		}
-		for _, q := range s.txPrelude {
-			if err := s.quiet(b, q); err != nil {
-				b.broken = true
-				s.release(b)
-				return nil, err
-			}
-		}
-		b.dirty = true
-		s.tx = b
 		s.useBackend(b)
 		return b, nil
 	}

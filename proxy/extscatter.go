@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
 
@@ -105,6 +106,7 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 		}
 		bs = append(bs, b)
 	}
+	sent := time.Now()
 	for i, b := range bs {
 		var buf []byte
 		buf = s.prepareOn(b, p.ps, buf)
@@ -121,112 +123,16 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 			return &shardError{shard: b.pool.name, err: err}
 		}
 	}
-	var (
-		rowDesc  []byte
-		fields   []pgproto3.FieldDescription
-		tags     []string
-		firstErr []byte
-		aggRows  [][][]byte
-		empty    bool
-	)
-	for i, b := range bs {
-		for done := false; !done; {
-			typ, body, raw, err := b.rd.next()
-			if err != nil {
-				b.broken = true
-				for _, o := range bs[i+1:] {
-					o.broken = true
-				}
-				return &shardError{shard: b.pool.name, err: err}
-			}
-			switch typ {
-			case 'T':
-				if rowDesc == nil {
-					rowDesc = bytes.Clone(raw)
-					var rd pgproto3.RowDescription
-					if rd.Decode(body) == nil {
-						fields = append([]pgproto3.FieldDescription(nil), rd.Fields...)
-					}
-				} else if !bytes.Equal(raw, rowDesc) && firstErr == nil {
-					firstErr = appendMsg(nil, errorResponse(&pgError{code: pgerrcode.InternalError,
-						msg:  "shard " + b.pool.name + " returned different columns than shard " + bs[0].pool.name,
-						hint: "The table definitions differ between shards."}))
-				}
-			case 'D':
-				if firstErr != nil {
-					continue
-				}
-				if plan.Aggs != nil {
-					var dr pgproto3.DataRow
-					if dr.Decode(body) == nil {
-						row := make([][]byte, len(dr.Values))
-						for j, v := range dr.Values {
-							if v != nil {
-								row[j] = bytes.Clone(v)
-							}
-						}
-						aggRows = append(aggRows, row)
-					}
-					continue
-				}
-				if plan.Replicated && i > 0 {
-					continue // every copy returns the same rows: one shard's answer
-				}
-				s.out = append(s.out, raw...)
-				if len(s.out) >= flushAt {
-					if err := s.flush(); err != nil {
-						for _, o := range bs {
-							o.broken = true
-							go o.cancel()
-						}
-						return err
-					}
-				}
-			case 'C':
-				tags = append(tags, commandTag(body))
-				if !plan.Replicated || i == 0 {
-					s.q.tag(body)
-				}
-			case 'I':
-				empty = true
-			case 'E':
-				if firstErr == nil {
-					firstErr = bytes.Clone(raw)
-					for _, o := range bs[i+1:] {
-						go o.cancel()
-					}
-				}
-			case 'N':
-				if i == 0 {
-					s.out = append(s.out, raw...)
-				}
-			case 'S':
-				b.dirty = true
-			case 'Z':
-				b.txStatus = body[0]
-				done = true
-			}
-		}
+	m, shardErr, err := s.gather(bs, plan, sent, false)
+	if err != nil {
+		return err
 	}
-	switch {
-	case firstErr != nil:
-		s.out = append(s.out, firstErr...)
+	if shardErr != nil {
+		return shardErr
+	}
+	if err := s.answer(m, plan, bs, false); err != nil {
+		s.fail(err)
 		s.x.errored = true
-	case empty:
-		s.out = append(s.out, 'I', 0, 0, 0, 4)
-	case plan.Aggs != nil:
-		row, err := s.combine(plan.Aggs, fields, aggRows)
-		if err != nil {
-			s.fail(err)
-			s.x.errored = true
-			return nil
-		}
-		s.out = appendMsg(s.out, &pgproto3.DataRow{Values: row})
-		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
-	case plan.Replicated:
-		s.out = appendMsg(s.out, s.replicatedTag(tags, bs))
-	default:
-		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(fanout.SumTags(tags))})
 	}
 	return nil
 }

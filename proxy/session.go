@@ -656,22 +656,31 @@ func (s *session) inTransaction(ctx context.Context, st *parser.Statement, sql s
 			"Run it outside the transaction, or add a shard key predicate."))
 		return nil
 	}
-	b, err := s.lease(ctx, plan.Shards[0])
-	if err != nil {
+	if _, err := s.pin(ctx, plan.Shards[0]); err != nil {
 		s.fail(err)
 		return nil
+	}
+	return s.execTx(sql)
+}
+
+// pin binds the open transaction to a backend of shard: it leases one and
+// replays what the transaction said before its first routed statement
+// (BEGIN with its options, SAVEPOINTs, SET LOCALs).
+func (s *session) pin(ctx context.Context, shard int) (*backend, error) {
+	b, err := s.lease(ctx, shard)
+	if err != nil {
+		return nil, err
 	}
 	for _, q := range s.txPrelude {
 		if err := s.quiet(b, q); err != nil {
 			b.broken = true
 			s.release(b)
-			s.fail(err)
-			return nil
+			return nil, err
 		}
 	}
 	b.dirty = true
 	s.tx = b
-	return s.execTx(sql)
+	return b, nil
 }
 
 func (s *session) shardNames(idx []int) string {
@@ -717,14 +726,37 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, text string
 			return nil
 		}
 	}
-	var (
-		rowDesc  []byte
-		tags     []string
-		firstErr []byte
-		aggRows  [][][]byte
-		aggCols  []fanout.Column
-		empty    bool
-	)
+	m, shardErr, err := s.gather(bs, plan, sent, true)
+	if err != nil {
+		return err
+	}
+	if shardErr != nil {
+		s.fail(shardErr)
+		return nil
+	}
+	if err := s.answer(m, plan, bs, true); err != nil {
+		s.fail(err)
+	}
+	return nil
+}
+
+// gathered is what gather collected from the shards of a scatter.
+type gathered struct {
+	rowDesc  []byte                      // the first shard's RowDescription, raw
+	fields   []pgproto3.FieldDescription // decoded, for aggregates
+	tags     []string                    // each shard's CommandComplete tag
+	firstErr []byte                      // the first ErrorResponse, raw
+	aggRows  [][][]byte                  // one row of partial aggregates per shard
+	empty    bool                        // EmptyQueryResponse
+}
+
+// gather reads every shard's reply in turn (the shards work in parallel;
+// memory stays bounded by one message): rows are relayed as they come, or
+// kept for the aggregate combiner; RowDescriptions must agree; the first
+// error stops the other shards. withRowDesc relays the first RowDescription
+// (the simple protocol; in the extended one Describe did). shardErr is a
+// shard lost mid-reply; err means the client is gone.
+func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withRowDesc bool) (m gathered, shardErr, err error) {
 	for i, b := range bs {
 		for done := false; !done; {
 			typ, body, raw, err := b.rd.next()
@@ -733,42 +765,38 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, text string
 				for _, o := range bs[i+1:] {
 					o.broken = true
 				}
-				s.fail(&shardError{shard: b.pool.name, err: err})
-				return nil
+				return m, &shardError{shard: b.pool.name, err: err}, nil
 			}
 			switch typ {
 			case 'T':
-				if rowDesc == nil {
-					rowDesc = bytes.Clone(raw)
-					if plan.Aggs != nil {
-						var rd pgproto3.RowDescription
-						if err := rd.Decode(body); err == nil && len(rd.Fields) == len(plan.Aggs) {
-							for j, f := range rd.Fields {
-								aggCols = append(aggCols, fanout.Column{Func: plan.Aggs[j].Func, Type: f.DataTypeOID})
-							}
-						}
-					} else if firstErr == nil && (!plan.Replicated || i == 0) {
+				if m.rowDesc == nil {
+					m.rowDesc = bytes.Clone(raw)
+					var rd pgproto3.RowDescription
+					if rd.Decode(body) == nil {
+						m.fields = append([]pgproto3.FieldDescription(nil), rd.Fields...)
+					}
+					if withRowDesc && plan.Aggs == nil && m.firstErr == nil {
 						s.out = append(s.out, raw...)
 					}
-				} else if !bytes.Equal(raw, rowDesc) && firstErr == nil {
-					firstErr = appendMsg(nil, errorResponse(&pgError{code: pgerrcode.InternalError,
+				} else if !bytes.Equal(raw, m.rowDesc) && m.firstErr == nil {
+					m.firstErr = appendMsg(nil, errorResponse(&pgError{code: pgerrcode.InternalError,
 						msg:  fmt.Sprintf("shard %s returned different columns than shard %s", b.pool.name, bs[0].pool.name),
 						hint: "The table definitions differ between shards."}))
 				}
 			case 'D':
-				if firstErr != nil {
+				if m.firstErr != nil {
 					continue
 				}
 				if plan.Aggs != nil {
 					var dr pgproto3.DataRow
-					if err := dr.Decode(body); err == nil {
+					if dr.Decode(body) == nil {
 						row := make([][]byte, len(dr.Values))
 						for j, v := range dr.Values {
 							if v != nil {
 								row[j] = bytes.Clone(v)
 							}
 						}
-						aggRows = append(aggRows, row)
+						m.aggRows = append(m.aggRows, row)
 					}
 					continue
 				}
@@ -780,23 +808,23 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, text string
 					if err := s.flush(); err != nil {
 						for _, o := range bs {
 							o.broken = true
-							o.cancel()
+							go o.cancel()
 						}
-						return err
+						return m, nil, err
 					}
 				}
 			case 'C':
-				tags = append(tags, commandTag(body))
+				m.tags = append(m.tags, commandTag(body))
 				if !plan.Replicated || i == 0 {
 					s.q.tag(body)
 				}
 			case 'I':
-				empty = true
+				m.empty = true
 			case 'E':
 				s.q.shardFailed(body)
-				if firstErr == nil {
-					firstErr = bytes.Clone(raw)
-					// Stop the others; their replies are drained below.
+				if m.firstErr == nil {
+					m.firstErr = bytes.Clone(raw)
+					// Stop the others; their replies are drained here.
 					for _, o := range bs[i+1:] {
 						go o.cancel()
 					}
@@ -815,28 +843,35 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, text string
 			}
 		}
 	}
+	return m, nil, nil
+}
+
+// answer ends a gathered reply: the first error, or the combined
+// aggregates (with their RowDescription when withRowDesc), or one copy's tag
+// for a replicated write, or the summed tags. An error is for the client.
+func (s *session) answer(m gathered, plan *router.Plan, bs []*backend, withRowDesc bool) error {
 	switch {
-	case firstErr != nil:
-		s.out = append(s.out, firstErr...)
-	case empty:
+	case m.firstErr != nil:
+		s.out = append(s.out, m.firstErr...)
+		if s.x != nil {
+			s.x.errored = true
+		}
+	case m.empty:
 		s.out = append(s.out, 'I', 0, 0, 0, 4)
 	case plan.Aggs != nil:
-		if aggCols == nil {
-			s.fail(&pgError{code: pgerrcode.InternalError, msg: "aggregate shape mismatch between plan and shard reply"})
-			return nil
-		}
-		row, err := fanout.Aggregate(aggCols, aggRows, s.srv.textByteOrder)
+		row, err := s.combine(plan.Aggs, m.fields, m.aggRows)
 		if err != nil {
-			s.fail(err)
-			return nil
+			return err
 		}
-		s.out = append(s.out, rowDesc...)
+		if withRowDesc {
+			s.out = append(s.out, m.rowDesc...)
+		}
 		s.out = appendMsg(s.out, &pgproto3.DataRow{Values: row})
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
 	case plan.Replicated:
-		s.out = appendMsg(s.out, s.replicatedTag(tags, bs))
+		s.out = appendMsg(s.out, s.replicatedTag(m.tags, bs))
 	default:
-		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(fanout.SumTags(tags))})
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(fanout.SumTags(m.tags))})
 	}
 	return nil
 }
@@ -921,23 +956,17 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 	if target < 0 {
 		target = s.srv.router.Topology().Default
 	}
+	if s.status == 'T' {
+		if _, err := s.pin(ctx, target); err != nil {
+			s.fail(err)
+			return nil
+		}
+		return s.execTx(sql)
+	}
 	b, err := s.lease(ctx, target)
 	if err != nil {
 		s.fail(err)
 		return nil
-	}
-	if s.status == 'T' {
-		for _, q := range s.txPrelude {
-			if err := s.quiet(b, q); err != nil {
-				b.broken = true
-				s.release(b)
-				s.fail(err)
-				return nil
-			}
-		}
-		b.dirty = true
-		s.tx = b
-		return s.execTx(sql)
 	}
 	if err := s.exec(b, sql, false); err != nil {
 		s.release(b)
