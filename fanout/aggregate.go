@@ -188,7 +188,7 @@ func extreme(typ uint32, vals [][]byte, max, textByteOrder bool) ([]byte, error)
 	if len(vals) == 0 {
 		return nil, nil
 	}
-	cmp, err := comparator(typ, textByteOrder)
+	cmp, err := Comparator(typ, textByteOrder)
 	if err != nil {
 		return nil, err
 	}
@@ -205,8 +205,10 @@ func extreme(typ uint32, vals [][]byte, max, textByteOrder bool) ([]byte, error)
 	return best, nil
 }
 
-// comparator returns a text-format comparison for typ.
-func comparator(typ uint32, textByteOrder bool) (func(a, b []byte) (int, error), error) {
+// Comparator returns the ordering of typ's text format, as Postgres orders
+// the type (NaN above every number; text in byte order, which is right only
+// under collation C, so textByteOrder must say the shards use it).
+func Comparator(typ uint32, textByteOrder bool) (func(a, b []byte) (int, error), error) {
 	switch typ {
 	case Int2OID, Int4OID, Int8OID, OIDOID:
 		return func(a, b []byte) (int, error) {

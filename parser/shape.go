@@ -23,6 +23,21 @@ type Shape struct {
 	Aggs []Agg
 	// Subquery is true when a target or the filter holds a subquery.
 	Subquery bool
+	// Sort is the ORDER BY of a plain (not set-operation) SELECT, each key
+	// resolved to an output column; SortOK is false when some key is not
+	// an output column (an expression, a column not selected, SELECT *).
+	Sort   []SortKey
+	SortOK bool
+	// LimitCount is the LIMIT's value (a literal or a parameter); nil for
+	// no LIMIT or LIMIT ALL.
+	LimitCount *Value
+}
+
+// SortKey is one ORDER BY key: an output column and its direction.
+type SortKey struct {
+	Column     int // 0-based index in the result's columns
+	Desc       bool
+	NullsFirst bool
 }
 
 // Agg is one aggregate target.
@@ -126,7 +141,101 @@ func (s *Statement) Shape() (Shape, bool) {
 	if allAggs {
 		sh.Aggs = aggs
 	}
+	if sel.Op == pg.SetOperation_SETOP_NONE {
+		sh.Sort, sh.SortOK = sortKeys(sel)
+		if sel.LimitCount != nil {
+			if v, ok := valueOf(sel.LimitCount); ok && !v.Null {
+				sh.LimitCount = &v
+			} else if !ok {
+				sh.LimitCount = &Value{} // an expression: unknown
+			}
+		}
+	}
 	return sh, true
+}
+
+// sortKeys resolves ORDER BY keys to output columns the way Postgres
+// does: an ordinal, an output column name (alias or column name), or the
+// same column reference as a select-list entry.
+func sortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
+	if len(sel.SortClause) == 0 {
+		return nil, true
+	}
+	var outs []string   // output column names
+	var refs [][]string // select-list column references, as written
+	for _, t := range sel.TargetList {
+		rt := t.GetResTarget()
+		if rt == nil || rt.Val == nil {
+			return nil, false
+		}
+		var ref []string
+		if c := rt.Val.GetColumnRef(); c != nil {
+			for _, f := range c.Fields {
+				if f.GetAStar() != nil {
+					return nil, false // SELECT *: output columns unknown here
+				}
+			}
+			ref = names(c.Fields)
+		}
+		name := rt.Name
+		if name == "" && len(ref) > 0 {
+			name = ref[len(ref)-1]
+		}
+		outs = append(outs, name)
+		refs = append(refs, ref)
+	}
+	keys := make([]SortKey, 0, len(sel.SortClause))
+	for _, n := range sel.SortClause {
+		sb := n.GetSortBy()
+		if sb == nil || sb.SortbyDir == pg.SortByDir_SORTBY_USING {
+			return nil, false
+		}
+		col := -1
+		switch {
+		case sb.Node.GetAConst() != nil && sb.Node.GetAConst().GetIval() != nil:
+			k := int(sb.Node.GetAConst().GetIval().Ival)
+			if k < 1 || k > len(outs) {
+				return nil, false
+			}
+			col = k - 1
+		case sb.Node.GetColumnRef() != nil:
+			ref := names(sb.Node.GetColumnRef().Fields)
+			for i := range outs {
+				if (len(ref) == 1 && outs[i] == ref[0]) || equalStrings(refs[i], ref) {
+					if col >= 0 && col != i {
+						return nil, false // ambiguous: let one Postgres say so
+					}
+					col = i
+				}
+			}
+		}
+		if col < 0 {
+			return nil, false
+		}
+		k := SortKey{Column: col, Desc: sb.SortbyDir == pg.SortByDir_SORTBY_DESC}
+		switch sb.SortbyNulls {
+		case pg.SortByNulls_SORTBY_NULLS_FIRST:
+			k.NullsFirst = true
+		case pg.SortByNulls_SORTBY_NULLS_LAST:
+			k.NullsFirst = false
+		default:
+			k.NullsFirst = k.Desc // Postgres: NULLs sort as larger than any value
+		}
+		keys = append(keys, k)
+	}
+	return keys, true
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) || len(a) == 0 {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func mergeShape(dst *Shape, src Shape) {

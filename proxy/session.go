@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -748,32 +749,42 @@ type gathered struct {
 	firstErr []byte                      // the first ErrorResponse, raw
 	aggRows  [][][]byte                  // one row of partial aggregates per shard
 	empty    bool                        // EmptyQueryResponse
+	rows     int64                       // rows relayed to the client
 }
 
-// gather reads every shard's reply in turn (the shards work in parallel;
-// memory stays bounded by one message): rows are relayed as they come, or
-// kept for the aggregate combiner; RowDescriptions must agree; the first
-// error stops the other shards. withRowDesc relays the first RowDescription
-// (the simple protocol; in the extended one Describe did). shardErr is a
-// shard lost mid-reply; err means the client is gone.
+// gather reads every shard's reply (the shards work in parallel; memory
+// stays bounded by one message per shard): rows are relayed as they come,
+// or in order with a k-way merge of the shards' sorted streams (plan.Sort),
+// up to plan.Limit rows, or kept for the aggregate combiner;
+// RowDescriptions must agree; the first error stops the other shards.
+// withRowDesc relays the first RowDescription (the simple protocol; in the
+// extended one Describe did). shardErr is a shard lost mid-reply; err means
+// the client is gone.
 func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withRowDesc bool) (m gathered, shardErr, err error) {
-	for i, b := range bs {
-		for done := false; !done; {
+	// step reads shard i up to its next DataRow and returns that frame
+	// (valid until shard i is read again), handling every other message;
+	// nil once the shard reached ReadyForQuery.
+	step := func(i int) (raw, body []byte, shardErr error) {
+		b := bs[i]
+		for {
 			typ, body, raw, err := b.rd.next()
 			if err != nil {
 				b.broken = true
-				for _, o := range bs[i+1:] {
+				for _, o := range bs {
 					o.broken = true
 				}
-				return m, &shardError{shard: b.pool.name, err: err}, nil
+				return nil, nil, &shardError{shard: b.pool.name, err: err}
 			}
 			switch typ {
+			case 'D':
+				return raw, body, nil
 			case 'T':
 				if m.rowDesc == nil {
 					m.rowDesc = bytes.Clone(raw)
+					// Decode the copy: field names alias the decoded bytes.
 					var rd pgproto3.RowDescription
-					if rd.Decode(body) == nil {
-						m.fields = append([]pgproto3.FieldDescription(nil), rd.Fields...)
+					if rd.Decode(m.rowDesc[5:]) == nil {
+						m.fields = rd.Fields
 					}
 					if withRowDesc && plan.Aggs == nil && m.firstErr == nil {
 						s.out = append(s.out, raw...)
@@ -782,36 +793,6 @@ func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withR
 					m.firstErr = appendMsg(nil, errorResponse(&pgError{code: pgerrcode.InternalError,
 						msg:  fmt.Sprintf("shard %s returned different columns than shard %s", b.pool.name, bs[0].pool.name),
 						hint: "The table definitions differ between shards."}))
-				}
-			case 'D':
-				if m.firstErr != nil {
-					continue
-				}
-				if plan.Aggs != nil {
-					var dr pgproto3.DataRow
-					if dr.Decode(body) == nil {
-						row := make([][]byte, len(dr.Values))
-						for j, v := range dr.Values {
-							if v != nil {
-								row[j] = bytes.Clone(v)
-							}
-						}
-						m.aggRows = append(m.aggRows, row)
-					}
-					continue
-				}
-				if plan.Replicated && i > 0 {
-					continue // every copy returns the same rows: one shard's answer
-				}
-				s.out = append(s.out, raw...)
-				if len(s.out) >= flushAt {
-					if err := s.flush(); err != nil {
-						for _, o := range bs {
-							o.broken = true
-							go o.cancel()
-						}
-						return m, nil, err
-					}
 				}
 			case 'C':
 				m.tags = append(m.tags, commandTag(body))
@@ -825,8 +806,10 @@ func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withR
 				if m.firstErr == nil {
 					m.firstErr = bytes.Clone(raw)
 					// Stop the others; their replies are drained here.
-					for _, o := range bs[i+1:] {
-						go o.cancel()
+					for j, o := range bs {
+						if j != i {
+							go o.cancel()
+						}
 					}
 				}
 			case 'N', 'S':
@@ -839,11 +822,202 @@ func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withR
 			case 'Z':
 				b.txStatus = body[0]
 				s.shardDone(b, sent)
-				done = true
+				return nil, nil, nil
 			}
 		}
 	}
+	// emit relays (or keeps) one row of shard i.
+	emit := func(i int, raw, body []byte) error {
+		switch {
+		case m.firstErr != nil:
+			return nil
+		case plan.Aggs != nil:
+			var dr pgproto3.DataRow
+			if dr.Decode(body) == nil {
+				row := make([][]byte, len(dr.Values))
+				for j, v := range dr.Values {
+					if v != nil {
+						row[j] = bytes.Clone(v)
+					}
+				}
+				m.aggRows = append(m.aggRows, row)
+			}
+			return nil
+		case plan.Replicated && i > 0:
+			return nil // every copy returns the same rows: one shard's answer
+		case plan.Limited && m.rows >= plan.Limit:
+			return nil
+		}
+		m.rows++
+		s.out = append(s.out, raw...)
+		if len(s.out) >= flushAt {
+			if err := s.flush(); err != nil {
+				for _, o := range bs {
+					o.broken = true
+					go o.cancel()
+				}
+				return err
+			}
+		}
+		return nil
+	}
+	if plan.Sort == nil || plan.Aggs != nil {
+		for i := range bs {
+			for {
+				raw, body, serr := step(i)
+				if serr != nil {
+					return m, serr, nil
+				}
+				if raw == nil {
+					break
+				}
+				if err := emit(i, raw, body); err != nil {
+					return m, nil, err
+				}
+			}
+		}
+		return m, nil, nil
+	}
+	// Merge: each shard's head row waits in its own read buffer.
+	type head struct{ raw, body []byte }
+	heads := make([]head, len(bs))
+	for i := range bs {
+		raw, body, serr := step(i)
+		if serr != nil {
+			return m, serr, nil
+		}
+		heads[i] = head{raw, body}
+	}
+	var orderErr error
+	less, cerr := s.rowOrder(m.fields, plan.Sort, &orderErr)
+	if cerr != nil && m.firstErr == nil {
+		m.firstErr = appendMsg(nil, errorResponse(cerr))
+	}
+	for m.firstErr == nil && orderErr == nil && !(plan.Limited && m.rows >= plan.Limit) {
+		best := -1
+		for i, h := range heads {
+			if h.raw != nil && (best < 0 || less(h.body, heads[best].body)) {
+				best = i
+			}
+		}
+		if best < 0 {
+			break
+		}
+		if err := emit(best, heads[best].raw, heads[best].body); err != nil {
+			return m, nil, err
+		}
+		raw, body, serr := step(best)
+		if serr != nil {
+			return m, serr, nil
+		}
+		heads[best] = head{raw, body}
+	}
+	// Drain what is left (each shard's part is bounded by its own LIMIT).
+	for i := range heads {
+		for heads[i].raw != nil {
+			raw, body, serr := step(i)
+			if serr != nil {
+				return m, serr, nil
+			}
+			heads[i] = head{raw, body}
+		}
+	}
+	if orderErr != nil && m.firstErr == nil {
+		// Rows already sent stay unordered: the client gets an error, never
+		// a wrong answer.
+		m.firstErr = appendMsg(nil, errorResponse(refused(fmt.Sprintf("cannot order rows across shards: %v", orderErr),
+			"Add a shard key predicate so the query runs on one shard.")))
+	}
 	return m, nil, nil
+}
+
+// rowOrder builds the ORDER BY comparison of two DataRow bodies from the
+// result's column types: Postgres's ordering of each type (in text or
+// binary format), DESC, NULLS FIRST/LAST. Types it cannot order exactly
+// are refused before any row is sent.
+func (s *session) rowOrder(fields []pgproto3.FieldDescription, keys []parser.SortKey, errOut *error) (func(a, b []byte) bool, error) {
+	type keyCmp struct {
+		col        int
+		desc       bool
+		nullsFirst bool
+		cmp        func(a, b []byte) (int, error)
+	}
+	cmps := make([]keyCmp, 0, len(keys))
+	for _, k := range keys {
+		if k.Column >= len(fields) {
+			return nil, &pgError{code: pgerrcode.InternalError, msg: "ORDER BY column out of range of the result"}
+		}
+		f := fields[k.Column]
+		base, err := fanout.Comparator(f.DataTypeOID, s.srv.textByteOrder)
+		if err != nil {
+			return nil, refused(fmt.Sprintf("ORDER BY column %q across shards: %v", f.Name, err),
+				"Add a shard key predicate so the query runs on one shard.")
+		}
+		cmp := base
+		if f.Format == 1 {
+			oid := f.DataTypeOID
+			cmp = func(a, b []byte) (int, error) {
+				ta, err1 := binaryToText(oid, a)
+				tb, err2 := binaryToText(oid, b)
+				if err1 != nil || err2 != nil {
+					return 0, errors.Join(err1, err2)
+				}
+				return base(ta, tb)
+			}
+		}
+		cmps = append(cmps, keyCmp{k.Column, k.Desc, k.NullsFirst, cmp})
+	}
+	return func(a, b []byte) bool {
+		for _, k := range cmps {
+			va, na := dataRowColumn(a, k.col)
+			vb, nb := dataRowColumn(b, k.col)
+			switch {
+			case na && nb:
+				continue
+			case na:
+				return k.nullsFirst
+			case nb:
+				return !k.nullsFirst
+			}
+			c, err := k.cmp(va, vb)
+			if err != nil {
+				if *errOut == nil {
+					*errOut = err
+				}
+				return false
+			}
+			if c != 0 {
+				return (c < 0) != k.desc
+			}
+		}
+		return false
+	}, nil
+}
+
+// dataRowColumn returns column i of a DataRow body; null for SQL NULL.
+func dataRowColumn(body []byte, i int) (val []byte, null bool) {
+	if len(body) < 2 {
+		return nil, true
+	}
+	n := int(binary.BigEndian.Uint16(body))
+	p := 2
+	for c := 0; c < n && p+4 <= len(body); c++ {
+		l := int(int32(binary.BigEndian.Uint32(body[p:])))
+		p += 4
+		if c == i {
+			if l < 0 {
+				return nil, true
+			}
+			if p+l > len(body) {
+				return nil, true
+			}
+			return body[p : p+l], false
+		}
+		if l > 0 {
+			p += l
+		}
+	}
+	return nil, true
 }
 
 // answer ends a gathered reply: the first error, or the combined
@@ -866,8 +1040,14 @@ func (s *session) answer(m gathered, plan *router.Plan, bs []*backend, withRowDe
 		if withRowDesc {
 			s.out = append(s.out, m.rowDesc...)
 		}
+		if plan.Limited && plan.Limit == 0 {
+			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 0")})
+			break
+		}
 		s.out = appendMsg(s.out, &pgproto3.DataRow{Values: row})
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+	case plan.Limited || plan.Sort != nil:
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.FormatInt(m.rows, 10))})
 	case plan.Replicated:
 		s.out = appendMsg(s.out, s.replicatedTag(m.tags, bs))
 	default:

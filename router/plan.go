@@ -33,6 +33,13 @@ type Plan struct {
 	// NoRows is true when the filter is a contradiction: no row can match,
 	// and Shards holds one shard only to answer with the right columns.
 	NoRows bool
+	// Sort, when set, says each shard returns its rows in this order and
+	// the answer is their merge (k-way, streaming).
+	Sort []parser.SortKey
+	// Limited says the answer stops after Limit rows (each shard applies
+	// the same LIMIT, so its part is at most that long).
+	Limited bool
+	Limit   int64
 	// Reason explains the decision, for SHOW ROUTE, EXPLAIN and logs.
 	Reason string
 
@@ -71,6 +78,25 @@ func (p *Plan) String() string {
 	}
 	if p.NoRows {
 		b.WriteString("\nno rows: true")
+	}
+	if len(p.Sort) > 0 {
+		b.WriteString("\nmerge: sort by")
+		for _, k := range p.Sort {
+			fmt.Fprintf(&b, " col%d", k.Column+1)
+			if k.Desc {
+				b.WriteString(" desc")
+			}
+			if k.NullsFirst != k.Desc {
+				if k.NullsFirst {
+					b.WriteString(" nulls first")
+				} else {
+					b.WriteString(" nulls last")
+				}
+			}
+		}
+	}
+	if p.Limited && len(p.Shards) > 1 {
+		fmt.Fprintf(&b, "\nlimit: %d", p.Limit)
 	}
 	if len(p.Aggs) > 0 {
 		b.WriteString("\naggregates: ")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -320,7 +321,7 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 		}
 		p := r.plan(set, why, write)
 		if len(p.Shards) > 1 && isSelect {
-			if err := mergeable(sh, byKey, p); err != nil {
+			if err := mergeable(sh, byKey, p, params); err != nil {
 				return nil, err
 			}
 		}
@@ -670,8 +671,8 @@ func (r *Router) describe(s shardSet) string {
 //
 // byKey says that GROUP BY/DISTINCT include the shard key (groupedByKey):
 // groups are then whole on one shard and concatenate.
-func mergeable(sh parser.Shape, byKey bool, p *Plan) error {
-	hint := "Add a shard key predicate so the query runs on one shard, or group by the shard key; cross-shard ORDER BY/LIMIT/GROUP BY/DISTINCT merging is not in this version (see docs/routing.md)."
+func mergeable(sh parser.Shape, byKey bool, p *Plan, params Params) error {
+	hint := "Add a shard key predicate so the query runs on one shard, or group by the shard key; cross-shard OFFSET, GROUP BY and DISTINCT merging are not in this version (see docs/routing.md)."
 	what := ""
 	switch {
 	case sh.Union:
@@ -684,13 +685,29 @@ func mergeable(sh parser.Shape, byKey bool, p *Plan) error {
 		what = "HAVING"
 	case sh.Window:
 		what = "window functions"
-	case sh.OrderBy:
-		what = "ORDER BY"
-	case sh.Limit, sh.Offset:
-		what = "LIMIT/OFFSET"
+	case sh.Offset:
+		what = "OFFSET"
+	case sh.OrderBy && !sh.SortOK:
+		return refuse("Select the columns you order by, and order by them (or by their position).",
+			"ORDER BY an expression or a column that is not selected is not supported across shards yet")
+	case (sh.OrderBy || sh.Limit) && sh.UnionAll:
+		what = "ORDER BY/LIMIT over UNION ALL"
+	case sh.OrderBy && sh.Aggregate && !byKey:
+		what = "ORDER BY with aggregates"
 	}
 	if what != "" {
 		return refuse(hint, "%s across shards is not supported yet", what)
+	}
+	if sh.OrderBy {
+		p.Sort = sh.Sort
+		p.Reason += ", merged in order"
+	}
+	if sh.Limit && sh.LimitCount != nil {
+		n, ok := limitValue(*sh.LimitCount, params)
+		if !ok {
+			return refuse("Use a constant or a parameter for LIMIT.", "a LIMIT expression across shards is not supported")
+		}
+		p.Limited, p.Limit = true, n
 	}
 	if byKey {
 		p.Reason += ", grouped by the shard key"
@@ -876,4 +893,16 @@ func (r *Router) shardOfValue(t *Table, v parser.Value, params Params) (int, boo
 		return 0, false
 	}
 	return set[0], true
+}
+
+// limitValue reads a LIMIT count (a literal or a bound parameter). A
+// negative count passes through: every shard raises Postgres's own error.
+func limitValue(v parser.Value, params Params) (int64, bool) {
+	v = literal(v, params)
+	text, null, ok := valueText(v, params)
+	if !ok || null || (v.Kind != parser.IntLit && v.Kind != parser.StringLit && v.Kind != parser.ParamVal) {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(text), 10, 64)
+	return n, err == nil
 }
