@@ -351,7 +351,7 @@ func TestSlowQueryLogAndAdminConsole(t *testing.T) {
 		"| user  |  database   |", "| admin | shardproxy  |", "| app   | deliveryapp |", // SHOW CLIENTS
 		" shard | backend_pid | state | conn_id | user",                                              // SHOW SERVERS
 		" scope |  name  | queries | errors | total_ms | avg_ms", " route | single ", " shard | s0 ", // SHOW STATS
-		" slow_queries         |     ",                                    // SHOW TOTALS (the pg_sleep query; a dial under load may add one)
+		" slow_queries         |     ",                                 // SHOW TOTALS (the pg_sleep query; a dial under load may add one)
 		" log.slow_query       | 1s", " admins               | admin ", // SHOW CONFIG
 		" " + shardOfUser(4242) + "     | single | false | false     | false     | orders by user_id: " + shardOfUser(4242), // SHOW ROUTE
 		" s0,s1,s2,s3 | multi | false | false     | true      | orders: no usable user_id predicate",
