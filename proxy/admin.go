@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shardproxy/shardproxy/parser"
+	"github.com/shardproxy/shardproxy/router"
 )
 
 // adminDatabase is the virtual database of the admin console, modelled on
@@ -262,9 +263,9 @@ func (s *session) showRoute(sql string) error {
 			kind = "multi"
 		}
 		data = append(data, []string{strings.Join(names, ","), kind, strconv.FormatBool(plan.Write),
-			strconv.FormatBool(plan.SQL != nil), strconv.FormatBool(plan.Aggs != nil), plan.Reason})
+			strconv.FormatBool(plan.SQL != nil), strconv.FormatBool(plan.Aggs != nil), plan.Reason, mergeText(plan)})
 	}
-	s.rows(textCols("shards", "kind", "write", "rewritten", "aggregate", "reason"), data)
+	s.rows(textCols("shards", "kind", "write", "rewritten", "aggregate", "reason", "merge"), data)
 	return nil
 }
 
@@ -378,4 +379,33 @@ func histValue(o any) *dto.Histogram {
 		w.Write(&m)
 	}
 	return m.GetHistogram()
+}
+
+// mergeText says how a multi-shard answer is put together.
+func mergeText(p *router.Plan) string {
+	if p.Single() {
+		return ""
+	}
+	var parts []string
+	switch {
+	case p.Aggs != nil:
+		parts = append(parts, "combine aggregates")
+	case p.Replicated:
+		parts = append(parts, "one copy's answer")
+	case len(p.Sort) > 0:
+		keys := make([]string, len(p.Sort))
+		for i, k := range p.Sort {
+			keys[i] = "col" + strconv.Itoa(k.Column+1)
+			if k.Desc {
+				keys[i] += " desc"
+			}
+		}
+		parts = append(parts, "merge sorted by "+strings.Join(keys, ", "))
+	default:
+		parts = append(parts, "concatenate")
+	}
+	if p.Limited {
+		parts = append(parts, "limit "+strconv.FormatInt(p.Limit, 10))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -29,7 +29,7 @@ func main() {
 	secs := flag.Int("T", 8, "seconds per pgbench run")
 	rounds := flag.Int("rounds", 2, "interleaved rounds per target")
 	scale := flag.Int("scale", 10, "pgbench scale")
-	modes := flag.String("modes", "simple", "pgbench -M modes")
+	modes := flag.String("modes", "simple,extended,prepared", "pgbench -M modes")
 	cpuprofile := flag.String("cpuprofile", "", "write the proxy's CPU profile (whole run) to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
