@@ -192,3 +192,28 @@ func TestPreparedStatementsShareBackends(t *testing.T) {
 		}
 	}
 }
+
+func TestDeallocateRemovesOnlyTheClientsView(t *testing.T) {
+	ctx := context.Background()
+	a := connectMode(t, pgx.QueryExecModeCacheStatement)
+	b := connectMode(t, pgx.QueryExecModeCacheStatement)
+	if _, err := a.Prepare(ctx, "mine", "SELECT count(*) FROM restaurants WHERE id > $1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Prepare(ctx, "mine", "SELECT count(*) FROM restaurants WHERE id > $1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, "DEALLOCATE mine", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Exec(ctx, "DEALLOCATE mine", pgx.QueryExecModeSimpleProtocol); pgCode(err) != "26000" {
+		t.Fatalf("second DEALLOCATE: %v", err)
+	}
+	var n int64
+	if err := b.QueryRow(ctx, "mine", 0).Scan(&n); err != nil { // b's statement lives on
+		t.Fatalf("other client's statement: %v", err)
+	}
+	if _, err := a.Exec(ctx, "DEALLOCATE ALL", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatal(err)
+	}
+}

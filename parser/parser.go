@@ -293,7 +293,9 @@ func analyse(sql string, n *pg.Node) *Statement {
 		s.Kind, s.What = Unsupported, "COPY"
 	case *pg.Node_DeclareCursorStmt, *pg.Node_FetchStmt, *pg.Node_ClosePortalStmt:
 		s.Kind, s.What = Unsupported, "cursors"
-	case *pg.Node_PrepareStmt, *pg.Node_ExecuteStmt, *pg.Node_DeallocateStmt:
+	case *pg.Node_DeallocateStmt:
+		s.Kind, s.What = Unsupported, "DEALLOCATE" // the proxy answers it (Deallocate)
+	case *pg.Node_PrepareStmt, *pg.Node_ExecuteStmt:
 		s.Kind, s.What = Unsupported, "SQL PREPARE/EXECUTE"
 	case *pg.Node_DoStmt:
 		s.Kind, s.What = Unsupported, "DO blocks"

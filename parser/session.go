@@ -67,3 +67,13 @@ func (s *Statement) SetValue() (string, bool) {
 	}
 	return "", false
 }
+
+// Deallocate reports a DEALLOCATE [PREPARE] name | ALL statement: the
+// statement's name, or all.
+func (s *Statement) Deallocate() (name string, all, ok bool) {
+	d := s.node.GetDeallocateStmt()
+	if d == nil {
+		return "", false, false
+	}
+	return d.Name, d.Isall || d.Name == "", true
+}

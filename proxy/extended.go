@@ -192,7 +192,11 @@ func (s *session) lookupStmt(name string) (*prepared, error) {
 // local reports whether a statement is answered by the proxy itself
 // (transaction control, SET, empty queries) rather than by a shard.
 func local(ps *prepared) bool {
-	return ps.st == nil || ps.st.Kind == parser.Transaction || ps.st.Kind == parser.Set
+	if ps.st == nil || ps.st.Kind == parser.Transaction || ps.st.Kind == parser.Set {
+		return true
+	}
+	_, _, dealloc := ps.st.Deallocate()
+	return dealloc
 }
 
 func (s *session) extBind(ctx context.Context, body []byte) error {
@@ -476,6 +480,10 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 				return err
 			}
 			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("BEGIN")})
+			return nil
+		}
+		if name, all, ok := p.ps.st.Deallocate(); ok {
+			s.deallocate(name, all)
 			return nil
 		}
 		before := s.tx

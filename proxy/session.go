@@ -319,6 +319,10 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 	case parser.Set:
 		return s.set(ctx, st)
 	}
+	if name, all, ok := st.Deallocate(); ok {
+		s.deallocate(name, all)
+		return nil
+	}
 	if err := s.sessionState(st); err != nil {
 		s.fail(err)
 		return nil
@@ -1240,4 +1244,26 @@ func (s *session) endTransaction() {
 	if s.hintLocal {
 		s.shardHint, s.hintLocal = "", false
 	}
+}
+
+// deallocate answers DEALLOCATE for statements of the extended protocol:
+// like Close, it removes the client's view only (backend statements are
+// shared). SQL PREPARE is refused, so these are the only statements.
+func (s *session) deallocate(name string, all bool) {
+	x := s.ext()
+	tag := "DEALLOCATE"
+	switch {
+	case all:
+		for k := range x.stmts {
+			delete(x.stmts, k)
+		}
+		tag = "DEALLOCATE ALL"
+	default:
+		if _, ok := x.stmts[name]; !ok {
+			s.fail(&pgError{code: pgerrcode.InvalidSQLStatementName, msg: fmt.Sprintf("prepared statement \"%s\" does not exist", name)})
+			return
+		}
+		delete(x.stmts, name)
+	}
+	s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
 }
