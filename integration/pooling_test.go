@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 func TestSessionStateRefusedOrContained(t *testing.T) {
@@ -170,5 +172,44 @@ func TestDeadBackendsAreReplaced(t *testing.T) {
 		if err := c.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil {
 			t.Fatalf("query %d after the shards dropped their connections: %v", i, err)
 		}
+	}
+}
+
+func TestStartupParametersFollowTheClient(t *testing.T) {
+	ctx := context.Background()
+	cc, err := pgx.ParseConfig(proxyURL("app", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	cc.RuntimeParams["TimeZone"] = "Europe/Madrid"
+	cc.RuntimeParams["options"] = `-c statement_timeout=4321 -c application_name=ignored\ here`
+	c, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if got := c.PgConn().ParameterStatus("TimeZone"); got != "Europe/Madrid" {
+		t.Errorf("ParameterStatus TimeZone = %q", got)
+	}
+	for i := 0; i < 6; i++ { // whichever backend the client gets
+		var ts, st string
+		if err := c.QueryRow(ctx, "SELECT '2025-01-01 00:00:00+00'::timestamptz::text").Scan(&ts); err != nil || ts != "2025-01-01 01:00:00+01" {
+			t.Fatalf("timestamptz in the client's zone: %q %v", ts, err)
+		}
+		if err := c.QueryRow(ctx, "SHOW statement_timeout").Scan(&st); err != nil || st != "4321ms" {
+			t.Fatalf("statement_timeout from options: %q %v", st, err)
+		}
+	}
+	// Another client does not see them.
+	other := mustConnect(t)
+	var ts string
+	if err := other.QueryRow(ctx, "SELECT '2025-01-01 00:00:00+00'::timestamptz::text").Scan(&ts); err != nil || ts != "2025-01-01 00:00:00+00" {
+		t.Fatalf("other client: %q %v", ts, err)
+	}
+	// A bad value refuses the connection, as Postgres does.
+	cc.RuntimeParams["TimeZone"] = "Mars/Olympus"
+	if _, err := pgx.ConnectConfig(ctx, cc); pgCode(err) != "22023" {
+		t.Fatalf("bad TimeZone at startup: %v", err)
 	}
 }

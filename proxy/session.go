@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,7 +215,14 @@ func (s *session) login(params map[string]string) error {
 		return err
 	}
 	s.out = appendMsg(s.out, &pgproto3.AuthenticationOk{})
+	reported, err := s.startupSettings(params)
+	if err != nil {
+		return err
+	}
 	for k, v := range s.srv.defaultParams() {
+		if rv, ok := reported[strings.ToLower(k)]; ok {
+			v = rv
+		}
 		s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: k, Value: v})
 	}
 	s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: "session_authorization", Value: s.user})
@@ -1267,3 +1275,96 @@ func (s *session) deallocate(name string, all bool) {
 	}
 	s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
 }
+
+// startupSettings turns the startup packet's run-time parameters
+// (TimeZone, DateStyle, extra_float_digits, client_encoding, options=-c
+// k=v...) into the session's settings, replayed on every backend it leases,
+// as Postgres would apply them to its one connection. They are checked on a
+// shard now: a bad value refuses the connection, as Postgres does. It
+// returns the values to report in ParameterStatus.
+func (s *session) startupSettings(params map[string]string) (map[string]string, error) {
+	kv := map[string]string{}
+	for k, v := range params {
+		switch k := strings.ToLower(k); {
+		case k == "user", k == "database", k == "application_name", k == "replication", strings.HasPrefix(k, "_pq_."):
+		case k == "options":
+			for ok, ov := range parseOptions(v) {
+				kv[strings.ToLower(ok)] = ov
+			}
+		case k == "client_encoding" && (strings.EqualFold(v, "UTF8") || strings.EqualFold(v, "UTF-8") || strings.EqualFold(v, "UNICODE")):
+			// the backends' encoding already
+		default:
+			kv[k] = v
+		}
+	}
+	if len(kv) == 0 {
+		return nil, nil
+	}
+	names := make([]string, 0, len(kv))
+	for k := range kv {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		s.sets = append(s.sets, setting{name: k, sql: "SET " + quoteIdent(k) + " TO " + quoteLiteral(kv[k])})
+	}
+	b, err := s.lease(context.Background(), s.srv.router.Topology().Default)
+	if err != nil {
+		var pe *pgError
+		if errors.As(err, &pe) {
+			return nil, &pgError{code: pe.code, msg: pe.msg, detail: pe.detail, hint: pe.hint, fatal: true}
+		}
+		return nil, err
+	}
+	s.release(b)
+	return kv, nil
+}
+
+// parseOptions reads libpq's options parameter: -c name=value, -cname=value
+// and --name=value, with backslash-escaped spaces.
+func parseOptions(opt string) map[string]string {
+	var words []string
+	var cur strings.Builder
+	for i := 0; i < len(opt); i++ {
+		switch c := opt[i]; {
+		case c == '\\' && i+1 < len(opt):
+			i++
+			cur.WriteByte(opt[i])
+		case c == ' ' || c == '\t':
+			if cur.Len() > 0 {
+				words = append(words, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	if cur.Len() > 0 {
+		words = append(words, cur.String())
+	}
+	out := map[string]string{}
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		switch {
+		case w == "-c" && i+1 < len(words):
+			i++
+			w = words[i]
+		case strings.HasPrefix(w, "-c"):
+			w = w[2:]
+		case strings.HasPrefix(w, "--"):
+			w = w[2:]
+		default:
+			continue
+		}
+		if k, v, ok := strings.Cut(w, "="); ok {
+			out[strings.ReplaceAll(k, "-", "_")] = v
+		}
+	}
+	return out
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// quoteLiteral quotes a string for SQL (standard_conforming_strings is on
+// on every supported Postgres).
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
