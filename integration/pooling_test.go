@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/shardproxy/shardproxy/router"
 )
 
 func TestSessionStateRefusedOrContained(t *testing.T) {
@@ -211,5 +213,87 @@ func TestStartupParametersFollowTheClient(t *testing.T) {
 	cc.RuntimeParams["TimeZone"] = "Mars/Olympus"
 	if _, err := pgx.ConnectConfig(ctx, cc); pgCode(err) != "22023" {
 		t.Fatalf("bad TimeZone at startup: %v", err)
+	}
+}
+
+// otherShardUser returns a user id whose shard differs from id's.
+func otherShardUser(id int64) int64 {
+	o := id + 1
+	for router.PartitionOf(router.HashInt(o), nShards) == router.PartitionOf(router.HashInt(id), nShards) {
+		o++
+	}
+	return o
+}
+
+func TestTransactionReadsOtherShards(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c := connectMode(t, mode)
+			other := mustConnect(t)
+			a := int64(980000)
+			if mode != pgx.QueryExecModeSimpleProtocol {
+				a = 985000
+			}
+			b := otherShardUser(a)
+			count := func(conn *pgx.Conn, uid int64) int64 {
+				t.Helper()
+				var n int64
+				if err := conn.QueryRow(ctx, "SELECT count(*) FROM orders WHERE user_id = $1", uid).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			tx, err := c.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES ($1, $2, 1, 1, 'tx')", a, a); err != nil {
+				t.Fatal(err)
+			}
+			var before int64
+			if err := tx.QueryRow(ctx, "SELECT count(*) FROM orders WHERE user_id = $1", b).Scan(&before); err != nil {
+				t.Fatalf("read on a second shard inside the transaction: %v", err)
+			}
+			// Another client writes on that shard: the transaction's
+			// snapshot there (REPEATABLE READ, like its BEGIN) does not see it.
+			if _, err := other.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES ($1, $2, 1, 1, 'x')", b, b); err != nil {
+				t.Fatal(err)
+			}
+			var again int64
+			if err := tx.QueryRow(ctx, "SELECT count(*) FROM orders WHERE user_id = $1", b).Scan(&again); err != nil || again != before {
+				t.Fatalf("snapshot on the second shard moved: %d then %d (%v)", before, again, err)
+			}
+			if mode == pgx.QueryExecModeSimpleProtocol { // a read on every shard, inside the transaction
+				var all int64
+				if err := tx.QueryRow(ctx, "SELECT count(*) FROM orders WHERE user_id IN ($1, $2)", a, b).Scan(&all); err != nil || all != 1+before {
+					t.Fatalf("cross-shard read in the transaction: %d %v", all, err)
+				}
+			}
+			if _, err := tx.Exec(ctx, "UPDATE orders SET status = 'no' WHERE user_id = $1", b); pgCode(err) != "0A000" {
+				t.Fatalf("a write on the second shard: %v", err)
+			}
+			tx.Rollback(ctx)
+			if n := count(c, a); n != 0 {
+				t.Fatalf("rolled back write visible: %d", n)
+			}
+			// Now commit one: the write lands, the readers end cleanly.
+			tx, _ = c.Begin(ctx)
+			tx.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES ($1, $2, 1, 1, 'tx')", a, a)
+			if err := tx.QueryRow(ctx, "SELECT count(*) FROM orders WHERE user_id = $1", b).Scan(&before); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := count(c, a); n != 1 {
+				t.Fatalf("committed write: %d", n)
+			}
+			for i := 0; i < nShards; i++ {
+				if shardInt(t, i, "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'") != 0 {
+					t.Fatalf("shard %d keeps a transaction open", i)
+				}
+			}
+		})
 	}
 }

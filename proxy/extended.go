@@ -275,23 +275,25 @@ func inFailedTx() error {
 func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *router.Plan) (*backend, error) {
 	x := s.x
 	if s.status != 'I' {
-		if s.tx != nil {
-			if !s.anywhere(st) && !(plan.Single() && plan.Shards[0] == s.tx.pool.shard) {
-				return nil, refused(fmt.Sprintf("this transaction is bound to shard %s and the statement needs %s",
-					s.tx.pool.name, s.shardNames(plan.Shards)),
-					"Keep a transaction on one shard key, or run the statement outside the transaction.")
-			}
+		if s.tx != nil && s.anywhere(st) {
 			s.useBackend(s.tx)
 			return s.tx, nil
 		}
 		if !plan.Single() {
-			return nil, refused("a statement on several shards inside a transaction is not supported yet",
-				"Run it outside the transaction, or add a shard key predicate.")
+			return nil, refused("a statement on several shards inside a transaction is not supported in the extended protocol yet",
+				"Add a shard key predicate, or send it with the simple protocol.")
 		}
-		if err := s.extRelease(); err != nil {
+		if err := s.txWrites(st, plan); err != nil {
 			return nil, err
 		}
-		b, err := s.pin(ctx, plan.Shards[0])
+		if x.cur != nil && x.cur.pool.shard != plan.Shards[0] {
+			// Another of the transaction's shards: finish this part with
+			// a Sync (inside BEGIN it commits nothing).
+			if err := s.extRelease(); err != nil {
+				return nil, err
+			}
+		}
+		b, err := s.txOn(ctx, plan.Shards[0])
 		if err != nil {
 			return nil, err
 		}
@@ -473,6 +475,10 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 			// implicit transaction into the explicit one on that backend.
 			s.tx = cur
 			s.status = 'T'
+			s.txWrite = -1
+			if x.writes {
+				s.txWrite = cur.pool.shard
+			}
 			s.txPrelude = s.txPrelude[:0]
 			x.wbuf = appendMsg(x.wbuf[:0], &pgproto3.Query{String: p.ps.st.SQL})
 			x.queue = append(x.queue[:0], reply{kind: rSync})
@@ -486,10 +492,10 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 			s.deallocate(name, all)
 			return nil
 		}
-		before := s.tx
 		if p.ps.st.Kind == parser.Transaction {
+			wasTx := x.cur != nil && s.inTx(x.cur)
 			err := s.transaction(ctx, p.ps.st)
-			if before != nil && s.tx == nil && x.cur == before {
+			if wasTx && s.tx == nil {
 				x.cur = nil // released by COMMIT/ROLLBACK
 			}
 			return err
@@ -595,14 +601,21 @@ func (s *session) extRelease() error {
 		}
 	}
 	x.cur = nil
-	if b == s.tx {
-		s.status = b.txStatus
-		if b.txStatus == 'I' {
-			s.tx = nil
-			if s.tempInTx {
-				b.discard, s.tempInTx = true, false
-			}
-			s.release(b)
+	if b == s.tx && b.txStatus == 'I' && len(s.txMore) == 0 {
+		// The request ended the transaction on its own backend (a
+		// pipeline that began and committed).
+		s.tx, s.txWrite, s.status = nil, -1, 'I'
+		if s.tempInTx {
+			b.discard, s.tempInTx = true, false
+		}
+		s.release(b)
+		return nil
+	}
+	if s.inTx(b) {
+		if b.txStatus == 'E' {
+			s.status = 'E'
+		} else if b == s.tx {
+			s.status = b.txStatus
 		}
 		return nil
 	}

@@ -245,7 +245,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	sess := &session{srv: s, conn: c, rd: newFrameReader(c, 16<<10), out: make([]byte, 0, 16<<10), status: 'I'}
+	sess := &session{srv: s, conn: c, rd: newFrameReader(c, 16<<10), out: make([]byte, 0, 16<<10), status: 'I', txWrite: -1}
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("session panic", "err", fmt.Sprint(r), "user", sess.user)

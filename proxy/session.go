@@ -42,8 +42,13 @@ type session struct {
 	// status is the transaction status reported in ReadyForQuery.
 	status byte
 	// tx is the backend pinned to the open transaction, nil before its
-	// first routed statement.
-	tx *backend
+	// first routed statement; txMore are the transaction's backends on
+	// other shards, opened for reads; txWrite is the shard the
+	// transaction wrote on, -1 before its first write. A transaction reads
+	// anywhere but writes on one shard only (no two-phase commit yet).
+	tx      *backend
+	txMore  []*backend
+	txWrite int
 	// txPrelude holds BEGIN (and SAVEPOINTs...) sent when tx gets pinned.
 	txPrelude []string
 	// sets are the session's SET commands, replayed on every leased backend.
@@ -245,6 +250,11 @@ func (s *session) cleanup() {
 		s.release(s.x.cur)
 		s.x.cur = nil
 	}
+	for _, b := range s.txMore {
+		b.broken = true
+		s.release(b)
+	}
+	s.txMore = nil
 	if s.tx != nil {
 		s.tx.broken = true
 		s.release(s.tx)
@@ -380,6 +390,7 @@ func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
 				Code: pgerrcode.ActiveSQLTransaction, Message: "there is already a transaction in progress"})
 		} else {
 			s.status = 'T'
+			s.txWrite = -1
 			s.txPrelude = append(s.txPrelude[:0], st.SQL)
 		}
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("BEGIN")})
@@ -405,19 +416,7 @@ func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
 			s.status = 'I'
 			return nil
 		}
-		b := s.tx
-		err := s.exec(b, st.SQL, true)
-		s.tx = nil
-		s.status = 'I'
-		if b.txStatus != 'I' {
-			b.broken = true
-		}
-		if s.tempInTx {
-			b.discard = true
-			s.tempInTx = false
-		}
-		s.release(b)
-		return err
+		return s.txEnd(st.SQL)
 	case parser.Savepoint:
 		if s.status == 'I' {
 			// Postgres raises 25P01 (no active transaction); let a shard say it.
@@ -431,7 +430,7 @@ func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
 			}
 			return nil
 		}
-		return s.execTx(st.SQL)
+		return s.txEverywhere(st.SQL)
 	}
 	s.fail(refused("two-phase commit commands are not supported through shardproxy",
 		"Run PREPARE TRANSACTION / COMMIT PREPARED on a shard directly."))
@@ -469,7 +468,7 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
 			return nil
 		}
-		return s.execTx(st.SQL)
+		return s.txEverywhere(st.SQL)
 	}
 	name, local := st.SetName()
 	if local {
@@ -655,25 +654,117 @@ func (s *session) execTx(sql string) error {
 // inTransaction runs a routed statement inside an explicit transaction,
 // pinning the transaction to the first shard it touches.
 func (s *session) inTransaction(ctx context.Context, st *parser.Statement, sql string, plan *router.Plan) error {
-	if s.tx != nil {
-		if s.anywhere(st) || (plan.Single() && plan.Shards[0] == s.tx.pool.shard) {
-			return s.execTx(sql)
-		}
-		s.fail(refused(fmt.Sprintf("this transaction is bound to shard %s and the statement needs %s",
-			s.tx.pool.name, s.shardNames(plan.Shards)),
-			"Keep a transaction on one shard key, or run the statement outside the transaction."))
-		return nil
+	if s.tx != nil && s.anywhere(st) {
+		return s.execTx(sql)
 	}
-	if !plan.Single() {
-		s.fail(refused("a statement on several shards inside a transaction is not supported yet",
-			"Run it outside the transaction, or add a shard key predicate."))
-		return nil
-	}
-	if _, err := s.pin(ctx, plan.Shards[0]); err != nil {
+	if err := s.txWrites(st, plan); err != nil {
 		s.fail(err)
 		return nil
 	}
-	return s.execTx(sql)
+	if plan.Single() {
+		b, err := s.txOn(ctx, plan.Shards[0])
+		if err != nil {
+			s.fail(err)
+			return nil
+		}
+		return s.exec(b, sql, true)
+	}
+	// A read on several shards: the transaction opens on each of them.
+	bs := make([]*backend, 0, len(plan.Shards))
+	for _, sh := range plan.Shards {
+		b, err := s.txOn(ctx, sh)
+		if err != nil {
+			s.fail(err)
+			return nil
+		}
+		bs = append(bs, b)
+	}
+	if err := s.scatterOn(bs, st, sql, plan); err != nil {
+		return err
+	}
+	for _, b := range bs {
+		if b.txStatus == 'E' {
+			s.status = 'E'
+		}
+	}
+	return nil
+}
+
+// txWrites refuses a write that would make the transaction write on a
+// second shard (it could half commit), and records the shard it writes on.
+func (s *session) txWrites(st *parser.Statement, plan *router.Plan) error {
+	if !st.Writes && !plan.Write {
+		return nil
+	}
+	hint := "Keep a transaction's writes on one shard key, or write outside the transaction; two-phase commit is not in this version."
+	if !plan.Single() {
+		return refused(fmt.Sprintf("a write on several shards (%s) inside a transaction is not supported", s.shardNames(plan.Shards)), hint)
+	}
+	if s.txWrite >= 0 && s.txWrite != plan.Shards[0] {
+		return refused(fmt.Sprintf("this transaction writes on shard %s and the statement would write on %s",
+			s.srv.router.Topology().Shards[s.txWrite].Name, s.shardNames(plan.Shards)), hint)
+	}
+	s.txWrite = plan.Shards[0]
+	return nil
+}
+
+// txOn returns the transaction's backend on shard, opening the transaction
+// there (BEGIN with the same options, savepoints, SET LOCALs) when needed.
+func (s *session) txOn(ctx context.Context, shard int) (*backend, error) {
+	if s.tx == nil {
+		return s.pin(ctx, shard)
+	}
+	if s.tx.pool.shard == shard {
+		return s.tx, nil
+	}
+	for _, b := range s.txMore {
+		if b.pool.shard == shard {
+			return b, nil
+		}
+	}
+	saved := s.tx
+	b, err := s.pin(ctx, shard)
+	s.tx = saved
+	if err != nil {
+		return nil, err
+	}
+	s.txMore = append(s.txMore, b)
+	return b, nil
+}
+
+// txEnd sends COMMIT or ROLLBACK (sql) to every backend of the transaction:
+// the read-only parts first, then the one that wrote, whose reply the
+// client sees. All go back to the pool.
+func (s *session) txEnd(sql string) error {
+	all := append([]*backend{s.tx}, s.txMore...)
+	last := 0
+	for i, b := range all {
+		if b.pool.shard == s.txWrite {
+			last = i
+		}
+	}
+	for i, b := range all {
+		if i != last {
+			if err := s.quiet(b, sql); err != nil || b.txStatus != 'I' {
+				b.broken = true
+			}
+		}
+	}
+	b := all[last]
+	err := s.exec(b, sql, true)
+	if b.txStatus != 'I' {
+		b.broken = true
+	}
+	s.tx, s.txMore, s.txWrite = nil, nil, -1
+	s.status = 'I'
+	for _, x := range all {
+		if s.tempInTx {
+			x.discard = true
+		}
+		s.release(x)
+	}
+	s.tempInTx = false
+	return err
 }
 
 // pin binds the open transaction to a backend of shard: it leases one and
@@ -724,6 +815,13 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, text string
 		}
 		bs = append(bs, b)
 	}
+	return s.scatterOn(bs, st, text, plan)
+}
+
+// scatterOn sends the statement to backends bs (one per plan shard, in
+// order) and merges their replies. Statement errors go to the client; an
+// error return means the client is gone.
+func (s *session) scatterOn(bs []*backend, st *parser.Statement, text string, plan *router.Plan) error {
 	sent := time.Now()
 	for i, b := range bs {
 		sql := text
@@ -733,7 +831,7 @@ func (s *session) scatter(ctx context.Context, st *parser.Statement, text string
 		if err := b.sendQuery(sql); err != nil {
 			for _, o := range bs[:i] {
 				o.broken = true
-				o.cancel()
+				go o.cancel()
 			}
 			s.fail(err)
 			return nil
@@ -1137,6 +1235,17 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		s.sendError(inFailedTx())
 		return nil
 	}
+	if s.status != 'I' && target >= 0 {
+		for _, st := range stmts {
+			if st.Writes {
+				if err := s.txWrites(st, &router.Plan{Shards: []int{target}, Write: true}); err != nil {
+					s.fail(err)
+					return nil
+				}
+				break
+			}
+		}
+	}
 	if temp {
 		// Whatever happens to the transaction, the backend is discarded
 		// clean when it goes back to the pool.
@@ -1368,3 +1477,32 @@ func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`)
 // quoteLiteral quotes a string for SQL (standard_conforming_strings is on
 // on every supported Postgres).
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// txEverywhere runs a savepoint or SET statement on every backend of the
+// transaction (the primary's reply goes to the client) and keeps it for
+// shards the transaction opens later.
+func (s *session) txEverywhere(sql string) error {
+	s.txPrelude = append(s.txPrelude, sql)
+	for _, b := range s.txMore {
+		if err := s.quiet(b, sql); err != nil && b.txStatus != 'E' {
+			b.broken = true
+		}
+	}
+	return s.execTx(sql)
+}
+
+// inTx reports whether b is one of the open transaction's backends.
+func (s *session) inTx(b *backend) bool {
+	if b == nil {
+		return false
+	}
+	if b == s.tx {
+		return true
+	}
+	for _, o := range s.txMore {
+		if o == b {
+			return true
+		}
+	}
+	return false
+}
