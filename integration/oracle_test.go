@@ -205,6 +205,8 @@ func TestGoldenThroughProxy(t *testing.T) {
 		{"SELECT id, created_at FROM orders WHERE id > $1 ORDER BY created_at, id LIMIT 6", []any{3}},
 		{"SELECT session_id, item FROM carts ORDER BY session_id DESC, item", nil},
 		{"SELECT id, kind, created_at FROM events ORDER BY created_at DESC, id LIMIT 9", nil},
+		{"SELECT * FROM orders ORDER BY created_at DESC, id LIMIT 8", nil},
+		{"SELECT o.* FROM orders o WHERE o.total > $1 ORDER BY o.total, o.id", []any{"20"}},
 	}
 	for _, q := range ordered {
 		for _, ext := range []bool{false, true} {
@@ -230,7 +232,15 @@ func TestGoldenThroughProxy(t *testing.T) {
 	if rows, err := runRows(ctx, viaSimple, "SELECT id FROM orders LIMIT 5", nil, true); err != nil || len(rows) != 5 {
 		t.Errorf("LIMIT without ORDER BY: %d rows, %v", len(rows), err)
 	}
-	for _, q := range []string{"SELECT id FROM orders ORDER BY total", "SELECT id, total FROM orders ORDER BY total LIMIT 3 OFFSET 2", "SELECT * FROM orders ORDER BY id"} {
+	// Mistakes get Postgres's own error, as from one Postgres.
+	for _, q := range []string{"SELECT * FROM orders ORDER BY nosuch", "SELECT *, 1 AS id FROM orders ORDER BY id"} {
+		_, perr := runRows(ctx, viaSimple, q, nil, true)
+		_, oerr := runRows(ctx, oracle, q, nil, true)
+		if code(perr) == "" || code(perr) != code(oerr) {
+			t.Errorf("%s: through the proxy %v, Postgres %v", q, perr, oerr)
+		}
+	}
+	for _, q := range []string{"SELECT id FROM orders ORDER BY total", "SELECT id, total FROM orders ORDER BY total LIMIT 3 OFFSET 2"} {
 		if _, err := runRows(ctx, viaSimple, q, nil, true); code(err) != "0A000" {
 			t.Errorf("%s: %v, want 0A000", q, err)
 		}

@@ -35,9 +35,13 @@ type Shape struct {
 
 // SortKey is one ORDER BY key: an output column and its direction.
 type SortKey struct {
-	Column     int // 0-based index in the result's columns
+	Column     int // 0-based index in the result's columns; -1: by Name
 	Desc       bool
 	NullsFirst bool
+	// Name is the column's name when the select list has * and the key
+	// names a column: the result's columns, known only at run time, must
+	// hold exactly one column of that name.
+	Name string
 }
 
 // Agg is one aggregate target.
@@ -163,6 +167,7 @@ func sortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 	}
 	var outs []string   // output column names
 	var refs [][]string // select-list column references, as written
+	star := false       // the select list has * (or t.*)
 	for _, t := range sel.TargetList {
 		rt := t.GetResTarget()
 		if rt == nil || rt.Val == nil {
@@ -172,7 +177,7 @@ func sortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 		if c := rt.Val.GetColumnRef(); c != nil {
 			for _, f := range c.Fields {
 				if f.GetAStar() != nil {
-					return nil, false // SELECT *: output columns unknown here
+					star = true // output columns known only at run time
 				}
 			}
 			ref = names(c.Fields)
@@ -194,7 +199,7 @@ func sortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 		switch {
 		case sb.Node.GetAConst() != nil && sb.Node.GetAConst().GetIval() != nil:
 			k := int(sb.Node.GetAConst().GetIval().Ival)
-			if k < 1 || k > len(outs) {
+			if star || k < 1 || k > len(outs) {
 				return nil, false
 			}
 			col = k - 1
@@ -209,10 +214,18 @@ func sortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 				}
 			}
 		}
+		name := ""
 		if col < 0 {
-			return nil, false
+			ref := []string(nil)
+			if c := sb.Node.GetColumnRef(); c != nil {
+				ref = names(c.Fields)
+			}
+			if !star || len(ref) == 0 || ref[len(ref)-1] == "" {
+				return nil, false
+			}
+			name = ref[len(ref)-1]
 		}
-		k := SortKey{Column: col, Desc: sb.SortbyDir == pg.SortByDir_SORTBY_DESC}
+		k := SortKey{Column: col, Name: name, Desc: sb.SortbyDir == pg.SortByDir_SORTBY_DESC}
 		switch sb.SortbyNulls {
 		case pg.SortByNulls_SORTBY_NULLS_FIRST:
 			k.NullsFirst = true

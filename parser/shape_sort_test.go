@@ -11,12 +11,12 @@ func TestSortKeys(t *testing.T) {
 		keys []SortKey
 		ok   bool
 	}{
-		{"SELECT id, total FROM orders ORDER BY total DESC, id", []SortKey{{1, true, true}, {0, false, false}}, true},
-		{"SELECT id, total AS t FROM orders ORDER BY t NULLS FIRST", []SortKey{{1, false, true}}, true},
-		{"SELECT o.id, o.total FROM orders o ORDER BY 2 DESC NULLS LAST", []SortKey{{1, true, false}}, true},
-		{"SELECT o.id FROM orders o ORDER BY o.id", []SortKey{{0, false, false}}, true},
+		{"SELECT id, total FROM orders ORDER BY total DESC, id", []SortKey{{1, true, true, ""}, {0, false, false, ""}}, true},
+		{"SELECT id, total AS t FROM orders ORDER BY t NULLS FIRST", []SortKey{{1, false, true, ""}}, true},
+		{"SELECT o.id, o.total FROM orders o ORDER BY 2 DESC NULLS LAST", []SortKey{{1, true, false, ""}}, true},
+		{"SELECT o.id FROM orders o ORDER BY o.id", []SortKey{{0, false, false, ""}}, true},
 		{"SELECT id FROM orders ORDER BY total", nil, false}, // not selected
-		{"SELECT * FROM orders ORDER BY id", nil, false},     // output columns unknown
+		{"SELECT * FROM orders ORDER BY id", []SortKey{{-1, false, false, "id"}}, true},
 		{"SELECT id, total FROM orders ORDER BY total + 1", nil, false},
 		{"SELECT id FROM orders ORDER BY 3", nil, false},
 		{"SELECT id FROM orders", nil, true},

@@ -396,6 +396,9 @@ func mergeText(p *router.Plan) string {
 		keys := make([]string, len(p.Sort))
 		for i, k := range p.Sort {
 			keys[i] = "col" + strconv.Itoa(k.Column+1)
+			if k.Column < 0 {
+				keys[i] = k.Name
+			}
 			if k.Desc {
 				keys[i] += " desc"
 			}

@@ -1054,6 +1054,23 @@ func (s *session) rowOrder(fields []pgproto3.FieldDescription, keys []parser.Sor
 	}
 	cmps := make([]keyCmp, 0, len(keys))
 	for _, k := range keys {
+		if k.Column < 0 {
+			// SELECT *: the key names exactly one of the result's columns.
+			k.Column = -1
+			for i, f := range fields {
+				if string(f.Name) == k.Name {
+					if k.Column >= 0 {
+						return nil, refused(fmt.Sprintf("ORDER BY %s is ambiguous among the columns of SELECT * across shards", k.Name),
+							"Select the columns by name.")
+					}
+					k.Column = i
+				}
+			}
+			if k.Column < 0 {
+				return nil, refused(fmt.Sprintf("ORDER BY %s: no result column of that name across shards", k.Name),
+					"Select the column you order by.")
+			}
+		}
 		if k.Column >= len(fields) {
 			return nil, &pgError{code: pgerrcode.InternalError, msg: "ORDER BY column out of range of the result"}
 		}

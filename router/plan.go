@@ -82,7 +82,11 @@ func (p *Plan) String() string {
 	if len(p.Sort) > 0 {
 		b.WriteString("\nmerge: sort by")
 		for _, k := range p.Sort {
-			fmt.Fprintf(&b, " col%d", k.Column+1)
+			if k.Column < 0 {
+				fmt.Fprintf(&b, " %s", k.Name)
+			} else {
+				fmt.Fprintf(&b, " col%d", k.Column+1)
+			}
 			if k.Desc {
 				b.WriteString(" desc")
 			}

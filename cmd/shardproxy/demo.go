@@ -138,7 +138,7 @@ Try:
   SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE o.user_id = 7;  -- co-located join
   SELECT count(*) FROM events WHERE created_at >= '2025-02-01+00' AND created_at < '2025-03-01+00';  -- range shard s1
   SELECT * FROM restaurants WHERE city = 'Madrid';          -- reference table, any shard
-  SELECT id, user_id, total FROM orders ORDER BY total DESC, id LIMIT 5;  -- every shard, merged in order
+  SELECT * FROM orders ORDER BY created_at DESC LIMIT 5;    -- every shard, merged in order
   SELECT status, count(*) FROM orders GROUP BY status;      -- refused (0A000): cross-shard GROUP BY comes later
 
 Admin console (SHOW SHARDS, SHOW POOLS, SHOW QUERIES, SHOW ROUTE <sql>, ...):

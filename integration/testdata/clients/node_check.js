@@ -27,7 +27,7 @@ function check(ok, what) { if (!ok) throw new Error('check failed: ' + what); }
   const s = await c.query('SELECT status FROM orders WHERE user_id = $1', [base]);
   check(s.rows[0].status === 'node', 'rollback');
   try { await c.query('SELECT 1/0'); throw new Error('no error'); } catch (e) { check(e.code === '22012', 'code ' + e.code); }
-  try { await c.query('SELECT * FROM orders ORDER BY id'); throw new Error('not refused'); } catch (e) { check(e.code === '0A000', 'code ' + e.code); }
+  try { await c.query('SELECT status, count(*) FROM orders GROUP BY status'); throw new Error('not refused'); } catch (e) { check(e.code === '0A000', 'code ' + e.code); }
   const r = await c.query('SELECT 42 AS x');
   check(r.rows[0].x === 42, 'recovery');
   await c.end();
