@@ -1,7 +1,12 @@
 package parser
 
 import (
+	"fmt"
+	"math"
+	"strconv"
+
 	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -29,8 +34,9 @@ type Shape struct {
 	Sort   []SortKey
 	SortOK bool
 	// LimitCount is the LIMIT's value (a literal or a parameter); nil for
-	// no LIMIT or LIMIT ALL.
-	LimitCount *Value
+	// no LIMIT or LIMIT ALL. OffsetCount likewise for OFFSET.
+	LimitCount  *Value
+	OffsetCount *Value
 }
 
 // SortKey is one ORDER BY key: an output column and its direction.
@@ -147,13 +153,8 @@ func (s *Statement) Shape() (Shape, bool) {
 	}
 	if sel.Op == pg.SetOperation_SETOP_NONE {
 		sh.Sort, sh.SortOK = sortKeys(sel)
-		if sel.LimitCount != nil {
-			if v, ok := valueOf(sel.LimitCount); ok && !v.Null {
-				sh.LimitCount = &v
-			} else if !ok {
-				sh.LimitCount = &Value{} // an expression: unknown
-			}
-		}
+		sh.LimitCount = countValue(sel.LimitCount)
+		sh.OffsetCount = countValue(sel.LimitOffset)
 	}
 	return sh, true
 }
@@ -267,4 +268,47 @@ func mergeShape(dst *Shape, src Shape) {
 func isSubLink(m protoreflect.Message) bool {
 	_, ok := m.Interface().(*pg.SubLink)
 	return ok
+}
+
+// countValue reads a LIMIT or OFFSET count: nil when absent or NULL (ALL),
+// a zero Value for an expression the proxy does not evaluate.
+func countValue(n *pg.Node) *Value {
+	if n == nil {
+		return nil
+	}
+	v, ok := valueOf(n)
+	switch {
+	case !ok:
+		return &Value{}
+	case v.Null:
+		return nil
+	}
+	return &v
+}
+
+// WithoutOffset rewrites a SELECT ... [LIMIT n] OFFSET o for a shard of a
+// merge: no OFFSET, and LIMIT limit when limited (n+o, computed by the
+// caller). The AST is edited on a copy and deparsed.
+func (s *Statement) WithoutOffset(limited bool, limit int64) (string, error) {
+	node := proto.Clone(s.node).(*pg.Node)
+	sel := node.GetSelectStmt()
+	if sel == nil {
+		return "", fmt.Errorf("not a SELECT")
+	}
+	sel.LimitOffset = nil
+	sel.LimitCount = nil
+	if limited {
+		sel.LimitCount = pg.MakeAConstIntNode(limit, -1)
+		if limit > math.MaxInt32 || limit < math.MinInt32 {
+			// As the grammar does for integers beyond int32: a Float node.
+			sel.LimitCount = &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{
+				Val: &pg.A_Const_Fval{Fval: &pg.Float{Fval: strconv.FormatInt(limit, 10)}}, Location: -1}}}
+		}
+		sel.LimitOption = pg.LimitOption_LIMIT_OPTION_COUNT
+	}
+	sql, err := pg.Deparse(&pg.ParseResult{Version: s.version, Stmts: []*pg.RawStmt{{Stmt: node}}})
+	if err != nil {
+		return "", fmt.Errorf("deparse: %w", err)
+	}
+	return sql, nil
 }

@@ -242,8 +242,8 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	p.plan = plan
 	s.q.plan = plan
 	if plan.SQL != nil {
-		return refused("a multi-row INSERT split over shards is not supported in the extended protocol yet",
-			"Send it with the simple protocol, or one INSERT per shard key.")
+		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, OFFSET across shards) is not supported in the extended protocol yet",
+			"Send it with the simple protocol, or add a shard key predicate.")
 	}
 	if !plan.Single() && s.tx == nil && s.status == 'I' && !s.anywhere(ps.st) {
 		p.scatter = true

@@ -860,6 +860,7 @@ type gathered struct {
 	aggRows  [][][]byte                  // one row of partial aggregates per shard
 	empty    bool                        // EmptyQueryResponse
 	rows     int64                       // rows relayed to the client
+	skipped  int64                       // rows skipped for OFFSET
 }
 
 // gather reads every shard's reply (the shards work in parallel; memory
@@ -955,6 +956,9 @@ func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withR
 			return nil
 		case plan.Replicated && i > 0:
 			return nil // every copy returns the same rows: one shard's answer
+		case m.skipped < plan.Offset:
+			m.skipped++
+			return nil
 		case plan.Limited && m.rows >= plan.Limit:
 			return nil
 		}
@@ -1173,7 +1177,7 @@ func (s *session) answer(m gathered, plan *router.Plan, bs []*backend, withRowDe
 		}
 		s.out = appendMsg(s.out, &pgproto3.DataRow{Values: row})
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
-	case plan.Limited || plan.Sort != nil:
+	case plan.Limited || plan.Sort != nil || plan.Offset > 0:
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.FormatInt(m.rows, 10))})
 	case plan.Replicated:
 		s.out = appendMsg(s.out, s.replicatedTag(m.tags, bs))

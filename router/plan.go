@@ -40,6 +40,9 @@ type Plan struct {
 	// the same LIMIT, so its part is at most that long).
 	Limited bool
 	Limit   int64
+	// Offset rows of the merged answer are skipped (each shard runs the
+	// statement without OFFSET and with LIMIT Limit+Offset: SQL).
+	Offset int64
 	// Reason explains the decision, for SHOW ROUTE, EXPLAIN and logs.
 	Reason string
 
@@ -101,6 +104,9 @@ func (p *Plan) String() string {
 	}
 	if p.Limited && len(p.Shards) > 1 {
 		fmt.Fprintf(&b, "\nlimit: %d", p.Limit)
+	}
+	if p.Offset > 0 {
+		fmt.Fprintf(&b, "\noffset: %d", p.Offset)
 	}
 	if len(p.Aggs) > 0 {
 		b.WriteString("\naggregates: ")

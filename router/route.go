@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -321,7 +322,7 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 		}
 		p := r.plan(set, why, write)
 		if len(p.Shards) > 1 && isSelect {
-			if err := mergeable(sh, byKey, p, params); err != nil {
+			if err := mergeable(st, sh, byKey, p, params); err != nil {
 				return nil, err
 			}
 		}
@@ -671,7 +672,7 @@ func (r *Router) describe(s shardSet) string {
 //
 // byKey says that GROUP BY/DISTINCT include the shard key (groupedByKey):
 // groups are then whole on one shard and concatenate.
-func mergeable(sh parser.Shape, byKey bool, p *Plan, params Params) error {
+func mergeable(st *parser.Statement, sh parser.Shape, byKey bool, p *Plan, params Params) error {
 	hint := "Add a shard key predicate so the query runs on one shard, or group by the shard key; cross-shard OFFSET, GROUP BY and DISTINCT merging are not in this version (see docs/routing.md)."
 	what := ""
 	switch {
@@ -685,8 +686,8 @@ func mergeable(sh parser.Shape, byKey bool, p *Plan, params Params) error {
 		what = "HAVING"
 	case sh.Window:
 		what = "window functions"
-	case sh.Offset:
-		what = "OFFSET"
+	case sh.Offset && sh.UnionAll:
+		what = "OFFSET over UNION ALL"
 	case sh.OrderBy && !sh.SortOK:
 		return refuse("Select the columns you order by, and order by them (or by their position).",
 			"ORDER BY an expression or a column that is not selected is not supported across shards yet")
@@ -708,6 +709,29 @@ func mergeable(sh parser.Shape, byKey bool, p *Plan, params Params) error {
 			return refuse("Use a constant or a parameter for LIMIT.", "a LIMIT expression across shards is not supported")
 		}
 		p.Limited, p.Limit = true, n
+	}
+	if sh.Offset && sh.OffsetCount != nil {
+		o, ok := limitValue(*sh.OffsetCount, params)
+		if !ok {
+			return refuse("Use a constant or a parameter for OFFSET.", "an OFFSET expression across shards is not supported")
+		}
+		if o < 0 || (p.Limited && p.Limit < 0) {
+			return nil // every shard raises Postgres's own error
+		}
+		// Each shard returns its first Limit+Offset rows, without OFFSET;
+		// the merge skips Offset rows of the whole.
+		if p.Limited && p.Limit > math.MaxInt64-o {
+			return refuse("Use a smaller LIMIT.", "LIMIT plus OFFSET overflows")
+		}
+		sql, err := st.WithoutOffset(p.Limited, p.Limit+o)
+		if err != nil {
+			return err
+		}
+		p.Offset = o
+		p.SQL = make([]string, len(p.Shards))
+		for i := range p.SQL {
+			p.SQL[i] = sql
+		}
 	}
 	if byKey {
 		p.Reason += ", grouped by the shard key"
