@@ -93,18 +93,10 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 		return err
 	}
 	plan := p.plan
-	bs := make([]*backend, 0, len(plan.Shards))
-	defer func() {
-		for _, b := range bs {
-			s.release(b)
-		}
-	}()
-	for _, sh := range plan.Shards {
-		b, err := s.lease(ctx, sh)
-		if err != nil {
-			return err
-		}
-		bs = append(bs, b)
+	bs, err := s.leaseAll(ctx, plan.Shards)
+	defer s.releaseAll(bs)
+	if err != nil {
+		return err
 	}
 	sent := time.Now()
 	for i, b := range bs {

@@ -800,22 +800,34 @@ func (s *session) shardNames(idx []int) string {
 // and plain aggregates combined. Shards run in parallel; replies are read
 // shard after shard, so memory stays bounded by one message.
 func (s *session) scatter(ctx context.Context, st *parser.Statement, text string, plan *router.Plan) error {
-	bs := make([]*backend, 0, len(plan.Shards))
-	defer func() {
-		for _, b := range bs {
-			s.release(b)
-		}
-	}()
-	// Ascending shard order: two sessions never wait on each other's pools.
-	for _, sh := range plan.Shards {
+	bs, err := s.leaseAll(ctx, plan.Shards)
+	defer s.releaseAll(bs)
+	if err != nil {
+		s.fail(err)
+		return nil
+	}
+	return s.scatterOn(bs, st, text, plan)
+}
+
+// leaseAll leases one backend per shard, in ascending shard order (plans
+// list shards ascending), so two sessions never wait on each other's
+// pools. On error it returns what it leased; the caller releases it.
+func (s *session) leaseAll(ctx context.Context, shards []int) ([]*backend, error) {
+	bs := make([]*backend, 0, len(shards))
+	for _, sh := range shards {
 		b, err := s.lease(ctx, sh)
 		if err != nil {
-			s.fail(err)
-			return nil
+			return bs, err
 		}
 		bs = append(bs, b)
 	}
-	return s.scatterOn(bs, st, text, plan)
+	return bs, nil
+}
+
+func (s *session) releaseAll(bs []*backend) {
+	for _, b := range bs {
+		s.release(b)
+	}
 }
 
 // scatterOn sends the statement to backends bs (one per plan shard, in
