@@ -37,110 +37,6 @@ var ErrUnsupported = errors.New("unsupported")
 // ErrOverflow is a result out of range for its type (SQLSTATE 22003).
 var ErrOverflow = errors.New("bigint out of range")
 
-// Column describes one aggregate output column.
-type Column struct {
-	Func string // count, sum, min or max
-	Type uint32 // the column's type OID, from RowDescription
-}
-
-// Aggregate combines one row of partial aggregates per shard into the
-// answer row. Values are in text format; nil is NULL. textByteOrder says
-// that the shards compare text in byte order (collation C), which min/max
-// over text need.
-func Aggregate(cols []Column, rows [][][]byte, textByteOrder bool) ([][]byte, error) {
-	out := make([][]byte, len(cols))
-	for i, c := range cols {
-		vals := make([][]byte, 0, len(rows))
-		for _, r := range rows {
-			if i >= len(r) {
-				return nil, fmt.Errorf("shard row has %d columns, want %d", len(r), len(cols))
-			}
-			if r[i] != nil {
-				vals = append(vals, r[i])
-			}
-		}
-		var err error
-		switch c.Func {
-		case "count":
-			out[i], err = sumInt(vals)
-			if out[i] == nil {
-				out[i] = []byte("0")
-			}
-		case "sum":
-			out[i], err = sum(c.Type, vals)
-		case "min", "max":
-			out[i], err = extreme(c.Type, vals, c.Func == "max", textByteOrder)
-		default:
-			err = fmt.Errorf("%w: aggregate %s", ErrUnsupported, c.Func)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-func sumInt(vals [][]byte) ([]byte, error) {
-	if len(vals) == 0 {
-		return nil, nil
-	}
-	var acc int64
-	for _, v := range vals {
-		n, err := strconv.ParseInt(string(v), 10, 64)
-		if err != nil {
-			return nil, err
-		}
-		s := acc + n
-		if (n > 0 && s < acc) || (n < 0 && s > acc) {
-			return nil, ErrOverflow
-		}
-		acc = s
-	}
-	return strconv.AppendInt(nil, acc, 10), nil
-}
-
-func sum(typ uint32, vals [][]byte) ([]byte, error) {
-	if len(vals) == 0 {
-		return nil, nil
-	}
-	switch typ {
-	case Int8OID, Int4OID, Int2OID:
-		return sumInt(vals)
-	case NumericOID:
-		acc := new(big.Rat)
-		scale := 0
-		for _, v := range vals {
-			s := string(v)
-			if s == "NaN" {
-				return []byte("NaN"), nil
-			}
-			if strings.Contains(s, "Infinity") {
-				return nil, fmt.Errorf("%w: sum over infinite numeric", ErrUnsupported)
-			}
-			r, ok := new(big.Rat).SetString(s)
-			if !ok {
-				return nil, fmt.Errorf("bad numeric %q", s)
-			}
-			if i := strings.IndexByte(s, '.'); i >= 0 && len(s)-i-1 > scale {
-				scale = len(s) - i - 1
-			}
-			acc.Add(acc, r)
-		}
-		return []byte(acc.FloatString(scale)), nil
-	case Float8OID, Float4OID:
-		var acc float64
-		for _, v := range vals {
-			f, err := parseFloat(string(v))
-			if err != nil {
-				return nil, err
-			}
-			acc += f
-		}
-		return formatFloat(acc, typ), nil
-	}
-	return nil, fmt.Errorf("%w: sum over type %d", ErrUnsupported, typ)
-}
-
 func parseFloat(s string) (float64, error) {
 	switch s {
 	case "NaN":
@@ -181,28 +77,6 @@ func formatFloat(f float64, typ uint32) []byte {
 		return []byte(strconv.FormatFloat(f, 'f', -1, bits))
 	}
 	return []byte(e)
-}
-
-// extreme picks min or max with the type's ordering.
-func extreme(typ uint32, vals [][]byte, max, textByteOrder bool) ([]byte, error) {
-	if len(vals) == 0 {
-		return nil, nil
-	}
-	cmp, err := Comparator(typ, textByteOrder)
-	if err != nil {
-		return nil, err
-	}
-	best := vals[0]
-	for _, v := range vals[1:] {
-		c, err := cmp(v, best)
-		if err != nil {
-			return nil, err
-		}
-		if (max && c > 0) || (!max && c < 0) {
-			best = v
-		}
-	}
-	return best, nil
 }
 
 // Comparator returns the ordering of typ's text format, as Postgres orders

@@ -263,7 +263,7 @@ func (s *session) showRoute(sql string) error {
 			kind = "multi"
 		}
 		data = append(data, []string{strings.Join(names, ","), kind, strconv.FormatBool(plan.Write),
-			strconv.FormatBool(plan.SQL != nil), strconv.FormatBool(plan.Aggs != nil), plan.Reason, mergeText(plan)})
+			strconv.FormatBool(plan.SQL != nil), strconv.FormatBool(plan.Merge != nil && plan.Merge.Grouped), plan.Reason, mergeText(plan)})
 	}
 	s.rows(textCols("shards", "kind", "write", "rewritten", "aggregate", "reason", "merge"), data)
 	return nil
@@ -388,8 +388,8 @@ func mergeText(p *router.Plan) string {
 	}
 	var parts []string
 	switch {
-	case p.Aggs != nil:
-		parts = append(parts, "combine aggregates")
+	case p.Merge != nil && p.Merge.Grouped:
+		return p.MergeTree()
 	case p.Replicated:
 		parts = append(parts, "one copy's answer")
 	case len(p.Sort) > 0:

@@ -27,6 +27,10 @@ type Config struct {
 	QueryStats int `yaml:"query_stats"`
 	// Health configures the background health check of each shard.
 	Health HealthConfig `yaml:"health"`
+	// MergeMemoryMB bounds the memory one cross-shard query may hold for
+	// merging (groups, DISTINCT rows, a sort after grouping); past it the
+	// query fails with SQLSTATE 54000. Default 256. Reloadable.
+	MergeMemoryMB int `yaml:"merge_memory_mb"`
 }
 
 // HealthConfig configures the per-shard health checker. Every field is
@@ -85,6 +89,9 @@ func (c Config) WithDefaults() Config {
 	if c.QueryStats == 0 {
 		c.QueryStats = 1000
 	}
+	if c.MergeMemoryMB == 0 {
+		c.MergeMemoryMB = 256
+	}
 	if c.Health.Interval == 0 {
 		c.Health.Interval = 5 * time.Second
 	}
@@ -140,6 +147,9 @@ func (c Config) Validate() error {
 		if !seen[a] {
 			errs = append(errs, fmt.Errorf("admins: %s is not in users", a))
 		}
+	}
+	if c.MergeMemoryMB < 0 {
+		errs = append(errs, errors.New("merge_memory_mb must be positive"))
 	}
 	if c.QueryStats < 0 {
 		errs = append(errs, errors.New("query_stats must be positive"))

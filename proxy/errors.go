@@ -62,6 +62,9 @@ func errorResponse(err error) *pgproto3.ErrorResponse {
 	case errors.Is(err, fanout.ErrUnsupported):
 		r.Code = pgerrcode.FeatureNotSupported
 		r.Hint = "Add a shard key predicate so the query runs on one shard."
+	case errors.Is(err, fanout.ErrMemory):
+		r.Code = pgerrcode.ProgramLimitExceeded
+		r.Hint = "Raise merge_memory_mb, narrow the query, or add a shard key predicate so it runs on one shard."
 	case errors.Is(err, fanout.ErrOverflow):
 		r.Code = pgerrcode.NumericValueOutOfRange
 	case errors.As(err, &srv):

@@ -241,11 +241,12 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	}
 	p.plan = plan
 	s.q.plan = plan
-	if plan.SQL != nil {
-		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, OFFSET across shards) is not supported in the extended protocol yet",
+	scatter := !plan.Single() && s.tx == nil && s.status == 'I' && !s.anywhere(ps.st)
+	if plan.SQL != nil && !scatter {
+		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, a cross-shard merge) is not supported inside a transaction in the extended protocol yet",
 			"Send it with the simple protocol, or add a shard key predicate.")
 	}
-	if !plan.Single() && s.tx == nil && s.status == 'I' && !s.anywhere(ps.st) {
+	if scatter {
 		p.scatter = true
 		s.emit(&pgproto3.BindComplete{})
 		return nil

@@ -9,11 +9,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/shardproxy/shardproxy/fanout"
-	"github.com/shardproxy/shardproxy/parser"
+	"github.com/shardproxy/shardproxy/router"
 )
 
 // A scatter portal is a bound statement for several shards. Describe runs
@@ -93,6 +92,30 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 		return err
 	}
 	plan := p.plan
+	bind := p.unnamedBind()
+	// A split statement (or a grouped merge, computed in text) runs as
+	// the unnamed statement of each shard: Parse, Bind, Execute.
+	custom := plan.SQL != nil || plan.Merge != nil
+	var oids []uint32
+	var formats []int16
+	if custom {
+		var err error
+		if oids, err = shardParamTypes(p, plan); err != nil {
+			return err
+		}
+		bind.PreparedStatement = ""
+		switch sp := plan.Merge; {
+		case sp != nil && sp.Grouped:
+			for _, f := range bind.ResultFormatCodes {
+				if f != 0 {
+					formats = bind.ResultFormatCodes
+				}
+			}
+			bind.ResultFormatCodes = nil
+		case sp != nil && sp.Hidden > 0 && len(bind.ResultFormatCodes) > 1:
+			bind.ResultFormatCodes = append(append([]int16(nil), bind.ResultFormatCodes...), make([]int16, sp.Hidden)...)
+		}
+	}
 	bs, err := s.leaseAll(ctx, plan.Shards)
 	defer s.releaseAll(bs)
 	if err != nil {
@@ -101,8 +124,16 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 	sent := time.Now()
 	for i, b := range bs {
 		var buf []byte
-		buf = s.prepareOn(b, p.ps, buf)
-		buf = appendMsg(buf, p.unnamedBind())
+		if custom {
+			sql := p.ps.query
+			if plan.SQL != nil {
+				sql = plan.SQL[i]
+			}
+			buf = appendMsg(buf, &pgproto3.Parse{Query: sql, ParameterOIDs: oids})
+		} else {
+			buf = s.prepareOn(b, p.ps, buf)
+		}
+		buf = appendMsg(buf, bind)
 		buf = appendMsg(buf, &pgproto3.Describe{ObjectType: 'P'})
 		buf = appendMsg(buf, &pgproto3.Execute{})
 		buf = appendMsg(buf, &pgproto3.Sync{})
@@ -115,7 +146,7 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 			return &shardError{shard: b.pool.name, err: err}
 		}
 	}
-	m, shardErr, err := s.gather(bs, plan, sent, false)
+	m, shardErr, err := s.gather(bs, plan, sent, false, formats)
 	if err != nil {
 		return err
 	}
@@ -129,44 +160,45 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 	return nil
 }
 
-// combine merges one aggregate row per shard in the result formats the
-// shards used (the client's), converting binary values through text.
-func (s *session) combine(aggs []parser.Agg, fields []pgproto3.FieldDescription, rows [][][]byte) ([][]byte, error) {
-	if len(fields) != len(aggs) {
-		return nil, &pgError{code: pgerrcode.InternalError, msg: "aggregate shape mismatch between plan and shard reply"}
-	}
-	cols := make([]fanout.Column, len(fields))
-	for i, f := range fields {
-		cols[i] = fanout.Column{Func: aggs[i].Func, Type: f.DataTypeOID}
-	}
-	text := make([][][]byte, len(rows))
-	for r, row := range rows {
-		text[r] = make([][]byte, len(row))
-		for c, v := range row {
-			if v == nil || c >= len(fields) || fields[c].Format == 0 {
-				text[r][c] = v
-				continue
-			}
-			t, err := binaryToText(fields[c].DataTypeOID, v)
-			if err != nil {
-				return nil, err
-			}
-			text[r][c] = t
+// shardParamTypes returns the parameter types of a portal's shard
+// statement when it differs from the client's: the client's types, else
+// those a Describe taught, else the type Postgres gives a parameter the
+// shard statement no longer uses (LIMIT and OFFSET: int8). A parameter
+// the shards could not type is refused rather than failing there.
+func shardParamTypes(p *portal, plan *router.Plan) ([]uint32, error) {
+	n := len(p.bind.Parameters)
+	oids := make([]uint32, n)
+	for i := range oids {
+		if i < len(p.ps.oids) {
+			oids[i] = p.ps.oids[i]
+		}
+		if oids[i] == 0 && i < len(p.ps.described) {
+			oids[i] = p.ps.described[i]
 		}
 	}
-	out, err := fanout.Aggregate(cols, text, s.srv.textByteOrder)
-	if err != nil {
-		return nil, err
+	if plan.Merge == nil {
+		// A split INSERT: each shard's statement holds some of the
+		// parameters; the others need their types.
+		for _, o := range oids {
+			if o == 0 {
+				return nil, refused("a statement rewritten per shard needs its parameter types in the extended protocol",
+					"Give the parameter types in Parse (or Describe the statement first), or use the simple protocol.")
+			}
+		}
+		return oids, nil
 	}
-	for c, v := range out {
-		if v == nil || fields[c].Format == 0 {
+	for param, typ := range plan.Merge.Dropped {
+		i := param - 1
+		if i < 0 || i >= n || oids[i] != 0 {
 			continue
 		}
-		if out[c], err = textToBinary(fields[c].DataTypeOID, v); err != nil {
-			return nil, err
+		if typ != "int8" {
+			return nil, refused(fmt.Sprintf("the type of parameter $%d is needed to merge across shards", param),
+				"Give the parameter types in Parse (or Describe the statement first), or use the simple protocol.")
 		}
+		oids[i] = 20
 	}
-	return out, nil
+	return oids, nil
 }
 
 var typeMaps = sync.Pool{New: func() any { return pgtype.NewMap() }}

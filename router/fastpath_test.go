@@ -73,8 +73,8 @@ func TestTemplateRoutingNeverNarrower(t *testing.T) {
 		if !isSuperset(tp.Shards, fp.Shards) && !fp.Any {
 			t.Errorf("%s: template routes to %v, full parse to %v", sql, tp.Shards, fp.Shards)
 		}
-		if (tp.Aggs == nil) != (fp.Aggs == nil) {
-			t.Errorf("%s: merge differs: %v vs %v", sql, tp.Aggs, fp.Aggs)
+		if (tp.Merge == nil) != (fp.Merge == nil) {
+			t.Errorf("%s: merge differs: %v vs %v", sql, tp.Merge, fp.Merge)
 		}
 	}
 	if checked < 20 {

@@ -100,7 +100,8 @@ func TestRouteWith(t *testing.T) {
 	}{
 		{"SELECT * FROM orders ORDER BY id", "s2", []int{2}, ""},
 		{"SELECT * FROM orders ORDER BY id", "", []int{0, 1, 2, 3}, ""},
-		{"SELECT id FROM orders ORDER BY total", "", nil, "not selected"},
+		{"SELECT id FROM orders ORDER BY total + 1", "s2", []int{2}, ""},
+		{"SELECT * FROM orders ORDER BY total + 1", "", nil, "SELECT *"},
 		{"/* shard: s1 */ SELECT * FROM orders ORDER BY id", "s2", []int{1}, ""},
 		{"SELECT 1", "nope", nil, "unknown shard"},
 		{"UPDATE orders SET user_id = 1", "s2", nil, "shard key"},

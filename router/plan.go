@@ -2,6 +2,8 @@ package router
 
 import (
 	"fmt"
+
+	"github.com/shardproxy/shardproxy/fanout"
 	"strconv"
 	"strings"
 
@@ -17,9 +19,12 @@ type Plan struct {
 	// SQL holds per-shard statements aligned with Shards when the statement
 	// was rewritten (a split INSERT); nil means every shard runs it as sent.
 	SQL []string
-	// Aggs, when set, means each shard returns one row of these aggregates
-	// and the answer is their combination.
-	Aggs []parser.Agg
+	// Merge, when set, says how the proxy merges the shards' rows of a
+	// split statement (SQL, when set, is its shard statement): partial
+	// groups combined, or hidden ORDER BY columns stripped.
+	Merge *parser.Split
+	// Having is Merge's HAVING with its constants read.
+	Having *fanout.Cond
 	// Write is true when the statement changes data or schema.
 	Write bool
 	// Replicated is true for a write to reference tables: every shard
@@ -82,40 +87,16 @@ func (p *Plan) String() string {
 	if p.NoRows {
 		b.WriteString("\nno rows: true")
 	}
-	if len(p.Sort) > 0 {
-		b.WriteString("\nmerge: sort by")
-		for _, k := range p.Sort {
-			if k.Column < 0 {
-				fmt.Fprintf(&b, " %s", k.Name)
-			} else {
-				fmt.Fprintf(&b, " col%d", k.Column+1)
-			}
-			if k.Desc {
-				b.WriteString(" desc")
-			}
-			if k.NullsFirst != k.Desc {
-				if k.NullsFirst {
-					b.WriteString(" nulls first")
-				} else {
-					b.WriteString(" nulls last")
-				}
-			}
-		}
+	switch {
+	case p.Merge != nil:
+		b.WriteString("\n")
+		b.WriteString(mergeString(p))
+	case len(p.Sort) > 0:
+		b.WriteString("\nmerge: sort by ")
+		b.WriteString(sortString(p.Sort, "col"))
 	}
-	if p.Limited && len(p.Shards) > 1 {
+	if p.Merge == nil && p.Limited && len(p.Shards) > 1 {
 		fmt.Fprintf(&b, "\nlimit: %d", p.Limit)
-	}
-	if p.Offset > 0 {
-		fmt.Fprintf(&b, "\noffset: %d", p.Offset)
-	}
-	if len(p.Aggs) > 0 {
-		b.WriteString("\naggregates: ")
-		for i, a := range p.Aggs {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(a.Func)
-		}
 	}
 	for i, q := range p.SQL {
 		fmt.Fprintf(&b, "\nsql %s: %s", p.shardName(p.Shards[i]), q)

@@ -3,7 +3,6 @@ package router
 import (
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -315,6 +314,10 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 		byKey = groupedByKey(a, g)
 	}
 	write := st.Writes
+	var m *merger
+	if isSelect {
+		m = &merger{st: st, sh: sh, byKey: byKey, isKey: keyColumn(a, g, sharded)}
+	}
 	return &compiled{write: write, eval: func(params Params) (*Plan, error) {
 		set, why, err := r.place(a, g, params)
 		if err != nil {
@@ -322,12 +325,33 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 		}
 		p := r.plan(set, why, write)
 		if len(p.Shards) > 1 && isSelect {
-			if err := mergeable(st, sh, byKey, p, params); err != nil {
+			if err := m.plan(p, params); err != nil {
 				return nil, err
 			}
 		}
 		return p, nil
 	}}
+}
+
+// keyColumn returns whether a column reference of the top level names the
+// shard key of a sharded table there (not on the nullable side of an
+// outer join).
+func keyColumn(a *parser.Analysis, g *grouping, sharded []occ) func(ref []string) bool {
+	return func(ref []string) bool {
+		if len(ref) == 0 || len(ref) > 2 {
+			return false
+		}
+		col := ref[len(ref)-1]
+		for _, o := range sharded {
+			if o.Scope != 0 || o.Nullable || o.t == nil || o.t.Key != col || !o.TopLevel {
+				continue
+			}
+			if len(ref) == 1 || ref[0] == o.Ref {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // groupedByKey reports whether the statement's GROUP BY (or DISTINCT)
@@ -665,99 +689,6 @@ func (r *Router) describe(s shardSet) string {
 		names[i] = r.names[x]
 	}
 	return strings.Join(names, ",")
-}
-
-// mergeable accepts a multi-shard SELECT only when concatenation or the
-// plain aggregate combiner gives exactly Postgres's answer.
-//
-// byKey says that GROUP BY/DISTINCT include the shard key (groupedByKey):
-// groups are then whole on one shard and concatenate.
-func mergeable(st *parser.Statement, sh parser.Shape, byKey bool, p *Plan, params Params) error {
-	hint := "Add a shard key predicate so the query runs on one shard, or group by the shard key; cross-shard OFFSET, GROUP BY and DISTINCT merging are not in this version (see docs/routing.md)."
-	what := ""
-	switch {
-	case sh.Union:
-		what = "UNION/INTERSECT/EXCEPT"
-	case sh.Distinct && !byKey:
-		what = "DISTINCT"
-	case sh.GroupBy && !byKey:
-		what = "GROUP BY"
-	case sh.Having && !byKey:
-		what = "HAVING"
-	case sh.Window:
-		what = "window functions"
-	case sh.Offset && sh.UnionAll:
-		what = "OFFSET over UNION ALL"
-	case sh.OrderBy && !sh.SortOK:
-		return refuse("Select the columns you order by, and order by them (or by their position).",
-			"ORDER BY an expression or a column that is not selected is not supported across shards yet")
-	case (sh.OrderBy || sh.Limit) && sh.UnionAll:
-		what = "ORDER BY/LIMIT over UNION ALL"
-	case sh.OrderBy && sh.Aggregate && !byKey:
-		what = "ORDER BY with aggregates"
-	}
-	if what != "" {
-		return refuse(hint, "%s across shards is not supported yet", what)
-	}
-	if sh.OrderBy {
-		p.Sort = sh.Sort
-		p.Reason += ", merged in order"
-	}
-	if sh.Limit && sh.LimitCount != nil {
-		n, ok := limitValue(*sh.LimitCount, params)
-		if !ok {
-			return refuse("Use a constant or a parameter for LIMIT.", "a LIMIT expression across shards is not supported")
-		}
-		p.Limited, p.Limit = true, n
-	}
-	if sh.Offset && sh.OffsetCount != nil {
-		o, ok := limitValue(*sh.OffsetCount, params)
-		if !ok {
-			return refuse("Use a constant or a parameter for OFFSET.", "an OFFSET expression across shards is not supported")
-		}
-		if o < 0 || (p.Limited && p.Limit < 0) {
-			return nil // every shard raises Postgres's own error
-		}
-		// Each shard returns its first Limit+Offset rows, without OFFSET;
-		// the merge skips Offset rows of the whole.
-		if p.Limited && p.Limit > math.MaxInt64-o {
-			return refuse("Use a smaller LIMIT.", "LIMIT plus OFFSET overflows")
-		}
-		sql, err := st.WithoutOffset(p.Limited, p.Limit+o)
-		if err != nil {
-			return err
-		}
-		p.Offset = o
-		p.SQL = make([]string, len(p.Shards))
-		for i := range p.SQL {
-			p.SQL[i] = sql
-		}
-	}
-	if byKey {
-		p.Reason += ", grouped by the shard key"
-		return nil // aggregates are per group, each group on one shard
-	}
-	if !sh.Aggregate {
-		return nil
-	}
-	if sh.Aggs == nil || sh.UnionAll {
-		return refuse(hint, "an expression over aggregates across shards is not supported yet")
-	}
-	for _, a := range sh.Aggs {
-		switch {
-		case a.Distinct:
-			return refuse(hint, "%s(DISTINCT ...) across shards is not supported yet", a.Func)
-		case a.Ordered:
-			return refuse(hint, "ordered aggregate %s across shards is not supported", a.Func)
-		case a.Filter:
-			return refuse(hint, "aggregate %s with FILTER across shards is not supported yet", a.Func)
-		case a.Func != "count" && a.Func != "sum" && a.Func != "min" && a.Func != "max":
-			return refuse(hint, "aggregate %s across shards is not supported yet (count, sum, min and max are)", a.Func)
-		}
-	}
-	p.Aggs = sh.Aggs
-	p.Reason += ", aggregates combined"
-	return nil
 }
 
 func (r *Router) compileInsert(st *parser.Statement, a *parser.Analysis, sharded []occ) *compiled {

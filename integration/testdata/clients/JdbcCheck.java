@@ -56,7 +56,18 @@ public class JdbcCheck {
             try (Statement s = c.createStatement()) {
                 try { s.executeQuery("SELECT 1/0"); throw new AssertionError("division by zero did not fail"); }
                 catch (SQLException e) { check("22012".equals(e.getSQLState()), "sqlstate " + e.getSQLState()); }
-                try { s.executeQuery("SELECT status, count(*) FROM orders GROUP BY status"); throw new AssertionError("not refused"); }
+                long total;
+                try (ResultSet rs = s.executeQuery("SELECT count(*) FROM orders")) { rs.next(); total = rs.getLong(1); }
+                java.util.Set<String> seen = new java.util.HashSet<>();
+                long sum = 0;
+                try (PreparedStatement g = c.prepareStatement("SELECT status, count(*), avg(total) FROM orders WHERE id > ? GROUP BY status")) {
+                    g.setLong(1, -1);
+                    try (ResultSet rs = g.executeQuery()) {
+                        while (rs.next()) { check(seen.add(String.valueOf(rs.getString(1))), "group twice: " + rs.getString(1)); sum += rs.getLong(2); rs.getBigDecimal(3); }
+                    }
+                }
+                check(sum == total, "group counts " + sum + " vs " + total);
+                try { s.executeQuery("SELECT count(DISTINCT status) FROM orders"); throw new AssertionError("not refused"); }
                 catch (SQLException e) { check("0A000".equals(e.getSQLState()), "sqlstate " + e.getSQLState()); }
                 try (ResultSet rs = s.executeQuery("SELECT 42")) { check(rs.next() && rs.getInt(1) == 42, "recovery"); }
             }

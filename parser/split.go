@@ -1,0 +1,648 @@
+package parser
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Split is a SELECT cut in two for a fan-out: the statement every shard
+// runs, and what the proxy computes from the shards' rows to answer as one
+// Postgres would. It is built once per statement (Statement.Split) and
+// shared; the LIMIT/OFFSET values are read per execution.
+//
+// Two forms:
+//   - Grouped: the shards return partial groups (GROUP BY, DISTINCT, or
+//     aggregates without GROUP BY) and the proxy merges rows with equal
+//     Keys, combines the partial aggregates into Cols, filters by Having,
+//     sorts by Sort and cuts LIMIT/OFFSET.
+//   - Not grouped: the shards return their rows in order with Hidden extra
+//     sort columns at the end; the proxy merges them in order and strips
+//     the hidden columns.
+type Split struct {
+	Grouped bool
+	// Scalar is an aggregate without GROUP BY: one row, even from no rows.
+	Scalar bool
+	// Keys are the shard columns that form the group key.
+	Keys []int
+	// Cols is the final row: the first Visible are the client's columns,
+	// the rest are hidden (aggregates only HAVING or ORDER BY use).
+	Cols    []SplitCol
+	Visible int
+	// Hidden is the number of trailing shard columns of a non-grouped
+	// split that only ORDER BY uses.
+	Hidden int
+	// Distinct dedupes the final visible rows (DISTINCT with GROUP BY).
+	Distinct bool
+	// Having filters final rows; nil: none.
+	Having *Cond
+	// Sort orders the final rows (grouped) or the shards' rows (not
+	// grouped); Column indexes the final row or the shard row.
+	Sort []SortKey
+	// Same is true when the shard statement is the client's own (plain
+	// aggregates): no rewrite is needed.
+	Same bool
+	// Dropped are the parameters (1-based) the shard statement no longer
+	// uses, with the type Postgres gives them in the client's statement
+	// when it can be told ("int8" for LIMIT and OFFSET).
+	Dropped map[int]string
+
+	sel     *pg.SelectStmt // the shard statement, without LIMIT/OFFSET
+	version int32
+	// limit, offset are the client's LIMIT and OFFSET nodes.
+	limit, offset *pg.Node
+	sql           string
+}
+
+// SplitCol is one column of the final row.
+type SplitCol struct {
+	// Agg is how shard values combine: "" takes the value of the first
+	// row of the group (a group key, or an expression of it); count, sum,
+	// min, max, avg, bool_and, bool_or combine partial aggregates.
+	Agg string
+	// Col is the shard column (for avg: the partial sum).
+	Col int
+	// Count is avg's partial count column.
+	Count int
+	// Name is the output column name when it differs from the shard's.
+	Name string
+}
+
+// Cond is a HAVING condition over final columns, evaluated with SQL's
+// three-valued logic.
+type Cond struct {
+	Op   string // and, or, not, cmp, null (IS NULL), notnull
+	Args []*Cond
+	// Col is the final column a cmp, null or notnull tests.
+	Col int
+	// Cmp is the comparison operator: = <> < <= > >=; Val the constant
+	// compared with (a literal or a parameter).
+	Cmp string
+	Val Value
+}
+
+// SplitError is a SELECT that cannot be split exactly.
+type SplitError struct{ Msg, Hint string }
+
+func (e *SplitError) Error() string { return e.Msg }
+
+func splitErr(hint, format string, args ...any) *SplitError {
+	return &SplitError{Msg: fmt.Sprintf(format, args...), Hint: hint}
+}
+
+const splitHint = "Add a shard key predicate so the query runs on one shard, or group by the shard key (see docs/routing.md)."
+
+// SplitOptions say what the caller knows of the tables.
+type SplitOptions struct {
+	// Grouped asks for a grouped split: the groups (or DISTINCT rows) may
+	// span shards. Otherwise only hidden ORDER BY columns are added.
+	Grouped bool
+	// IsKey reports whether a column reference (as written: [col] or
+	// [table, col]) is a shard key: count(DISTINCT key) and sum(DISTINCT
+	// key) then add up across shards, since each value lives on one shard.
+	IsKey func(ref []string) bool
+}
+
+// Split builds the split of a plain SELECT (no set operation).
+func (s *Statement) Split(opt SplitOptions) (*Split, error) {
+	sel := s.node.GetSelectStmt()
+	if sel == nil || sel.Op != pg.SetOperation_SETOP_NONE {
+		return nil, splitErr(splitHint, "only a plain SELECT can be merged across shards")
+	}
+	sel = proto.Clone(sel).(*pg.SelectStmt)
+	sp := &Split{version: s.version, limit: sel.LimitCount, offset: sel.LimitOffset, Dropped: map[int]string{}}
+	sel.LimitCount, sel.LimitOffset = nil, nil
+	sel.LimitOption = pg.LimitOption_LIMIT_OPTION_DEFAULT
+	var err error
+	if opt.Grouped {
+		err = sp.grouped(sel, opt)
+	} else {
+		err = sp.hidden(sel)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sp.sel = sel
+	if sp.sql, err = sp.deparse(nil); err != nil {
+		return nil, err
+	}
+	if orig, err := pg.Deparse(&pg.ParseResult{Version: s.version, Stmts: []*pg.RawStmt{{Stmt: s.node}}}); err == nil {
+		sp.Same = orig == sp.sql
+	}
+	return sp, nil
+}
+
+// SQL returns the shard statement with LIMIT limit when limited (the
+// caller adds OFFSET into it), and nothing else of the client's LIMIT and
+// OFFSET. Without limit it is computed once.
+func (sp *Split) SQL(limited bool, limit int64) (string, error) {
+	if !limited {
+		return sp.sql, nil
+	}
+	return sp.deparse(intConst(limit))
+}
+
+// SQLWithLimitExpr returns the shard statement with LIMIT (n + o) over the
+// client's own LIMIT and OFFSET expressions (bind parameters, read by
+// every shard as bigint), for statements whose values are not known when
+// the plan is made.
+func (sp *Split) SQLWithLimitExpr() (string, error) {
+	if sp.limit == nil {
+		return sp.sql, nil
+	}
+	if sp.offset == nil {
+		return sp.deparse(sp.limit)
+	}
+	sum := &pg.Node{Node: &pg.Node_AExpr{AExpr: &pg.A_Expr{Kind: pg.A_Expr_Kind_AEXPR_OP,
+		Name: []*pg.Node{pg.MakeStrNode("+")}, Lexpr: castInt8(sp.limit), Rexpr: castInt8(sp.offset), Location: -1}}}
+	return sp.deparse(sum)
+}
+
+func castInt8(n *pg.Node) *pg.Node {
+	return &pg.Node{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{Arg: n, Location: -1,
+		TypeName: &pg.TypeName{Names: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("int8")}, Typemod: -1, Location: -1}}}}
+}
+
+func intConst(n int64) *pg.Node {
+	if n > math.MaxInt32 || n < math.MinInt32 {
+		return &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{
+			Val: &pg.A_Const_Fval{Fval: &pg.Float{Fval: strconv.FormatInt(n, 10)}}, Location: -1}}}
+	}
+	return pg.MakeAConstIntNode(n, -1)
+}
+
+func (sp *Split) deparse(limit *pg.Node) (string, error) {
+	sel := sp.sel
+	if limit != nil {
+		sel = proto.Clone(sp.sel).(*pg.SelectStmt)
+		sel.LimitCount = limit
+		sel.LimitOption = pg.LimitOption_LIMIT_OPTION_COUNT
+	}
+	node := &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: sel}}
+	sql, err := pg.Deparse(&pg.ParseResult{Version: sp.version, Stmts: []*pg.RawStmt{{Stmt: node}}})
+	if err != nil {
+		return "", fmt.Errorf("deparse: %w", err)
+	}
+	return sql, nil
+}
+
+// hidden adds the ORDER BY keys that are not output columns as extra
+// output columns; the shards keep their ORDER BY and the merge uses the
+// added columns.
+func (sp *Split) hidden(sel *pg.SelectStmt) error {
+	targets := sel.TargetList
+	star := false
+	for _, t := range targets {
+		rt := t.GetResTarget()
+		if rt == nil || rt.Val == nil || isStar(rt.Val) {
+			star = true
+		}
+	}
+	sp.Visible = len(targets)
+	keys, ok := sortKeys(sel)
+	for i, n := range sel.SortClause {
+		sb := n.GetSortBy()
+		if sb == nil || sb.SortbyDir == pg.SortByDir_SORTBY_USING {
+			return splitErr(splitHint, "ORDER BY ... USING across shards is not supported")
+		}
+		k := sortKey(sb)
+		if ok && (keys[i].Column >= 0 || keys[i].Name != "") {
+			k = keys[i]
+		} else if c := matchTarget(targets, sb.Node); c >= 0 && !star {
+			k.Column = c
+		} else {
+			if c := sb.Node.GetAConst(); c != nil {
+				return splitErr("", "ORDER BY position is not in the select list")
+			}
+			if star {
+				return splitErr("Select the columns by name.", "ORDER BY an expression with SELECT * across shards is not supported")
+			}
+			k.Column = len(sel.TargetList)
+			sel.TargetList = append(sel.TargetList, resTarget(sb.Node, ""))
+			sp.Hidden++
+		}
+		sp.Sort = append(sp.Sort, k)
+	}
+	return nil
+}
+
+func sortKey(sb *pg.SortBy) SortKey {
+	k := SortKey{Desc: sb.SortbyDir == pg.SortByDir_SORTBY_DESC}
+	switch sb.SortbyNulls {
+	case pg.SortByNulls_SORTBY_NULLS_FIRST:
+		k.NullsFirst = true
+	case pg.SortByNulls_SORTBY_NULLS_LAST:
+	default:
+		k.NullsFirst = k.Desc
+	}
+	return k
+}
+
+func isStar(n *pg.Node) bool {
+	c := n.GetColumnRef()
+	if c == nil {
+		return false
+	}
+	for _, f := range c.Fields {
+		if f.GetAStar() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func resTarget(val *pg.Node, name string) *pg.Node {
+	return &pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: val, Name: name, Location: -1}}}
+}
+
+// matchTarget returns the index of the target whose expression is n (an
+// output column name counts), or -1.
+func matchTarget(targets []*pg.Node, n *pg.Node) int {
+	for i, t := range targets {
+		if sameExpr(t.GetResTarget().Val, n) {
+			return i
+		}
+	}
+	if c := n.GetColumnRef(); c != nil && len(c.Fields) == 1 {
+		name := strVal(c.Fields[0])
+		for i, t := range targets {
+			if rt := t.GetResTarget(); rt.Name == name && name != "" {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// sameExpr reports whether two expressions are written alike (locations
+// aside).
+func sameExpr(a, b *pg.Node) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return proto.Equal(withoutLocations(a), withoutLocations(b))
+}
+
+func withoutLocations(n *pg.Node) *pg.Node {
+	c := proto.Clone(n).(*pg.Node)
+	walk(c.ProtoReflect(), func(m protoreflect.Message) {
+		if fd := m.Descriptor().Fields().ByName("location"); fd != nil {
+			m.Clear(fd)
+		}
+	})
+	return c
+}
+
+// grouped builds a grouped split. The shard statement selects, in order:
+// the client's targets (each aggregate replaced by its partials), then
+// group keys not selected, then aggregates only HAVING or ORDER BY use.
+func (sp *Split) grouped(sel *pg.SelectStmt, opt SplitOptions) error {
+	sp.Grouped = true
+	for _, g := range sel.GroupClause {
+		if g.GetGroupingSet() != nil {
+			return splitErr(splitHint, "GROUPING SETS, ROLLUP and CUBE across shards are not supported")
+		}
+	}
+	distinct := len(sel.DistinctClause) > 0
+	if distinct && !(len(sel.DistinctClause) == 1 && sel.DistinctClause[0].Node == nil) {
+		return splitErr("Group by the shard key, or add a shard key predicate.", "SELECT DISTINCT ON across shards is not supported")
+	}
+	if sel.WindowClause != nil {
+		return splitErr(splitHint, "window functions across shards are not supported")
+	}
+	orig := sel.TargetList
+	for _, t := range orig {
+		rt := t.GetResTarget()
+		if rt == nil || rt.Val == nil || isStar(rt.Val) {
+			return splitErr("Select the columns by name.", "SELECT * with GROUP BY or DISTINCT across shards is not supported")
+		}
+	}
+	// Group keys as expressions (an ordinal or an output name means the
+	// target's expression).
+	var keyExprs []*pg.Node
+	for _, g := range sel.GroupClause {
+		e, err := groupExpr(orig, g)
+		if err != nil {
+			return err
+		}
+		keyExprs = append(keyExprs, e)
+	}
+	plainDistinct := distinct && len(sel.GroupClause) == 0 && !hasAgg(orig) && sel.HavingClause == nil
+	if plainDistinct {
+		for _, t := range orig {
+			keyExprs = append(keyExprs, t.GetResTarget().Val)
+		}
+	} else {
+		sp.Distinct = distinct
+	}
+	b := &splitBuilder{sp: sp, opt: opt}
+	// The client's targets.
+	for _, t := range orig {
+		rt := t.GetResTarget()
+		if err := b.target(rt); err != nil {
+			return err
+		}
+	}
+	sp.Visible = len(sp.Cols)
+	// Group keys: shard columns, selected or hidden.
+	for _, e := range keyExprs {
+		sp.Keys = append(sp.Keys, b.keyColumn(e))
+	}
+	// Aggregates without GROUP BY: one row. (A non-aggregate target is
+	// then a constant, the same from every shard.)
+	sp.Scalar = len(sel.GroupClause) == 0 && !plainDistinct
+	// HAVING over final columns.
+	if sel.HavingClause != nil {
+		c, err := b.cond(sel.HavingClause)
+		if err != nil {
+			return err
+		}
+		sp.Having = c
+	}
+	// ORDER BY over final columns.
+	keys, keysOK := sortKeys(&pg.SelectStmt{TargetList: orig, SortClause: sel.SortClause})
+	for i, n := range sel.SortClause {
+		sb := n.GetSortBy()
+		if sb == nil || sb.SortbyDir == pg.SortByDir_SORTBY_USING {
+			return splitErr(splitHint, "ORDER BY ... USING across shards is not supported")
+		}
+		k := sortKey(sb)
+		switch {
+		case keysOK && keys[i].Column >= 0:
+			k.Column = keys[i].Column
+		default:
+			if c := matchTarget(orig, sb.Node); c >= 0 {
+				k.Column = c
+				break
+			}
+			if distinct {
+				return splitErr("", "for SELECT DISTINCT, ORDER BY expressions must appear in select list")
+			}
+			c, err := b.final(sb.Node)
+			if err != nil {
+				return err
+			}
+			k.Column = c
+		}
+		sp.Sort = append(sp.Sort, k)
+	}
+	// The shard statement.
+	sel.TargetList = b.targets
+	sel.HavingClause = nil
+	sel.SortClause = nil
+	if !plainDistinct {
+		sel.DistinctClause = nil
+		sel.GroupClause = nil
+		for _, e := range keyExprs {
+			sel.GroupClause = append(sel.GroupClause, e)
+		}
+	}
+	for _, v := range []*pg.Node{sp.limit, sp.offset} {
+		if p := v.GetParamRef(); p != nil {
+			sp.Dropped[int(p.Number)] = "int8"
+		}
+	}
+	if sp.Having != nil {
+		sp.dropParams(sp.Having)
+	}
+	return nil
+}
+
+func (sp *Split) dropParams(c *Cond) {
+	if c.Val.Kind == ParamVal {
+		if _, ok := sp.Dropped[c.Val.Param]; !ok {
+			sp.Dropped[c.Val.Param] = ""
+		}
+	}
+	for _, a := range c.Args {
+		sp.dropParams(a)
+	}
+}
+
+func hasAgg(targets []*pg.Node) bool {
+	for _, t := range targets {
+		if containsAgg(t) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsAgg(n *pg.Node) bool {
+	return containsNode(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		f, ok := m.Interface().(*pg.FuncCall)
+		return ok && isAggregate(f)
+	})
+}
+
+// groupExpr resolves one GROUP BY item to an expression.
+func groupExpr(targets []*pg.Node, g *pg.Node) (*pg.Node, error) {
+	if c := g.GetAConst(); c != nil && c.GetIval() != nil {
+		k := int(c.GetIval().Ival)
+		if k < 1 || k > len(targets) {
+			return nil, splitErr("", "GROUP BY position %d is not in select list", k)
+		}
+		return targets[k-1].GetResTarget().Val, nil
+	}
+	if c := g.GetColumnRef(); c != nil && len(c.Fields) == 1 {
+		// Postgres takes an input column of that name first; an output
+		// alias that is not the same column cannot be told apart here.
+		name := strVal(c.Fields[0])
+		for _, t := range targets {
+			rt := t.GetResTarget()
+			if rt.Name == name && !sameExpr(rt.Val, g) {
+				return nil, splitErr("Group by the expression itself or by its position.",
+					"GROUP BY %s is ambiguous across shards: an output column and maybe an input column have that name", name)
+			}
+		}
+	}
+	return g, nil
+}
+
+// splitBuilder collects the shard statement's targets and the final
+// columns.
+type splitBuilder struct {
+	sp      *Split
+	opt     SplitOptions
+	targets []*pg.Node
+}
+
+func (b *splitBuilder) add(val *pg.Node, name string) int {
+	b.targets = append(b.targets, resTarget(val, name))
+	return len(b.targets) - 1
+}
+
+// target adds one of the client's targets as a final column.
+func (b *splitBuilder) target(rt *pg.ResTarget) error {
+	if !containsAgg(rt.Val) {
+		b.sp.Cols = append(b.sp.Cols, SplitCol{Col: b.add(rt.Val, rt.Name)})
+		return nil
+	}
+	f := rt.Val.GetFuncCall()
+	if f == nil || !isAggregate(f) {
+		return splitErr("Select the aggregates themselves and compute the expression in the application.",
+			"an expression over aggregates across shards is not supported yet")
+	}
+	col, err := b.aggregate(f, rt.Name)
+	if err != nil {
+		return err
+	}
+	b.sp.Cols = append(b.sp.Cols, col)
+	return nil
+}
+
+// aggregate adds the partials of one aggregate call.
+func (b *splitBuilder) aggregate(f *pg.FuncCall, name string) (SplitCol, error) {
+	ns := names(f.Funcname)
+	fn := ns[len(ns)-1]
+	if len(ns) > 1 && ns[0] != "pg_catalog" {
+		return SplitCol{}, splitErr(splitHint, "aggregate %s across shards is not supported", strings.Join(ns, "."))
+	}
+	if len(f.AggOrder) > 0 || f.AggWithinGroup {
+		return SplitCol{}, splitErr("Aggregate on one shard (add a shard key predicate), or order in the application.",
+			"ordered aggregate %s across shards is not supported: the shards' parts cannot be merged in order", fn)
+	}
+	if f.AggDistinct {
+		switch {
+		case fn == "min" || fn == "max":
+		case (fn == "count" || fn == "sum" || fn == "avg") && len(f.Args) == 1 && b.isKey(f.Args[0]):
+			// Each key value lives on one shard: the shards' distinct
+			// sets are disjoint.
+		default:
+			return SplitCol{}, splitErr("Count distinct values of the shard key, or add a shard key predicate.",
+				"%s(DISTINCT ...) across shards is exact only over the shard key", fn)
+		}
+	}
+	switch fn {
+	case "count", "sum", "min", "max", "bool_and", "bool_or", "every":
+		agg := fn
+		switch fn {
+		case "every":
+			agg = "bool_and"
+		}
+		return SplitCol{Agg: agg, Col: b.add(&pg.Node{Node: &pg.Node_FuncCall{FuncCall: f}}, name)}, nil
+	case "avg":
+		if name == "" {
+			name = "avg"
+		}
+		sum := proto.Clone(f).(*pg.FuncCall)
+		sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
+		cnt := proto.Clone(f).(*pg.FuncCall)
+		cnt.Funcname = []*pg.Node{pg.MakeStrNode("count")}
+		s := b.add(&pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}, name)
+		c := b.add(&pg.Node{Node: &pg.Node_FuncCall{FuncCall: cnt}}, "")
+		return SplitCol{Agg: "avg", Col: s, Count: c, Name: name}, nil
+	}
+	return SplitCol{}, splitErr("Aggregate on one shard (add a shard key predicate), or use count, sum, min, max, avg, bool_and, bool_or or every.",
+		"aggregate %s across shards is not supported: its parts cannot be combined exactly", fn)
+}
+
+func (b *splitBuilder) isKey(n *pg.Node) bool {
+	c := n.GetColumnRef()
+	if c == nil || b.opt.IsKey == nil {
+		return false
+	}
+	return b.opt.IsKey(names(c.Fields))
+}
+
+// keyColumn returns the shard column of a group key expression, adding a
+// hidden one when no target is that expression.
+func (b *splitBuilder) keyColumn(e *pg.Node) int {
+	for i, t := range b.targets {
+		if sameExpr(t.GetResTarget().Val, e) {
+			return i
+		}
+	}
+	return b.add(e, "")
+}
+
+// final returns the final column of an expression HAVING or ORDER BY uses:
+// a selected one, an aggregate (added hidden), or a group key.
+func (b *splitBuilder) final(e *pg.Node) (int, error) {
+	for i, c := range b.sp.Cols {
+		if sameExpr(b.targets[c.Col].GetResTarget().Val, e) && (c.Agg != "avg") {
+			return i, nil
+		}
+	}
+	if f := e.GetFuncCall(); f != nil && isAggregate(f) {
+		col, err := b.aggregate(f, "")
+		if err != nil {
+			return 0, err
+		}
+		b.sp.Cols = append(b.sp.Cols, col)
+		return len(b.sp.Cols) - 1, nil
+	}
+	if containsAgg(e) {
+		return 0, splitErr("Use the aggregate itself in HAVING and ORDER BY.",
+			"an expression over aggregates in HAVING or ORDER BY across shards is not supported yet")
+	}
+	// A group key (or an expression of one: the same on every row of a
+	// group).
+	b.sp.Cols = append(b.sp.Cols, SplitCol{Col: b.keyColumn(e)})
+	return len(b.sp.Cols) - 1, nil
+}
+
+var cmpOps = map[string]string{"=": "=", "<>": "<>", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+var flipOps = map[string]string{"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+// cond translates a HAVING clause.
+func (b *splitBuilder) cond(n *pg.Node) (*Cond, error) {
+	unsupported := splitErr("Write HAVING as comparisons of aggregates or group keys with constants, joined by AND, OR and NOT.",
+		"this HAVING condition across shards is not supported")
+	switch x := n.Node.(type) {
+	case *pg.Node_BoolExpr:
+		op := map[pg.BoolExprType]string{pg.BoolExprType_AND_EXPR: "and", pg.BoolExprType_OR_EXPR: "or", pg.BoolExprType_NOT_EXPR: "not"}[x.BoolExpr.Boolop]
+		if op == "" {
+			return nil, unsupported
+		}
+		c := &Cond{Op: op}
+		for _, a := range x.BoolExpr.Args {
+			ac, err := b.cond(a)
+			if err != nil {
+				return nil, err
+			}
+			c.Args = append(c.Args, ac)
+		}
+		return c, nil
+	case *pg.Node_NullTest:
+		col, err := b.final(x.NullTest.Arg)
+		if err != nil {
+			return nil, err
+		}
+		op := "null"
+		if x.NullTest.Nulltesttype == pg.NullTestType_IS_NOT_NULL {
+			op = "notnull"
+		}
+		return &Cond{Op: op, Col: col}, nil
+	case *pg.Node_AExpr:
+		e := x.AExpr
+		if e.Kind != pg.A_Expr_Kind_AEXPR_OP || len(e.Name) != 1 {
+			return nil, unsupported
+		}
+		op, ok := cmpOps[strVal(e.Name[0])]
+		if !ok {
+			return nil, unsupported
+		}
+		l, r := e.Lexpr, e.Rexpr
+		v, vok := valueOf(r)
+		if !vok || v.Cast != "" && v.Kind != ParamVal {
+			if v2, ok2 := valueOf(l); ok2 && (v2.Cast == "" || v2.Kind == ParamVal) {
+				l, v, vok, op = r, v2, true, flipOps[op]
+			}
+		}
+		if !vok || v.Array || (v.Cast != "" && v.Kind != ParamVal) {
+			return nil, unsupported
+		}
+		col, err := b.final(l)
+		if err != nil {
+			return nil, err
+		}
+		return &Cond{Op: "cmp", Col: col, Cmp: op, Val: v}, nil
+	}
+	return nil, unsupported
+}

@@ -1,0 +1,464 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/shardproxy/shardproxy/fanout"
+	"github.com/shardproxy/shardproxy/parser"
+	"github.com/shardproxy/shardproxy/router"
+)
+
+// gathered is what gather collected from the shards of a scatter.
+type gathered struct {
+	rowDesc  []byte                      // the first shard's RowDescription, raw
+	fields   []pgproto3.FieldDescription // decoded
+	tags     []string                    // each shard's CommandComplete tag
+	firstErr []byte                      // the first ErrorResponse, raw
+	empty    bool                        // EmptyQueryResponse
+	rows     int64                       // rows relayed to the client
+}
+
+// shardRows is one shard's reply as a fanout.Source: its DataRows, with
+// every other message handled on the way.
+type shardRows struct {
+	g    *gatherer
+	i    int
+	head []byte // a row read ahead (priming), returned first
+	done bool
+}
+
+func (r *shardRows) Next() ([]byte, error) {
+	if r.head != nil {
+		h := r.head
+		r.head = nil
+		return h, nil
+	}
+	if r.done {
+		return nil, nil
+	}
+	body, err := r.g.step(r.i)
+	if err != nil {
+		return nil, err
+	}
+	if body == nil {
+		r.done = true
+	}
+	return body, nil
+}
+
+// gatherer reads the replies of one scatter.
+type gatherer struct {
+	s           *session
+	bs          []*backend
+	plan        *router.Plan
+	sent        time.Time
+	withRowDesc bool
+	m           gathered
+}
+
+// errShardLost marks a shard connection lost mid-reply (the error is in
+// shardErr).
+type errShardLost struct{ err error }
+
+func (e errShardLost) Error() string { return e.err.Error() }
+
+// step reads shard i up to its next DataRow and returns its body (valid
+// until shard i is read again), handling every other message; nil once
+// the shard reached ReadyForQuery.
+func (g *gatherer) step(i int) ([]byte, error) {
+	b, m, s := g.bs[i], &g.m, g.s
+	for {
+		typ, body, raw, err := b.rd.next()
+		if err != nil {
+			for _, o := range g.bs {
+				o.broken = true
+			}
+			return nil, errShardLost{&shardError{shard: b.pool.name, err: err}}
+		}
+		switch typ {
+		case 'D':
+			return body, nil
+		case 'T':
+			if m.rowDesc == nil {
+				m.rowDesc = bytes.Clone(raw)
+				// Decode the copy: field names alias the decoded bytes.
+				var rd pgproto3.RowDescription
+				if rd.Decode(m.rowDesc[5:]) == nil {
+					m.fields = rd.Fields
+				}
+				if g.withRowDesc && g.plan.Merge == nil && m.firstErr == nil {
+					s.out = append(s.out, raw...)
+				}
+			} else if !bytes.Equal(raw, m.rowDesc) && m.firstErr == nil {
+				m.firstErr = appendMsg(nil, errorResponse(&pgError{code: pgerrcode.InternalError,
+					msg:  fmt.Sprintf("shard %s returned different columns than shard %s", b.pool.name, g.bs[0].pool.name),
+					hint: "The table definitions differ between shards."}))
+			}
+		case 'C':
+			m.tags = append(m.tags, commandTag(body))
+			if !g.plan.Replicated || i == 0 {
+				s.q.tag(body)
+			}
+		case 'I':
+			m.empty = true
+		case 'E':
+			s.q.shardFailed(body)
+			if m.firstErr == nil {
+				m.firstErr = bytes.Clone(raw)
+				g.cancelOthers(i)
+			}
+		case 'N', 'S':
+			if typ == 'S' {
+				b.dirty = true
+			}
+			if i == 0 {
+				s.out = append(s.out, raw...)
+			}
+		case 'Z':
+			b.txStatus = body[0]
+			s.shardDone(b, g.sent)
+			return nil, nil
+		}
+	}
+}
+
+// cancelOthers stops every shard but i; their replies are drained.
+func (g *gatherer) cancelOthers(i int) {
+	for j, o := range g.bs {
+		if j != i {
+			go o.cancel()
+		}
+	}
+}
+
+// gather reads every shard's reply and answers from it through a tree of
+// fanout operators: the shards' rows concatenated, or merged in order
+// (plan.Sort), or merged as groups (plan.Merge), then OFFSET and LIMIT.
+// The shards work in parallel; the proxy holds one message per shard,
+// except where the answer needs buffering (groups, a sort after them),
+// which is bounded by merge_memory_mb. RowDescriptions must agree; the
+// first error stops the other shards. withRowDesc relays the
+// RowDescription (the simple protocol; in the extended one Describe did).
+// formats, when set, are the result formats the client asked for a
+// grouped merge (its rows are computed in text). shardErr is a shard lost
+// mid-reply; err means the client is gone.
+func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withRowDesc bool, formats []int16) (m gathered, shardErr, err error) {
+	g := &gatherer{s: s, bs: bs, plan: plan, sent: sent, withRowDesc: withRowDesc}
+	srcs := make([]*shardRows, len(bs))
+	for i := range bs {
+		srcs[i] = &shardRows{g: g, i: i}
+	}
+	lost := func(err error) (gathered, error, error) {
+		var l errShardLost
+		if errors.As(err, &l) {
+			return g.m, l.err, nil
+		}
+		return g.m, nil, err
+	}
+	// Prime: every shard's first row (or end), so that the columns and
+	// early errors are known before anything is sent.
+	for _, src := range srcs {
+		row, err := src.Next()
+		if err != nil {
+			return lost(err)
+		}
+		src.head = row
+		if row == nil {
+			src.done = true
+		}
+	}
+	var root fanout.Source
+	if g.m.firstErr == nil {
+		var perr error
+		root, perr = s.pipeline(g, srcs)
+		if perr != nil {
+			g.m.firstErr = appendMsg(nil, errorResponse(perr))
+			g.cancelOthers(-1)
+		}
+	}
+	for root != nil && g.m.firstErr == nil {
+		row, err := root.Next()
+		if err != nil {
+			var l errShardLost
+			if errors.As(err, &l) {
+				return g.m, l.err, nil
+			}
+			g.m.firstErr = appendMsg(nil, errorResponse(mergeError(err)))
+			g.cancelOthers(-1)
+			break
+		}
+		if row == nil || g.m.firstErr != nil {
+			break
+		}
+		if formats != nil {
+			if row, err = toFormats(row, formats, plan.Merge, g.m.fields); err != nil {
+				g.m.firstErr = appendMsg(nil, errorResponse(mergeError(err)))
+				g.cancelOthers(-1)
+				break
+			}
+		}
+		g.m.rows++
+		s.out = append(s.out, 'D', 0, 0, 0, 0)
+		binary.BigEndian.PutUint32(s.out[len(s.out)-4:], uint32(len(row)+4))
+		s.out = append(s.out, row...)
+		if len(s.out) >= flushAt {
+			if err := s.flush(); err != nil {
+				for _, o := range bs {
+					o.broken = true
+					go o.cancel()
+				}
+				return g.m, nil, err
+			}
+		}
+	}
+	// Drain what is left: after an error, a LIMIT reached, or rows of
+	// copies not used (each shard's part is bounded by its own LIMIT).
+	for _, src := range srcs {
+		src.head = nil
+		for !src.done {
+			if _, err := src.Next(); err != nil {
+				return lost(err)
+			}
+		}
+	}
+	return g.m, nil, nil
+}
+
+// mergeError turns an operator's error into what the client sees.
+func mergeError(err error) error {
+	var pe *pgError
+	switch {
+	case errors.As(err, &pe), errors.Is(err, fanout.ErrMemory), errors.Is(err, fanout.ErrOverflow):
+		return err
+	case errors.Is(err, fanout.ErrUnsupported):
+		return refused(fmt.Sprintf("cannot merge rows across shards: %v", err), "Add a shard key predicate so the query runs on one shard.")
+	}
+	return &pgError{code: pgerrcode.InternalError, msg: fmt.Sprintf("merging rows across shards: %v", err)}
+}
+
+// pipeline builds the operator tree of a scatter over the primed shard
+// sources. It sends the client's RowDescription when the merge changes
+// the columns.
+func (s *session) pipeline(g *gatherer, srcs []*shardRows) (fanout.Source, error) {
+	plan := g.plan
+	in := make([]fanout.Source, len(srcs))
+	for i, src := range srcs {
+		in[i] = src
+	}
+	limit := int64(-1)
+	if plan.Limited {
+		limit = plan.Limit
+	}
+	sp := plan.Merge
+	if sp != nil && sp.Grouped {
+		return s.groupPipeline(g, in, limit)
+	}
+	var root fanout.Source
+	switch {
+	case plan.Replicated:
+		// Every copy returns the same rows: one shard's answer.
+		root = in[0]
+	case plan.Sort != nil:
+		ord, err := s.rowOrder(g.m.fields, plan.Sort)
+		if err != nil {
+			return nil, err
+		}
+		root = fanout.MergeSort(ord, in...)
+	default:
+		root = fanout.Concat(in...)
+	}
+	if limit >= 0 || plan.Offset > 0 {
+		root = fanout.Limit(root, plan.Offset, limit)
+	}
+	if sp != nil && sp.Hidden > 0 {
+		n := len(g.m.fields) - sp.Hidden
+		root = fanout.Strip(root, n)
+		if g.withRowDesc && g.m.fields != nil {
+			g.s.out = appendMsg(g.s.out, &pgproto3.RowDescription{Fields: g.m.fields[:n]})
+		}
+	} else if sp != nil && g.withRowDesc && g.m.rowDesc != nil {
+		g.s.out = append(g.s.out, g.m.rowDesc...)
+	}
+	return root, nil
+}
+
+// groupPipeline merges partial groups: Group, then HAVING, DISTINCT, the
+// final ORDER BY, OFFSET/LIMIT, and the hidden columns stripped.
+func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (fanout.Source, error) {
+	plan, sp, fields := g.plan, g.plan.Merge, g.m.fields
+	spec := fanout.GroupSpec{Scalar: sp.Scalar, TextByteOrder: s.srv.textByteOrder}
+	for _, f := range fields {
+		if f.Format != 0 {
+			return nil, &pgError{code: pgerrcode.InternalError, msg: "a grouped merge needs text results from the shards"}
+		}
+	}
+	for _, k := range sp.Keys {
+		if k >= len(fields) {
+			return nil, &pgError{code: pgerrcode.InternalError, msg: "group key out of range of the shards' columns"}
+		}
+		kind, ok := fanout.KeyKindOf(fields[k].DataTypeOID)
+		if !ok {
+			return nil, refused(fmt.Sprintf("cannot group by column %q of type %d across shards: its equality is not known to the proxy", fields[k].Name, fields[k].DataTypeOID),
+				"Group by columns of built-in scalar types, or add a shard key predicate.")
+		}
+		spec.Keys = append(spec.Keys, k)
+		spec.KeyKinds = append(spec.KeyKinds, kind)
+	}
+	out := make([]pgproto3.FieldDescription, len(sp.Cols))
+	types := make([]uint32, len(sp.Cols))
+	for i, c := range sp.Cols {
+		if c.Col >= len(fields) || (c.Agg == "avg" && c.Count >= len(fields)) {
+			return nil, &pgError{code: pgerrcode.InternalError, msg: "merge column out of range of the shards' columns"}
+		}
+		f := fields[c.Col]
+		col := fanout.AggCol{Func: c.Agg, Col: c.Col, Count: c.Count, Type: f.DataTypeOID}
+		typ, err := col.ResultType()
+		if err != nil {
+			return nil, err
+		}
+		spec.Cols = append(spec.Cols, col)
+		types[i] = typ
+		out[i] = f
+		if typ != f.DataTypeOID {
+			out[i].DataTypeOID, out[i].TypeModifier = typ, -1
+			out[i].DataTypeSize = -1
+			if typ == fanout.Float8OID {
+				out[i].DataTypeSize = 8
+			}
+		}
+		if c.Name != "" {
+			out[i].Name = []byte(c.Name)
+		}
+	}
+	budget := &fanout.Budget{Max: int64(s.srv.live.Load().cfg.MergeMemoryMB) << 20}
+	root, err := fanout.Group(fanout.Concat(in...), spec, budget)
+	if err != nil {
+		return nil, err
+	}
+	if plan.Having != nil {
+		root = fanout.Filter(root, plan.Having, types, s.srv.textByteOrder)
+	}
+	if sp.Distinct {
+		kinds := make([]fanout.KeyKind, sp.Visible)
+		for i := range kinds {
+			kind, ok := fanout.KeyKindOf(types[i])
+			if !ok {
+				return nil, refused(fmt.Sprintf("cannot compare column %q of type %d across shards for DISTINCT", out[i].Name, types[i]),
+					"Select columns of built-in scalar types, or add a shard key predicate.")
+			}
+			kinds[i] = kind
+		}
+		root = fanout.Distinct(root, sp.Visible, kinds, budget)
+	}
+	if len(sp.Sort) > 0 {
+		finalFields := make([]pgproto3.FieldDescription, len(out))
+		copy(finalFields, out)
+		ord, err := s.rowOrder(finalFields, sp.Sort)
+		if err != nil {
+			return nil, err
+		}
+		root = fanout.Sort(root, ord, budget)
+	}
+	if limit >= 0 || plan.Offset > 0 {
+		root = fanout.Limit(root, plan.Offset, limit)
+	}
+	if sp.Visible < len(sp.Cols) {
+		root = fanout.Strip(root, sp.Visible)
+	}
+	if g.withRowDesc {
+		g.s.out = appendMsg(g.s.out, &pgproto3.RowDescription{Fields: out[:sp.Visible]})
+	}
+	return root, nil
+}
+
+// rowOrder builds the ORDER BY comparison of DataRow bodies from the
+// result's column types: Postgres's ordering of each type (in text or
+// binary format), DESC, NULLS FIRST/LAST. Types it cannot order exactly
+// are refused before any row is sent.
+func (s *session) rowOrder(fields []pgproto3.FieldDescription, keys []parser.SortKey) (*fanout.Order, error) {
+	okeys := make([]fanout.OrderKey, 0, len(keys))
+	for _, k := range keys {
+		if k.Column < 0 {
+			// SELECT *: the key names exactly one of the result's columns.
+			k.Column = -1
+			for i, f := range fields {
+				if string(f.Name) == k.Name {
+					if k.Column >= 0 {
+						return nil, refused(fmt.Sprintf("ORDER BY %s is ambiguous among the columns of SELECT * across shards", k.Name),
+							"Select the columns by name.")
+					}
+					k.Column = i
+				}
+			}
+			if k.Column < 0 {
+				return nil, refused(fmt.Sprintf("ORDER BY %s: no result column of that name across shards", k.Name),
+					"Select the column you order by.")
+			}
+		}
+		if k.Column >= len(fields) {
+			return nil, &pgError{code: pgerrcode.InternalError, msg: "ORDER BY column out of range of the result"}
+		}
+		f := fields[k.Column]
+		base, err := fanout.Comparator(f.DataTypeOID, s.srv.textByteOrder)
+		if err != nil {
+			return nil, refused(fmt.Sprintf("ORDER BY column %q across shards: %v", f.Name, err),
+				"Add a shard key predicate so the query runs on one shard.")
+		}
+		cmp := base
+		if f.Format == 1 {
+			oid := f.DataTypeOID
+			cmp = func(a, b []byte) (int, error) {
+				ta, err1 := binaryToText(oid, a)
+				tb, err2 := binaryToText(oid, b)
+				if err1 != nil || err2 != nil {
+					return 0, errors.Join(err1, err2)
+				}
+				return base(ta, tb)
+			}
+		}
+		okeys = append(okeys, fanout.OrderKey{Col: k.Column, Desc: k.Desc, NullsFirst: k.NullsFirst, Cmp: cmp})
+	}
+	return fanout.NewOrder(okeys), nil
+}
+
+// toFormats converts a grouped merge's text row to the client's result
+// formats (the extended protocol).
+func toFormats(row []byte, formats []int16, sp *parser.Split, fields []pgproto3.FieldDescription) ([]byte, error) {
+	vals, err := fanout.DecodeRow(nil, row)
+	if err != nil {
+		return nil, err
+	}
+	changed := false
+	for i, v := range vals {
+		f := formats[0]
+		if len(formats) > 1 {
+			if i >= len(formats) {
+				break
+			}
+			f = formats[i]
+		}
+		if f == 0 || v == nil {
+			continue
+		}
+		typ := fields[sp.Cols[i].Col].DataTypeOID
+		if sp.Cols[i].Agg == "avg" {
+			c := fanout.AggCol{Func: "avg", Type: typ}
+			typ, _ = c.ResultType()
+		}
+		if vals[i], err = textToBinary(typ, v); err != nil {
+			return nil, err
+		}
+		changed = true
+	}
+	if !changed {
+		return row, nil
+	}
+	return fanout.EncodeRow(nil, vals), nil
+}

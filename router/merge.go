@@ -1,0 +1,271 @@
+package router
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+
+	"github.com/shardproxy/shardproxy/fanout"
+	"github.com/shardproxy/shardproxy/parser"
+)
+
+// merger decides how a multi-shard SELECT's answers combine: concatenated,
+// merged in order, or split (parser.Split) into a statement for the shards
+// and a merge the proxy runs. It is built once per statement; the split is
+// made on first use.
+type merger struct {
+	st    *parser.Statement
+	sh    parser.Shape
+	byKey bool
+	isKey func(ref []string) bool
+
+	once  sync.Once
+	split *parser.Split
+	err   error
+}
+
+const mergeHint = "Add a shard key predicate so the query runs on one shard (see docs/routing.md)."
+
+func (m *merger) plan(p *Plan, params Params) error {
+	sh := m.sh
+	switch {
+	case sh.Union:
+		return refuse(mergeHint, "UNION/INTERSECT/EXCEPT across shards is not supported yet")
+	case sh.Window:
+		return refuse("Run window functions on one shard (add a shard key predicate), or compute them in the application.",
+			"window functions across shards are not supported: each shard would see only its own rows")
+	case sh.UnionAll && (sh.OrderBy || sh.Limit || sh.Offset):
+		return refuse(mergeHint, "ORDER BY, LIMIT or OFFSET over UNION ALL across shards is not supported yet")
+	case sh.UnionAll && (sh.Aggregate || sh.GroupBy || sh.Distinct || sh.Having):
+		return refuse(mergeHint, "aggregates, GROUP BY or DISTINCT inside UNION ALL across shards are not supported yet")
+	}
+	grouped := !m.byKey && (sh.GroupBy || sh.Distinct || sh.Having || sh.Aggregate)
+	hidden := sh.OrderBy && !sh.SortOK
+	var limit, offset int64 = -1, 0
+	if sh.Limit && sh.LimitCount != nil {
+		n, ok := limitValue(*sh.LimitCount, params)
+		if !ok {
+			return refuse("Use a constant or a parameter for LIMIT.", "a LIMIT expression across shards is not supported")
+		}
+		limit = n
+	}
+	if sh.Offset && sh.OffsetCount != nil {
+		o, ok := limitValue(*sh.OffsetCount, params)
+		if !ok {
+			return refuse("Use a constant or a parameter for OFFSET.", "an OFFSET expression across shards is not supported")
+		}
+		offset = o
+	}
+	if limit < -1 || offset < 0 {
+		return nil // every shard raises Postgres's own error
+	}
+	if !grouped && !hidden && offset == 0 {
+		// Concatenation or an ordered merge of the shards' own answers;
+		// each shard applies the LIMIT itself.
+		if sh.OrderBy {
+			p.Sort = sh.Sort
+			p.Reason += ", merged in order"
+		}
+		if limit >= 0 {
+			p.Limited, p.Limit = true, limit
+		}
+		if m.byKey {
+			p.Reason += ", grouped by the shard key"
+		}
+		return nil
+	}
+	m.once.Do(func() {
+		m.split, m.err = m.st.Split(parser.SplitOptions{Grouped: grouped, IsKey: m.isKey})
+	})
+	if m.err != nil {
+		if se, ok := m.err.(*parser.SplitError); ok {
+			return refuse(se.Hint, "%s", se.Msg)
+		}
+		return m.err
+	}
+	sp := m.split
+	p.Merge = sp
+	p.Limited, p.Limit, p.Offset = limit >= 0, limit, offset
+	var sql string
+	var err error
+	if grouped {
+		if sp.Scalar {
+			p.Reason += ", aggregates combined"
+		} else {
+			p.Reason += ", groups merged"
+		}
+		if sp.Having != nil {
+			if p.Having, err = resolveCond(sp.Having, params); err != nil {
+				return err
+			}
+		}
+		if sp.Same {
+			return nil
+		}
+		sql, err = sp.SQL(false, 0)
+	} else {
+		p.Sort = sp.Sort
+		if len(sp.Sort) > 0 {
+			p.Reason += ", merged in order"
+		}
+		if limit >= 0 && limit > math.MaxInt64-offset {
+			return refuse("Use a smaller LIMIT.", "LIMIT plus OFFSET overflows")
+		}
+		// Each shard returns its first limit+offset rows, without OFFSET;
+		// the merge skips offset rows of the whole.
+		sql, err = sp.SQL(limit >= 0, limit+offset)
+	}
+	if err != nil {
+		return err
+	}
+	p.SQL = make([]string, len(p.Shards))
+	for i := range p.SQL {
+		p.SQL[i] = sql
+	}
+	return nil
+}
+
+// resolveCond reads a HAVING condition's constants and parameters.
+func resolveCond(c *parser.Cond, params Params) (*fanout.Cond, error) {
+	out := &fanout.Cond{Op: c.Op, Col: c.Col, Cmp: c.Cmp}
+	if c.Op == "cmp" {
+		v := literal(c.Val, params)
+		text, null, ok := valueText(v, params)
+		if !ok {
+			return nil, refuse("Send HAVING parameters in text format, or use constants.",
+				"a HAVING parameter across shards could not be read")
+		}
+		out.Val, out.Null = text, null
+	}
+	for _, a := range c.Args {
+		ra, err := resolveCond(a, params)
+		if err != nil {
+			return nil, err
+		}
+		out.Args = append(out.Args, ra)
+	}
+	return out, nil
+}
+
+// MergeTree renders the merge of a split statement on one line, root
+// first ("" when the plan has none).
+func (p *Plan) MergeTree() string {
+	if p.Merge == nil {
+		return ""
+	}
+	lines := strings.Split(mergeString(p), "\n")[1:]
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, " <- ")
+}
+
+// mergeString renders a split's merge as an operator tree, root first,
+// for SHOW ROUTE and EXPLAIN.
+func mergeString(p *Plan) string {
+	sp := p.Merge
+	var lines []string
+	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
+	if sp.Grouped && sp.Visible < len(sp.Cols) {
+		add("strip to %d columns", sp.Visible)
+	}
+	if !sp.Grouped && sp.Hidden > 0 {
+		add("strip %d hidden columns", sp.Hidden)
+	}
+	if p.Limited || p.Offset > 0 {
+		lim := "all"
+		if p.Limited {
+			lim = fmt.Sprint(p.Limit)
+		}
+		add("limit %s offset %d", lim, p.Offset)
+	}
+	if sp.Grouped {
+		if len(sp.Sort) > 0 {
+			add("sort by %s", sortString(sp.Sort, "out"))
+		}
+		if sp.Distinct {
+			add("distinct")
+		}
+		if sp.Having != nil {
+			add("having %s", condString(sp.Having))
+		}
+		var cols []string
+		for _, c := range sp.Cols {
+			switch c.Agg {
+			case "":
+				cols = append(cols, fmt.Sprintf("col%d", c.Col+1))
+			case "avg":
+				cols = append(cols, fmt.Sprintf("avg(col%d/col%d)", c.Col+1, c.Count+1))
+			default:
+				cols = append(cols, fmt.Sprintf("%s(col%d)", c.Agg, c.Col+1))
+			}
+		}
+		keys := make([]string, len(sp.Keys))
+		for i, k := range sp.Keys {
+			keys[i] = fmt.Sprintf("col%d", k+1)
+		}
+		what := "group by " + strings.Join(keys, ",")
+		if len(keys) == 0 {
+			what = "aggregate"
+		}
+		add("%s: %s", what, strings.Join(cols, ", "))
+	} else if len(sp.Sort) > 0 {
+		add("merge sort by %s", sortString(sp.Sort, "col"))
+	} else {
+		add("concatenate")
+	}
+	var b strings.Builder
+	b.WriteString("merge:")
+	for i, l := range lines {
+		fmt.Fprintf(&b, "\n%s%s", strings.Repeat("  ", i+1), l)
+	}
+	return b.String()
+}
+
+func sortString(keys []parser.SortKey, col string) string {
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		if k.Column < 0 {
+			b.WriteString(k.Name)
+		} else {
+			fmt.Fprintf(&b, "%s%d", col, k.Column+1)
+		}
+		if k.Desc {
+			b.WriteString(" desc")
+		}
+		if k.NullsFirst != k.Desc {
+			if k.NullsFirst {
+				b.WriteString(" nulls first")
+			} else {
+				b.WriteString(" nulls last")
+			}
+		}
+	}
+	return b.String()
+}
+
+func condString(c *parser.Cond) string {
+	switch c.Op {
+	case "and", "or":
+		parts := make([]string, len(c.Args))
+		for i, a := range c.Args {
+			parts[i] = condString(a)
+		}
+		return "(" + strings.Join(parts, " "+c.Op+" ") + ")"
+	case "not":
+		return "not " + condString(c.Args[0])
+	case "null":
+		return fmt.Sprintf("out%d is null", c.Col+1)
+	case "notnull":
+		return fmt.Sprintf("out%d is not null", c.Col+1)
+	}
+	v := c.Val.Text
+	if c.Val.Kind == parser.ParamVal {
+		v = fmt.Sprintf("$%d", c.Val.Param)
+	}
+	return fmt.Sprintf("out%d %s %s", c.Col+1, c.Cmp, v)
+}
