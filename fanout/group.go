@@ -62,7 +62,7 @@ func Group(src Source, spec GroupSpec, budget *Budget) (Source, error) {
 
 func checkAgg(c AggCol, textByteOrder bool) error {
 	switch c.Func {
-	case "", "count", "bool_and", "bool_or":
+	case "", "count", "bool_and", "bool_or", "expr":
 		return nil
 	case "sum":
 		switch c.Type {
@@ -175,6 +175,8 @@ func (g *group) add(c AggCol, s *aggState, first bool) error {
 	}
 	v := g.vals[c.Col]
 	switch c.Func {
+	case "expr":
+		return nil // computed after the merge (Project)
 	case "":
 		if first && v != nil {
 			s.val = bytes.Clone(v)
@@ -307,6 +309,8 @@ func addNumeric(s *aggState, v string) error {
 // final renders one output column of a group.
 func final(c AggCol, s *aggState) ([]byte, error) {
 	switch c.Func {
+	case "expr":
+		return nil, nil
 	case "":
 		return s.val, nil
 	case "count":
@@ -359,17 +363,8 @@ func final(c AggCol, s *aggState) ([]byte, error) {
 // select_div_scale's (at least 16 significant digits, at least the
 // dividend's scale), rounded half away from zero.
 func NumericDiv(num *big.Rat, scale int, den int64) string {
-	w1, d1 := nbaseLead(num)
-	w2, d2 := nbaseLead(new(big.Rat).SetInt64(den))
-	qweight := w1 - w2
-	if d1 <= d2 {
-		qweight--
-	}
-	rscale := 16 - qweight*4
-	rscale = max(rscale, scale, 0)
-	rscale = min(rscale, 1000)
-	q := new(big.Rat).Quo(num, new(big.Rat).SetInt64(den))
-	return roundRat(q, rscale)
+	s, _ := numericDiv(num, scale, new(big.Rat).SetInt64(den), 0)
+	return s
 }
 
 // nbaseLead returns the weight and first digit of |r| in Postgres's

@@ -9,6 +9,8 @@ import (
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/shardproxy/shardproxy/fanout"
 )
 
 // Split is a SELECT cut in two for a fan-out: the statement every shard
@@ -63,8 +65,13 @@ type Split struct {
 type SplitCol struct {
 	// Agg is how shard values combine: "" takes the value of the first
 	// row of the group (a group key, or an expression of it); count, sum,
-	// min, max, avg, bool_and, bool_or combine partial aggregates.
+	// min, max, avg, bool_and, bool_or combine partial aggregates; expr
+	// computes Expr over other final columns after the merge.
 	Agg string
+	// Expr is an expression over aggregates (Agg expr).
+	Expr *fanout.Expr
+	// Typmod is an expr column's type modifier (numeric(p,s)), or -1.
+	Typmod int32
 	// Col is the shard column (for avg: the partial sum).
 	Col int
 	// Count is avg's partial count column.
@@ -341,14 +348,39 @@ func (sp *Split) grouped(sel *pg.SelectStmt, opt SplitOptions) error {
 		sp.Distinct = distinct
 	}
 	b := &splitBuilder{sp: sp, opt: opt}
-	// The client's targets.
-	for _, t := range orig {
+	// The client's targets; expressions over aggregates are computed
+	// from hidden final columns, added once every target has its place.
+	var exprs []int
+	for i, t := range orig {
 		rt := t.GetResTarget()
+		if containsAgg(rt.Val) && (rt.Val.GetFuncCall() == nil || !isAggregate(rt.Val.GetFuncCall())) {
+			name := rt.Name
+			if name == "" {
+				name, _ = figureColname(rt.Val)
+			}
+			sp.Cols = append(sp.Cols, SplitCol{Agg: "expr", Name: name, Typmod: -1})
+			exprs = append(exprs, i)
+			continue
+		}
 		if err := b.target(rt); err != nil {
 			return err
 		}
 	}
 	sp.Visible = len(sp.Cols)
+	for _, i := range exprs {
+		e, err := b.expr(orig[i].GetResTarget().Val)
+		if err != nil {
+			return err
+		}
+		sp.Cols[i].Expr = e
+		if e.Op == "cast" && e.Cast == "numeric" && len(e.Typmod) > 0 {
+			scale := 0
+			if len(e.Typmod) > 1 {
+				scale = e.Typmod[1]
+			}
+			sp.Cols[i].Typmod = int32(e.Typmod[0]<<16|scale) + 4
+		}
+	}
 	// Group keys: shard columns, selected or hidden.
 	for _, e := range keyExprs {
 		sp.Keys = append(sp.Keys, b.keyColumn(e))
@@ -565,7 +597,7 @@ func (b *splitBuilder) keyColumn(e *pg.Node) int {
 // a selected one, an aggregate (added hidden), or a group key.
 func (b *splitBuilder) final(e *pg.Node) (int, error) {
 	for i, c := range b.sp.Cols {
-		if sameExpr(b.targets[c.Col].GetResTarget().Val, e) && (c.Agg != "avg") {
+		if c.Agg != "avg" && c.Agg != "expr" && sameExpr(b.targets[c.Col].GetResTarget().Val, e) {
 			return i, nil
 		}
 	}
@@ -645,4 +677,117 @@ func (b *splitBuilder) cond(n *pg.Node) (*Cond, error) {
 		return &Cond{Op: "cmp", Col: col, Cmp: op, Val: v}, nil
 	}
 	return nil, unsupported
+}
+
+// expr translates an expression over aggregates into one the proxy
+// computes after the merge.
+func (b *splitBuilder) expr(n *pg.Node) (*fanout.Expr, error) {
+	unsupported := splitErr("Select the aggregates themselves and compute the expression in the application.",
+		"this expression over aggregates across shards is not supported (+ - * / and casts to integer, numeric and float8 types are)")
+	switch x := n.Node.(type) {
+	case *pg.Node_FuncCall:
+		if !isAggregate(x.FuncCall) {
+			return nil, unsupported
+		}
+		c, err := b.final(n)
+		if err != nil {
+			return nil, err
+		}
+		return &fanout.Expr{Op: "col", Col: c}, nil
+	case *pg.Node_AConst:
+		v, ok := valueOf(n)
+		if !ok || v.Null || (v.Kind != IntLit && v.Kind != FloatLit) {
+			return nil, unsupported
+		}
+		return &fanout.Expr{Op: "const", Text: v.Text}, nil
+	case *pg.Node_AExpr:
+		e := x.AExpr
+		if e.Kind != pg.A_Expr_Kind_AEXPR_OP || len(e.Name) != 1 {
+			return nil, unsupported
+		}
+		op := strVal(e.Name[0])
+		if op != "+" && op != "-" && op != "*" && op != "/" {
+			return nil, unsupported
+		}
+		r, err := b.expr(e.Rexpr)
+		if err != nil {
+			return nil, err
+		}
+		if e.Lexpr == nil {
+			if op != "-" {
+				return nil, unsupported
+			}
+			return &fanout.Expr{Op: "neg", Args: []*fanout.Expr{r}}, nil
+		}
+		l, err := b.expr(e.Lexpr)
+		if err != nil {
+			return nil, err
+		}
+		return &fanout.Expr{Op: op, Args: []*fanout.Expr{l, r}}, nil
+	case *pg.Node_TypeCast:
+		tn := x.TypeCast.TypeName
+		if tn == nil || len(tn.ArrayBounds) > 0 || len(tn.Names) == 0 {
+			return nil, unsupported
+		}
+		typ := strVal(tn.Names[len(tn.Names)-1])
+		switch typ {
+		case "int2", "int4", "int8", "numeric", "float8":
+		default:
+			return nil, unsupported
+		}
+		var mods []int
+		for _, m := range tn.Typmods {
+			c := m.GetAConst()
+			if c == nil || c.GetIval() == nil {
+				return nil, unsupported
+			}
+			mods = append(mods, int(c.GetIval().Ival))
+		}
+		if len(mods) > 0 && typ != "numeric" {
+			return nil, unsupported
+		}
+		arg, err := b.expr(x.TypeCast.Arg)
+		if err != nil {
+			return nil, err
+		}
+		return &fanout.Expr{Op: "cast", Cast: typ, Typmod: mods, Args: []*fanout.Expr{arg}}, nil
+	}
+	if containsAgg(n) {
+		return nil, unsupported
+	}
+	// A group key, or an expression of one.
+	c, err := b.final(n)
+	if err != nil {
+		return nil, err
+	}
+	return &fanout.Expr{Op: "col", Col: c}, nil
+}
+
+// figureColname names an output column as Postgres does when it has no
+// alias (FigureColname): a column's or function's name, a cast's
+// argument's name or else its type's, "?column?" otherwise. strength
+// says how sure the name is (2: a name, 1: a type, 0: none).
+func figureColname(n *pg.Node) (string, int) {
+	switch x := n.Node.(type) {
+	case *pg.Node_ColumnRef:
+		ns := names(x.ColumnRef.Fields)
+		if len(ns) > 0 && ns[len(ns)-1] != "" {
+			return ns[len(ns)-1], 2
+		}
+	case *pg.Node_FuncCall:
+		ns := names(x.FuncCall.Funcname)
+		return ns[len(ns)-1], 2
+	case *pg.Node_TypeCast:
+		name, strength := figureColname(x.TypeCast.Arg)
+		if strength <= 1 && x.TypeCast.TypeName != nil && len(x.TypeCast.TypeName.Names) > 0 {
+			tn := x.TypeCast.TypeName.Names
+			return strVal(tn[len(tn)-1]), 1
+		}
+		return name, strength
+	case *pg.Node_CoalesceExpr:
+		return "coalesce", 2
+	case *pg.Node_CaseExpr:
+		return "case", 1
+	}
+	return "?column?", 0
 }

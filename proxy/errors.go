@@ -65,6 +65,10 @@ func errorResponse(err error) *pgproto3.ErrorResponse {
 	case errors.Is(err, fanout.ErrMemory):
 		r.Code = pgerrcode.ProgramLimitExceeded
 		r.Hint = "Raise merge_memory_mb, narrow the query, or add a shard key predicate so it runs on one shard."
+	case errors.Is(err, fanout.ErrDivisionByZero):
+		r.Code = pgerrcode.DivisionByZero
+	case errors.As(err, new(*fanout.ErrNumericOverflow)):
+		r.Code = pgerrcode.NumericValueOutOfRange
 	case errors.Is(err, fanout.ErrOverflow):
 		r.Code = pgerrcode.NumericValueOutOfRange
 	case errors.As(err, &srv):

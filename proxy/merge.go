@@ -61,6 +61,7 @@ type gatherer struct {
 	sent        time.Time
 	withRowDesc bool
 	m           gathered
+	types       []uint32 // a grouped merge's final column types
 }
 
 // errShardLost marks a shard connection lost mid-reply (the error is in
@@ -198,7 +199,7 @@ func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withR
 			break
 		}
 		if formats != nil {
-			if row, err = toFormats(row, formats, plan.Merge, g.m.fields); err != nil {
+			if row, err = toFormats(row, formats, g.types); err != nil {
 				g.m.firstErr = appendMsg(nil, errorResponse(mergeError(err)))
 				g.cancelOthers(-1)
 				break
@@ -235,7 +236,8 @@ func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withR
 func mergeError(err error) error {
 	var pe *pgError
 	switch {
-	case errors.As(err, &pe), errors.Is(err, fanout.ErrMemory), errors.Is(err, fanout.ErrOverflow):
+	case errors.As(err, &pe), errors.Is(err, fanout.ErrMemory), errors.Is(err, fanout.ErrOverflow),
+		errors.Is(err, fanout.ErrDivisionByZero), errors.As(err, new(*fanout.ErrNumericOverflow)):
 		return err
 	case errors.Is(err, fanout.ErrUnsupported):
 		return refused(fmt.Sprintf("cannot merge rows across shards: %v", err), "Add a shard key predicate so the query runs on one shard.")
@@ -313,7 +315,12 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 	}
 	out := make([]pgproto3.FieldDescription, len(sp.Cols))
 	types := make([]uint32, len(sp.Cols))
+	var exprs []*fanout.Expr
 	for i, c := range sp.Cols {
+		if c.Agg == "expr" {
+			spec.Cols = append(spec.Cols, fanout.AggCol{Func: "expr"})
+			continue
+		}
 		if c.Col >= len(fields) || (c.Agg == "avg" && c.Count >= len(fields)) {
 			return nil, &pgError{code: pgerrcode.InternalError, msg: "merge column out of range of the shards' columns"}
 		}
@@ -327,20 +334,35 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 		types[i] = typ
 		out[i] = f
 		if typ != f.DataTypeOID {
-			out[i].DataTypeOID, out[i].TypeModifier = typ, -1
-			out[i].DataTypeSize = -1
-			if typ == fanout.Float8OID {
-				out[i].DataTypeSize = 8
-			}
+			out[i].DataTypeOID, out[i].TypeModifier, out[i].DataTypeSize = typ, -1, typeSize(typ)
 		}
 		if c.Name != "" {
 			out[i].Name = []byte(c.Name)
 		}
 	}
+	for i, c := range sp.Cols {
+		if c.Agg != "expr" {
+			continue
+		}
+		typ, err := c.Expr.Type(types)
+		if err != nil {
+			return nil, err
+		}
+		types[i] = typ
+		out[i] = pgproto3.FieldDescription{Name: []byte(c.Name), DataTypeOID: typ, DataTypeSize: typeSize(typ), TypeModifier: c.Typmod}
+		if exprs == nil {
+			exprs = make([]*fanout.Expr, len(sp.Cols))
+		}
+		exprs[i] = c.Expr
+	}
+	g.types = types
 	budget := &fanout.Budget{Max: int64(s.srv.live.Load().cfg.MergeMemoryMB) << 20}
 	root, err := fanout.Group(fanout.Concat(in...), spec, budget)
 	if err != nil {
 		return nil, err
+	}
+	if exprs != nil {
+		root = fanout.Project(root, exprs, types)
 	}
 	if plan.Having != nil {
 		root = fanout.Filter(root, plan.Having, types, s.srv.textByteOrder)
@@ -430,12 +452,11 @@ func (s *session) rowOrder(fields []pgproto3.FieldDescription, keys []parser.Sor
 
 // toFormats converts a grouped merge's text row to the client's result
 // formats (the extended protocol).
-func toFormats(row []byte, formats []int16, sp *parser.Split, fields []pgproto3.FieldDescription) ([]byte, error) {
+func toFormats(row []byte, formats []int16, types []uint32) ([]byte, error) {
 	vals, err := fanout.DecodeRow(nil, row)
 	if err != nil {
 		return nil, err
 	}
-	changed := false
 	for i, v := range vals {
 		f := formats[0]
 		if len(formats) > 1 {
@@ -444,21 +465,27 @@ func toFormats(row []byte, formats []int16, sp *parser.Split, fields []pgproto3.
 			}
 			f = formats[i]
 		}
-		if f == 0 || v == nil {
+		if f == 0 || v == nil || i >= len(types) {
 			continue
 		}
-		typ := fields[sp.Cols[i].Col].DataTypeOID
-		if sp.Cols[i].Agg == "avg" {
-			c := fanout.AggCol{Func: "avg", Type: typ}
-			typ, _ = c.ResultType()
-		}
-		if vals[i], err = textToBinary(typ, v); err != nil {
+		if vals[i], err = textToBinary(types[i], v); err != nil {
 			return nil, err
 		}
-		changed = true
-	}
-	if !changed {
-		return row, nil
 	}
 	return fanout.EncodeRow(nil, vals), nil
+}
+
+// typeSize is the RowDescription size of a computed column's type.
+func typeSize(typ uint32) int16 {
+	switch typ {
+	case fanout.Int2OID:
+		return 2
+	case fanout.Int4OID:
+		return 4
+	case fanout.Int8OID, fanout.Float8OID:
+		return 8
+	case fanout.BoolOID:
+		return 1
+	}
+	return -1
 }

@@ -197,6 +197,8 @@ func mergeString(p *Plan) string {
 				cols = append(cols, fmt.Sprintf("col%d", c.Col+1))
 			case "avg":
 				cols = append(cols, fmt.Sprintf("avg(col%d/col%d)", c.Col+1, c.Count+1))
+			case "expr":
+				cols = append(cols, c.Expr.String())
 			default:
 				cols = append(cols, fmt.Sprintf("%s(col%d)", c.Agg, c.Col+1))
 			}
