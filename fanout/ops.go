@@ -416,7 +416,21 @@ const (
 	KeyNumeric
 	// KeyFloat: -0 = 0.
 	KeyFloat
+	// KeyNumericBinary and KeyFloatBinary are those in binary format.
+	KeyNumericBinary
+	KeyFloatBinary
 )
+
+// BinaryKind returns the key kind of a column of kind k in binary format.
+func (k KeyKind) BinaryKind() KeyKind {
+	switch k {
+	case KeyNumeric:
+		return KeyNumericBinary
+	case KeyFloat:
+		return KeyFloatBinary
+	}
+	return k
+}
 
 // KeyKindOf returns the key kind of a type; ok is false for types whose
 // equality the proxy cannot decide from their text (json, arrays, types
@@ -459,12 +473,46 @@ func appendKey(dst []byte, vals [][]byte, cols []int, kinds []KeyKind) []byte {
 			if string(v) == "-0" {
 				v = []byte("0")
 			}
+		case KeyNumericBinary:
+			v = normNumericBinary(v)
+		case KeyFloatBinary:
+			if len(v) == 8 && binary.BigEndian.Uint64(v) == 1<<63 {
+				v = make([]byte, 8)
+			} else if len(v) == 4 && binary.BigEndian.Uint32(v) == 1<<31 {
+				v = make([]byte, 4)
+			}
 		}
 		dst = append(dst, 1)
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(v)))
 		dst = append(dst, v...)
 	}
 	return dst
+}
+
+// normNumericBinary drops the display scale and trailing zero digits of
+// a binary numeric (ndigits, weight, sign, dscale, base-10000 digits).
+func normNumericBinary(v []byte) []byte {
+	if len(v) < 8 {
+		return v
+	}
+	n := int(binary.BigEndian.Uint16(v))
+	if len(v) < 8+2*n {
+		return v
+	}
+	for n > 0 && binary.BigEndian.Uint16(v[8+2*(n-1):]) == 0 {
+		n--
+	}
+	out := make([]byte, 8+2*n)
+	copy(out, v[:8+2*n])
+	binary.BigEndian.PutUint16(out, uint16(n))
+	binary.BigEndian.PutUint16(out[6:], 0)
+	if n == 0 {
+		binary.BigEndian.PutUint16(out[2:], 0) // zero: any weight
+		if binary.BigEndian.Uint16(out[4:]) != 0xC000 {
+			binary.BigEndian.PutUint16(out[4:], 0)
+		}
+	}
+	return out
 }
 
 // normNumeric drops trailing fraction zeros: equal numerics, equal text.

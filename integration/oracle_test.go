@@ -224,6 +224,11 @@ func TestGoldenThroughProxy(t *testing.T) {
 		{"SELECT count(*), avg(total), bool_and(total > 0), count(*) FILTER (WHERE status = 'new') FROM orders", nil, false},
 		{"SELECT count(DISTINCT user_id), sum(DISTINCT user_id) FROM orders", nil, false},
 		{"SELECT status, avg(total) FROM orders WHERE total > $1 GROUP BY status HAVING sum(total) > $2 ORDER BY status", []any{"1", "5"}, false},
+		// UNION across shards: deduplicated after the merge.
+		{"SELECT status FROM orders UNION SELECT status FROM orders ORDER BY 1 NULLS FIRST", nil, false},
+		{"SELECT user_id, status FROM orders UNION SELECT id, city FROM users ORDER BY user_id DESC, status LIMIT 7 OFFSET 2", nil, false},
+		{"SELECT id FROM orders UNION ALL SELECT id FROM users ORDER BY id DESC LIMIT 5", nil, false},
+		{"SELECT id, total FROM orders WHERE total > $1 UNION SELECT id, total FROM orders ORDER BY total, id LIMIT $2 OFFSET $3", []any{"3", 4, 3}, false},
 		// Expressions over aggregates, computed after the merge.
 		{"SELECT max(total) - min(total), count(*) * 2, avg(total)::numeric(10,2), sum(total) / count(total), sum(id) / count(*), (avg(id) * 3)::int8 AS x FROM orders", nil, false},
 		{"SELECT status, (max(total) - min(total))::int, -count(*), sum(total)::float8 / 3 FROM orders GROUP BY status ORDER BY status", nil, false},
@@ -272,6 +277,7 @@ func TestGoldenThroughProxy(t *testing.T) {
 		t.Errorf("LIMIT OFFSET without ORDER BY: %d rows, %v", len(rows), err)
 	}
 	for _, q := range []string{"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders",
+		"SELECT id FROM orders INTERSECT SELECT id FROM users", "SELECT id FROM orders EXCEPT SELECT user_id FROM order_items",
 		"SELECT count(DISTINCT status) FROM orders", "SELECT max(status) || 'x' FROM orders",
 		"SELECT id FROM orders ORDER BY id OFFSET now()::int"} {
 		if _, err := runRows(ctx, viaSimple, q, nil, true); code(err) != "0A000" {

@@ -15,6 +15,10 @@ import (
 type Shape struct {
 	Union     bool // UNION, INTERSECT or EXCEPT that removes duplicates
 	UnionAll  bool
+	// Intersect is INTERSECT or EXCEPT (with or without ALL).
+	Intersect bool
+	// BranchLimit is a LIMIT or OFFSET inside a set operation's branch.
+	BranchLimit bool
 	Distinct  bool
 	GroupBy   bool
 	Having    bool
@@ -93,11 +97,18 @@ func (s *Statement) Shape() (Shape, bool) {
 		} else {
 			sh.Union = true
 		}
+		if sel.Op != pg.SetOperation_SETOP_UNION {
+			sh.Intersect = true
+		}
 		// A set operation's own ORDER BY/LIMIT apply to the whole result;
 		// its branches are checked as SELECTs of their own.
 		for _, b := range []*pg.SelectStmt{sel.Larg, sel.Rarg} {
 			bs := (&Statement{Kind: Select, node: &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: b}}})
 			inner, _ := bs.Shape()
+			if inner.Limit || inner.Offset || inner.BranchLimit {
+				sh.BranchLimit = true
+			}
+			sh.Intersect = sh.Intersect || inner.Intersect
 			mergeShape(&sh, inner)
 		}
 	}
@@ -153,9 +164,11 @@ func (s *Statement) Shape() (Shape, bool) {
 	}
 	if sel.Op == pg.SetOperation_SETOP_NONE {
 		sh.Sort, sh.SortOK = sortKeys(sel)
-		sh.LimitCount = countValue(sel.LimitCount)
-		sh.OffsetCount = countValue(sel.LimitOffset)
+	} else {
+		sh.Sort, sh.SortOK = setOpSortKeys(sel)
 	}
+	sh.LimitCount = countValue(sel.LimitCount)
+	sh.OffsetCount = countValue(sel.LimitOffset)
 	return sh, true
 }
 
@@ -234,6 +247,43 @@ func sortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 			k.NullsFirst = false
 		default:
 			k.NullsFirst = k.Desc // Postgres: NULLs sort as larger than any value
+		}
+		keys = append(keys, k)
+	}
+	return keys, true
+}
+
+// setOpSortKeys resolves a set operation's ORDER BY: a position, or the
+// name of an output column (matched against the result's columns at run
+// time).
+func setOpSortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
+	keys := make([]SortKey, 0, len(sel.SortClause))
+	for _, n := range sel.SortClause {
+		sb := n.GetSortBy()
+		if sb == nil || sb.SortbyDir == pg.SortByDir_SORTBY_USING {
+			return nil, false
+		}
+		k := SortKey{Column: -1, Desc: sb.SortbyDir == pg.SortByDir_SORTBY_DESC}
+		switch {
+		case sb.Node.GetAConst() != nil && sb.Node.GetAConst().GetIval() != nil:
+			k.Column = int(sb.Node.GetAConst().GetIval().Ival) - 1
+			if k.Column < 0 {
+				return nil, false
+			}
+		case sb.Node.GetColumnRef() != nil && len(sb.Node.GetColumnRef().Fields) == 1:
+			k.Name = strVal(sb.Node.GetColumnRef().Fields[0])
+			if k.Name == "" {
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+		switch sb.SortbyNulls {
+		case pg.SortByNulls_SORTBY_NULLS_FIRST:
+			k.NullsFirst = true
+		case pg.SortByNulls_SORTBY_NULLS_LAST:
+		default:
+			k.NullsFirst = k.Desc
 		}
 		keys = append(keys, k)
 	}

@@ -276,6 +276,22 @@ func (s *session) pipeline(g *gatherer, srcs []*shardRows) (fanout.Source, error
 	default:
 		root = fanout.Concat(in...)
 	}
+	if plan.Dedupe {
+		kinds := make([]fanout.KeyKind, len(g.m.fields))
+		for i, f := range g.m.fields {
+			kind, ok := fanout.KeyKindOf(f.DataTypeOID)
+			if f.Format != 0 {
+				kind = kind.BinaryKind()
+			}
+			if !ok {
+				return nil, refused(fmt.Sprintf("cannot compare column %q of type %d across shards for UNION", f.Name, f.DataTypeOID),
+					"Select columns of built-in scalar types, use UNION ALL, or add a shard key predicate.")
+			}
+			kinds[i] = kind
+		}
+		budget := &fanout.Budget{Max: int64(s.srv.live.Load().cfg.MergeMemoryMB) << 20}
+		root = fanout.Distinct(root, len(kinds), kinds, budget)
+	}
 	if limit >= 0 || plan.Offset > 0 {
 		root = fanout.Limit(root, plan.Offset, limit)
 	}

@@ -30,15 +30,19 @@ const mergeHint = "Add a shard key predicate so the query runs on one shard (see
 func (m *merger) plan(p *Plan, params Params) error {
 	sh := m.sh
 	switch {
-	case sh.Union:
-		return refuse(mergeHint, "UNION/INTERSECT/EXCEPT across shards is not supported yet")
+	case sh.Intersect:
+		return refuse(mergeHint, "INTERSECT and EXCEPT across shards are not supported: a row's matches may be on other shards")
 	case sh.Window:
 		return refuse("Run window functions on one shard (add a shard key predicate), or compute them in the application.",
 			"window functions across shards are not supported: each shard would see only its own rows")
-	case sh.UnionAll && (sh.OrderBy || sh.Limit || sh.Offset):
-		return refuse(mergeHint, "ORDER BY, LIMIT or OFFSET over UNION ALL across shards is not supported yet")
-	case sh.UnionAll && (sh.Aggregate || sh.GroupBy || sh.Distinct || sh.Having):
-		return refuse(mergeHint, "aggregates, GROUP BY or DISTINCT inside UNION ALL across shards are not supported yet")
+	case (sh.Union || sh.UnionAll) && sh.BranchLimit:
+		return refuse(mergeHint, "LIMIT or OFFSET inside a UNION branch across shards is not supported")
+	case (sh.Union || sh.UnionAll) && (sh.Aggregate || sh.GroupBy || sh.Having || (sh.Distinct && sh.UnionAll)):
+		return refuse(mergeHint, "aggregates, GROUP BY or DISTINCT inside a UNION across shards are not supported yet")
+	case (sh.Union || sh.UnionAll) && !sh.SortOK:
+		return refuse("Order a UNION by output column names or positions.", "this ORDER BY over a UNION across shards is not supported")
+	case sh.Union || sh.UnionAll:
+		return m.setOp(p, params)
 	}
 	grouped := !m.byKey && (sh.GroupBy || sh.Distinct || sh.Having || sh.Aggregate)
 	hidden := sh.OrderBy && !sh.SortOK
@@ -119,6 +123,57 @@ func (m *merger) plan(p *Plan, params Params) error {
 	if err != nil {
 		return err
 	}
+	p.SQL = make([]string, len(p.Shards))
+	for i := range p.SQL {
+		p.SQL[i] = sql
+	}
+	return nil
+}
+
+// setOp plans a UNION [ALL] across shards: every shard runs it (a UNION
+// dedupes its own rows), the proxy concatenates or merges in order,
+// dedupes again for UNION, and applies OFFSET and LIMIT; each shard
+// returns at most LIMIT+OFFSET rows.
+func (m *merger) setOp(p *Plan, params Params) error {
+	sh := m.sh
+	p.Dedupe = sh.Union
+	if sh.OrderBy {
+		p.Sort = sh.Sort
+		p.Reason += ", merged in order"
+	}
+	if sh.Union {
+		p.Reason += ", deduplicated"
+	}
+	var limit, offset int64 = -1, 0
+	if sh.Limit && sh.LimitCount != nil {
+		n, ok := limitValue(*sh.LimitCount, params)
+		if !ok {
+			return refuse("Use a constant or a parameter for LIMIT.", "a LIMIT expression across shards is not supported")
+		}
+		limit = n
+	}
+	if sh.Offset && sh.OffsetCount != nil {
+		o, ok := limitValue(*sh.OffsetCount, params)
+		if !ok {
+			return refuse("Use a constant or a parameter for OFFSET.", "an OFFSET expression across shards is not supported")
+		}
+		offset = o
+	}
+	if limit < -1 || offset < 0 {
+		return nil // every shard raises Postgres's own error
+	}
+	p.Limited, p.Limit = limit >= 0, limit
+	if offset == 0 {
+		return nil
+	}
+	if p.Limited && p.Limit > math.MaxInt64-offset {
+		return refuse("Use a smaller LIMIT.", "LIMIT plus OFFSET overflows")
+	}
+	sql, err := m.st.WithoutOffset(p.Limited, p.Limit+offset)
+	if err != nil {
+		return err
+	}
+	p.Offset = offset
 	p.SQL = make([]string, len(p.Shards))
 	for i := range p.SQL {
 		p.SQL[i] = sql

@@ -23,6 +23,8 @@ type Plan struct {
 	// split statement (SQL, when set, is its shard statement): partial
 	// groups combined, or hidden ORDER BY columns stripped.
 	Merge *parser.Split
+	// Dedupe removes duplicate rows after the merge (UNION).
+	Dedupe bool
 	// Having is Merge's HAVING with its constants read.
 	Having *fanout.Cond
 	// Write is true when the statement changes data or schema.
@@ -95,8 +97,14 @@ func (p *Plan) String() string {
 		b.WriteString("\nmerge: sort by ")
 		b.WriteString(sortString(p.Sort, "col"))
 	}
+	if p.Dedupe {
+		b.WriteString("\ndedupe: true")
+	}
 	if p.Merge == nil && p.Limited && len(p.Shards) > 1 {
 		fmt.Fprintf(&b, "\nlimit: %d", p.Limit)
+	}
+	if p.Merge == nil && p.Offset > 0 {
+		fmt.Fprintf(&b, "\noffset: %d", p.Offset)
 	}
 	for i, q := range p.SQL {
 		fmt.Fprintf(&b, "\nsql %s: %s", p.shardName(p.Shards[i]), q)
