@@ -13,20 +13,20 @@ import (
 // Shape describes what a SELECT asks of its rows beyond filtering: what a
 // fan-out must merge to answer like one Postgres would.
 type Shape struct {
-	Union     bool // UNION, INTERSECT or EXCEPT that removes duplicates
-	UnionAll  bool
+	Union    bool // UNION, INTERSECT or EXCEPT that removes duplicates
+	UnionAll bool
 	// Intersect is INTERSECT or EXCEPT (with or without ALL).
 	Intersect bool
 	// BranchLimit is a LIMIT or OFFSET inside a set operation's branch.
 	BranchLimit bool
-	Distinct  bool
-	GroupBy   bool
-	Having    bool
-	Window    bool
-	OrderBy   bool
-	Limit     bool
-	Offset    bool
-	Aggregate bool // an aggregate call appears in the target list
+	Distinct    bool
+	GroupBy     bool
+	Having      bool
+	Window      bool
+	OrderBy     bool
+	Limit       bool
+	Offset      bool
+	Aggregate   bool // an aggregate call appears in the target list
 	// Aggs has one entry per target when every target is exactly one
 	// aggregate call (count(*), sum(x)...), nil otherwise.
 	Aggs []Agg
