@@ -27,6 +27,7 @@ var env struct {
 	srv    *proxy.Server
 	addr   string
 	topo   *router.Topology
+	cfg    proxy.Config // the proxy's config, for tests that reload it
 }
 
 const nShards = 4
@@ -79,7 +80,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	env.topo = topo
+	env.topo, env.cfg = topo, f.Proxy
 	srv, err := proxy.New(f.Proxy, topo, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

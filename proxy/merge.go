@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -62,6 +63,11 @@ type gatherer struct {
 	withRowDesc bool
 	m           gathered
 	types       []uint32 // a grouped merge's final column types
+	done        []bool   // shards that reached ReadyForQuery
+	// cancels are CancelRequests in flight; gather waits for them before
+	// the backends go back to the pool, so that a late cancel cannot hit
+	// the next statement a backend runs.
+	cancels sync.WaitGroup
 }
 
 // errShardLost marks a shard connection lost mid-reply (the error is in
@@ -112,7 +118,7 @@ func (g *gatherer) step(i int) ([]byte, error) {
 		case 'E':
 			s.q.shardFailed(body)
 			if m.firstErr == nil {
-				m.firstErr = bytes.Clone(raw)
+				m.firstErr = withShard(raw, body, b.pool.name)
 				g.cancelOthers(i)
 			}
 		case 'N', 'S':
@@ -124,17 +130,34 @@ func (g *gatherer) step(i int) ([]byte, error) {
 			}
 		case 'Z':
 			b.txStatus = body[0]
+			g.done[i] = true
 			s.shardDone(b, g.sent)
 			return nil, nil
 		}
 	}
 }
 
+// withShard names the shard an error of a multi-shard statement came
+// from, in the error's context (psql's CONTEXT line); the SQLSTATE and
+// message stay the shard's.
+func withShard(raw, body []byte, shard string) []byte {
+	var e pgproto3.ErrorResponse
+	if e.Decode(body) != nil {
+		return bytes.Clone(raw)
+	}
+	where := "shard " + shard
+	if e.Where != "" {
+		where = e.Where + "\n" + where
+	}
+	e.Where = where
+	return appendMsg(nil, &e)
+}
+
 // cancelOthers stops every shard but i; their replies are drained.
 func (g *gatherer) cancelOthers(i int) {
 	for j, o := range g.bs {
-		if j != i {
-			go o.cancel()
+		if j != i && !g.done[j] {
+			g.cancels.Go(o.cancel)
 		}
 	}
 }
@@ -151,7 +174,8 @@ func (g *gatherer) cancelOthers(i int) {
 // grouped merge (its rows are computed in text). shardErr is a shard lost
 // mid-reply; err means the client is gone.
 func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withRowDesc bool, formats []int16) (m gathered, shardErr, err error) {
-	g := &gatherer{s: s, bs: bs, plan: plan, sent: sent, withRowDesc: withRowDesc}
+	g := &gatherer{s: s, bs: bs, plan: plan, sent: sent, withRowDesc: withRowDesc, done: make([]bool, len(bs))}
+	defer g.cancels.Wait()
 	srcs := make([]*shardRows, len(bs))
 	for i := range bs {
 		srcs[i] = &shardRows{g: g, i: i}
