@@ -93,7 +93,8 @@ type Cond struct {
 	Val Value
 }
 
-// SplitError is a SELECT that cannot be split exactly.
+// SplitError is a SELECT that cannot be split exactly. An empty Hint
+// means Postgres itself rejects the statement: the shards say so.
 type SplitError struct{ Msg, Hint string }
 
 func (e *SplitError) Error() string { return e.Msg }
@@ -412,8 +413,12 @@ func (sp *Split) grouped(sel *pg.SelectStmt, opt SplitOptions) error {
 				k.Column = c
 				break
 			}
+			if c := sb.Node.GetAConst(); c != nil && c.GetIval() != nil {
+				return splitErr("", "ORDER BY position %d is not in select list", c.GetIval().Ival)
+			}
 			if distinct {
-				return splitErr("", "for SELECT DISTINCT, ORDER BY expressions must appear in select list")
+				return splitErr("Order by the selected columns themselves (or their positions).",
+					"for SELECT DISTINCT across shards, ORDER BY expressions must be selected columns")
 			}
 			c, err := b.final(sb.Node)
 			if err != nil {

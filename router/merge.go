@@ -84,6 +84,11 @@ func (m *merger) plan(p *Plan, params Params) error {
 	})
 	if m.err != nil {
 		if se, ok := m.err.(*parser.SplitError); ok {
+			if se.Hint == "" {
+				// Invalid for Postgres too: the shards raise its error.
+				p.Merge, p.Sort = nil, nil
+				return nil
+			}
 			return refuse(se.Hint, "%s", se.Msg)
 		}
 		return m.err
