@@ -27,7 +27,8 @@ type GroupSpec struct {
 // AggCol is one output column of a grouped merge.
 type AggCol struct {
 	// Func is "" (the value of the group's first row), count, sum, min,
-	// max, avg, bool_and or bool_or.
+	// max, avg, bool_and, bool_or, count_distinct (the distinct non-null
+	// values of Col: the shards group by it) or expr (computed later).
 	Func  string
 	Col   int    // input column (avg: the partial sum)
 	Count int    // avg: the input column of the partial count
@@ -37,6 +38,9 @@ type AggCol struct {
 // ResultType is the type of an output column: avg's is numeric (over
 // integer and numeric sums) or float8; the others keep their input's.
 func (c AggCol) ResultType() (uint32, error) {
+	if c.Func == "count_distinct" {
+		return Int8OID, nil
+	}
 	if c.Func != "avg" {
 		return c.Type, nil
 	}
@@ -76,6 +80,11 @@ func checkAgg(c AggCol, textByteOrder bool) error {
 	case "min", "max":
 		_, err := Comparator(c.Type, textByteOrder)
 		return err
+	case "count_distinct":
+		if _, ok := KeyKindOf(c.Type); !ok {
+			return unsupportedf("count(DISTINCT ...) over type %d across shards", c.Type)
+		}
+		return nil
 	}
 	return unsupportedf("aggregate %s across shards", c.Func)
 }
@@ -95,14 +104,15 @@ type group struct {
 
 // aggState is one output column's state in one group.
 type aggState struct {
-	set  bool     // a non-null value was seen
-	val  []byte   // first value, min/max best
-	n    int64    // count, integer sum, avg's count
-	rat  *big.Rat // numeric sum
-	sc   int      // numeric sum's display scale
-	f    float64  // float sum
-	nan  bool     // numeric NaN seen
-	bool bool     // bool_and/bool_or
+	set  bool                // a non-null value was seen
+	val  []byte              // first value, min/max best
+	n    int64               // count, integer sum, avg's count
+	rat  *big.Rat            // numeric sum
+	sc   int                 // numeric sum's display scale
+	f    float64             // float sum
+	nan  bool                // numeric NaN seen
+	bool bool                // bool_and/bool_or
+	seen map[string]struct{} // count_distinct's values
 }
 
 func (g *group) Next() ([]byte, error) {
@@ -229,6 +239,18 @@ func (g *group) add(c AggCol, s *aggState, first bool) error {
 			}
 			s.val = bytes.Clone(v)
 		}
+	case "count_distinct":
+		kind, _ := KeyKindOf(c.Type)
+		k := string(appendKey(nil, [][]byte{v}, []int{0}, []KeyKind{kind}))
+		if _, dup := s.seen[k]; dup {
+			return nil
+		}
+		if s.seen == nil {
+			s.seen = map[string]struct{}{}
+		}
+		s.seen[k] = struct{}{}
+		s.n++
+		return g.budget.take(len(k) + 48)
 	case "bool_and", "bool_or":
 		b := string(v) == "t"
 		switch {
@@ -313,7 +335,7 @@ func final(c AggCol, s *aggState) ([]byte, error) {
 		return nil, nil
 	case "":
 		return s.val, nil
-	case "count":
+	case "count", "count_distinct":
 		return strconv.AppendInt(nil, s.n, 10), nil
 	case "min", "max":
 		if !s.set {

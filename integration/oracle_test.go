@@ -223,6 +223,8 @@ func TestGoldenThroughProxy(t *testing.T) {
 		{"SELECT DISTINCT status FROM orders ORDER BY status DESC NULLS LAST OFFSET 1", nil, false},
 		{"SELECT count(*), avg(total), bool_and(total > 0), count(*) FILTER (WHERE status = 'new') FROM orders", nil, false},
 		{"SELECT count(DISTINCT user_id), sum(DISTINCT user_id) FROM orders", nil, false},
+		{"SELECT count(DISTINCT status), count(*), sum(total), avg(id) FROM orders", nil, false},
+		{"SELECT user_id % 3, count(DISTINCT total), max(status) FROM orders GROUP BY 1 HAVING count(DISTINCT total) > 1 ORDER BY 2 DESC, 1", nil, false},
 		{"SELECT status, avg(total) FROM orders WHERE total > $1 GROUP BY status HAVING sum(total) > $2 ORDER BY status", []any{"1", "5"}, false},
 		// UNION across shards: deduplicated after the merge.
 		{"SELECT status FROM orders UNION SELECT status FROM orders ORDER BY 1 NULLS FIRST", nil, false},
@@ -278,7 +280,7 @@ func TestGoldenThroughProxy(t *testing.T) {
 	}
 	for _, q := range []string{"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders",
 		"SELECT id FROM orders INTERSECT SELECT id FROM users", "SELECT id FROM orders EXCEPT SELECT user_id FROM order_items",
-		"SELECT count(DISTINCT status) FROM orders", "SELECT max(status) || 'x' FROM orders",
+		"SELECT count(DISTINCT status), count(DISTINCT total) FROM orders", "SELECT max(status) || 'x' FROM orders",
 		"SELECT id FROM orders ORDER BY id OFFSET now()::int"} {
 		if _, err := runRows(ctx, viaSimple, q, nil, true); code(err) != "0A000" {
 			t.Errorf("%s: %v, want 0A000", q, err)

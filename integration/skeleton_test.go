@@ -132,7 +132,7 @@ func TestPgxPointKeylessAndRefusals(t *testing.T) {
 		t.Fatalf("keyless aggregates %q, want %q", got, want)
 	}
 	for _, q := range []string{
-		"SELECT count(DISTINCT status) FROM orders",
+		"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders",
 		"SELECT string_agg(status, ',' ORDER BY status) FROM orders",
 		"SELECT DISTINCT ON (status) status, id FROM orders",
 		"SELECT * FROM orders LIMIT 1 OFFSET length(now()::text)",

@@ -438,6 +438,9 @@ func (sp *Split) grouped(sel *pg.SelectStmt, opt SplitOptions) error {
 		for _, e := range keyExprs {
 			sel.GroupClause = append(sel.GroupClause, e)
 		}
+		if b.distinctArg != nil {
+			sel.GroupClause = append(sel.GroupClause, b.distinctArg)
+		}
 	}
 	for _, v := range []*pg.Node{sp.limit, sp.offset} {
 		if p := v.GetParamRef(); p != nil {
@@ -507,6 +510,17 @@ type splitBuilder struct {
 	sp      *Split
 	opt     SplitOptions
 	targets []*pg.Node
+	// distinctArg is the argument of count(DISTINCT x) over a non-key x:
+	// the shards group by it too (shard column distinctCol).
+	distinctArg *pg.Node
+	distinctCol int
+}
+
+func aggName(name, fn string) string {
+	if name != "" {
+		return name
+	}
+	return fn
 }
 
 func (b *splitBuilder) add(val *pg.Node, name string) int {
@@ -550,8 +564,19 @@ func (b *splitBuilder) aggregate(f *pg.FuncCall, name string) (SplitCol, error) 
 		case (fn == "count" || fn == "sum" || fn == "avg") && len(f.Args) == 1 && b.isKey(f.Args[0]):
 			// Each key value lives on one shard: the shards' distinct
 			// sets are disjoint.
+		case fn == "count" && len(f.Args) == 1 && f.AggFilter == nil:
+			// The shards group by the argument too; the proxy counts the
+			// distinct values of each merged group.
+			arg := f.Args[0]
+			if b.distinctArg == nil {
+				b.distinctArg, b.distinctCol = arg, b.add(arg, "")
+			} else if !sameExpr(b.distinctArg, arg) {
+				return SplitCol{}, splitErr("Count distinct values of one expression per query, or add a shard key predicate.",
+					"count(DISTINCT ...) over two different expressions across shards is not supported")
+			}
+			return SplitCol{Agg: "count_distinct", Col: b.distinctCol, Name: aggName(name, fn)}, nil
 		default:
-			return SplitCol{}, splitErr("Count distinct values of the shard key, or add a shard key predicate.",
+			return SplitCol{}, splitErr("Count distinct values (count(DISTINCT x) without FILTER), or add a shard key predicate.",
 				"%s(DISTINCT ...) across shards is exact only over the shard key", fn)
 		}
 	}
