@@ -104,10 +104,18 @@ SELECT id, user_id, quantity FROM order_items ORDER BY quantity DESC, user_id, i
 SELECT status FROM orders ORDER BY status NULLS FIRST LIMIT 500;
 -- ordered: COLLATE "C" is the byte order the merge uses
 SELECT id, name FROM users ORDER BY name COLLATE "C", id;
+-- refuse: the shards order users.label by ICU rules, which the proxy cannot reproduce
+SELECT id, label FROM users ORDER BY label, id;
+-- refuse: same, the collation given in the select list
+SELECT id, name COLLATE "en-x-icu" AS n FROM users ORDER BY n, id;
+-- refuse: min/max under an ICU collation
+SELECT min(label), max(label) FROM users;
 -- refuse: ORDER BY under an ICU collation
 SELECT id, name FROM users ORDER BY name COLLATE "en-x-icu", id;
 -- ordered: the ICU column under COLLATE "C"
 SELECT id, label COLLATE "C" AS l FROM users ORDER BY l, id;
+-- ordered: char(n) compares without its trailing spaces
+SELECT id, grade FROM users ORDER BY grade, id;
 -- multiset
 SELECT min(grade), max(grade) FROM users;
 -- ordered: an output name hides the table's column of that name
@@ -170,6 +178,10 @@ SELECT id FROM orders ORDER BY id LIMIT ALL;
 SELECT id, total FROM orders ORDER BY total DESC, id LIMIT 3 OFFSET 0;
 -- multiset: LIMIT 0 of an aggregate: no row
 SELECT count(*) FROM orders LIMIT 0;
+-- multiset: OFFSET 1 of a one-row aggregate: no row
+SELECT count(*) FROM orders OFFSET 1;
+-- multiset
+SELECT sum(total) FROM orders LIMIT 1 OFFSET 1;
 -- multiset
 SELECT count(*), max(total) FROM orders OFFSET 0;
 -- refuse: a LIMIT expression (documented: constants and parameters only)
