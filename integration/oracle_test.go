@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,9 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/shardproxy/shardproxy/config"
-	"github.com/shardproxy/shardproxy/localpg"
-	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
 )
 
@@ -30,21 +26,7 @@ import (
 // refuse must come back as 0A000, never as rows.
 func TestGoldenThroughProxy(t *testing.T) {
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 5, Database: "oracle"})
-	if err != nil {
-		if localpg.InCI() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	defer set.Stop()
-	var sb strings.Builder
-	sb.WriteString("database: oracle\nusers: [{name: app, auth: trust}]\npool: {size: 4}\ndefault_shard: s1\nshards:\n")
-	for i := 0; i < 4; i++ {
-		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, set.Clusters[i].DSN("oracle"))
-	}
-	sb.WriteString(`tables:
-  users:            {strategy: hash, key: id}
+	oc := startOracleCluster(t, "oracle", `  users:            {strategy: hash, key: id}
   orders:           {strategy: hash, key: user_id}
   order_items:      {strategy: hash, key: user_id}
   restaurants:      {strategy: reference}
@@ -61,44 +43,10 @@ func TestGoldenThroughProxy(t *testing.T) {
     key_type: date
     ranges: [{to: "2025-01-01", shard: s0}, {from: "2025-01-01", to: "2025-07-01", shard: s1}, {from: "2025-07-01", to: "2026-01-01", shard: s2}, {from: "2026-01-01", shard: s3}]
 `)
-	f, err := config.Parse([]byte(sb.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo, err := router.NewTopology(&f.Topology)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(f.Proxy, topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Warm(ctx) // learns the shards' collation (C here): text may be ordered across shards
-	go srv.Serve(ctx, ln)
-	defer srv.Close()
-
-	open := func(url string, mode pgx.QueryExecMode) *pgx.Conn {
-		cc, err := pgx.ParseConfig(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc.DefaultQueryExecMode = mode
-		c, err := pgx.ConnectConfig(ctx, cc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(context.Background()) })
-		return c
-	}
-	purl := "postgres://app@" + ln.Addr().String() + "/oracle?sslmode=disable"
-	viaSimple := open(purl, pgx.QueryExecModeSimpleProtocol)
-	viaExt := open(purl, pgx.QueryExecModeCacheStatement)
-	oracle := open(set.Clusters[4].DSN("oracle"), pgx.QueryExecModeSimpleProtocol)
-	oracleExt := open(set.Clusters[4].DSN("oracle"), pgx.QueryExecModeCacheStatement)
+	viaSimple := oc.open(t, oc.proxyURL(), pgx.QueryExecModeSimpleProtocol)
+	viaExt := oc.open(t, oc.proxyURL(), pgx.QueryExecModeCacheStatement)
+	oracle := oc.open(t, oc.plainURL(), pgx.QueryExecModeSimpleProtocol)
+	oracleExt := oc.open(t, oc.plainURL(), pgx.QueryExecModeCacheStatement)
 	both := func(sql string, args ...any) {
 		t.Helper()
 		c := viaSimple

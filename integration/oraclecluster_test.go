@@ -1,0 +1,97 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shardproxy/shardproxy/config"
+	"github.com/shardproxy/shardproxy/localpg"
+	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/router"
+)
+
+// oracleCluster is the rig of the differential (oracle) tests: five
+// Postgres clusters of their own, the first four the shards of an
+// in-process proxy, the fifth a plain Postgres that gets the same data.
+type oracleCluster struct {
+	set      *localpg.Set
+	addr     string // the proxy's listen address
+	database string
+}
+
+// startOracleCluster starts the clusters with database created in each, and
+// a proxy (user app, trust auth, default shard s1) over the first four with
+// tables, the YAML of the config's tables: section. Without Postgres the
+// test is skipped, except under CI=true where it fails. Everything is
+// stopped when the test ends.
+func startOracleCluster(t *testing.T, database, tables string) *oracleCluster {
+	t.Helper()
+	ctx := context.Background()
+	set, err := localpg.Start(ctx, localpg.Options{N: 5, Database: database})
+	if err != nil {
+		if localpg.InCI() {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	t.Cleanup(set.Stop)
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "database: %s\nusers: [{name: app, auth: trust}]\npool: {size: 4}\ndefault_shard: s1\nshards:\n", database)
+	for i := 0; i < 4; i++ {
+		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, set.Clusters[i].DSN(database))
+	}
+	sb.WriteString("tables:\n")
+	sb.WriteString(tables)
+	f, err := config.Parse([]byte(sb.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := router.NewTopology(&f.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := proxy.New(f.Proxy, topo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Warm(ctx) // learns the shards' collation (C here): text may be ordered across shards
+	go srv.Serve(ctx, ln)
+	t.Cleanup(srv.Close)
+	return &oracleCluster{set: set, addr: ln.Addr().String(), database: database}
+}
+
+// proxyURL is the proxy's address for user app.
+func (c *oracleCluster) proxyURL() string {
+	return "postgres://app@" + c.addr + "/" + c.database + "?sslmode=disable"
+}
+
+// plainURL is the plain Postgres (the fifth cluster).
+func (c *oracleCluster) plainURL() string {
+	return c.set.Clusters[4].DSN(c.database)
+}
+
+// open connects to url in the given exec mode; the connection is closed
+// when the test ends (before the proxy and the clusters stop).
+func (c *oracleCluster) open(t *testing.T, url string, mode pgx.QueryExecMode) *pgx.Conn {
+	t.Helper()
+	cc, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.DefaultQueryExecMode = mode
+	conn, err := pgx.ConnectConfig(context.Background(), cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
