@@ -126,7 +126,15 @@ func Comparator(typ uint32, textByteOrder bool) (func(a, b []byte) (int, error),
 			}
 			return x.Compare(y), nil
 		}, nil
-	case TextOID, VarcharOID, BPCharOID:
+	case BPCharOID:
+		if !textByteOrder {
+			return nil, fmt.Errorf("%w: min/max over text needs the shards' collation to be C", ErrUnsupported)
+		}
+		// char(n) compares without its trailing spaces.
+		return func(a, b []byte) (int, error) {
+			return bytes.Compare(bytes.TrimRight(a, " "), bytes.TrimRight(b, " ")), nil
+		}, nil
+	case TextOID, VarcharOID:
 		if !textByteOrder {
 			return nil, fmt.Errorf("%w: min/max over text needs the shards' collation to be C", ErrUnsupported)
 		}

@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -416,6 +417,8 @@ const (
 	KeyNumeric
 	// KeyFloat: -0 = 0.
 	KeyFloat
+	// KeyBPChar: char(n) without its trailing spaces ('a' = 'a  ').
+	KeyBPChar
 	// KeyNumericBinary and KeyFloatBinary are those in binary format.
 	KeyNumericBinary
 	KeyFloatBinary
@@ -437,7 +440,9 @@ func (k KeyKind) BinaryKind() KeyKind {
 // it does not know), which are then refused as group keys.
 func KeyKindOf(typ uint32) (KeyKind, bool) {
 	switch typ {
-	case BoolOID, Int2OID, Int4OID, Int8OID, OIDOID, TextOID, VarcharOID, BPCharOID, NameOID,
+	case BPCharOID:
+		return KeyBPChar, true
+	case BoolOID, Int2OID, Int4OID, Int8OID, OIDOID, TextOID, VarcharOID, NameOID,
 		DateOID, TimestampOID, TimestamptzOID, UUIDOID, TimeOID, CharOID:
 		return KeyBytes, true
 	case NumericOID:
@@ -473,6 +478,8 @@ func appendKey(dst []byte, vals [][]byte, cols []int, kinds []KeyKind) []byte {
 			if string(v) == "-0" {
 				v = []byte("0")
 			}
+		case KeyBPChar:
+			v = bytes.TrimRight(v, " ")
 		case KeyNumericBinary:
 			v = normNumericBinary(v)
 		case KeyFloatBinary:

@@ -197,8 +197,8 @@ func sortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 			ref = names(c.Fields)
 		}
 		name := rt.Name
-		if name == "" && len(ref) > 0 {
-			name = ref[len(ref)-1]
+		if name == "" {
+			name, _ = figureColname(rt.Val)
 		}
 		outs = append(outs, name)
 		refs = append(refs, ref)
@@ -218,14 +218,9 @@ func sortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 			}
 			col = k - 1
 		case sb.Node.GetColumnRef() != nil:
-			ref := names(sb.Node.GetColumnRef().Fields)
-			for i := range outs {
-				if (len(ref) == 1 && outs[i] == ref[0]) || equalStrings(refs[i], ref) {
-					if col >= 0 && col != i {
-						return nil, false // ambiguous: let one Postgres say so
-					}
-					col = i
-				}
+			col = targetOf(sel.TargetList, outs, refs, names(sb.Node.GetColumnRef().Fields))
+			if col == -2 {
+				return nil, false // ambiguous: let one Postgres say so
 			}
 		}
 		name := ""
@@ -251,6 +246,36 @@ func sortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 		keys = append(keys, k)
 	}
 	return keys, true
+}
+
+// targetOf resolves an ORDER BY column reference to a select-list entry
+// as Postgres does: a single name is first an output column name (SQL92;
+// two different entries of that name are ambiguous: -2), then the same
+// column reference as an entry's (the first one). -1: none.
+func targetOf(targets []*pg.Node, outs []string, refs [][]string, ref []string) int {
+	col := -1
+	if len(ref) == 1 {
+		for i := range outs {
+			if outs[i] != ref[0] {
+				continue
+			}
+			if col >= 0 && !sameExpr(targets[col].GetResTarget().Val, targets[i].GetResTarget().Val) {
+				return -2
+			}
+			if col < 0 {
+				col = i
+			}
+		}
+		if col >= 0 {
+			return col
+		}
+	}
+	for i := range refs {
+		if equalStrings(refs[i], ref) {
+			return i
+		}
+	}
+	return -1
 }
 
 // setOpSortKeys resolves a set operation's ORDER BY: a position, or the

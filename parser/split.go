@@ -3,6 +3,7 @@ package parser
 import (
 	"fmt"
 	"math"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -221,6 +222,11 @@ func (sp *Split) hidden(sel *pg.SelectStmt) error {
 		k := sortKey(sb)
 		if ok && (keys[i].Column >= 0 || keys[i].Name != "") {
 			k = keys[i]
+		} else if c := sb.Node.GetAConst(); c != nil && c.GetIval() != nil && star {
+			// A position under SELECT *: a column of the result.
+			if k.Column = int(c.GetIval().Ival) - 1; k.Column < 0 {
+				return splitErr("", "ORDER BY position %d is not in select list", c.GetIval().Ival)
+			}
 		} else if c := matchTarget(targets, sb.Node); c >= 0 && !star {
 			k.Column = c
 		} else {
@@ -271,17 +277,23 @@ func resTarget(val *pg.Node, name string) *pg.Node {
 // matchTarget returns the index of the target whose expression is n (an
 // output column name counts), or -1.
 func matchTarget(targets []*pg.Node, n *pg.Node) int {
+	if c := n.GetColumnRef(); c != nil && len(c.Fields) == 1 {
+		// A single name is an output column name first (SQL92).
+		name := strVal(c.Fields[0])
+		for i, t := range targets {
+			rt := t.GetResTarget()
+			out := rt.Name
+			if out == "" {
+				out, _ = figureColname(rt.Val)
+			}
+			if out == name && name != "" {
+				return i
+			}
+		}
+	}
 	for i, t := range targets {
 		if sameExpr(t.GetResTarget().Val, n) {
 			return i
-		}
-	}
-	if c := n.GetColumnRef(); c != nil && len(c.Fields) == 1 {
-		name := strVal(c.Fields[0])
-		for i, t := range targets {
-			if rt := t.GetResTarget(); rt.Name == name && name != "" {
-				return i
-			}
 		}
 	}
 	return -1
@@ -820,4 +832,57 @@ func figureColname(n *pg.Node) (string, int) {
 		return "case", 1
 	}
 	return "?column?", 0
+}
+
+// HasCollate reports whether the statement names a collation other than
+// C or POSIX (a COLLATE clause): its text may then order by other rules
+// than byte order.
+func (s *Statement) HasCollate() bool {
+	if s.node == nil {
+		return false
+	}
+	return containsAny(s.node.ProtoReflect(), func(m protoreflect.Message) bool {
+		c, ok := m.Interface().(*pg.CollateClause)
+		if !ok {
+			return false
+		}
+		ns := names(c.Collname)
+		name := ns[len(ns)-1]
+		return name != "C" && name != "POSIX"
+	})
+}
+
+// containsAny is containsNode that also looks inside subqueries.
+func containsAny(n protoreflect.Message, pred func(protoreflect.Message) bool) bool {
+	found := false
+	walk(n, func(m protoreflect.Message) {
+		if !found && pred(m) {
+			found = true
+		}
+	})
+	return found
+}
+
+// ColumnNames returns the names of the columns the statement refers to
+// (the last part of every column reference, lower case as Postgres folds
+// them), sorted and unique.
+func (s *Statement) ColumnNames() []string {
+	if s.node == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	walk(s.node.ProtoReflect(), func(m protoreflect.Message) {
+		if c, ok := m.Interface().(*pg.ColumnRef); ok {
+			ns := names(c.Fields)
+			if len(ns) > 0 && ns[len(ns)-1] != "" {
+				seen[ns[len(ns)-1]] = true
+			}
+		}
+	})
+	out := make([]string, 0, len(seen))
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -64,6 +64,7 @@ type gatherer struct {
 	m           gathered
 	types       []uint32 // a grouped merge's final column types
 	done        []bool   // shards that reached ReadyForQuery
+	descShard   int      // the shard whose RowDescription m.fields is
 	// cancels are CancelRequests in flight; gather waits for them before
 	// the backends go back to the pool, so that a late cancel cannot hit
 	// the next statement a backend runs.
@@ -95,6 +96,7 @@ func (g *gatherer) step(i int) ([]byte, error) {
 		case 'T':
 			if m.rowDesc == nil {
 				m.rowDesc = bytes.Clone(raw)
+				g.descShard = b.pool.shard
 				// Decode the copy: field names alias the decoded bytes.
 				var rd pgproto3.RowDescription
 				if rd.Decode(m.rowDesc[5:]) == nil {
@@ -135,6 +137,55 @@ func (g *gatherer) step(i int) ([]byte, error) {
 			return nil, nil
 		}
 	}
+}
+
+// textOK says whether column f of the result orders in byte order on
+// every shard, so that the merge may order it (or take its min/max): the
+// shards' databases use collation C, and the column is a table column
+// without a collation of its own, or a computed one in a statement without
+// COLLATE over tables that have no such column.
+func (g *gatherer) textOK(f pgproto3.FieldDescription) bool {
+	switch f.DataTypeOID {
+	case fanout.TextOID, fanout.VarcharOID, fanout.BPCharOID, fanout.NameOID:
+	default:
+		return true
+	}
+	srv := g.s.srv
+	if !srv.textByteOrder || g.descShard < 0 || g.descShard >= len(srv.pools) {
+		return false
+	}
+	c := srv.pools[g.descShard].colls.Load()
+	if c == nil {
+		return false
+	}
+	if f.TableOID != 0 {
+		_, own := c.cols[[2]uint32{f.TableOID, uint32(f.TableAttributeNumber)}]
+		return !own
+	}
+	return !g.plan.Collate && !c.mentioned(g.plan.Columns, false)
+}
+
+// keyOK says whether equal text values of column f are equal bytes, as
+// grouping and DISTINCT across shards assume: false under a
+// nondeterministic collation (case-insensitive ICU...).
+func (g *gatherer) keyOK(f pgproto3.FieldDescription) bool {
+	switch f.DataTypeOID {
+	case fanout.TextOID, fanout.VarcharOID, fanout.BPCharOID, fanout.NameOID:
+	default:
+		return true
+	}
+	srv := g.s.srv
+	if g.descShard < 0 || g.descShard >= len(srv.pools) {
+		return false
+	}
+	c := srv.pools[g.descShard].colls.Load()
+	if c == nil {
+		return false
+	}
+	if f.TableOID != 0 {
+		return !c.cols[[2]uint32{f.TableOID, uint32(f.TableAttributeNumber)}]
+	}
+	return !g.plan.Collate && !c.mentioned(g.plan.Columns, true)
 }
 
 // withShard names the shard an error of a multi-shard statement came
@@ -292,7 +343,7 @@ func (s *session) pipeline(g *gatherer, srcs []*shardRows) (fanout.Source, error
 		// Every copy returns the same rows: one shard's answer.
 		root = in[0]
 	case plan.Sort != nil:
-		ord, err := s.rowOrder(g.m.fields, plan.Sort)
+		ord, err := s.rowOrder(g.m.fields, plan.Sort, g)
 		if err != nil {
 			return nil, err
 		}
@@ -307,7 +358,7 @@ func (s *session) pipeline(g *gatherer, srcs []*shardRows) (fanout.Source, error
 			if f.Format != 0 {
 				kind = kind.BinaryKind()
 			}
-			if !ok {
+			if !ok || !g.keyOK(f) {
 				return nil, refused(fmt.Sprintf("cannot compare column %q of type %d across shards for UNION", f.Name, f.DataTypeOID),
 					"Select columns of built-in scalar types, use UNION ALL, or add a shard key predicate.")
 			}
@@ -336,6 +387,11 @@ func (s *session) pipeline(g *gatherer, srcs []*shardRows) (fanout.Source, error
 func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (fanout.Source, error) {
 	plan, sp, fields := g.plan, g.plan.Merge, g.m.fields
 	spec := fanout.GroupSpec{Scalar: sp.Scalar, TextByteOrder: s.srv.textByteOrder}
+	for _, c := range sp.Cols {
+		if (c.Agg == "min" || c.Agg == "max") && c.Col < len(fields) && !g.textOK(fields[c.Col]) {
+			spec.TextByteOrder = false // text min/max refused
+		}
+	}
 	for _, f := range fields {
 		if f.Format != 0 {
 			return nil, &pgError{code: pgerrcode.InternalError, msg: "a grouped merge needs text results from the shards"}
@@ -346,7 +402,7 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 			return nil, &pgError{code: pgerrcode.InternalError, msg: "group key out of range of the shards' columns"}
 		}
 		kind, ok := fanout.KeyKindOf(fields[k].DataTypeOID)
-		if !ok {
+		if !ok || !g.keyOK(fields[k]) {
 			return nil, refused(fmt.Sprintf("cannot group by column %q of type %d across shards: its equality is not known to the proxy", fields[k].Name, fields[k].DataTypeOID),
 				"Group by columns of built-in scalar types, or add a shard key predicate.")
 		}
@@ -411,7 +467,7 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 		kinds := make([]fanout.KeyKind, sp.Visible)
 		for i := range kinds {
 			kind, ok := fanout.KeyKindOf(types[i])
-			if !ok {
+			if !ok || !g.keyOK(out[i]) {
 				return nil, refused(fmt.Sprintf("cannot compare column %q of type %d across shards for DISTINCT", out[i].Name, types[i]),
 					"Select columns of built-in scalar types, or add a shard key predicate.")
 			}
@@ -422,7 +478,7 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 	if len(sp.Sort) > 0 {
 		finalFields := make([]pgproto3.FieldDescription, len(out))
 		copy(finalFields, out)
-		ord, err := s.rowOrder(finalFields, sp.Sort)
+		ord, err := s.rowOrder(finalFields, sp.Sort, g)
 		if err != nil {
 			return nil, err
 		}
@@ -444,7 +500,7 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 // result's column types: Postgres's ordering of each type (in text or
 // binary format), DESC, NULLS FIRST/LAST. Types it cannot order exactly
 // are refused before any row is sent.
-func (s *session) rowOrder(fields []pgproto3.FieldDescription, keys []parser.SortKey) (*fanout.Order, error) {
+func (s *session) rowOrder(fields []pgproto3.FieldDescription, keys []parser.SortKey, g *gatherer) (*fanout.Order, error) {
 	okeys := make([]fanout.OrderKey, 0, len(keys))
 	for _, k := range keys {
 		if k.Column < 0 {
@@ -468,7 +524,7 @@ func (s *session) rowOrder(fields []pgproto3.FieldDescription, keys []parser.Sor
 			return nil, &pgError{code: pgerrcode.InternalError, msg: "ORDER BY column out of range of the result"}
 		}
 		f := fields[k.Column]
-		base, err := fanout.Comparator(f.DataTypeOID, s.srv.textByteOrder)
+		base, err := fanout.Comparator(f.DataTypeOID, g.textOK(f))
 		if err != nil {
 			return nil, refused(fmt.Sprintf("ORDER BY column %q across shards: %v", f.Name, err),
 				"Add a shard key predicate so the query runs on one shard.")

@@ -53,6 +53,9 @@ type pool struct {
 	waiters []chan leaseResult
 	closed  bool
 	params  map[string]string // ParameterStatus of the first connection
+	// colls are the shard's columns with collations other than C (nil:
+	// not known yet, treated as "some").
+	colls atomic.Pointer[collations]
 
 	// Observability (health.go, metrics.go): set while the health checker
 	// holds the shard down; dial counts.

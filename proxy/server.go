@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,16 +91,85 @@ func (s *Server) Warm(ctx context.Context) {
 			allC = false
 			continue
 		}
-		coll, err := simpleValue(b, "SELECT datcollate FROM pg_database WHERE datname = current_database()")
+		// An ICU default collation (datlocprovider 'i', Postgres 15+)
+		// orders text by ICU rules whatever datcollate says.
+		coll, err := simpleValue(b, "SELECT datcollate || CASE WHEN to_jsonb(d) ->> 'datlocprovider' = 'i' THEN ' (icu)' ELSE '' END FROM pg_database d WHERE datname = current_database()")
 		if err != nil {
 			s.log.Warn("read shard collation", "shard", p.name, "err", err)
 		}
 		if coll != "C" && coll != "POSIX" {
 			allC = false
 		}
+		s.readCollations(p, b)
 		p.release(b)
 	}
 	s.textByteOrder = allC
+}
+
+// collations are the columns of a shard's tables whose collation is not
+// byte order (a COLLATE "en-x-icu" column in a C database): the merge must
+// not order them, or what is computed from them, byte by byte.
+type collations struct {
+	cols map[[2]uint32]bool // (table OID, attnum) -> the collation is nondeterministic
+	// names are those columns' names -> nondeterministic.
+	names map[string]bool
+	// any and nondet say some column has such a collation (a
+	// nondeterministic one): computed columns, whose source the
+	// RowDescription does not give, may then carry it.
+	any, nondet bool
+}
+
+// readCollations learns the columns with collations other than C of the
+// shard (at start, and after DDL through the proxy).
+func (s *Server) readCollations(p *pool, b *backend) {
+	list, err := simpleValue(b, `SELECT coalesce(string_agg(a.attrelid::text || ':' || a.attnum || ':' ||
+		CASE WHEN c.collisdeterministic THEN 'd' ELSE 'n' END || ':' || encode(convert_to(a.attname, 'UTF8'), 'hex'), ','), '')
+		FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+		WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attcollation NOT IN (0, 100, 950, 951) AND a.attrelid >= 16384`)
+	if err != nil {
+		s.log.Warn("read column collations", "shard", p.name, "err", err)
+		p.colls.Store(nil) // unknown: text is not ordered across shards
+		return
+	}
+	c := &collations{cols: map[[2]uint32]bool{}, names: map[string]bool{}}
+	for _, e := range strings.Split(list, ",") {
+		var rel, att uint32
+		var kind, name string
+		if _, err := fmt.Sscanf(strings.ReplaceAll(e, ":", " "), "%d %d %s %s", &rel, &att, &kind, &name); err != nil {
+			continue
+		}
+		c.cols[[2]uint32{rel, att}] = kind == "n"
+		if n, err := hex.DecodeString(name); err == nil {
+			c.names[string(n)] = c.names[string(n)] || kind == "n"
+		}
+		c.any = true
+		c.nondet = c.nondet || kind == "n"
+	}
+	p.colls.Store(c)
+}
+
+// mentioned reports whether names (a statement's column names) include a
+// column with its own collation (a nondeterministic one, with nondet).
+func (c *collations) mentioned(names []string, nondet bool) bool {
+	for _, n := range names {
+		if d, ok := c.names[n]; ok && (d || !nondet) {
+			return true
+		}
+	}
+	return false
+}
+
+// refreshCollations rereads every shard's column collations (after DDL).
+func (s *Server) refreshCollations(ctx context.Context) {
+	for _, p := range s.pools {
+		b, err := p.acquire(ctx)
+		if err != nil {
+			p.colls.Store(nil) // unknown: text is not ordered across shards
+			continue
+		}
+		s.readCollations(p, b)
+		p.release(b)
+	}
 }
 
 // simpleValue runs a one-value query on a backend with the simple protocol.

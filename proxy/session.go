@@ -30,6 +30,10 @@ const flushAt = 64 << 10
 // request, leases backends, writes the request, reads the replies itself and
 // answers the client, so a point query costs about four syscalls.
 type session struct {
+	// ddlInTx: the open transaction ran DDL; column collations are
+	// reread when it ends.
+	ddlInTx bool
+
 	srv  *Server
 	conn net.Conn
 	rd   *frameReader
@@ -357,6 +361,14 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 // routed runs a planned statement; sql is its text as the client sent it
 // (st may be the shared template of its shape).
 func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, plan *router.Plan) error {
+	if st.Kind == parser.DDL {
+		// A new column may carry a collation the merge must know.
+		if s.status != 'I' {
+			s.ddlInTx = true
+		} else {
+			defer s.srv.refreshCollations(ctx)
+		}
+	}
 	if s.status != 'I' {
 		return s.inTransaction(ctx, st, sql, plan)
 	}
@@ -764,6 +776,10 @@ func (s *session) txEnd(sql string) error {
 		s.release(x)
 	}
 	s.tempInTx = false
+	if s.ddlInTx {
+		s.ddlInTx = false
+		s.srv.refreshCollations(context.Background())
+	}
 	return err
 }
 
@@ -875,7 +891,7 @@ func (s *session) answer(m gathered, plan *router.Plan, bs []*backend, withRowDe
 		}
 	case m.empty:
 		s.out = append(s.out, 'I', 0, 0, 0, 4)
-	case plan.Limited || plan.Sort != nil || plan.Offset > 0 || plan.Merge != nil:
+	case plan.Limited || plan.Sort != nil || plan.Offset > 0 || plan.Merge != nil || plan.Dedupe:
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.FormatInt(m.rows, 10))})
 	case plan.Replicated:
 		s.out = appendMsg(s.out, s.replicatedTag(m.tags, bs))

@@ -19,6 +19,9 @@ type merger struct {
 	sh    parser.Shape
 	byKey bool
 	isKey func(ref []string) bool
+	// collate: the statement has a COLLATE clause (Plan.Collate).
+	collate bool
+	columns []string
 
 	once  sync.Once
 	split *parser.Split
@@ -29,6 +32,7 @@ const mergeHint = "Add a shard key predicate so the query runs on one shard (see
 
 func (m *merger) plan(p *Plan, params Params) error {
 	sh := m.sh
+	p.Collate, p.Columns = m.collate, m.columns
 	switch {
 	case sh.Intersect:
 		return refuse(mergeHint, "INTERSECT and EXCEPT across shards are not supported: a row's matches may be on other shards")

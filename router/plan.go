@@ -23,6 +23,12 @@ type Plan struct {
 	// split statement (SQL, when set, is its shard statement): partial
 	// groups combined, or hidden ORDER BY columns stripped.
 	Merge *parser.Split
+	// Collate says the statement names a collation (COLLATE other than
+	// C): computed text columns may not be in byte order.
+	Collate bool
+	// Columns are the column names the statement refers to: a computed
+	// text column can carry the collation of one of them.
+	Columns []string
 	// Dedupe removes duplicate rows after the merge (UNION).
 	Dedupe bool
 	// Having is Merge's HAVING with its constants read.

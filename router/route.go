@@ -316,7 +316,7 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 	write := st.Writes
 	var m *merger
 	if isSelect {
-		m = &merger{st: st, sh: sh, byKey: byKey, isKey: keyColumn(a, g, sharded)}
+		m = &merger{st: st, sh: sh, byKey: byKey, isKey: keyColumn(a, g, sharded), collate: st.HasCollate(), columns: st.ColumnNames()}
 	}
 	return &compiled{write: write, eval: func(params Params) (*Plan, error) {
 		set, why, err := r.place(a, g, params)
