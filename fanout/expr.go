@@ -49,6 +49,11 @@ func (e *Expr) String() string {
 	return "(" + e.Args[0].String() + " " + e.Op + " " + e.Args[1].String() + ")"
 }
 
+var (
+	errFloatOverflow = &ErrNumericOverflow{Msg: "value out of range: overflow"}
+	errUnderflow     = &ErrNumericOverflow{Msg: "value out of range: underflow"}
+)
+
 // ErrDivisionByZero is SQLSTATE 22012.
 var ErrDivisionByZero = errors.New("division by zero")
 
@@ -173,8 +178,16 @@ func (e *Expr) eval(row [][]byte, cols []uint32) (*val, error) {
 		if err != nil || v == nil {
 			return v, err
 		}
-		zero := &val{typ: v.typ, r: new(big.Rat)}
-		return arith("-", zero, v)
+		switch v.typ {
+		case Float8OID:
+			return &val{typ: v.typ, f: -v.f}, nil
+		case NumericOID:
+			if v.nan {
+				return v, nil
+			}
+			return &val{typ: v.typ, r: new(big.Rat).Neg(v.r), scale: v.scale}, nil
+		}
+		return arith("-", &val{typ: v.typ}, v)
 	case "cast":
 		v, err := e.Args[0].eval(row, cols)
 		if err != nil || v == nil {
@@ -216,9 +229,7 @@ func parseVal(t uint32, s string) (*val, error) {
 			return nil, unsupportedf("numeric %q in an expression across shards", s)
 		}
 		v.r = r
-		if i := strings.IndexByte(s, '.'); i >= 0 {
-			v.scale = len(s) - i - 1
-		}
+		v.scale = numericScale(s)
 	case Float8OID:
 		f, err := parseFloat(s)
 		if err != nil {
@@ -231,11 +242,23 @@ func parseVal(t uint32, s string) (*val, error) {
 	return v, nil
 }
 
+// numericScale is the display scale numeric_in gives a literal: its
+// fraction digits less its exponent ("2e-3" has 3, "1.5e3" has 0).
+func numericScale(s string) int {
+	mant, exp, _ := strings.Cut(strings.ToLower(s), "e")
+	frac := 0
+	if i := strings.IndexByte(mant, '.'); i >= 0 {
+		frac = len(mant) - i - 1
+	}
+	x, _ := strconv.Atoi(exp)
+	return max(frac-x, 0)
+}
+
 // to converts v to type t for arithmetic (a widening: int to wider int,
 // to numeric, to float8).
-func (v *val) to(t uint32) *val {
+func (v *val) to(t uint32) (*val, error) {
 	if v.typ == t {
-		return v
+		return v, nil
 	}
 	w := &val{typ: t}
 	switch t {
@@ -250,12 +273,15 @@ func (v *val) to(t uint32) *val {
 				w.f = math.NaN()
 			} else {
 				w.f, _ = v.r.Float64()
+				if math.IsInf(w.f, 0) {
+					return nil, &ErrNumericOverflow{Msg: fmt.Sprintf("%q is out of range for type double precision", v.text())}
+				}
 			}
 		default:
 			w.f = float64(v.i)
 		}
 	}
-	return w
+	return w, nil
 }
 
 func intRange(t uint32) (lo, hi int64, name string) {
@@ -270,7 +296,13 @@ func intRange(t uint32) (lo, hi int64, name string) {
 
 func arith(op string, a, b *val) (*val, error) {
 	t := arithType(a.typ, b.typ)
-	a, b = a.to(t), b.to(t)
+	a, err := a.to(t)
+	if err != nil {
+		return nil, err
+	}
+	if b, err = b.to(t); err != nil {
+		return nil, err
+	}
 	out := &val{typ: t}
 	switch t {
 	case Int2OID, Int4OID, Int8OID:
@@ -321,6 +353,7 @@ func arith(op string, a, b *val) (*val, error) {
 			out.scale = scale
 		}
 	default:
+		// As float8pl/mi/mul/div: overflow and underflow are errors.
 		switch op {
 		case "+":
 			out.f = a.f + b.f
@@ -328,14 +361,24 @@ func arith(op string, a, b *val) (*val, error) {
 			out.f = a.f - b.f
 		case "*":
 			out.f = a.f * b.f
+			if out.f == 0 && a.f != 0 && b.f != 0 {
+				return nil, errUnderflow
+			}
 		case "/":
-			if b.f == 0 {
+			if b.f == 0 && !math.IsNaN(a.f) {
 				return nil, ErrDivisionByZero
 			}
 			out.f = a.f / b.f
+			if out.f == 0 && a.f != 0 && !math.IsInf(b.f, 0) {
+				return nil, errUnderflow
+			}
+			if math.IsInf(out.f, 0) && !math.IsInf(a.f, 0) {
+				return nil, errFloatOverflow
+			}
+			return out, nil
 		}
 		if math.IsInf(out.f, 0) && !math.IsInf(a.f, 0) && !math.IsInf(b.f, 0) {
-			return nil, &ErrNumericOverflow{Msg: "value out of range: overflow"}
+			return nil, errFloatOverflow
 		}
 	}
 	return out, nil
@@ -403,17 +446,26 @@ func cast(v *val, t uint32, typmod []int) (*val, error) {
 			if len(typmod) >= 2 {
 				scale = typmod[1]
 			}
-			s := roundRat(out.r, scale)
-			out.r, _ = new(big.Rat).SetString(s)
-			out.scale = scale
-			digits := strings.TrimLeft(strings.ReplaceAll(strings.TrimPrefix(s, "-"), ".", ""), "0")
-			intDigits := len(digits) - scale
-			if out.r.Sign() != 0 && intDigits > prec-scale {
+			// Round to scale digits (a negative scale rounds to tens,
+			// hundreds...); the result must be below 10^(prec-scale).
+			p := new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(abs(scale))), nil))
+			if scale >= 0 {
+				out.r, _ = new(big.Rat).SetString(roundRat(out.r, scale))
+				out.scale = scale
+			} else {
+				q, _ := new(big.Rat).SetString(roundRat(new(big.Rat).Quo(out.r, p), 0))
+				out.r, out.scale = q.Mul(q, p), 0
+			}
+			limit := new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(abs(prec-scale))), nil))
+			if prec < scale {
+				limit.Inv(limit)
+			}
+			if new(big.Rat).Abs(out.r).Cmp(limit) >= 0 {
 				return nil, &ErrNumericOverflow{Msg: "numeric field overflow"}
 			}
 		}
 	case Float8OID:
-		return v.to(Float8OID), nil
+		return v.to(Float8OID)
 	}
 	return out, nil
 }

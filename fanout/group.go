@@ -285,20 +285,26 @@ func addSum(typ uint32, s *aggState, v []byte, avg bool) error {
 		s.n, s.set = t, true
 	case NumericOID:
 		return addNumeric(s, string(v))
-	case Float4OID:
+	case Float4OID, Float8OID:
+		// As float4pl/float8pl combine partial sums: the first is the
+		// state (keeping -0), and an infinite sum of finite parts is an
+		// overflow.
 		f, err := parseFloat(string(v))
 		if err != nil {
 			return err
 		}
-		s.f = float64(float32(s.f) + float32(f))
-		s.set = true
-	case Float8OID:
-		f, err := parseFloat(string(v))
-		if err != nil {
-			return err
+		if !s.set {
+			s.f, s.set = f, true
+			return nil
 		}
-		s.f += f
-		s.set = true
+		sum := s.f + f
+		if typ == Float4OID {
+			sum = float64(float32(s.f) + float32(f))
+		}
+		if math.IsInf(sum, 0) && !math.IsInf(s.f, 0) && !math.IsInf(f, 0) {
+			return errFloatOverflow
+		}
+		s.f = sum
 	default:
 		return unsupportedf("sum over type %d across shards", typ)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -483,10 +484,16 @@ func appendKey(dst []byte, vals [][]byte, cols []int, kinds []KeyKind) []byte {
 		case KeyNumericBinary:
 			v = normNumericBinary(v)
 		case KeyFloatBinary:
-			if len(v) == 8 && binary.BigEndian.Uint64(v) == 1<<63 {
+			// -0 = 0, and every NaN is one NaN.
+			switch {
+			case len(v) == 8 && binary.BigEndian.Uint64(v) == 1<<63:
 				v = make([]byte, 8)
-			} else if len(v) == 4 && binary.BigEndian.Uint32(v) == 1<<31 {
+			case len(v) == 4 && binary.BigEndian.Uint32(v) == 1<<31:
 				v = make([]byte, 4)
+			case len(v) == 8 && math.IsNaN(math.Float64frombits(binary.BigEndian.Uint64(v))):
+				v = []byte{0x7f, 0xf8, 0, 0, 0, 0, 0, 0}
+			case len(v) == 4 && math.IsNaN(float64(math.Float32frombits(binary.BigEndian.Uint32(v)))):
+				v = []byte{0x7f, 0xc0, 0, 0}
 			}
 		}
 		dst = append(dst, 1)
