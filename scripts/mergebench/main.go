@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +58,9 @@ func main() {
 	keep := flag.Bool("keep", false, "leave the clusters running and their directory in place at exit")
 	dir := flag.String("dir", "", "the clusters' directory (default: a new temporary one); loaded data of the right size found there is reused")
 	quick := flag.Bool("quick", false, "smoke run: 100000 rows per shard, -n 5 unless -n is given")
+	match := flag.String("match", "", "time only the queries whose name matches this regexp (default: all)")
+	stream := flag.Bool("stream", true, "also stream every row in order through the proxy")
+	workers := flag.Int("workers", -1, "the shards' max_parallel_workers_per_gather (default: Postgres's, 2)")
 	flag.Parse()
 	if *quick {
 		*rows = 100000
@@ -70,7 +74,19 @@ func main() {
 		fmt.Fprintln(os.Stderr, "mergebench: need -n >= 1 and -rows >= 2000")
 		os.Exit(2)
 	}
-	if err := run(context.Background(), *rows, *n, *warmup, *keep, *dir); err != nil {
+	re, err := regexp.Compile(*match)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mergebench: -match:", err)
+		os.Exit(2)
+	}
+	var qs []query
+	for _, q := range queries() {
+		if re.MatchString(q.name) {
+			qs = append(qs, q)
+		}
+	}
+	if err := run(context.Background(), options{rows: *rows, n: *n, warmup: *warmup, keep: *keep, dir: *dir,
+		qs: qs, stream: *stream, workers: *workers}); err != nil {
 		fmt.Fprintln(os.Stderr, "mergebench:", err)
 		os.Exit(1)
 	}
@@ -130,21 +146,37 @@ var protocols = []protocol{
 	{"extended", pgx.QueryExecModeCacheStatement},
 }
 
-func run(ctx context.Context, rows, n, warmup int, keep bool, dir string) error {
+// options are the command line's.
+type options struct {
+	rows, n, warmup int
+	keep            bool
+	dir             string
+	qs              []query
+	stream          bool
+	workers         int
+}
+
+func run(ctx context.Context, o options) error {
+	rows := o.rows
 	fmt.Printf("mergebench: %d shards x %d rows, %d timed runs (after %d warm-up runs) per query, protocol and target\n",
-		nShards, rows, n, warmup)
+		nShards, rows, o.n, o.warmup)
 	fmt.Printf("load average at start: %s\n", loadavg())
 	ports, err := freePorts(nShards)
 	if err != nil {
 		return err
 	}
+	// The table and its index fit in shared_buffers: timings are CPU, not I/O.
+	settings := map[string]string{"shared_buffers": "256MB", "max_wal_size": "4GB"}
+	if o.workers >= 0 {
+		settings["max_parallel_workers_per_gather"] = strconv.Itoa(o.workers)
+	}
 	t0 := time.Now()
-	set, err := localpg.Start(ctx, localpg.Options{N: nShards, Dir: dir, Ports: ports, Database: database,
-		Settings: map[string]string{"shared_buffers": "256MB", "max_wal_size": "4GB"}})
+	set, err := localpg.Start(ctx, localpg.Options{N: nShards, Dir: o.dir, Ports: ports, Database: database,
+		Settings: settings})
 	if err != nil {
 		return err
 	}
-	if keep {
+	if o.keep {
 		defer func() {
 			fmt.Printf("\nclusters kept running in %s (stop: pg_ctl -D %s/shardN stop):\n", set.Dir(), set.Dir())
 			for _, d := range set.DSNs() {
@@ -173,7 +205,7 @@ func run(ctx context.Context, rows, n, warmup int, keep bool, dir string) error 
 	defer px.stop()
 	fmt.Printf("shardproxy pid %d on %s (admin %s)\n", px.pid, px.addr, px.admin)
 
-	b := &bench{px: px, n: n, warmup: warmup, qs: queries(), set: set}
+	b := &bench{px: px, n: o.n, warmup: o.warmup, qs: o.qs, set: set}
 	if err := b.connect(ctx); err != nil {
 		return err
 	}
@@ -183,7 +215,9 @@ func run(ctx context.Context, rows, n, warmup int, keep bool, dir string) error 
 	b.check(ctx)
 	b.measure(ctx)
 	for _, p := range protocols {
-		b.stream(ctx, p)
+		if o.stream {
+			b.stream(ctx, p)
+		}
 	}
 	fmt.Printf("load average at end: %s\n", loadavg())
 	b.report(rows)
@@ -566,45 +600,54 @@ func (b *bench) runTarget(ctx context.Context, cb *combo, t int) (time.Duration,
 	}
 }
 
-// measure warms up, then runs N rounds; each round runs every query in
-// every protocol on every target, the targets' order rotating from round
-// to round, so that all targets see the same machine.
+// measure warms up (every query, protocol and target), then times one
+// query after the other: N rounds of each, every round running the query
+// in both protocols on every target, the targets' order rotating from
+// round to round (and the protocols' alternating) so that all targets see
+// the same machine. Queries are timed in blocks, each after one untimed
+// round, because a light query run right after a full sort through the
+// proxy is several times slower than in a run of its own (see
+// docs/benchmarks.md): interleaving queries would measure that aftermath.
 func (b *bench) measure(ctx context.Context) {
 	nt := nShards + 2
+	once := func(cb *combo, t int, what string) (time.Duration, time.Duration) {
+		d, cpu, err := b.runTarget(ctx, cb, t)
+		if err != nil {
+			fmt.Printf("%s %s %s target %d: %v\n", what, b.qs[cb.q].name, cb.p.name, t, err)
+			os.Exit(1)
+		}
+		return d, cpu
+	}
 	for r := 0; r < b.warmup; r++ {
 		for _, cb := range b.combos {
-			if cb.refused != "" {
-				continue
-			}
-			for t := 0; t < nt; t++ {
-				if _, _, err := b.runTarget(ctx, cb, t); err != nil {
-					fmt.Printf("warm-up %s %s target %d: %v\n", b.qs[cb.q].name, cb.p.name, t, err)
-					os.Exit(1)
-				}
+			for t := 0; cb.refused == "" && t < nt; t++ {
+				once(cb, t, "warm-up")
 			}
 		}
 	}
 	b.mem(fmt.Sprintf("after warm-up (%d runs of each query and protocol)", b.warmup))
 	t0 := time.Now()
-	for r := 0; r < b.n; r++ {
+	for qi, q := range b.qs {
+		var cbs []*combo
 		for _, cb := range b.combos {
-			if cb.refused != "" {
-				continue
+			if cb.q == qi && cb.refused == "" {
+				cbs = append(cbs, cb)
 			}
-			for k := 0; k < nt; k++ {
-				t := (r + k) % nt
-				d, cpu, err := b.runTarget(ctx, cb, t)
-				if err != nil {
-					fmt.Printf("round %d %s %s target %d: %v\n", r, b.qs[cb.q].name, cb.p.name, t, err)
-					os.Exit(1)
+		}
+		for r := -1; r < b.n; r++ {
+			for j := range cbs {
+				cb := cbs[(j+max(r, 0))%len(cbs)]
+				for k := 0; k < nt; k++ {
+					t := (max(r, 0) + k) % nt
+					d, cpu := once(cb, t, "timed run")
+					if r >= 0 {
+						cb.t[t].d = append(cb.t[t].d, d)
+						cb.t[t].cpu += cpu
+					}
 				}
-				cb.t[t].d = append(cb.t[t].d, d)
-				cb.t[t].cpu += cpu
 			}
 		}
-		if (r+1)%10 == 0 || r+1 == b.n {
-			fmt.Printf("  round %d/%d done (%.0fs)\n", r+1, b.n, time.Since(t0).Seconds())
-		}
+		fmt.Printf("  %s: %d rounds done (%.0fs)\n", q.name, b.n, time.Since(t0).Seconds())
 	}
 	b.mem(fmt.Sprintf("after the timed runs (%d queries through the proxy)", b.n*(len(b.combos)-b.nRefused())))
 }
