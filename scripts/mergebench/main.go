@@ -302,11 +302,16 @@ type proxyProc struct {
 
 // startProxy builds ./cmd/shardproxy into a temporary directory and runs it
 // with a generated config on 127.0.0.1:port (admin listener on adminPort).
-func startProxy(ctx context.Context, dsns []string, port, adminPort int) (*proxyProc, error) {
+func startProxy(ctx context.Context, dsns []string, port, adminPort int) (_ *proxyProc, err error) {
 	dir, err := os.MkdirTemp("", "mergebench-")
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		return nil, fmt.Errorf("find module root: %w", err)
@@ -361,7 +366,8 @@ func startProxy(ctx context.Context, dsns []string, port, adminPort int) (*proxy
 		}
 		if time.Now().After(deadline) {
 			p.cmd.Process.Kill()
-			return nil, fmt.Errorf("shardproxy did not listen on %s within 30s (log: %s/shardproxy.log)", p.addr, dir)
+			log, _ := os.ReadFile(filepath.Join(dir, "shardproxy.log"))
+			return nil, fmt.Errorf("shardproxy did not listen on %s within 30s\n%s", p.addr, log)
 		}
 	}
 }
