@@ -28,6 +28,7 @@ bench: build
 	@scripts/deps.sh --server-only
 	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./parser/... ./fanout/...
 	scripts/bench.sh
+	$(GO) run ./scripts/mergebench
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
