@@ -93,7 +93,8 @@ func BenchmarkMergeSort(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			keys := []OrderKey{{Col: c.col, Cmp: cmp}}
+			norm, _ := NormOf(c.typ, false, true) // as the proxy builds keys: none for numeric
+			keys := []OrderKey{{Col: c.col, Cmp: cmp, Norm: norm}}
 			shards := benchShardRows(25_000, NewOrder(keys))
 			runBench(b, benchShards*25_000, func() (Source, error) {
 				return MergeSort(NewOrder(keys), sources(shards)...), nil
@@ -163,6 +164,7 @@ func BenchmarkSort(b *testing.B) {
 		b.Fatal(err)
 	}
 	runBench(b, benchShards*25_000, func() (Source, error) {
-		return Sort(Concat(sources(shards)...), NewOrder([]OrderKey{{Col: 0, Cmp: cmp}}), &Budget{}), nil
+		norm, _ := NormOf(Int8OID, false, true)
+		return Sort(Concat(sources(shards)...), NewOrder([]OrderKey{{Col: 0, Cmp: cmp, Norm: norm}}), &Budget{}), nil
 	})
 }

@@ -129,13 +129,14 @@ func (c *concat) Next() ([]byte, error) {
 // stream (a k-way merge holding one row per source). Ties go to the
 // earlier source.
 func MergeSort(ord *Order, srcs ...Source) Source {
-	return &mergeSort{ord: ord, srcs: srcs, heads: make([][]byte, len(srcs)), last: -1}
+	return &mergeSort{ord: ord, srcs: srcs, heads: make([][]byte, len(srcs)), keys: make([]RowKey, len(srcs)), last: -1}
 }
 
 type mergeSort struct {
 	ord     *Order
 	srcs    []Source
 	heads   [][]byte
+	keys    []RowKey // each head's sort key, read once
 	started bool
 	last    int // the source whose head was returned last: advance it first
 }
@@ -149,6 +150,9 @@ func (m *mergeSort) Next() ([]byte, error) {
 				return nil, err
 			}
 			m.heads[i] = row
+			if row != nil {
+				m.ord.Key(row, &m.keys[i])
+			}
 		}
 	} else if m.last >= 0 {
 		row, err := m.srcs[m.last].Next()
@@ -156,10 +160,13 @@ func (m *mergeSort) Next() ([]byte, error) {
 			return nil, err
 		}
 		m.heads[m.last] = row
+		if row != nil {
+			m.ord.Key(row, &m.keys[m.last])
+		}
 	}
 	best := -1
 	for i, h := range m.heads {
-		if h != nil && (best < 0 || m.ord.Less(h, m.heads[best])) {
+		if h != nil && (best < 0 || m.ord.LessKey(&m.keys[i], &m.keys[best])) {
 			best = i
 		}
 	}
@@ -277,6 +284,7 @@ type orderKey struct {
 	desc       bool
 	nullsFirst bool
 	cmp        func(a, b []byte) (int, error)
+	norm       Norm
 }
 
 // OrderKey is one ORDER BY key over a row's column.
@@ -286,15 +294,84 @@ type OrderKey struct {
 	NullsFirst bool
 	// Cmp orders the column's non-null values.
 	Cmp func(a, b []byte) (int, error)
+	// Norm, when set, is the column's Norm: sorting operators then read
+	// each row's key once (RowKey) and compare bytes.
+	Norm Norm
 }
 
 // NewOrder returns the ordering by keys.
 func NewOrder(keys []OrderKey) *Order {
 	o := &Order{}
 	for _, k := range keys {
-		o.keys = append(o.keys, orderKey{k.Col, k.Desc, k.NullsFirst, k.Cmp})
+		o.keys = append(o.keys, orderKey{k.Col, k.Desc, k.NullsFirst, k.Cmp, k.Norm})
 	}
 	return o
+}
+
+// RowKey is a row's sort key read once: for each key, the normalized
+// value (keys with a Norm) or the raw one; null marks NULL.
+type RowKey struct {
+	vals  [][]byte
+	nulls []bool
+	buf   []byte
+}
+
+// Key reads row's sort key into k (reusing its memory).
+func (o *Order) Key(row []byte, k *RowKey) {
+	k.vals, k.nulls, k.buf = k.vals[:0], k.nulls[:0], k.buf[:0]
+	for _, ok := range o.keys {
+		v, null := Column(row, ok.col)
+		if !null && ok.norm != nil {
+			start := len(k.buf)
+			var err error
+			if k.buf, err = ok.norm(k.buf, v); err != nil && o.err == nil {
+				o.err = err
+			}
+			v = k.buf[start:len(k.buf):len(k.buf)]
+		}
+		k.vals = append(k.vals, v)
+		k.nulls = append(k.nulls, null)
+	}
+	// k.buf may have moved while growing: re-slice the normalized values.
+	p := 0
+	for i, ok := range o.keys {
+		if !k.nulls[i] && ok.norm != nil {
+			n := len(k.vals[i])
+			k.vals[i] = k.buf[p : p+n : p+n]
+			p += n
+		}
+	}
+}
+
+// LessKey is Less over keys read with Key.
+func (o *Order) LessKey(a, b *RowKey) bool {
+	for i, k := range o.keys {
+		na, nb := a.nulls[i], b.nulls[i]
+		switch {
+		case na && nb:
+			continue
+		case na:
+			return k.nullsFirst
+		case nb:
+			return !k.nullsFirst
+		}
+		var c int
+		if k.norm != nil {
+			c = bytes.Compare(a.vals[i], b.vals[i])
+		} else {
+			var err error
+			if c, err = k.cmp(a.vals[i], b.vals[i]); err != nil {
+				if o.err == nil {
+					o.err = err
+				}
+				return false
+			}
+		}
+		if c != 0 {
+			return (c < 0) != k.desc
+		}
+	}
+	return false
 }
 
 // Less reports whether row a sorts before row b.
@@ -356,7 +433,18 @@ func (s *sortOp) Next() ([]byte, error) {
 			}
 			all = append(all, append([]byte(nil), row...))
 		}
-		sort.SliceStable(all, func(i, j int) bool { return s.ord.Less(all[i], all[j]) })
+		keys := make([]RowKey, len(all))
+		idx := make([]int, len(all))
+		for i, row := range all {
+			s.ord.Key(row, &keys[i])
+			idx[i] = i
+		}
+		sort.SliceStable(idx, func(i, j int) bool { return s.ord.LessKey(&keys[idx[i]], &keys[idx[j]]) })
+		sorted := make([][]byte, len(all))
+		for i, j := range idx {
+			sorted[i] = all[j]
+		}
+		all = sorted
 		if err := s.ord.Err(); err != nil {
 			return nil, err
 		}

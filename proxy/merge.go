@@ -541,7 +541,8 @@ func (s *session) rowOrder(fields []pgproto3.FieldDescription, keys []parser.Sor
 				return base(ta, tb)
 			}
 		}
-		okeys = append(okeys, fanout.OrderKey{Col: k.Column, Desc: k.Desc, NullsFirst: k.NullsFirst, Cmp: cmp})
+		norm, _ := fanout.NormOf(f.DataTypeOID, f.Format == 1, g.textOK(f))
+		okeys = append(okeys, fanout.OrderKey{Col: k.Column, Desc: k.Desc, NullsFirst: k.NullsFirst, Cmp: cmp, Norm: norm})
 	}
 	return fanout.NewOrder(okeys), nil
 }
