@@ -15,7 +15,8 @@ import (
 // overflow and division-by-zero errors, and casts to integer, numeric
 // (with precision and scale) and float8 types.
 type Expr struct {
-	// Op is col, const, neg, + - * /, or cast.
+	// Op is col, const, neg, + - * /, cast, or round (Typmod holds its
+	// digits when given).
 	Op   string
 	Col  int     // col: the final column
 	Text string  // const: the literal as written
@@ -35,6 +36,11 @@ func (e *Expr) String() string {
 		return e.Text
 	case "neg":
 		return "-" + e.Args[0].String()
+	case "round":
+		if len(e.Typmod) > 0 {
+			return fmt.Sprintf("round(%s, %d)", e.Args[0], e.Typmod[0])
+		}
+		return fmt.Sprintf("round(%s)", e.Args[0])
 	case "cast":
 		t := e.Cast
 		if len(e.Typmod) > 0 {
@@ -99,6 +105,16 @@ func (e *Expr) Type(cols []uint32) (uint32, error) {
 		return 0, unsupportedf("constant %q in an expression across shards", e.Text)
 	case "neg":
 		return e.Args[0].Type(cols)
+	case "round":
+		t, err := e.Args[0].Type(cols)
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case t == NumericOID, t == Float8OID && len(e.Typmod) == 0:
+			return t, nil
+		}
+		return 0, unsupportedf("round over type %d after a merge across shards", t)
 	case "cast":
 		if _, err := e.Args[0].Type(cols); err != nil {
 			return 0, err
@@ -188,6 +204,25 @@ func (e *Expr) eval(row [][]byte, cols []uint32) (*val, error) {
 			return &val{typ: v.typ, r: new(big.Rat).Neg(v.r), scale: v.scale}, nil
 		}
 		return arith("-", &val{typ: v.typ}, v)
+	case "round":
+		if _, err := e.Type(cols); err != nil {
+			return nil, err
+		}
+		v, err := e.Args[0].eval(row, cols)
+		if err != nil || v == nil {
+			return v, err
+		}
+		if v.typ == Float8OID {
+			return &val{typ: Float8OID, f: math.RoundToEven(v.f)}, nil // rint
+		}
+		if v.nan {
+			return v, nil
+		}
+		n := 0
+		if len(e.Typmod) > 0 {
+			n = e.Typmod[0]
+		}
+		return roundNumeric(v, n), nil
 	case "cast":
 		v, err := e.Args[0].eval(row, cols)
 		if err != nil || v == nil {
@@ -468,6 +503,18 @@ func cast(v *val, t uint32, typmod []int) (*val, error) {
 		return v.to(Float8OID)
 	}
 	return out, nil
+}
+
+// roundNumeric is round(numeric, n): half away from zero to n fraction
+// digits (n < 0: to tens, hundreds...), display scale max(n, 0).
+func roundNumeric(v *val, n int) *val {
+	if n >= 0 {
+		r, _ := new(big.Rat).SetString(roundRat(v.r, n))
+		return &val{typ: NumericOID, r: r, scale: n}
+	}
+	p := new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(-n)), nil))
+	q, _ := new(big.Rat).SetString(roundRat(new(big.Rat).Quo(v.r, p), 0))
+	return &val{typ: NumericOID, r: q.Mul(q, p)}
 }
 
 // roundHalfAway rounds r to an integer, halves away from zero.

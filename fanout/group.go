@@ -68,6 +68,12 @@ func checkAgg(c AggCol, textByteOrder bool) error {
 	switch c.Func {
 	case "", "count", "bool_and", "bool_or", "expr":
 		return nil
+	case "bit_and", "bit_or":
+		switch c.Type {
+		case Int2OID, Int4OID, Int8OID:
+			return nil
+		}
+		return unsupportedf("%s over type %d across shards", c.Func, c.Type)
 	case "sum":
 		switch c.Type {
 		case Int8OID, Int4OID, Int2OID, NumericOID, Float4OID, Float8OID:
@@ -251,6 +257,20 @@ func (g *group) add(c AggCol, s *aggState, first bool) error {
 		s.seen[k] = struct{}{}
 		s.n++
 		return g.budget.take(len(k) + 48)
+	case "bit_and", "bit_or":
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !s.set:
+			s.n = n
+		case c.Func == "bit_and":
+			s.n &= n
+		default:
+			s.n |= n
+		}
+		s.set = true
 	case "bool_and", "bool_or":
 		b := string(v) == "t"
 		switch {
@@ -348,6 +368,11 @@ func final(c AggCol, s *aggState) ([]byte, error) {
 			return nil, nil
 		}
 		return s.val, nil
+	case "bit_and", "bit_or":
+		if !s.set {
+			return nil, nil
+		}
+		return strconv.AppendInt(nil, s.n, 10), nil
 	case "bool_and", "bool_or":
 		if !s.set {
 			return nil, nil
@@ -465,7 +490,7 @@ func roundRat(r *big.Rat, scale int) string {
 
 // Cond is a HAVING condition over a row's columns, with constants as text.
 type Cond struct {
-	Op   string // and, or, not, cmp, null, notnull
+	Op   string // and, or, not, cmp, null, notnull, bool (the column is true)
 	Args []*Cond
 	Col  int
 	Cmp  string // = <> < <= > >=
@@ -537,6 +562,17 @@ func (f *filter) eval(c *Cond, row []byte) (int, error) {
 			t = tTrue
 		}
 		return t, err
+	case "bool":
+		v, null := Column(row, c.Col)
+		switch {
+		case null:
+			return tUnknown, nil
+		case string(v) == "t":
+			return tTrue, nil
+		case string(v) == "f":
+			return tFalse, nil
+		}
+		return 0, unsupportedf("HAVING over a non-boolean value across shards")
 	case "null", "notnull":
 		_, null := Column(row, c.Col)
 		if null == (c.Op == "null") {

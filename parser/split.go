@@ -593,7 +593,7 @@ func (b *splitBuilder) aggregate(f *pg.FuncCall, name string) (SplitCol, error) 
 		}
 	}
 	switch fn {
-	case "count", "sum", "min", "max", "bool_and", "bool_or", "every":
+	case "count", "sum", "min", "max", "bool_and", "bool_or", "every", "bit_and", "bit_or":
 		agg := fn
 		switch fn {
 		case "every":
@@ -683,6 +683,13 @@ func (b *splitBuilder) cond(n *pg.Node) (*Cond, error) {
 			c.Args = append(c.Args, ac)
 		}
 		return c, nil
+	case *pg.Node_FuncCall, *pg.Node_ColumnRef:
+		// A boolean aggregate or group key: HAVING bool_or(paid).
+		col, err := b.final(n)
+		if err != nil {
+			return nil, err
+		}
+		return &Cond{Op: "bool", Col: col}, nil
 	case *pg.Node_NullTest:
 		col, err := b.final(x.NullTest.Arg)
 		if err != nil {
@@ -725,11 +732,11 @@ func (b *splitBuilder) cond(n *pg.Node) (*Cond, error) {
 // computes after the merge.
 func (b *splitBuilder) expr(n *pg.Node) (*fanout.Expr, error) {
 	unsupported := splitErr("Select the aggregates themselves and compute the expression in the application.",
-		"this expression over aggregates across shards is not supported (+ - * / and casts to integer, numeric and float8 types are)")
+		"this expression over aggregates across shards is not supported (+ - * /, round() and casts to integer, numeric and float8 types are)")
 	switch x := n.Node.(type) {
 	case *pg.Node_FuncCall:
 		if !isAggregate(x.FuncCall) {
-			return nil, unsupported
+			return b.function(x.FuncCall, unsupported)
 		}
 		c, err := b.final(n)
 		if err != nil {
@@ -803,6 +810,32 @@ func (b *splitBuilder) expr(n *pg.Node) (*fanout.Expr, error) {
 		return nil, err
 	}
 	return &fanout.Expr{Op: "col", Col: c}, nil
+}
+
+// function translates round(x) and round(x, n) over numeric or float8.
+func (b *splitBuilder) function(f *pg.FuncCall, unsupported error) (*fanout.Expr, error) {
+	ns := names(f.Funcname)
+	if ns[len(ns)-1] != "round" || (len(ns) == 2 && ns[0] != "pg_catalog") || len(ns) > 2 ||
+		len(f.Args) < 1 || len(f.Args) > 2 || f.AggStar || f.AggDistinct || f.Over != nil {
+		return nil, unsupported
+	}
+	arg, err := b.expr(f.Args[0])
+	if err != nil {
+		return nil, err
+	}
+	e := &fanout.Expr{Op: "round", Args: []*fanout.Expr{arg}}
+	if len(f.Args) == 2 {
+		v, ok := valueOf(f.Args[1])
+		if !ok || v.Kind != IntLit || v.Cast != "" {
+			return nil, unsupported
+		}
+		n, err := strconv.Atoi(v.Text)
+		if err != nil {
+			return nil, unsupported
+		}
+		e.Typmod = []int{n}
+	}
+	return e, nil
 }
 
 // figureColname names an output column as Postgres does when it has no

@@ -324,6 +324,8 @@ func condString(c *parser.Cond) string {
 		return "(" + strings.Join(parts, " "+c.Op+" ") + ")"
 	case "not":
 		return "not " + condString(c.Args[0])
+	case "bool":
+		return fmt.Sprintf("out%d", c.Col+1)
 	case "null":
 		return fmt.Sprintf("out%d is null", c.Col+1)
 	case "notnull":
