@@ -483,14 +483,8 @@ func cast(v *val, t uint32, typmod []int) (*val, error) {
 			}
 			// Round to scale digits (a negative scale rounds to tens,
 			// hundreds...); the result must be below 10^(prec-scale).
-			p := new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(abs(scale))), nil))
-			if scale >= 0 {
-				out.r, _ = new(big.Rat).SetString(roundRat(out.r, scale))
-				out.scale = scale
-			} else {
-				q, _ := new(big.Rat).SetString(roundRat(new(big.Rat).Quo(out.r, p), 0))
-				out.r, out.scale = q.Mul(q, p), 0
-			}
+			rounded := roundNumeric(out, scale)
+			out.r, out.scale = rounded.r, rounded.scale
 			limit := new(big.Rat).SetInt(new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(abs(prec-scale))), nil))
 			if prec < scale {
 				limit.Inv(limit)

@@ -374,31 +374,13 @@ func (o *Order) LessKey(a, b *RowKey) bool {
 	return false
 }
 
-// Less reports whether row a sorts before row b.
+// Less reports whether row a sorts before row b (reading both keys; the
+// sorting operators read each row's key once instead).
 func (o *Order) Less(a, b []byte) bool {
-	for _, k := range o.keys {
-		va, na := Column(a, k.col)
-		vb, nb := Column(b, k.col)
-		switch {
-		case na && nb:
-			continue
-		case na:
-			return k.nullsFirst
-		case nb:
-			return !k.nullsFirst
-		}
-		c, err := k.cmp(va, vb)
-		if err != nil {
-			if o.err == nil {
-				o.err = err
-			}
-			return false
-		}
-		if c != 0 {
-			return (c < 0) != k.desc
-		}
-	}
-	return false
+	var ka, kb RowKey
+	o.Key(a, &ka)
+	o.Key(b, &kb)
+	return o.LessKey(&ka, &kb)
 }
 
 // Err returns the first comparison error.

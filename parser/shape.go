@@ -234,15 +234,8 @@ func sortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 			}
 			name = ref[len(ref)-1]
 		}
-		k := SortKey{Column: col, Name: name, Desc: sb.SortbyDir == pg.SortByDir_SORTBY_DESC}
-		switch sb.SortbyNulls {
-		case pg.SortByNulls_SORTBY_NULLS_FIRST:
-			k.NullsFirst = true
-		case pg.SortByNulls_SORTBY_NULLS_LAST:
-			k.NullsFirst = false
-		default:
-			k.NullsFirst = k.Desc // Postgres: NULLs sort as larger than any value
-		}
+		k := sortKey(sb)
+		k.Column, k.Name = col, name
 		keys = append(keys, k)
 	}
 	return keys, true
@@ -288,7 +281,8 @@ func setOpSortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 		if sb == nil || sb.SortbyDir == pg.SortByDir_SORTBY_USING {
 			return nil, false
 		}
-		k := SortKey{Column: -1, Desc: sb.SortbyDir == pg.SortByDir_SORTBY_DESC}
+		k := sortKey(sb)
+		k.Column = -1
 		switch {
 		case sb.Node.GetAConst() != nil && sb.Node.GetAConst().GetIval() != nil:
 			k.Column = int(sb.Node.GetAConst().GetIval().Ival) - 1
@@ -302,13 +296,6 @@ func setOpSortKeys(sel *pg.SelectStmt) ([]SortKey, bool) {
 			}
 		default:
 			return nil, false
-		}
-		switch sb.SortbyNulls {
-		case pg.SortByNulls_SORTBY_NULLS_FIRST:
-			k.NullsFirst = true
-		case pg.SortByNulls_SORTBY_NULLS_LAST:
-		default:
-			k.NullsFirst = k.Desc
 		}
 		keys = append(keys, k)
 	}

@@ -252,7 +252,7 @@ func sortKey(sb *pg.SortBy) SortKey {
 		k.NullsFirst = true
 	case pg.SortByNulls_SORTBY_NULLS_LAST:
 	default:
-		k.NullsFirst = k.Desc
+		k.NullsFirst = k.Desc // Postgres: NULLs sort as larger than any value
 	}
 	return k
 }

@@ -145,20 +145,13 @@ func (g *gatherer) step(i int) ([]byte, error) {
 // without a collation of its own, or a computed one in a statement without
 // COLLATE over tables that have no such column.
 func (g *gatherer) textOK(f pgproto3.FieldDescription) bool {
-	switch f.DataTypeOID {
-	case fanout.TextOID, fanout.VarcharOID, fanout.BPCharOID, fanout.NameOID:
-	default:
+	c, text := g.collations(f)
+	switch {
+	case !text:
 		return true
-	}
-	srv := g.s.srv
-	if !srv.textByteOrder || g.descShard < 0 || g.descShard >= len(srv.pools) {
+	case c == nil || !g.s.srv.textByteOrder:
 		return false
-	}
-	c := srv.pools[g.descShard].colls.Load()
-	if c == nil {
-		return false
-	}
-	if f.TableOID != 0 {
+	case f.TableOID != 0:
 		_, own := c.cols[[2]uint32{f.TableOID, uint32(f.TableAttributeNumber)}]
 		return !own
 	}
@@ -169,23 +162,31 @@ func (g *gatherer) textOK(f pgproto3.FieldDescription) bool {
 // grouping and DISTINCT across shards assume: false under a
 // nondeterministic collation (case-insensitive ICU...).
 func (g *gatherer) keyOK(f pgproto3.FieldDescription) bool {
-	switch f.DataTypeOID {
-	case fanout.TextOID, fanout.VarcharOID, fanout.BPCharOID, fanout.NameOID:
-	default:
+	c, text := g.collations(f)
+	switch {
+	case !text:
 		return true
-	}
-	srv := g.s.srv
-	if g.descShard < 0 || g.descShard >= len(srv.pools) {
+	case c == nil:
 		return false
-	}
-	c := srv.pools[g.descShard].colls.Load()
-	if c == nil {
-		return false
-	}
-	if f.TableOID != 0 {
+	case f.TableOID != 0:
 		return !c.cols[[2]uint32{f.TableOID, uint32(f.TableAttributeNumber)}]
 	}
 	return !g.plan.Collate && !c.mentioned(g.plan.Columns, true)
+}
+
+// collations returns what the shard that described the result knows of
+// column collations (nil: unknown), and whether f is a text column.
+func (g *gatherer) collations(f pgproto3.FieldDescription) (*collations, bool) {
+	switch f.DataTypeOID {
+	case fanout.TextOID, fanout.VarcharOID, fanout.BPCharOID, fanout.NameOID:
+	default:
+		return nil, false
+	}
+	pools := g.s.srv.pools
+	if g.descShard < 0 || g.descShard >= len(pools) {
+		return nil, true
+	}
+	return pools[g.descShard].colls.Load(), true
 }
 
 // withShard names the shard an error of a multi-shard statement came

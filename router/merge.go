@@ -50,23 +50,9 @@ func (m *merger) plan(p *Plan, params Params) error {
 	}
 	grouped := !m.byKey && (sh.GroupBy || sh.Distinct || sh.Having || sh.Aggregate)
 	hidden := sh.OrderBy && !sh.SortOK
-	var limit, offset int64 = -1, 0
-	if sh.Limit && sh.LimitCount != nil {
-		n, ok := limitValue(*sh.LimitCount, params)
-		if !ok {
-			return refuse("Use a constant or a parameter for LIMIT.", "a LIMIT expression across shards is not supported")
-		}
-		limit = n
-	}
-	if sh.Offset && sh.OffsetCount != nil {
-		o, ok := limitValue(*sh.OffsetCount, params)
-		if !ok {
-			return refuse("Use a constant or a parameter for OFFSET.", "an OFFSET expression across shards is not supported")
-		}
-		offset = o
-	}
-	if limit < -1 || offset < 0 {
-		return nil // every shard raises Postgres's own error
+	limit, offset, err := limitOffset(sh, params)
+	if err != nil || limit < -1 || offset < 0 {
+		return err // a negative count: every shard raises Postgres's own error
 	}
 	if !grouped && !hidden && offset == 0 {
 		// Concatenation or an ordered merge of the shards' own answers;
@@ -101,7 +87,6 @@ func (m *merger) plan(p *Plan, params Params) error {
 	p.Merge = sp
 	p.Limited, p.Limit, p.Offset = limit >= 0, limit, offset
 	var sql string
-	var err error
 	if grouped {
 		if sp.Scalar {
 			p.Reason += ", aggregates combined"
@@ -153,23 +138,9 @@ func (m *merger) setOp(p *Plan, params Params) error {
 	if sh.Union {
 		p.Reason += ", deduplicated"
 	}
-	var limit, offset int64 = -1, 0
-	if sh.Limit && sh.LimitCount != nil {
-		n, ok := limitValue(*sh.LimitCount, params)
-		if !ok {
-			return refuse("Use a constant or a parameter for LIMIT.", "a LIMIT expression across shards is not supported")
-		}
-		limit = n
-	}
-	if sh.Offset && sh.OffsetCount != nil {
-		o, ok := limitValue(*sh.OffsetCount, params)
-		if !ok {
-			return refuse("Use a constant or a parameter for OFFSET.", "an OFFSET expression across shards is not supported")
-		}
-		offset = o
-	}
-	if limit < -1 || offset < 0 {
-		return nil // every shard raises Postgres's own error
+	limit, offset, err := limitOffset(sh, params)
+	if err != nil || limit < -1 || offset < 0 {
+		return err // a negative count: every shard raises Postgres's own error
 	}
 	p.Limited, p.Limit = limit >= 0, limit
 	if offset == 0 {
@@ -188,6 +159,26 @@ func (m *merger) setOp(p *Plan, params Params) error {
 		p.SQL[i] = sql
 	}
 	return nil
+}
+
+// limitOffset reads the LIMIT (-1: none) and OFFSET of a statement.
+func limitOffset(sh parser.Shape, params Params) (limit, offset int64, err error) {
+	limit = -1
+	if sh.Limit && sh.LimitCount != nil {
+		n, ok := limitValue(*sh.LimitCount, params)
+		if !ok {
+			return 0, 0, refuse("Use a constant or a parameter for LIMIT.", "a LIMIT expression across shards is not supported")
+		}
+		limit = n
+	}
+	if sh.Offset && sh.OffsetCount != nil {
+		o, ok := limitValue(*sh.OffsetCount, params)
+		if !ok {
+			return 0, 0, refuse("Use a constant or a parameter for OFFSET.", "an OFFSET expression across shards is not supported")
+		}
+		offset = o
+	}
+	return limit, offset, nil
 }
 
 // resolveCond reads a HAVING condition's constants and parameters.
