@@ -113,7 +113,8 @@ type aggState struct {
 	set  bool                // a non-null value was seen
 	val  []byte              // first value, min/max best
 	n    int64               // count, integer sum, avg's count
-	rat  *big.Rat            // numeric sum
+	rat  *big.Rat            // numeric sum, once it does not fit mant
+	mant int64               // numeric sum in units of 10^-sc, while it fits
 	sc   int                 // numeric sum's display scale
 	f    float64             // float sum
 	nan  bool                // numeric NaN seen
@@ -337,6 +338,21 @@ func addNumeric(s *aggState, v string) error {
 		s.nan = true
 		return nil
 	}
+	if s.rat == nil {
+		// Fast path: the sum as an int64 count of 10^-sc units, while it
+		// fits; then exact fractions.
+		if m, sc, ok := parseDecimal(v); ok {
+			if sm, ok := rescale(s.mant, s.sc, sc); ok {
+				if m, ok := rescale(m, sc, s.sc); ok {
+					if t := sm + m; (m >= 0) == (t >= sm) {
+						s.mant, s.sc = t, max(s.sc, sc)
+						return nil
+					}
+				}
+			}
+		}
+		s.rat = new(big.Rat).SetFrac(big.NewInt(s.mant), pow10(s.sc))
+	}
 	if strings.Contains(v, "Infinity") {
 		return unsupportedf("sum over infinite numeric across shards")
 	}
@@ -344,14 +360,68 @@ func addNumeric(s *aggState, v string) error {
 	if !ok {
 		return fmt.Errorf("bad numeric %q", v)
 	}
-	if s.rat == nil {
-		s.rat = new(big.Rat)
-	}
 	s.rat.Add(s.rat, r)
 	if i := strings.IndexByte(v, '.'); i >= 0 && len(v)-i-1 > s.sc {
 		s.sc = len(v) - i - 1
 	}
 	return nil
+}
+
+// sumRat is a numeric sum as a fraction.
+func (s *aggState) sumRat() *big.Rat {
+	if s.rat != nil {
+		return s.rat
+	}
+	return new(big.Rat).SetFrac(big.NewInt(s.mant), pow10(s.sc))
+}
+
+func pow10(n int) *big.Int { return new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(n)), nil) }
+
+// parseDecimal reads a plain decimal ("-12.50") as m units of 10^-sc;
+// ok is false for anything else or more than 18 digits.
+func parseDecimal(v string) (m int64, sc int, ok bool) {
+	neg := strings.HasPrefix(v, "-")
+	if neg {
+		v = v[1:]
+	}
+	digits, dot := 0, -1
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c >= '0' && c <= '9':
+			m = m*10 + int64(c-'0')
+			digits++
+		case c == '.' && dot < 0:
+			dot = i
+		default:
+			return 0, 0, false
+		}
+		if digits > 18 {
+			return 0, 0, false
+		}
+	}
+	if digits == 0 {
+		return 0, 0, false
+	}
+	if dot >= 0 {
+		sc = len(v) - dot - 1
+	}
+	if neg {
+		m = -m
+	}
+	return m, sc, true
+}
+
+// rescale expresses m units of 10^-from in units of 10^-to (to >= from
+// multiplies; to < from keeps m, the caller rescales the other side).
+func rescale(m int64, from, to int) (int64, bool) {
+	for ; from < to; from++ {
+		if m > math.MaxInt64/10 || m < math.MinInt64/10 {
+			return 0, false
+		}
+		m *= 10
+	}
+	return m, true
 }
 
 // final renders one output column of a group.
@@ -392,7 +462,7 @@ func final(c AggCol, s *aggState) ([]byte, error) {
 			if s.nan {
 				return []byte("NaN"), nil
 			}
-			return []byte(s.rat.FloatString(s.sc)), nil
+			return []byte(s.sumRat().FloatString(s.sc)), nil
 		default:
 			return formatFloat(s.f, c.Type), nil
 		}
@@ -406,7 +476,7 @@ func final(c AggCol, s *aggState) ([]byte, error) {
 		if s.nan {
 			return []byte("NaN"), nil
 		}
-		return []byte(NumericDiv(s.rat, s.sc, s.n)), nil
+		return []byte(NumericDiv(s.sumRat(), s.sc, s.n)), nil
 	}
 	return nil, unsupportedf("aggregate %s", c.Func)
 }

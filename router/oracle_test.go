@@ -134,6 +134,19 @@ func compareGolden(t *testing.T, ctx context.Context, topo *Topology, conns []*p
 				got.rows = append(got.rows, part.rows...)
 				got.n += part.n
 			}
+			if p.Dedupe {
+				// UNION: the proxy dedupes the shards' rows again.
+				seen := map[string]bool{}
+				var rows [][]string
+				for _, r := range got.rows {
+					k := strings.Join(r, "\x00")
+					if !seen[k] {
+						seen[k] = true
+						rows = append(rows, r)
+					}
+				}
+				got.rows = rows
+			}
 			if p.Merge != nil {
 				// Merged by the proxy's operators: compared end to end in
 				// integration (TestGoldenThroughProxy, TestMergeOracle).
