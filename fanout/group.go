@@ -95,6 +95,108 @@ func checkAgg(c AggCol, textByteOrder bool) error {
 	return unsupportedf("aggregate %s across shards", c.Func)
 }
 
+// GroupSorted merges partial groups that arrive ordered by their keys
+// (a MergeSort of the shards' ordered groups): rows with equal keys are
+// adjacent, so each group is finished as soon as the next key shows, and
+// memory holds one group.
+func GroupSorted(src Source, spec GroupSpec, budget *Budget) (Source, error) {
+	for _, c := range spec.Cols {
+		if err := checkAgg(c, spec.TextByteOrder); err != nil {
+			return nil, err
+		}
+	}
+	// One group is held at a time: its own budget, renewed per group.
+	own := &Budget{}
+	if budget != nil {
+		own.Max = budget.Max
+	}
+	return &sortedGroup{group: group{src: src, spec: spec, budget: own}}, nil
+}
+
+type sortedGroup struct {
+	group
+	cur    []aggState // the open group's state; nil before the first row
+	curKey []byte
+	eof    bool
+}
+
+func (g *sortedGroup) Next() ([]byte, error) {
+	for !g.eof {
+		row, err := g.src.Next()
+		if err != nil {
+			return nil, err
+		}
+		if row == nil {
+			g.eof = true
+			break
+		}
+		if g.vals, err = DecodeRow(g.vals, row); err != nil {
+			return nil, err
+		}
+		if err := g.checkKeys(); err != nil {
+			return nil, err
+		}
+		g.key = appendKey(g.key[:0], g.vals, g.spec.Keys, g.spec.KeyKinds)
+		if g.cur != nil && bytes.Equal(g.key, g.curKey) {
+			if err := g.addRow(g.cur, false); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		// A new key: the open group is complete.
+		done := g.cur
+		g.budget.used = 0
+		g.cur = make([]aggState, len(g.spec.Cols))
+		g.curKey = append(g.curKey[:0], g.key...)
+		if err := g.addRow(g.cur, true); err != nil {
+			return nil, err
+		}
+		if done != nil {
+			return g.emit(done)
+		}
+	}
+	if g.cur != nil {
+		done := g.cur
+		g.cur = nil
+		return g.emit(done)
+	}
+	return nil, nil
+}
+
+// checkKeys checks that the decoded row g.vals holds the key columns.
+func (g *group) checkKeys() error {
+	for _, k := range g.spec.Keys {
+		if k >= len(g.vals) {
+			return fmt.Errorf("shard row has %d columns, want more than %d", len(g.vals), k)
+		}
+	}
+	return nil
+}
+
+// addRow adds the decoded row g.vals to a group's state.
+func (g *group) addRow(st []aggState, first bool) error {
+	for c, col := range g.spec.Cols {
+		if err := g.add(col, &st[c], first); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emit renders a finished group.
+func (g *group) emit(st []aggState) ([]byte, error) {
+	vals := make([][]byte, len(g.spec.Cols))
+	for c, col := range g.spec.Cols {
+		v, err := final(col, &st[c])
+		if err != nil {
+			return nil, err
+		}
+		vals[c] = v
+	}
+	g.out = EncodeRow(g.out[:0], vals)
+	return g.out, nil
+}
+
 type group struct {
 	src    Source
 	spec   GroupSpec
@@ -138,16 +240,7 @@ func (g *group) Next() ([]byte, error) {
 	st := g.states[g.i]
 	g.states[g.i] = nil
 	g.i++
-	vals := make([][]byte, len(g.spec.Cols))
-	for c, col := range g.spec.Cols {
-		v, err := final(col, &st[c])
-		if err != nil {
-			return nil, err
-		}
-		vals[c] = v
-	}
-	g.out = EncodeRow(g.out[:0], vals)
-	return g.out, nil
+	return g.emit(st)
 }
 
 func (g *group) consume() error {
@@ -162,10 +255,8 @@ func (g *group) consume() error {
 		if g.vals, err = DecodeRow(g.vals, row); err != nil {
 			return err
 		}
-		for _, k := range g.spec.Keys {
-			if k >= len(g.vals) {
-				return fmt.Errorf("shard row has %d columns, want more than %d", len(g.vals), k)
-			}
+		if err := g.checkKeys(); err != nil {
+			return err
 		}
 		g.key = appendKey(g.key[:0], g.vals, g.spec.Keys, g.spec.KeyKinds)
 		i, ok := g.index[string(g.key)]
@@ -177,11 +268,8 @@ func (g *group) consume() error {
 			g.index[string(g.key)] = i
 			g.states = append(g.states, make([]aggState, len(g.spec.Cols)))
 		}
-		st := g.states[i]
-		for c, col := range g.spec.Cols {
-			if err := g.add(col, &st[c], !ok); err != nil {
-				return err
-			}
+		if err := g.addRow(g.states[i], !ok); err != nil {
+			return err
 		}
 	}
 }

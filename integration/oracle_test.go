@@ -174,6 +174,10 @@ func TestGoldenThroughProxy(t *testing.T) {
 		{"SELECT count(DISTINCT status), count(*), sum(total), avg(id) FROM orders", nil, false},
 		{"SELECT user_id % 3, count(DISTINCT total), max(status) FROM orders GROUP BY 1 HAVING count(DISTINCT total) > 1 ORDER BY 2 DESC, 1", nil, false},
 		{"SELECT status, avg(total) FROM orders WHERE total > $1 GROUP BY status HAVING sum(total) > $2 ORDER BY status", []any{"1", "5"}, false},
+		// Groups merged in key order, streaming, LIMIT pushed down.
+		{"SELECT date_trunc('month', created_at) AS m, count(*), avg(total) FROM orders GROUP BY 1 ORDER BY 1 DESC LIMIT 3 OFFSET 1", nil, false},
+		{"SELECT status, user_id % 2 AS p, count(*), max(total) FROM orders GROUP BY 1, 2 ORDER BY p, status NULLS FIRST LIMIT $1", []any{4}, false},
+		{"SELECT DISTINCT user_id % 5, status FROM orders ORDER BY 1 DESC, 2 LIMIT 6", nil, false},
 		// UNION across shards: deduplicated after the merge.
 		{"SELECT status FROM orders UNION SELECT status FROM orders ORDER BY 1 NULLS FIRST", nil, false},
 		{"SELECT user_id, status FROM orders UNION SELECT id, city FROM users ORDER BY user_id DESC, status LIMIT 7 OFFSET 2", nil, false},

@@ -50,6 +50,11 @@ type Split struct {
 	// Same is true when the shard statement is the client's own (plain
 	// aggregates): no rewrite is needed.
 	Same bool
+	// ShardSort, when set, says the shards return their groups in this
+	// order (shard columns): the ORDER BY is on group keys only and
+	// covers every one, so the merge streams (merge sort, then adjacent
+	// equal keys combined) and no final sort is needed.
+	ShardSort []SortKey
 	// Dropped are the parameters (1-based) the shard statement no longer
 	// uses, with the type Postgres gives them in the client's statement
 	// when it can be told ("int8" for LIMIT and OFFSET).
@@ -443,7 +448,7 @@ func (sp *Split) grouped(sel *pg.SelectStmt, opt SplitOptions) error {
 	// The shard statement.
 	sel.TargetList = b.targets
 	sel.HavingClause = nil
-	sel.SortClause = nil
+	sel.SortClause = sp.sortedGroups(b.targets)
 	if !plainDistinct {
 		sel.DistinctClause = nil
 		sel.GroupClause = nil
@@ -463,6 +468,54 @@ func (sp *Split) grouped(sel *pg.SelectStmt, opt SplitOptions) error {
 		sp.dropParams(sp.Having)
 	}
 	return nil
+}
+
+// sortedGroups returns the shards' ORDER BY when the groups can be merged
+// in order: the final ORDER BY names only group keys (selected or hidden
+// key columns) and every group key, so equal keys are adjacent in each
+// shard's answer and the merged order is the client's.
+func (sp *Split) sortedGroups(targets []*pg.Node) []*pg.Node {
+	if sp.Scalar || len(sp.Sort) == 0 || len(sp.Keys) == 0 {
+		return nil
+	}
+	covered := map[int]bool{}
+	var shard []SortKey
+	for _, k := range sp.Sort {
+		if k.Column < 0 || k.Column >= len(sp.Cols) || sp.Cols[k.Column].Agg != "" {
+			return nil
+		}
+		col := sp.Cols[k.Column].Col
+		isKey := false
+		for _, key := range sp.Keys {
+			isKey = isKey || key == col
+		}
+		if !isKey {
+			return nil
+		}
+		covered[col] = true
+		sk := k
+		sk.Column = col
+		shard = append(shard, sk)
+	}
+	for _, key := range sp.Keys {
+		if !covered[key] {
+			return nil
+		}
+	}
+	var clause []*pg.Node
+	for _, k := range shard {
+		sb := &pg.SortBy{Node: targets[k.Column].GetResTarget().Val, Location: -1,
+			SortbyDir: pg.SortByDir_SORTBY_ASC, SortbyNulls: pg.SortByNulls_SORTBY_NULLS_LAST}
+		if k.Desc {
+			sb.SortbyDir = pg.SortByDir_SORTBY_DESC
+		}
+		if k.NullsFirst {
+			sb.SortbyNulls = pg.SortByNulls_SORTBY_NULLS_FIRST
+		}
+		clause = append(clause, &pg.Node{Node: &pg.Node_SortBy{SortBy: sb}})
+	}
+	sp.ShardSort = shard
+	return clause
 }
 
 func (sp *Split) dropParams(c *Cond) {

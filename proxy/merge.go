@@ -454,7 +454,19 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 	}
 	g.types = types
 	budget := &fanout.Budget{Max: int64(s.srv.live.Load().cfg.MergeMemoryMB) << 20}
-	root, err := fanout.Group(fanout.Concat(in...), spec, budget)
+	var root fanout.Source
+	var err error
+	if sp.ShardSort != nil {
+		// The shards return their groups in the final order: merge
+		// them in order and combine adjacent equal keys, streaming.
+		ord, oerr := s.rowOrder(fields, sp.ShardSort, g)
+		if oerr != nil {
+			return nil, oerr
+		}
+		root, err = fanout.GroupSorted(fanout.MergeSort(ord, in...), spec, budget)
+	} else {
+		root, err = fanout.Group(fanout.Concat(in...), spec, budget)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -476,7 +488,7 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 		}
 		root = fanout.Distinct(root, sp.Visible, kinds, budget)
 	}
-	if len(sp.Sort) > 0 {
+	if len(sp.Sort) > 0 && sp.ShardSort == nil {
 		finalFields := make([]pgproto3.FieldDescription, len(out))
 		copy(finalFields, out)
 		ord, err := s.rowOrder(finalFields, sp.Sort, g)

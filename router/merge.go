@@ -101,7 +101,16 @@ func (m *merger) plan(p *Plan, params Params) error {
 		if sp.Same {
 			return nil
 		}
-		sql, err = sp.SQL(false, 0)
+		if limit >= 0 && pushableGroupLimit(sp) {
+			// The first limit+offset groups in key order are among each
+			// shard's first limit+offset groups, whole.
+			if limit > math.MaxInt64-offset {
+				return refuse("Use a smaller LIMIT.", "LIMIT plus OFFSET overflows")
+			}
+			sql, err = sp.SQL(true, limit+offset)
+		} else {
+			sql, err = sp.SQL(false, 0)
+		}
 	} else {
 		p.Sort = sp.Sort
 		if len(sp.Sort) > 0 {
@@ -159,6 +168,21 @@ func (m *merger) setOp(p *Plan, params Params) error {
 		p.SQL[i] = sql
 	}
 	return nil
+}
+
+// pushableGroupLimit says a grouped split's LIMIT may go to the shards:
+// the groups come in key order (ShardSort) and nothing drops or splits
+// them after the merge (HAVING, DISTINCT, count(DISTINCT x) subgroups).
+func pushableGroupLimit(sp *parser.Split) bool {
+	if sp.ShardSort == nil || sp.Having != nil || sp.Distinct {
+		return false
+	}
+	for _, c := range sp.Cols {
+		if c.Agg == "count_distinct" {
+			return false
+		}
+	}
+	return true
 }
 
 // limitOffset reads the LIMIT (-1: none) and OFFSET of a statement.
@@ -236,7 +260,7 @@ func mergeString(p *Plan) string {
 		add("limit %s offset %d", lim, p.Offset)
 	}
 	if sp.Grouped {
-		if len(sp.Sort) > 0 {
+		if len(sp.Sort) > 0 && sp.ShardSort == nil {
 			add("sort by %s", sortString(sp.Sort, "out"))
 		}
 		if sp.Distinct {
@@ -266,7 +290,13 @@ func mergeString(p *Plan) string {
 		if len(keys) == 0 {
 			what = "aggregate"
 		}
+		if sp.ShardSort != nil {
+			what = "group adjacent by " + strings.Join(keys, ",")
+		}
 		add("%s: %s", what, strings.Join(cols, ", "))
+		if sp.ShardSort != nil {
+			add("merge sort by %s", sortString(sp.ShardSort, "col"))
+		}
 	} else if len(sp.Sort) > 0 {
 		add("merge sort by %s", sortString(sp.Sort, "col"))
 	} else {
