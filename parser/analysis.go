@@ -382,6 +382,15 @@ func (b *builder) selectStmt(sel *pg.SelectStmt, parent int, kind ScopeKind, res
 			sc().GroupBy = append(sc().GroupBy, ColumnKey{o, b.resolve(g, s).col})
 		}
 	}
+	if distinctOn {
+		// DISTINCT ON groups rows by its expressions, as GROUP BY does.
+		for _, d := range sel.DistinctClause {
+			r := b.resolve(d, s)
+			for _, o := range r.occs {
+				sc().GroupBy = append(sc().GroupBy, ColumnKey{o, r.col})
+			}
+		}
+	}
 	if len(sel.DistinctClause) > 0 && !distinctOn {
 		for _, t := range sel.TargetList {
 			if rt := t.GetResTarget(); rt != nil && rt.Val != nil {
