@@ -198,6 +198,7 @@ func (g *group) emit(st []aggState) ([]byte, error) {
 }
 
 type group struct {
+	cmps   map[uint32]func(a, b []byte) (int, error) // min/max orderings by type
 	src    Source
 	spec   GroupSpec
 	budget *Budget
@@ -291,7 +292,7 @@ func (g *group) add(c AggCol, s *aggState, first bool) error {
 	case "avg":
 		cnt := g.vals[c.Count]
 		if cnt != nil {
-			n, err := strconv.ParseInt(string(cnt), 10, 64)
+			n, err := parseInt(cnt)
 			if err != nil {
 				return err
 			}
@@ -307,7 +308,7 @@ func (g *group) add(c AggCol, s *aggState, first bool) error {
 	}
 	switch c.Func {
 	case "count":
-		n, err := strconv.ParseInt(string(v), 10, 64)
+		n, err := parseInt(v)
 		if err != nil {
 			return err
 		}
@@ -320,7 +321,7 @@ func (g *group) add(c AggCol, s *aggState, first bool) error {
 			s.set, s.val = true, bytes.Clone(v)
 			return g.budget.take(len(v))
 		}
-		cmp, err := Comparator(c.Type, g.spec.TextByteOrder)
+		cmp, err := g.comparator(c.Type)
 		if err != nil {
 			return err
 		}
@@ -347,7 +348,7 @@ func (g *group) add(c AggCol, s *aggState, first bool) error {
 		s.n++
 		return g.budget.take(len(k) + 48)
 	case "bit_and", "bit_or":
-		n, err := strconv.ParseInt(string(v), 10, 64)
+		n, err := parseInt(v)
 		if err != nil {
 			return err
 		}
@@ -381,9 +382,9 @@ func addSum(typ uint32, s *aggState, v []byte, avg bool) error {
 	switch typ {
 	case Int2OID, Int4OID, Int8OID:
 		if avg {
-			return addNumeric(s, string(v))
+			return addNumeric(s, v)
 		}
-		n, err := strconv.ParseInt(string(v), 10, 64)
+		n, err := parseInt(v)
 		if err != nil {
 			return err
 		}
@@ -393,7 +394,7 @@ func addSum(typ uint32, s *aggState, v []byte, avg bool) error {
 		}
 		s.n, s.set = t, true
 	case NumericOID:
-		return addNumeric(s, string(v))
+		return addNumeric(s, v)
 	case Float4OID, Float8OID:
 		// As float4pl/float8pl combine partial sums: the first is the
 		// state (keeping -0), and an infinite sum of finite parts is an
@@ -420,16 +421,16 @@ func addSum(typ uint32, s *aggState, v []byte, avg bool) error {
 	return nil
 }
 
-func addNumeric(s *aggState, v string) error {
+func addNumeric(s *aggState, b []byte) error {
 	s.set = true
-	if v == "NaN" {
+	if string(b) == "NaN" {
 		s.nan = true
 		return nil
 	}
 	if s.rat == nil {
 		// Fast path: the sum as an int64 count of 10^-sc units, while it
 		// fits; then exact fractions.
-		if m, sc, ok := parseDecimal(v); ok {
+		if m, sc, ok := parseDecimal(b); ok {
 			if sm, ok := rescale(s.mant, s.sc, sc); ok {
 				if m, ok := rescale(m, sc, s.sc); ok {
 					if t := sm + m; (m >= 0) == (t >= sm) {
@@ -441,6 +442,7 @@ func addNumeric(s *aggState, v string) error {
 		}
 		s.rat = new(big.Rat).SetFrac(big.NewInt(s.mant), pow10(s.sc))
 	}
+	v := string(b)
 	if strings.Contains(v, "Infinity") {
 		return unsupportedf("sum over infinite numeric across shards")
 	}
@@ -455,6 +457,45 @@ func addNumeric(s *aggState, v string) error {
 	return nil
 }
 
+// parseInt reads a decimal integer without allocating.
+func parseInt(b []byte) (int64, error) {
+	neg := len(b) > 0 && b[0] == '-'
+	d := b
+	if neg || (len(b) > 0 && b[0] == '+') {
+		d = b[1:]
+	}
+	if len(d) == 0 || len(d) > 18 {
+		return strconv.ParseInt(string(b), 10, 64) // long: the slow, checked way
+	}
+	var n int64
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return strconv.ParseInt(string(b), 10, 64)
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, nil
+}
+
+// comparator returns (and keeps) the ordering of a min/max column's type.
+func (g *group) comparator(typ uint32) (func(a, b []byte) (int, error), error) {
+	if g.cmps == nil {
+		g.cmps = map[uint32]func(a, b []byte) (int, error){}
+	}
+	if c, ok := g.cmps[typ]; ok {
+		return c, nil
+	}
+	c, err := Comparator(typ, g.spec.TextByteOrder)
+	if err != nil {
+		return nil, err
+	}
+	g.cmps[typ] = c
+	return c, nil
+}
+
 // sumRat is a numeric sum as a fraction.
 func (s *aggState) sumRat() *big.Rat {
 	if s.rat != nil {
@@ -467,8 +508,8 @@ func pow10(n int) *big.Int { return new(big.Int).Exp(big.NewInt(10), big.NewInt(
 
 // parseDecimal reads a plain decimal ("-12.50") as m units of 10^-sc;
 // ok is false for anything else or more than 18 digits.
-func parseDecimal(v string) (m int64, sc int, ok bool) {
-	neg := strings.HasPrefix(v, "-")
+func parseDecimal(v []byte) (m int64, sc int, ok bool) {
+	neg := len(v) > 0 && v[0] == '-'
 	if neg {
 		v = v[1:]
 	}
