@@ -107,10 +107,15 @@ func Start(ctx context.Context, opts Options) (*Set, error) {
 		}
 		s.dir, s.tempDir = d, true
 	} else {
-		if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		// Absolute: the Postgres tools run in another working directory.
+		d, err := filepath.Abs(opts.Dir)
+		if err != nil {
 			return nil, err
 		}
-		s.dir = opts.Dir
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+		s.dir = d
 	}
 	if err := makeTraversable(s.dir); err != nil {
 		return nil, err

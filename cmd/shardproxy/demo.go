@@ -139,7 +139,9 @@ Try:
   SELECT count(*) FROM events WHERE created_at >= '2025-02-01+00' AND created_at < '2025-03-01+00';  -- range shard s1
   SELECT * FROM restaurants WHERE city = 'Madrid';          -- reference table, any shard
   SELECT * FROM orders ORDER BY created_at DESC LIMIT 5;    -- every shard, merged in order
-  SELECT status, count(*) FROM orders GROUP BY status;      -- refused (0A000): cross-shard GROUP BY comes later
+  SELECT status, count(*), round(avg(total), 2) FROM orders GROUP BY status HAVING count(*) > 100 ORDER BY 2 DESC;  -- groups merged across shards
+  SELECT count(DISTINCT restaurant_id) FROM orders;         -- exact: distinct values merged
+  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders;  -- refused (0A000): no exact merge
 
 Admin console (SHOW SHARDS, SHOW POOLS, SHOW QUERIES, SHOW ROUTE <sql>, ...):
   psql "postgres://app:app@%s/shardproxy"
