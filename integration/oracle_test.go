@@ -178,6 +178,8 @@ func TestGoldenThroughProxy(t *testing.T) {
 		{"SELECT date_trunc('month', created_at) AS m, count(*), avg(total) FROM orders GROUP BY 1 ORDER BY 1 DESC LIMIT 3 OFFSET 1", nil, false},
 		{"SELECT status, user_id % 2 AS p, count(*), max(total) FROM orders GROUP BY 1, 2 ORDER BY p, status NULLS FIRST LIMIT $1", []any{4}, false},
 		{"SELECT DISTINCT user_id % 5, status FROM orders ORDER BY 1 DESC, 2 LIMIT 6", nil, false},
+		// Window functions partitioned by the shard key: whole on each shard.
+		{"SELECT user_id, id, row_number() OVER (PARTITION BY user_id ORDER BY id), sum(total) OVER (PARTITION BY user_id) FROM orders ORDER BY user_id, id", nil, false},
 		// UNION across shards: deduplicated after the merge.
 		{"SELECT status FROM orders UNION SELECT status FROM orders ORDER BY 1 NULLS FIRST", nil, false},
 		{"SELECT user_id, status FROM orders UNION SELECT id, city FROM users ORDER BY user_id DESC, status LIMIT 7 OFFSET 2", nil, false},

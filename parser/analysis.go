@@ -43,6 +43,9 @@ type Scope struct {
 	// Distinct are the bare columns of the target list of SELECT DISTINCT
 	// (not DISTINCT ON).
 	Distinct []ColumnKey
+	// Windows are the bare PARTITION BY columns of each window the level
+	// uses (an empty entry: a window over all rows, or one not resolved).
+	Windows [][]ColumnKey
 }
 
 // ColumnKey is a column of one table occurrence.
@@ -382,6 +385,7 @@ func (b *builder) selectStmt(sel *pg.SelectStmt, parent int, kind ScopeKind, res
 			sc().GroupBy = append(sc().GroupBy, ColumnKey{o, b.resolve(g, s).col})
 		}
 	}
+	b.windows(s, sel)
 	if distinctOn {
 		// DISTINCT ON groups rows by its expressions, as GROUP BY does.
 		for _, d := range sel.DistinctClause {
@@ -845,6 +849,44 @@ func containsAll(set, xs []int) bool {
 		}
 	}
 	return true
+}
+
+// windows records the PARTITION BY columns of every window function of
+// the level (in its targets and ORDER BY; subqueries have their own).
+func (b *builder) windows(s int, sel *pg.SelectStmt) {
+	named := map[string]*pg.WindowDef{}
+	for _, w := range sel.WindowClause {
+		if d := w.GetWindowDef(); d != nil && d.Name != "" {
+			named[d.Name] = d
+		}
+	}
+	var defs []*pg.WindowDef
+	for _, list := range [][]*pg.Node{sel.TargetList, sel.SortClause} {
+		for _, n := range list {
+			visit(n.ProtoReflect(), func(m protoreflect.Message) bool {
+				if f, ok := m.Interface().(*pg.FuncCall); ok && f.Over != nil {
+					defs = append(defs, f.Over)
+				}
+				return !isSubLink(m)
+			})
+		}
+	}
+	for _, d := range defs {
+		for d.Refname != "" && len(d.PartitionClause) == 0 && named[d.Refname] != nil && named[d.Refname] != d {
+			d = named[d.Refname]
+		}
+		if d.Name != "" && d.Refname == "" && len(d.PartitionClause) == 0 && named[d.Name] != nil {
+			d = named[d.Name] // OVER w
+		}
+		var cols []ColumnKey
+		for _, p := range d.PartitionClause {
+			r := b.resolve(p, s)
+			for _, o := range r.occs {
+				cols = append(cols, ColumnKey{o, r.col})
+			}
+		}
+		b.a.Scopes[s].Windows = append(b.a.Scopes[s].Windows, cols)
+	}
 }
 
 // resolve names the occurrence(s) a bare column reference points to.

@@ -18,7 +18,9 @@ type merger struct {
 	st    *parser.Statement
 	sh    parser.Shape
 	byKey bool
-	isKey func(ref []string) bool
+	// windowKey: every window function partitions by the shard key.
+	windowKey bool
+	isKey     func(ref []string) bool
 	// collate: the statement has a COLLATE clause (Plan.Collate).
 	collate bool
 	columns []string
@@ -36,9 +38,9 @@ func (m *merger) plan(p *Plan, params Params) error {
 	switch {
 	case sh.Intersect:
 		return refuse(mergeHint, "INTERSECT and EXCEPT across shards are not supported: a row's matches may be on other shards")
-	case sh.Window:
-		return refuse("Run window functions on one shard (add a shard key predicate), or compute them in the application.",
-			"window functions across shards are not supported: each shard would see only its own rows")
+	case sh.Window && (!m.windowKey || (!m.byKey && (sh.GroupBy || sh.Distinct || sh.Having || sh.Aggregate))):
+		return refuse("Partition window functions by the shard key, run them on one shard (add a shard key predicate), or compute them in the application.",
+			"window functions across shards are supported only when partitioned by the shard key: each shard sees only its own rows")
 	case (sh.Union || sh.UnionAll) && sh.BranchLimit:
 		return refuse(mergeHint, "LIMIT or OFFSET inside a UNION branch across shards is not supported")
 	case (sh.Union || sh.UnionAll) && (sh.Aggregate || sh.GroupBy || sh.Having || (sh.Distinct && sh.UnionAll)):

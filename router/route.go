@@ -308,15 +308,16 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 	g := r.groups(a, sharded)
 	var sh parser.Shape
 	isSelect := st.Kind == parser.Select
-	var byKey bool
+	var byKey, windowKey bool
 	if isSelect {
 		sh, _ = st.Shape()
 		byKey = groupedByKey(a, g)
+		windowKey = windowsByKey(a, g)
 	}
 	write := st.Writes
 	var m *merger
 	if isSelect {
-		m = &merger{st: st, sh: sh, byKey: byKey, isKey: keyColumn(a, g, sharded), collate: st.HasCollate(), columns: st.ColumnNames()}
+		m = &merger{st: st, sh: sh, byKey: byKey, windowKey: windowKey, isKey: keyColumn(a, g, sharded), collate: st.HasCollate(), columns: st.ColumnNames()}
 	}
 	return &compiled{write: write, eval: func(params Params) (*Plan, error) {
 		set, why, err := r.place(a, g, params)
@@ -360,30 +361,58 @@ func keyColumn(a *parser.Analysis, g *grouping, sharded []occ) func(ref []string
 // row) then comes from one shard, and the shards' answers concatenate.
 func groupedByKey(a *parser.Analysis, g *grouping) bool {
 	top := a.Scopes[0]
-	if top.SetOp || top.GroupingSets || len(g.result) != 1 || len(g.pinned) > 0 || g.result[0].root != 0 {
-		return false
-	}
-	has := func(cols []parser.ColumnKey) bool {
-		for _, m := range g.result[0].members {
-			if m.Home != 0 || m.Nullable {
-				continue
-			}
-			for _, c := range cols {
-				if c.Occ == m.i && c.Column == m.t.Key {
-					return true
-				}
-			}
-		}
+	if !oneComponent(a, g) {
 		return false
 	}
 	sh := struct{ group, distinct bool }{len(top.GroupBy) > 0 || top.Grouped, len(top.Distinct) > 0}
-	if sh.group && !has(top.GroupBy) {
+	if sh.group && !keyIn(g, top.GroupBy) {
 		return false
 	}
-	if sh.distinct && !has(top.Distinct) {
+	if sh.distinct && !keyIn(g, top.Distinct) {
 		return false
 	}
 	return sh.group || sh.distinct
+}
+
+// windowsByKey reports whether every window function of the statement's
+// top level partitions by the shard key of its one co-located component:
+// each partition then lives on one shard, and the shards' answers
+// concatenate.
+func windowsByKey(a *parser.Analysis, g *grouping) bool {
+	top := a.Scopes[0]
+	if !oneComponent(a, g) || len(top.Windows) == 0 {
+		return false
+	}
+	for _, w := range top.Windows {
+		if !keyIn(g, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// oneComponent: the top level's rows come from one co-located component
+// rooted there, with nothing pinned elsewhere.
+func oneComponent(a *parser.Analysis, g *grouping) bool {
+	top := a.Scopes[0]
+	return !top.SetOp && !top.GroupingSets && len(g.result) == 1 && len(g.pinned) == 0 && g.result[0].root == 0
+}
+
+// keyIn reports whether cols include the shard key of a member of the
+// result component at the top level, not on the nullable side of an
+// outer join.
+func keyIn(g *grouping, cols []parser.ColumnKey) bool {
+	for _, m := range g.result[0].members {
+		if m.Home != 0 || m.Nullable {
+			continue
+		}
+		for _, c := range cols {
+			if c.Occ == m.i && c.Column == m.t.Key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // plan turns a shard set into a plan; an empty set (no row can match)
