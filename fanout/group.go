@@ -823,20 +823,12 @@ func compareConst(typ uint32, v []byte, k string, textByteOrder bool, op string)
 		}
 		return cmpNumeric(string(v), strings.TrimSpace(k))
 	case Float4OID, Float8OID:
-		x, err1 := parseFloat(string(v))
-		y, err2 := parseFloat(strings.TrimSpace(k))
-		if err1 != nil || err2 != nil {
+		cmp, _ := Comparator(typ, false)
+		d, err := cmp(v, []byte(strings.TrimSpace(k)))
+		if err != nil {
 			return 0, unsupportedf("comparing a float with %q in HAVING across shards", k)
 		}
-		switch {
-		case math.IsNaN(x) && math.IsNaN(y):
-			return 0, nil
-		case math.IsNaN(x):
-			return 1, nil
-		case math.IsNaN(y):
-			return -1, nil
-		}
-		return cmpOrdered(x, y), nil
+		return d, nil
 	case TextOID, VarcharOID:
 		if op == "=" || op == "<>" {
 			return bytes.Compare(v, []byte(k)), nil
