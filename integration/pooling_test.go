@@ -270,12 +270,18 @@ func TestTransactionReadsOtherShards(t *testing.T) {
 					t.Fatalf("cross-shard read in the transaction: %d %v", all, err)
 				}
 			}
-			if _, err := tx.Exec(ctx, "UPDATE orders SET status = 'no' WHERE user_id = $1", b); pgCode(err) != "0A000" {
+			// A write on the second shard joins the transaction (two-phase
+			// commit at COMMIT); ROLLBACK undoes both shards' writes.
+			if _, err := tx.Exec(ctx, "UPDATE orders SET status = 'no' WHERE user_id = $1", b); err != nil {
 				t.Fatalf("a write on the second shard: %v", err)
 			}
 			tx.Rollback(ctx)
 			if n := count(c, a); n != 0 {
 				t.Fatalf("rolled back write visible: %d", n)
+			}
+			var no int64
+			if err := c.QueryRow(ctx, "SELECT count(*) FROM orders WHERE user_id = $1 AND status = 'no'", b).Scan(&no); err != nil || no != 0 {
+				t.Fatalf("rolled back write on the second shard visible: %d %v", no, err)
 			}
 			// Now commit one: the write lands, the readers end cleanly.
 			tx, _ = c.Begin(ctx)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -31,6 +32,22 @@ type Config struct {
 	// merging (groups, DISTINCT rows, a sort after grouping); past it the
 	// query fails with SQLSTATE 54000. Default 256. Reloadable.
 	MergeMemoryMB int `yaml:"merge_memory_mb"`
+	// TwoPhase configures two-phase commit of writes on several shards.
+	TwoPhase TwoPhaseConfig `yaml:"two_phase"`
+}
+
+// TwoPhaseConfig configures two-phase commit.
+type TwoPhaseConfig struct {
+	// Mode is on (default: a write on several shards commits with
+	// two-phase commit) or off (such writes are refused with 0A000).
+	Mode string `yaml:"mode"`
+	// GIDPrefix starts the name of every prepared transaction of this
+	// deployment; recovery touches only those. Every proxy of one
+	// deployment must use the same prefix. Default "shardproxy".
+	GIDPrefix string `yaml:"gid_prefix"`
+	// RecoveryInterval is how often prepared transactions left by a crash
+	// are resolved. Default 10s.
+	RecoveryInterval time.Duration `yaml:"recovery_interval"`
 }
 
 // HealthConfig configures the per-shard health checker. Every field is
@@ -91,6 +108,15 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MergeMemoryMB == 0 {
 		c.MergeMemoryMB = 256
+	}
+	if c.TwoPhase.Mode == "" {
+		c.TwoPhase.Mode = "on"
+	}
+	if c.TwoPhase.GIDPrefix == "" {
+		c.TwoPhase.GIDPrefix = "shardproxy"
+	}
+	if c.TwoPhase.RecoveryInterval == 0 {
+		c.TwoPhase.RecoveryInterval = 10 * time.Second
 	}
 	if c.Health.Interval == 0 {
 		c.Health.Interval = 5 * time.Second
@@ -156,6 +182,17 @@ func (c Config) Validate() error {
 	}
 	if c.Health.Interval < 0 || c.Health.Timeout < 0 || c.Health.Failures < 0 || c.Health.Successes < 0 {
 		errs = append(errs, errors.New("health: interval, timeout, failures and successes must be positive"))
+	}
+	switch c.TwoPhase.Mode {
+	case "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("two_phase.mode: %q is not on or off", c.TwoPhase.Mode))
+	}
+	if strings.ContainsAny(c.TwoPhase.GIDPrefix, ":'") || len(c.TwoPhase.GIDPrefix) > 100 {
+		errs = append(errs, errors.New("two_phase.gid_prefix: at most 100 characters, without ':' or quotes"))
+	}
+	if c.TwoPhase.RecoveryInterval < 0 {
+		errs = append(errs, errors.New("two_phase.recovery_interval must be positive"))
 	}
 	return errors.Join(errs...)
 }

@@ -474,11 +474,10 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 		if cur != nil && cur != s.tx && p.ps.st.Kind == parser.Transaction && p.ps.st.Tx == parser.Begin {
 			// BEGIN after statements of this request: Postgres turns the
 			// implicit transaction into the explicit one on that backend.
+			s.beginTx(p.ps.st.SQL)
 			s.tx = cur
-			s.status = 'T'
-			s.txWrite = -1
 			if x.writes {
-				s.txWrite = cur.pool.shard
+				s.markWrote(cur.pool.shard)
 			}
 			s.txPrelude = s.txPrelude[:0]
 			x.wbuf = appendMsg(x.wbuf[:0], &pgproto3.Query{String: p.ps.st.SQL})
@@ -605,7 +604,9 @@ func (s *session) extRelease() error {
 	if b == s.tx && b.txStatus == 'I' && len(s.txMore) == 0 {
 		// The request ended the transaction on its own backend (a
 		// pipeline that began and committed).
-		s.tx, s.txWrite, s.status = nil, -1, 'I'
+		s.tx, s.status = nil, 'I'
+		s.wrote = s.wrote[:0]
+		s.savepoints, s.txSets = s.savepoints[:0], s.txSets[:0]
 		if s.tempInTx {
 			b.discard, s.tempInTx = true, false
 		}

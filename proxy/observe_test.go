@@ -176,7 +176,7 @@ func testSession(t testing.TB, buf *bytes.Buffer) *session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &session{srv: srv, user: "app", database: "deliveryapp", pid: 7, status: 'I'}
+	s := &session{srv: srv, user: "app", database: "deliveryapp", pid: 7, txState: txState{status: 'I'}}
 	s.q.addr = "127.0.0.1:5555"
 	return s
 }

@@ -39,6 +39,7 @@ type Server struct {
 	conns    map[net.Conn]struct{}
 	wg       sync.WaitGroup
 	closing  atomic.Bool
+	stopped  chan struct{} // closed by Close
 	defaults map[string]string
 
 	stmtMu    sync.Mutex
@@ -49,6 +50,8 @@ type Server struct {
 	obs      *observer
 	health   *healthChecker
 	reloader reloaderFunc
+	// tpc is two-phase commit's state (twophase.go).
+	tpc *twoPhase
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards
@@ -62,7 +65,8 @@ func New(cfg Config, topo *router.Topology, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, router: router.New(topo), log: log,
-		conns: map[net.Conn]struct{}{}, cache: parser.NewCache(10000), stmtNames: map[string]string{}}
+		conns: map[net.Conn]struct{}{}, cache: parser.NewCache(10000), stmtNames: map[string]string{},
+		tpc: newTwoPhase(cfg.TwoPhase), stopped: make(chan struct{})}
 	for i, sh := range topo.Shards {
 		p, err := newPool(i, sh.Name, sh.DSN, cfg.Pool.Size, cfg.Pool.ConnectTimeout, cfg.Pool.AcquireTimeout)
 		if err != nil {
@@ -249,6 +253,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.ln = ln
 	s.mu.Unlock()
 	s.health.start(ctx)
+	rctx, stopRecovery := context.WithCancel(ctx)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.recoveryLoop(rctx, s.cfg.TwoPhase.RecoveryInterval)
+	}()
+	go func() {
+		<-s.stopped
+		stopRecovery()
+	}()
 	go func() {
 		<-ctx.Done()
 		s.Close()
@@ -290,6 +304,7 @@ func (s *Server) Close() {
 	if s.closing.Swap(true) {
 		return
 	}
+	close(s.stopped)
 	s.mu.Lock()
 	if s.ln != nil {
 		s.ln.Close()
@@ -316,7 +331,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	sess := &session{srv: s, conn: c, rd: newFrameReader(c, 16<<10), out: make([]byte, 0, 16<<10), status: 'I', txWrite: -1}
+	sess := &session{srv: s, conn: c, rd: newFrameReader(c, 16<<10), out: make([]byte, 0, 16<<10), txState: txState{status: 'I'}}
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("session panic", "err", fmt.Sprint(r), "user", sess.user)

@@ -30,9 +30,8 @@ const flushAt = 64 << 10
 // request, leases backends, writes the request, reads the replies itself and
 // answers the client, so a point query costs about four syscalls.
 type session struct {
-	// ddlInTx: the open transaction ran DDL; column collations are
-	// reread when it ends.
-	ddlInTx bool
+	// txState is the client's transaction (txn.go).
+	txState
 
 	srv  *Server
 	conn net.Conn
@@ -43,18 +42,6 @@ type session struct {
 	pid            uint32
 	secret         [4]byte
 
-	// status is the transaction status reported in ReadyForQuery.
-	status byte
-	// tx is the backend pinned to the open transaction, nil before its
-	// first routed statement; txMore are the transaction's backends on
-	// other shards, opened for reads; txWrite is the shard the
-	// transaction wrote on, -1 before its first write. A transaction reads
-	// anywhere but writes on one shard only (no two-phase commit yet).
-	tx      *backend
-	txMore  []*backend
-	txWrite int
-	// txPrelude holds BEGIN (and SAVEPOINTs...) sent when tx gets pinned.
-	txPrelude []string
 	// sets are the session's SET commands, replayed on every leased backend.
 	sets []setting
 
@@ -63,8 +50,6 @@ type session struct {
 
 	// x is the extended-protocol state, made on first use.
 	x *extState
-	// tempInTx: the open transaction created temporary tables.
-	tempInTx bool
 	// shardHint is the session's SET shardproxy.shard (routing hint);
 	// hintLocal says it came from SET LOCAL and ends with the transaction.
 	shardHint string
@@ -328,8 +313,7 @@ func (s *session) fail(err error) {
 // statement runs one statement. A returned error means the client
 // connection is unusable; statement errors go to the client.
 func (s *session) statement(ctx context.Context, st *parser.Statement) error {
-	if s.status == 'E' && !(st.Kind == parser.Transaction && (st.Tx == parser.Rollback || st.Tx == parser.Commit ||
-		(st.Tx == parser.Savepoint && strings.HasPrefix(strings.ToUpper(strings.TrimSpace(st.SQL)), "ROLLBACK")))) {
+	if s.status == 'E' && !allowedWhenFailed(st) {
 		s.sendError(&pgError{code: pgerrcode.InFailedSQLTransaction,
 			msg: "current transaction is aborted, commands ignored until end of transaction block"})
 		return nil
@@ -375,6 +359,9 @@ func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, 
 	if plan.Single() {
 		return s.single(ctx, plan.Shards[0], sql)
 	}
+	if st.Writes || plan.Write {
+		return s.implicitWrite(ctx, st, sql, plan)
+	}
 	return s.scatter(ctx, st, sql, plan)
 }
 
@@ -394,72 +381,6 @@ func (s *session) anywhere(st *parser.Statement) bool {
 	return true
 }
 
-func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
-	switch st.Tx {
-	case parser.Begin:
-		if s.status != 'I' {
-			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
-				Code: pgerrcode.ActiveSQLTransaction, Message: "there is already a transaction in progress"})
-		} else {
-			s.status = 'T'
-			s.txWrite = -1
-			s.txPrelude = append(s.txPrelude[:0], st.SQL)
-		}
-		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("BEGIN")})
-		return nil
-	case parser.Commit, parser.Rollback:
-		s.endTransaction()
-		if s.status == 'I' {
-			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
-				Code: pgerrcode.NoActiveSQLTransaction, Message: "there is no transaction in progress"})
-			tag := "COMMIT"
-			if st.Tx == parser.Rollback {
-				tag = "ROLLBACK"
-			}
-			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
-			return nil
-		}
-		if s.tx == nil {
-			tag := "COMMIT"
-			if st.Tx == parser.Rollback || s.status == 'E' {
-				tag = "ROLLBACK"
-			}
-			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
-			s.status = 'I'
-			return nil
-		}
-		return s.txEnd(st.SQL)
-	case parser.Savepoint:
-		if s.status == 'I' {
-			// Postgres raises 25P01 (no active transaction); let a shard say it.
-			return s.single(ctx, 0, st.SQL)
-		}
-		if s.tx == nil {
-			s.txPrelude = append(s.txPrelude, st.SQL)
-			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(savepointTag(st.SQL))})
-			if s.status == 'E' {
-				s.status = 'T'
-			}
-			return nil
-		}
-		return s.txEverywhere(st.SQL)
-	}
-	s.fail(refused("two-phase commit commands are not supported through shardproxy",
-		"Run PREPARE TRANSACTION / COMMIT PREPARED on a shard directly."))
-	return nil
-}
-
-func savepointTag(sql string) string {
-	u := strings.ToUpper(strings.TrimSpace(sql))
-	switch {
-	case strings.HasPrefix(u, "RELEASE"):
-		return "RELEASE"
-	case strings.HasPrefix(u, "ROLLBACK"):
-		return "ROLLBACK"
-	}
-	return "SAVEPOINT"
-}
-
 // set runs SET/RESET. Outside a transaction it is checked on a shard, then
 // remembered and replayed on every backend the session leases (transaction
 // pooling hands out different backends); inside one it goes to the
@@ -471,18 +392,28 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 		}
 	}
 	if s.status != 'I' {
+		if _, local := st.SetName(); !local {
+			s.txSets = append(s.txSets, st)
+		}
 		if s.tx == nil {
 			s.txPrelude = append(s.txPrelude, st.SQL)
 			tag := "SET"
-			if strings.HasPrefix(strings.ToUpper(strings.TrimSpace(st.SQL)), "RESET") {
+			if st.IsReset() && !strings.HasPrefix(strings.ToUpper(strings.TrimSpace(st.SQL)), "SET") {
 				tag = "RESET"
 			}
 			s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
 			return nil
 		}
-		return s.txEverywhere(st.SQL)
+		before := len(s.out)
+		err := s.txEverywhere(st.SQL)
+		if s.lastWasError(before) {
+			if _, local := st.SetName(); !local {
+				s.txSets = s.txSets[:len(s.txSets)-1]
+			}
+		}
+		return err
 	}
-	name, local := st.SetName()
+	_, local := st.SetName()
 	if local {
 		// SET LOCAL outside a transaction only warns in Postgres.
 		return s.single(ctx, 0, st.SQL)
@@ -499,16 +430,7 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 	if err != nil || s.lastWasError(before) {
 		return err
 	}
-	kept := s.sets[:0]
-	for _, x := range s.sets {
-		if x.name != name && name != "all" {
-			kept = append(kept, x)
-		}
-	}
-	s.sets = kept
-	if !st.IsReset() {
-		s.sets = append(s.sets, setting{name: name, sql: st.SQL})
-	}
+	s.rememberSet(st)
 	return nil
 }
 
@@ -702,24 +624,6 @@ func (s *session) inTransaction(ctx context.Context, st *parser.Statement, sql s
 	return nil
 }
 
-// txWrites refuses a write that would make the transaction write on a
-// second shard (it could half commit), and records the shard it writes on.
-func (s *session) txWrites(st *parser.Statement, plan *router.Plan) error {
-	if !st.Writes && !plan.Write {
-		return nil
-	}
-	hint := "Keep a transaction's writes on one shard key, or write outside the transaction; two-phase commit is not in this version."
-	if !plan.Single() {
-		return refused(fmt.Sprintf("a write on several shards (%s) inside a transaction is not supported", s.shardNames(plan.Shards)), hint)
-	}
-	if s.txWrite >= 0 && s.txWrite != plan.Shards[0] {
-		return refused(fmt.Sprintf("this transaction writes on shard %s and the statement would write on %s",
-			s.srv.router.Topology().Shards[s.txWrite].Name, s.shardNames(plan.Shards)), hint)
-	}
-	s.txWrite = plan.Shards[0]
-	return nil
-}
-
 // txOn returns the transaction's backend on shard, opening the transaction
 // there (BEGIN with the same options, savepoints, SET LOCALs) when needed.
 func (s *session) txOn(ctx context.Context, shard int) (*backend, error) {
@@ -742,45 +646,6 @@ func (s *session) txOn(ctx context.Context, shard int) (*backend, error) {
 	}
 	s.txMore = append(s.txMore, b)
 	return b, nil
-}
-
-// txEnd sends COMMIT or ROLLBACK (sql) to every backend of the transaction:
-// the read-only parts first, then the one that wrote, whose reply the
-// client sees. All go back to the pool.
-func (s *session) txEnd(sql string) error {
-	all := append([]*backend{s.tx}, s.txMore...)
-	last := 0
-	for i, b := range all {
-		if b.pool.shard == s.txWrite {
-			last = i
-		}
-	}
-	for i, b := range all {
-		if i != last {
-			if err := s.quiet(b, sql); err != nil || b.txStatus != 'I' {
-				b.broken = true
-			}
-		}
-	}
-	b := all[last]
-	err := s.exec(b, sql, true)
-	if b.txStatus != 'I' {
-		b.broken = true
-	}
-	s.tx, s.txMore, s.txWrite = nil, nil, -1
-	s.status = 'I'
-	for _, x := range all {
-		if s.tempInTx {
-			x.discard = true
-		}
-		s.release(x)
-	}
-	s.tempInTx = false
-	if s.ddlInTx {
-		s.ddlInTx = false
-		s.srv.refreshCollations(context.Background())
-	}
-	return err
 }
 
 // pin binds the open transaction to a backend of shard: it leases one and
@@ -850,14 +715,43 @@ func (s *session) releaseAll(bs []*backend) {
 // order) and merges their replies. Statement errors go to the client; an
 // error return means the client is gone.
 func (s *session) scatterOn(bs []*backend, st *parser.Statement, text string, plan *router.Plan) error {
+	for _, b := range bs {
+		b.wbuf = b.wbuf[:0]
+	}
+	return s.scatterOnBegun(bs, st, text, plan)
+}
+
+// scatterOnBegun is scatterOn where each backend's write buffer may already
+// hold a BEGIN (an implicit transaction's): it is sent in the same write
+// and its reply read first.
+func (s *session) scatterOnBegun(bs []*backend, st *parser.Statement, text string, plan *router.Plan) error {
 	sent := time.Now()
+	begun := make([]bool, len(bs))
 	for i, b := range bs {
 		sql := text
 		if plan.SQL != nil {
 			sql = plan.SQL[i]
 		}
-		if err := b.sendQuery(sql); err != nil {
+		begun[i] = len(b.wbuf) > 0
+		b.wbuf = appendQuery(b.wbuf, sql)
+		if _, err := b.conn.Write(b.wbuf); err != nil {
+			b.broken = true
 			for _, o := range bs[:i] {
+				o.broken = true
+				go o.cancel()
+			}
+			s.fail(&shardError{shard: b.pool.name, err: err})
+			return nil
+		}
+	}
+	for i, b := range bs {
+		if !begun[i] {
+			continue
+		}
+		if err := readQuiet(b); err != nil {
+			// BEGIN itself failed: the statement after it was skipped or
+			// ran outside the transaction; neither may stand.
+			for _, o := range bs {
 				o.broken = true
 				go o.cancel()
 			}
@@ -929,7 +823,7 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		target = s.tx.pool.shard
 	}
 	hint := "Send statements for different shards in separate queries."
-	temp := false
+	temp, across := false, false
 	for _, st := range stmts {
 		switch st.Session {
 		case parser.AdvisoryLock:
@@ -961,10 +855,13 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 			return nil
 		}
 		if !plan.Single() || plan.SQL != nil || (target >= 0 && plan.Shards[0] != target) {
-			s.fail(refused("the statements of this query string need more than one shard", hint))
-			return nil
+			across = true
+			continue
 		}
 		target = plan.Shards[0]
+	}
+	if across {
+		return s.multiAcross(ctx, stmts)
 	}
 	if s.status == 'E' && s.tx == nil {
 		s.sendError(inFailedTx())

@@ -1,0 +1,75 @@
+package parser
+
+import (
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
+
+// SavepointOp says what a savepoint statement (TxOp Savepoint) does.
+type SavepointOp uint8
+
+const (
+	SavepointSet        SavepointOp = iota + 1 // SAVEPOINT name
+	SavepointRelease                           // RELEASE [SAVEPOINT] name
+	SavepointRollbackTo                        // ROLLBACK TO [SAVEPOINT] name
+)
+
+// Savepoint returns what a savepoint statement does and the savepoint's
+// name (folded as Postgres folds it); ok is false for other statements.
+func (s *Statement) Savepoint() (op SavepointOp, name string, ok bool) {
+	t := s.node.GetTransactionStmt()
+	if t == nil {
+		return 0, "", false
+	}
+	switch t.Kind {
+	case pg.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
+		op = SavepointSet
+	case pg.TransactionStmtKind_TRANS_STMT_RELEASE:
+		op = SavepointRelease
+	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+		op = SavepointRollbackTo
+	default:
+		return 0, "", false
+	}
+	return op, t.SavepointName, true
+}
+
+// Chain reports whether COMMIT or ROLLBACK says AND CHAIN (a new
+// transaction with the same characteristics starts at once).
+func (s *Statement) Chain() bool {
+	t := s.node.GetTransactionStmt()
+	return t != nil && t.Chain
+}
+
+// NoTransactionBlock reports whether Postgres refuses to run the statement
+// inside a transaction block (CREATE INDEX CONCURRENTLY, VACUUM, ALTER
+// SYSTEM...): on several shards it cannot be atomic and runs shard by shard.
+func (s *Statement) NoTransactionBlock() bool {
+	if s.node == nil {
+		return false
+	}
+	switch x := s.node.Node.(type) {
+	case *pg.Node_IndexStmt:
+		return x.IndexStmt.Concurrent
+	case *pg.Node_DropStmt:
+		return x.DropStmt.Concurrent
+	case *pg.Node_ReindexStmt:
+		for _, o := range x.ReindexStmt.Params {
+			if d := o.GetDefElem(); d != nil && d.Defname == "concurrently" {
+				return true
+			}
+		}
+		return x.ReindexStmt.Kind == pg.ReindexObjectType_REINDEX_OBJECT_SYSTEM ||
+			x.ReindexStmt.Kind == pg.ReindexObjectType_REINDEX_OBJECT_DATABASE
+	case *pg.Node_VacuumStmt:
+		return x.VacuumStmt.IsVacuumcmd
+	case *pg.Node_ClusterStmt:
+		return x.ClusterStmt.Relation == nil
+	case *pg.Node_CreatedbStmt, *pg.Node_DropdbStmt, *pg.Node_AlterSystemStmt,
+		*pg.Node_CreateTableSpaceStmt, *pg.Node_DropTableSpaceStmt,
+		*pg.Node_CreateSubscriptionStmt, *pg.Node_DropSubscriptionStmt:
+		return true
+	case *pg.Node_AlterSubscriptionStmt:
+		return false
+	}
+	return false
+}

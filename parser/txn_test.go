@@ -1,0 +1,57 @@
+package parser
+
+import "testing"
+
+func TestSavepointOp(t *testing.T) {
+	cases := []struct {
+		sql  string
+		op   SavepointOp
+		name string
+		ok   bool
+	}{
+		{"SAVEPOINT a", SavepointSet, "a", true},
+		{"/* undo */ rollback to savepoint A", SavepointRollbackTo, "a", true},
+		{"ROLLBACK TO \"Mixed\"", SavepointRollbackTo, "Mixed", true},
+		{"-- c\nRELEASE one", SavepointRelease, "one", true},
+		{"release savepoint two", SavepointRelease, "two", true},
+		{"ROLLBACK", 0, "", false},
+		{"SELECT 1", 0, "", false},
+	}
+	for _, c := range cases {
+		t.Run(c.sql, func(t *testing.T) {
+			sts, err := Parse(c.sql)
+			if err != nil {
+				t.Fatal(err)
+			}
+			op, name, ok := sts[0].Savepoint()
+			if op != c.op || name != c.name || ok != c.ok {
+				t.Fatalf("got %v %q %v, want %v %q %v", op, name, ok, c.op, c.name, c.ok)
+			}
+		})
+	}
+}
+
+func TestNoTransactionBlock(t *testing.T) {
+	cases := map[string]bool{
+		"CREATE INDEX CONCURRENTLY i ON t (a)": true,
+		"CREATE INDEX i ON t (a)":              false,
+		"DROP INDEX CONCURRENTLY i":            true,
+		"DROP TABLE t":                         false,
+		"VACUUM t":                             true,
+		"ANALYZE t":                            false,
+		"REINDEX TABLE CONCURRENTLY t":         true,
+		"REINDEX TABLE t":                      false,
+		"ALTER SYSTEM SET work_mem = '1MB'":    true,
+		"CLUSTER":                              true,
+		"CLUSTER t USING i":                    false,
+	}
+	for sql, want := range cases {
+		sts, err := Parse(sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sts[0].NoTransactionBlock(); got != want {
+			t.Errorf("%s: got %v, want %v", sql, got, want)
+		}
+	}
+}
