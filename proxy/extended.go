@@ -229,7 +229,9 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 		s.emit(&pgproto3.BindComplete{})
 		return nil
 	}
-	if s.status == 'E' && s.tx == nil {
+	if s.status == 'E' {
+		// Even where the shards' transactions are open (the proxy raised
+		// the error), nothing runs until the transaction ends.
 		return inFailedTx()
 	}
 	if err := s.sessionState(ps.st); err != nil {
@@ -241,12 +243,23 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	}
 	p.plan = plan
 	s.q.plan = plan
-	scatter := !plan.Single() && s.tx == nil && s.status == 'I' && !s.anywhere(ps.st)
+	scatter := !plan.Single() && !s.anywhere(ps.st)
 	if plan.SQL != nil && !scatter {
-		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, a cross-shard merge) is not supported inside a transaction in the extended protocol yet",
+		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, a cross-shard merge) is not supported here in the extended protocol yet",
 			"Send it with the simple protocol, or add a shard key predicate.")
 	}
 	if scatter {
+		if s.status != 'I' {
+			if err := s.txWrites(ps.st, plan); err != nil {
+				return err
+			}
+		} else if ps.st.Writes || plan.Write {
+			// Outside a transaction the shards' parts commit together:
+			// refuse now if they cannot.
+			if err := s.srv.twoPhaseUnavailable(); err != nil {
+				return err
+			}
+		}
 		p.scatter = true
 		s.emit(&pgproto3.BindComplete{})
 		return nil
@@ -617,7 +630,7 @@ func (s *session) extRelease() error {
 		if b.txStatus == 'E' {
 			s.status = 'E'
 		} else if b == s.tx {
-			s.status = b.txStatus
+			s.status = txMerge(s.status, b.txStatus)
 		}
 		return nil
 	}
@@ -704,7 +717,7 @@ func (s *session) relayOne(b *backend, r reply) error {
 		case 'Z':
 			b.txStatus = body[0]
 			if b == s.tx {
-				s.status = body[0]
+				s.status = txMerge(s.status, body[0])
 			}
 			return nil
 		}

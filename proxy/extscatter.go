@@ -99,10 +99,6 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 	var oids []uint32
 	var formats []int16
 	if custom {
-		var err error
-		if oids, err = shardParamTypes(p, plan); err != nil {
-			return err
-		}
 		bind.PreparedStatement = ""
 		switch sp := plan.Merge; {
 		case sp != nil && sp.Grouped:
@@ -116,14 +112,48 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 			bind.ResultFormatCodes = append(append([]int16(nil), bind.ResultFormatCodes...), make([]int16, sp.Hidden)...)
 		}
 	}
-	bs, err := s.leaseAll(ctx, plan.Shards)
-	defer s.releaseAll(bs)
-	if err != nil {
-		return err
+	// Inside a transaction the statement runs on the transaction's
+	// backends (joining shards as needed); outside, a write on several
+	// shards runs in an implicit transaction of its own on each (BEGIN
+	// sent with it) and commits with two-phase commit.
+	inTx := s.status != 'I'
+	implicit := !inTx && (p.ps.st.Writes || plan.Write)
+	var bs []*backend
+	if inTx {
+		for _, sh := range plan.Shards {
+			b, err := s.txOn(ctx, sh)
+			if err != nil {
+				return err
+			}
+			bs = append(bs, b)
+		}
+	} else {
+		var err error
+		bs, err = s.leaseAll(ctx, plan.Shards)
+		defer s.releaseAll(bs)
+		if err != nil {
+			return err
+		}
+	}
+	if custom {
+		var err error
+		if oids, err = shardParamTypes(p, plan); err != nil {
+			// Ask a shard for the types the client left out, as Postgres
+			// infers them for the statement the client sent.
+			if lerr := learnParamTypes(bs[0], p.ps); lerr != nil {
+				return lerr
+			}
+			if oids, err = shardParamTypes(p, plan); err != nil {
+				return err
+			}
+		}
 	}
 	sent := time.Now()
 	for i, b := range bs {
 		var buf []byte
+		if implicit {
+			buf = appendQuery(buf, "BEGIN")
+		}
 		if custom {
 			sql := p.ps.query
 			if plan.SQL != nil {
@@ -146,12 +176,42 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 			return &shardError{shard: b.pool.name, err: err}
 		}
 	}
+	if implicit {
+		for _, b := range bs {
+			if err := readQuiet(b); err != nil {
+				for _, o := range bs {
+					o.broken = true
+				}
+				return err
+			}
+		}
+	}
 	m, shardErr, err := s.gather(bs, plan, sent, false, formats)
+	if inTx {
+		for _, b := range bs {
+			if b.txStatus == 'E' {
+				s.status = 'E'
+			}
+		}
+		if m.firstErr != nil && s.status == 'T' {
+			s.status = 'E'
+		}
+	}
 	if err != nil {
 		return err
 	}
 	if shardErr != nil {
+		if implicit {
+			s.rollbackAll(bs)
+		}
 		return shardErr
+	}
+	if implicit {
+		if m.firstErr != nil {
+			s.rollbackAll(bs)
+		} else if err := s.commitShards(ctx, bs); err != nil {
+			return err
+		}
 	}
 	if err := s.answer(m, plan, bs, false); err != nil {
 		s.fail(err)
@@ -225,4 +285,42 @@ func convertFormat(oid uint32, from, to int16, v []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: cannot convert a value of type %d: %v", fanout.ErrUnsupported, oid, err)
 	}
 	return out, nil
+}
+
+// learnParamTypes describes the client's statement on b (as the unnamed
+// statement, with the client's own types) and keeps the parameter types
+// the shard inferred.
+func learnParamTypes(b *backend, ps *prepared) error {
+	var buf []byte
+	buf = appendMsg(buf, &pgproto3.Parse{Query: ps.query, ParameterOIDs: ps.oids})
+	buf = appendMsg(buf, &pgproto3.Describe{ObjectType: 'S'})
+	buf = appendMsg(buf, &pgproto3.Sync{})
+	if _, err := b.conn.Write(buf); err != nil {
+		b.broken = true
+		return &shardError{shard: b.pool.name, err: err}
+	}
+	var qerr error
+	for {
+		typ, body, _, err := b.rd.next()
+		if err != nil {
+			b.broken = true
+			return &shardError{shard: b.pool.name, err: err}
+		}
+		switch typ {
+		case 't':
+			var pd pgproto3.ParameterDescription
+			if err := pd.Decode(body); err == nil {
+				ps.described = append([]uint32(nil), pd.ParameterOIDs...)
+			}
+		case 'E':
+			var e pgproto3.ErrorResponse
+			e.Decode(body)
+			if qerr == nil {
+				qerr = &pgError{code: e.Code, msg: e.Message, detail: e.Detail, hint: e.Hint, position: e.Position}
+			}
+		case 'Z':
+			b.txStatus = body[0]
+			return qerr
+		}
+	}
 }

@@ -818,6 +818,11 @@ func (s *session) replicatedTag(tags []string, bs []*backend) *pgproto3.CommandC
 // string as one implicit transaction (unless it holds its own BEGIN/COMMIT),
 // so it goes whole to one shard: every statement must route there.
 func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql string) error {
+	if s.status == 'E' {
+		// Statement by statement: what may run in a failed transaction
+		// runs, the first other statement gets 25P02.
+		return s.multiAcross(ctx, stmts)
+	}
 	target := -1
 	if s.tx != nil {
 		target = s.tx.pool.shard

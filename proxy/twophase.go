@@ -596,3 +596,22 @@ func (s *Server) recoveryLoop(ctx context.Context, every time.Duration) {
 		}
 	}
 }
+
+// SetFaultHook installs a test hook called at each step of a two-phase
+// commit: "locked" (decider lock taken), "prepared" (after each
+// participant's PREPARE), "decided" (decision committed), "committing"
+// (before each participant's COMMIT PREPARED is read). A non-nil error
+// makes the commit stop there as if the proxy had crashed: its backend
+// connections are dropped and the client gets 08006. For tests only.
+func (s *Server) SetFaultHook(fn func(point string, shard int) error) { s.tpc.fault = fn }
+
+// TwoPhaseStats are two-phase commit's counters since start.
+type TwoPhaseStats struct {
+	Commits, Aborts, Recovered, InDoubt int64
+}
+
+// TwoPhaseStats returns two-phase commit's counters.
+func (s *Server) TwoPhaseStats() TwoPhaseStats {
+	tp := s.tpc
+	return TwoPhaseStats{Commits: tp.commits.Load(), Aborts: tp.aborts.Load(), Recovered: tp.recovered.Load(), InDoubt: tp.inDoubt.Load()}
+}

@@ -469,3 +469,14 @@ func (s *session) multiAcross(ctx context.Context, stmts []*parser.Statement) er
 	}
 	return nil
 }
+
+// txMerge is the client's status after one of its transaction's backends
+// reported shard: a failed transaction stays failed until it ends (the
+// proxy's own errors leave the shards' transactions open but the client's
+// aborted); otherwise the shard's word holds.
+func txMerge(client, shard byte) byte {
+	if client == 'E' && shard == 'T' {
+		return 'E'
+	}
+	return shard
+}

@@ -1,0 +1,300 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/router"
+)
+
+// userOn returns n user ids whose orders live on shard i, from base up.
+func userOn(i int, base int64) int64 {
+	for u := base; ; u++ {
+		if router.PartitionOf(router.HashInt(u), nShards) == i {
+			return u
+		}
+	}
+}
+
+// noneLeft checks that no shard keeps a prepared transaction or a
+// decision lock.
+func noneLeft(t *testing.T) {
+	t.Helper()
+	for i := 0; i < nShards; i++ {
+		if n := shardInt(t, i, "SELECT count(*) FROM pg_prepared_xacts"); n != 0 {
+			t.Fatalf("shard %d keeps %d prepared transactions", i, n)
+		}
+		if n := shardInt(t, i, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936750642"); n != 0 {
+			t.Fatalf("shard %d keeps %d decision locks", i, n)
+		}
+	}
+}
+
+func TestMultiShardWritesAreAtomic(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c := connectMode(t, mode)
+			base := int64(620000) + int64(mode)*1000
+			u0, u1, u2 := userOn(0, base), userOn(1, base), userOn(2, base)
+			count := func(where string, args ...any) int64 {
+				t.Helper()
+				var n int64
+				if err := c.QueryRow(ctx, "SELECT count(*) FROM orders WHERE "+where, args...).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			// A transaction writing on three shards commits on all.
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, u := range []int64{u0, u1, u2} {
+				if _, err := tx.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES ($1, $2, 1, 10, 'twopc')", base+int64(i), u); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatalf("commit on three shards: %v", err)
+			}
+			if n := count("status = 'twopc' AND id BETWEEN $1 AND $2", base, base+9); n != 3 {
+				t.Fatalf("committed rows: %d, want 3", n)
+			}
+			// A multi-shard UPDATE that fails on one shard changes nothing
+			// anywhere (it ran in one distributed transaction).
+			_, err = c.Exec(ctx, "UPDATE orders SET total = total / (CASE WHEN user_id = $1 THEN 0 ELSE 1 END), status = 'half' WHERE id BETWEEN $2 AND $3", u2, base, base+9)
+			if pgCode(err) != "22012" {
+				t.Fatalf("update failing on one shard: %v", err)
+			}
+			if n := count("status = 'half'"); n != 0 {
+				t.Fatalf("failed multi-shard update left %d rows changed", n)
+			}
+			// A multi-row INSERT over shards with a duplicate key on one
+			// shard inserts nothing.
+			if _, err := c.Exec(ctx, "INSERT INTO users (id, name, email, city) VALUES ($1, 'a', 'a@x', 'dup')", u1); err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Exec(ctx, "INSERT INTO users (id, name, email, city) VALUES ($1, 'b', 'b@x', 'dup'), ($2, 'c', 'c@x', 'dup'), ($3, 'd', 'd@x', 'dup')",
+				u0, u2, u1)
+			if pgCode(err) != "23505" {
+				t.Fatalf("multi-row insert with a duplicate: %v", err)
+			}
+			var users int64
+			if err := c.QueryRow(ctx, "SELECT count(*) FROM users WHERE city = 'dup'").Scan(&users); err != nil || users != 1 {
+				t.Fatalf("failed multi-row insert left %d rows (%v)", users-1, err)
+			}
+			c.Exec(ctx, "DELETE FROM users WHERE city = 'dup'")
+			// And without the duplicate it lands on every shard at once.
+			tag, err := c.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES ($1, $2, 1, 1, 'multi'), ($3, $4, 1, 1, 'multi'), ($5, $6, 1, 1, 'multi')",
+				base+10, u0, base+11, u1, base+12, u2)
+			if err != nil || tag.String() != "INSERT 0 3" {
+				t.Fatalf("multi-row insert: %q %v", tag, err)
+			}
+			// The example: a refused statement aborts the
+			// transaction, COMMIT answers ROLLBACK and keeps nothing.
+			tx, _ = c.Begin(ctx)
+			tx.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES ($1, $2, 1, 22, 'pending')", base+20, u0)
+			if _, err := tx.Exec(ctx, "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders"); pgCode(err) != "0A000" {
+				t.Fatalf("refused statement: %v", err)
+			}
+			if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
+				t.Fatalf("commit of a failed transaction: %v", err)
+			}
+			if n := count("id = $1", base+20); n != 0 {
+				t.Fatalf("insert of a failed transaction committed")
+			}
+			noneLeft(t)
+		})
+	}
+}
+
+func TestDDLIsAtomicAcrossShards(t *testing.T) {
+	ctx := context.Background()
+	c := mustConnect(t)
+	if _, err := c.Exec(ctx, "CREATE TABLE ddl_atomic (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Exec(ctx, "DROP TABLE IF EXISTS ddl_atomic")
+	// A row on one shard violates the constraint: no shard keeps it.
+	if err := shardExec(ctx, 2, "INSERT INTO ddl_atomic VALUES (42)"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Exec(ctx, "ALTER TABLE ddl_atomic ADD CONSTRAINT not42 CHECK (id <> 42)")
+	if pgCode(err) != "23514" {
+		t.Fatalf("constraint violated on one shard: %v", err)
+	}
+	for i := 0; i < nShards; i++ {
+		if n := shardInt(t, i, "SELECT count(*) FROM pg_constraint WHERE conname = 'not42'"); n != 0 {
+			t.Fatalf("shard %d kept the constraint", i)
+		}
+	}
+	// CREATE INDEX CONCURRENTLY cannot be atomic: it runs shard by shard.
+	if _, err := c.Exec(ctx, "CREATE INDEX CONCURRENTLY ddl_atomic_id ON ddl_atomic (id)"); err != nil {
+		t.Fatalf("create index concurrently: %v", err)
+	}
+	for i := 0; i < nShards; i++ {
+		if n := shardInt(t, i, "SELECT count(*) FROM pg_indexes WHERE indexname = 'ddl_atomic_id'"); n != 1 {
+			t.Fatalf("shard %d lacks the index", i)
+		}
+	}
+	noneLeft(t)
+}
+
+// crashPoints is how many randomized crash points TestTwoPhaseCrashRecovery
+// runs: 200 in make test, more with SHARDPROXY_CRASH_POINTS (make stress).
+func crashPoints() int {
+	if n, err := strconv.Atoi(os.Getenv("SHARDPROXY_CRASH_POINTS")); err == nil && n > 0 {
+		return n
+	}
+	return 200
+}
+
+// TestTwoPhaseCrashRecovery crashes a proxy at random points of two-phase
+// commits (after the decider's lock, after some PREPAREs, after the
+// decision, during COMMIT PREPARED) and checks that after recovery every
+// transaction is all or nothing (all exactly when the decision was made),
+// with no prepared transaction or lock left behind.
+func TestTwoPhaseCrashRecovery(t *testing.T) {
+	ctx := context.Background()
+	srv, err := proxy.New(env.cfg, env.topo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, ln)
+	defer srv.Close()
+	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", ln.Addr())
+
+	// Checks go over one connection per shard (opening one per check
+	// would dominate the test's time).
+	direct := make([]*pgx.Conn, nShards)
+	for i := range direct {
+		c, err := shardConn(ctx, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		direct[i] = c
+	}
+	sum := func(sql string, args ...any) int64 {
+		t.Helper()
+		var total int64
+		for i, c := range direct {
+			var n int64
+			if err := c.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+				t.Fatalf("shard %d: %s: %v", i, sql, err)
+			}
+			total += n
+		}
+		return total
+	}
+	crash := errors.New("crash")
+	points := []string{"locked", "prepared", "decided", "committing", "none"}
+	rng := rand.New(rand.NewPCG(12, 34))
+	n := crashPoints()
+	seen := map[string]int{}
+	for it := 0; it < n; it++ {
+		point := points[rng.IntN(len(points))]
+		k := 2 + rng.IntN(nShards-1) // shards written
+		shards := rng.Perm(nShards)[:k]
+		at := 0
+		if point == "prepared" || point == "committing" {
+			at = rng.IntN(k - 1)
+		}
+		calls := 0
+		srv.SetFaultHook(func(p string, shard int) error {
+			if p != point {
+				return nil
+			}
+			calls++
+			if calls-1 == at {
+				return crash
+			}
+			return nil
+		})
+		marker := fmt.Sprintf("crash%d", it)
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, sh := range shards {
+			u := userOn(sh, 630000+int64(it)*10)
+			if _, err := tx.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES ($1, $2, 1, 1, $3)",
+				int64(6300000+it*10+j), u, marker); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err = tx.Commit(ctx)
+		c.Close(ctx)
+		if point == "none" {
+			if err != nil {
+				t.Fatalf("iteration %d: commit without a crash: %v", it, err)
+			}
+		} else if pgCode(err) != "08006" {
+			t.Fatalf("iteration %d (%s): commit after a crash: %v", it, point, err)
+		}
+		srv.SetFaultHook(nil)
+		// Recovery: the shards notice the dropped connections (and release
+		// the decider's lock) asynchronously, so run it until clean.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := srv.Recover(ctx); err != nil {
+				t.Fatalf("iteration %d: recover: %v", it, err)
+			}
+			left := sum("SELECT count(*) FROM pg_prepared_xacts")
+			if left == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("iteration %d (%s): %d prepared transactions left after recovery", it, point, left)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		want := int64(0)
+		if point == "decided" || point == "committing" || point == "none" {
+			want = int64(k)
+		}
+		got := sum("SELECT count(*) FROM orders WHERE status = $1", marker)
+		if got != want {
+			t.Fatalf("iteration %d: crash at %s (participant %d) over shards %v: %d rows committed, want %d", it, point, at, shards, got, want)
+		}
+		seen[point]++
+	}
+	// Locks go when the shards notice the dropped connections.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		locks := sum("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1936750642")
+		if locks == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d decision locks still held", locks)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	noneLeft(t)
+	var parts []string
+	for _, p := range points {
+		parts = append(parts, fmt.Sprintf("%s=%d", p, seen[p]))
+	}
+	t.Logf("%d crash points: %s", n, strings.Join(parts, " "))
+}
