@@ -73,3 +73,12 @@ func (s *Statement) NoTransactionBlock() bool {
 	}
 	return false
 }
+
+// BeginTag is the command tag Postgres answers a BEGIN-kind statement
+// with: START TRANSACTION for START TRANSACTION, else BEGIN.
+func (s *Statement) BeginTag() string {
+	if t := s.node.GetTransactionStmt(); t != nil && t.Kind == pg.TransactionStmtKind_TRANS_STMT_START {
+		return "START TRANSACTION"
+	}
+	return "BEGIN"
+}

@@ -483,6 +483,9 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 		if x.errored {
 			return nil
 		}
+		if s.status == 'E' && !allowedWhenFailed(p.ps.st) {
+			return inFailedTx()
+		}
 		cur := x.cur
 		if cur != nil && cur != s.tx && p.ps.st.Kind == parser.Transaction && p.ps.st.Tx == parser.Begin {
 			// BEGIN after statements of this request: Postgres turns the

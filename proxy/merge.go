@@ -105,7 +105,7 @@ func (g *gatherer) step(i int) ([]byte, error) {
 				if g.withRowDesc && g.plan.Merge == nil && m.firstErr == nil {
 					s.out = append(s.out, raw...)
 				}
-			} else if !bytes.Equal(raw, m.rowDesc) && m.firstErr == nil {
+			} else if m.firstErr == nil && !sameColumns(raw, m.rowDesc) {
 				m.firstErr = appendMsg(nil, errorResponse(&pgError{code: pgerrcode.InternalError,
 					msg:  fmt.Sprintf("shard %s returned different columns than shard %s", b.pool.name, g.bs[0].pool.name),
 					hint: "The table definitions differ between shards."}))
@@ -598,4 +598,25 @@ func typeSize(typ uint32) int16 {
 		return 1
 	}
 	return -1
+}
+
+// sameColumns reports whether two shards' RowDescriptions (raw) describe
+// the same columns: names, types, modifiers and formats. The table OIDs
+// and column numbers may differ (each shard numbers its own objects).
+func sameColumns(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	var x, y pgproto3.RowDescription
+	if x.Decode(a[5:]) != nil || y.Decode(b[5:]) != nil || len(x.Fields) != len(y.Fields) {
+		return false
+	}
+	for i, f := range x.Fields {
+		g := y.Fields[i]
+		if !bytes.Equal(f.Name, g.Name) || f.DataTypeOID != g.DataTypeOID || f.DataTypeSize != g.DataTypeSize ||
+			f.TypeModifier != g.TypeModifier || f.Format != g.Format {
+			return false
+		}
+	}
+	return true
 }

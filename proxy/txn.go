@@ -105,7 +105,7 @@ func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
 		} else {
 			s.beginTx(st.SQL)
 		}
-		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("BEGIN")})
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(st.BeginTag())})
 		return nil
 	case parser.Commit, parser.Rollback:
 		s.endTransaction()
