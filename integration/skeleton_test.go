@@ -346,7 +346,7 @@ func TestMultiStatementStrings(t *testing.T) {
 		"-c", "COMMIT")
 	for _, want := range []string{
 		"ERROR:  division by zero",
-		" multi \n-------\n     2\n", // the failed string was one implicit transaction: its INSERT rolled back
+		" multi \n-------\n     2\n",                                      // the failed string was one implicit transaction: its INSERT rolled back
 		" count \n-------\n     2\n(1 row)\n\n count \n-------\n     0\n", // statements for two shards in one string
 		" in_tx \n-------\n     2\n",
 	} {
