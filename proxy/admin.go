@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"sort"
@@ -51,6 +52,8 @@ var adminHelp = [][]string{
 	{"SHOW QUERIES", "per-fingerprint statistics, by total time"},
 	{"SHOW CONFIG", "running configuration (no passwords)"},
 	{"SHOW ROUTE <sql>", "where a statement would run, and why"},
+	{"SHOW TRANSACTIONS", "prepared transactions of this deployment on the shards (in doubt until recovery resolves them), and two-phase commit counters"},
+	{"RECOVER", "resolve prepared transactions left by a crash now (recovery also runs every two_phase.recovery_interval)"},
 	{"RELOAD", "re-read the config file"},
 	{"SHOW HELP", "this list"},
 }
@@ -79,6 +82,13 @@ func (s *session) adminQuery(sql string) error {
 			break
 		}
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("RELOAD")})
+	case "RECOVER":
+		n, err := s.srv.Recover(context.Background())
+		if err != nil {
+			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
+				Code: pgerrcode.ConnectionFailure, Message: err.Error()})
+		}
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("RECOVER " + strconv.Itoa(n))})
 	case "SET":
 		// Drivers set client_encoding and the like on connect; as
 		// PgBouncer's console, accept and ignore.
@@ -231,6 +241,19 @@ func (s *session) adminShow(what, arg string) error {
 			{"mean_ms", oidNumeric}, {"max_ms", oidNumeric}, {"rows", oidInt8}, {"errors", oidInt8}, {"slow", oidInt8}}, data)
 	case "CONFIG":
 		s.rows(textCols("key", "value", "reloadable"), srv.configRows())
+	case "TRANSACTIONS":
+		list, err := srv.listInDoubt(context.Background())
+		if err != nil {
+			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
+				Code: pgerrcode.ConnectionFailure, Message: err.Error()})
+		}
+		tp := srv.TwoPhaseStats()
+		var data [][]string
+		for _, x := range list {
+			data = append(data, []string{x.GID, x.Shard, x.Decider, x.Prepared,
+				strconv.FormatInt(tp.Commits, 10), strconv.FormatInt(tp.Aborts, 10), strconv.FormatInt(tp.Recovered, 10)})
+		}
+		s.rows(textCols("gid", "shard", "decider", "prepared", "commits", "aborts", "recovered"), data)
 	case "ROUTE":
 		return s.showRoute(arg)
 	default:

@@ -129,11 +129,15 @@ var (
 		"Statements found in the parse cache.", nil, nil)
 	descCacheMisses = prometheus.NewDesc("shardproxy_parse_cache_misses_total",
 		"Statements parsed with pg_query (parse cache misses).", nil, nil)
+	desc2PC = prometheus.NewDesc("shardproxy_twophase_transactions_total",
+		"Transactions on several shards ended with two-phase commit, by outcome (commit, abort), and prepared transactions resolved by recovery (recovered).", []string{"outcome"}, nil)
+	desc2PCInDoubt = prometheus.NewDesc("shardproxy_twophase_in_doubt",
+		"Prepared transactions of this deployment left for recovery, as last counted.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClients, descPoolSize, descPoolConns, descPoolWaiting,
-		descConnects, descConnectErrors, descShardUp, descCacheHits, descCacheMisses} {
+		descConnects, descConnectErrors, descShardUp, descCacheHits, descCacheMisses, desc2PC, desc2PCInDoubt} {
 		ch <- d
 	}
 }
@@ -168,6 +172,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descShardUp, prometheus.GaugeValue, up, p.name)
 	}
+	tp := s.TwoPhaseStats()
+	ch <- prometheus.MustNewConstMetric(desc2PC, prometheus.CounterValue, float64(tp.Commits), "commit")
+	ch <- prometheus.MustNewConstMetric(desc2PC, prometheus.CounterValue, float64(tp.Aborts), "abort")
+	ch <- prometheus.MustNewConstMetric(desc2PC, prometheus.CounterValue, float64(tp.Recovered), "recovered")
+	ch <- prometheus.MustNewConstMetric(desc2PCInDoubt, prometheus.GaugeValue, float64(tp.InDoubt))
 	hits, misses := s.cache.Stats()
 	ch <- prometheus.MustNewConstMetric(descCacheHits, prometheus.CounterValue, float64(hits))
 	ch <- prometheus.MustNewConstMetric(descCacheMisses, prometheus.CounterValue, float64(misses))

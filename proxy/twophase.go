@@ -553,7 +553,7 @@ func (s *Server) sweepDecisions(ctx context.Context, list []InDoubt, complete bo
 		var q strings.Builder
 		q.WriteString("DELETE FROM shardproxy.commit_decisions WHERE false")
 		if complete {
-			q.WriteString(" OR (decided_at < now() - interval '1 minute'")
+			q.WriteString(" OR (decided_at < now() - interval '1 minute' AND left(gid, " + fmt.Sprint(len(tp.prefix)+1) + ") = " + quoteLiteral(tp.prefix+":"))
 			for g := range keep {
 				q.WriteString(" AND gid <> " + quoteLiteral(g))
 			}
