@@ -326,3 +326,57 @@ func TestTwoPhaseCrashRecovery(t *testing.T) {
 	}
 	t.Logf("%d crash points: %s", n, strings.Join(parts, " "))
 }
+
+// TestShardKeyWrites: the ORM save and upsert patterns write the shard key
+// with its unchanged value and work; a real change of a row's shard is
+// refused with nothing changed anywhere.
+func TestShardKeyWrites(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c := connectMode(t, mode)
+			base := int64(640000) + int64(mode)*1000
+			u0, u1 := userOn(0, base), userOn(1, base)
+			if _, err := c.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES ($1, $2, 1, 5, 'new')", base, u0); err != nil {
+				t.Fatal(err)
+			}
+			// Django save(): every column, the key among them, by primary key.
+			tag, err := c.Exec(ctx, "UPDATE orders SET user_id = $1, restaurant_id = $2, total = $3, status = $4 WHERE id = $5",
+				u0, 2, 6, "saved", base)
+			if err != nil || tag.String() != "UPDATE 1" {
+				t.Fatalf("save: %q %v", tag, err)
+			}
+			// Inside a transaction too.
+			tx, _ := c.Begin(ctx)
+			if _, err := tx.Exec(ctx, "UPDATE orders SET user_id = $1, status = 'saved2' WHERE id = $2", u0, base); err != nil {
+				t.Fatalf("save in a transaction: %v", err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// A real move to another shard is refused; nothing changes.
+			_, err = c.Exec(ctx, "UPDATE orders SET user_id = $1, status = 'moved' WHERE id = $2", u1, base)
+			if pgCode(err) != "0A000" {
+				t.Fatalf("moving a row: %v", err)
+			}
+			var status string
+			var uid int64
+			if err := c.QueryRow(ctx, "SELECT user_id, status FROM orders WHERE id = $1", base).Scan(&uid, &status); err != nil || uid != u0 || status != "saved2" {
+				t.Fatalf("row after refused move: %d %q %v", uid, status, err)
+			}
+			// Sequelize upsert: ON CONFLICT DO UPDATE SET id = EXCLUDED.id.
+			for i := 0; i < 2; i++ {
+				if _, err := c.Exec(ctx, `INSERT INTO users (id, name, email, city) VALUES ($1, $2, 'u@x', 'up')
+					ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id, name = EXCLUDED.name`, u1, fmt.Sprint("n", i)); err != nil {
+					t.Fatalf("upsert %d: %v", i, err)
+				}
+			}
+			var name string
+			if err := c.QueryRow(ctx, "SELECT name FROM users WHERE id = $1", u1).Scan(&name); err != nil || name != "n1" {
+				t.Fatalf("after upserts: %q %v", name, err)
+			}
+			c.Exec(ctx, "DELETE FROM users WHERE id = $1", u1)
+			noneLeft(t)
+		})
+	}
+}

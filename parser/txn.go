@@ -82,3 +82,46 @@ func (s *Statement) BeginTag() string {
 	}
 	return "BEGIN"
 }
+
+// KeyAssignment is what an UPDATE ... SET or INSERT ... ON CONFLICT DO
+// UPDATE SET gives a column.
+type KeyAssignment struct {
+	// Excluded: ON CONFLICT ... SET column = EXCLUDED.column, which keeps
+	// the inserted row's value (the row the insert was routed by).
+	Excluded bool
+	// Value is the constant or parameter assigned, when Known.
+	Value Value
+	Known bool
+}
+
+// AssignmentOf returns what the statement's top-level UPDATE ... SET or ON
+// CONFLICT DO UPDATE SET assigns to column; ok is false when it assigns
+// nothing to it there.
+func (s *Statement) AssignmentOf(column string) (a KeyAssignment, ok bool) {
+	var targets []*pg.Node
+	if u := s.node.GetUpdateStmt(); u != nil {
+		targets = u.TargetList
+	} else if ins := s.node.GetInsertStmt(); ins != nil && ins.OnConflictClause != nil {
+		targets = ins.OnConflictClause.TargetList
+	}
+	for _, t := range targets {
+		rt := t.GetResTarget()
+		if rt == nil || rt.Name != column {
+			continue
+		}
+		ok = true
+		a = KeyAssignment{}
+		if len(rt.Indirection) > 0 {
+			continue
+		}
+		if cr := rt.Val.GetColumnRef(); cr != nil && len(cr.Fields) == 2 &&
+			strVal(cr.Fields[0]) == "excluded" && strVal(cr.Fields[1]) == column {
+			a.Excluded = true
+			continue
+		}
+		if v, known := valueOf(rt.Val); known {
+			a.Value, a.Known = v, true
+		}
+	}
+	return a, ok
+}

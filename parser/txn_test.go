@@ -55,3 +55,30 @@ func TestNoTransactionBlock(t *testing.T) {
 		}
 	}
 }
+
+func TestAssignmentOf(t *testing.T) {
+	cases := []struct {
+		sql             string
+		ok, excl, known bool
+		text            string
+		param           int
+	}{
+		{"UPDATE orders SET user_id = 42, status = 'x' WHERE id = 1", true, false, true, "42", 0},
+		{"UPDATE orders SET status = $2, user_id = $1 WHERE id = $3", true, false, true, "", 1},
+		{"UPDATE orders SET user_id = user_id + 1", true, false, false, "", 0},
+		{"UPDATE orders SET status = 'x'", false, false, false, "", 0},
+		{"INSERT INTO orders (id, user_id) VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id", true, true, false, "", 0},
+		{"INSERT INTO orders (id, user_id) VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.id", true, false, false, "", 0},
+		{"INSERT INTO orders (id, user_id) VALUES (1, 2)", false, false, false, "", 0},
+	}
+	for _, c := range cases {
+		sts, err := Parse(c.sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, ok := sts[0].AssignmentOf("user_id")
+		if ok != c.ok || a.Excluded != c.excl || a.Known != c.known || a.Value.Text != c.text || a.Value.Param != c.param {
+			t.Errorf("%s: got %+v %v", c.sql, a, ok)
+		}
+	}
+}

@@ -243,7 +243,7 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	}
 	p.plan = plan
 	s.q.plan = plan
-	scatter := !plan.Single() && !s.anywhere(ps.st)
+	scatter := (!plan.Single() || len(plan.KeyGuard) > 0) && !s.anywhere(ps.st)
 	if plan.SQL != nil && !scatter {
 		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, a cross-shard merge) is not supported here in the extended protocol yet",
 			"Send it with the simple protocol, or add a shard key predicate.")

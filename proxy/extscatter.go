@@ -206,6 +206,16 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 		}
 		return shardErr
 	}
+	if m.firstErr == nil {
+		if err := s.keyMoved(plan, bs, m); err != nil {
+			if implicit {
+				s.rollbackAll(bs)
+			} else if inTx {
+				s.status = 'E'
+			}
+			return err
+		}
+	}
 	if implicit {
 		if m.firstErr != nil {
 			s.rollbackAll(bs)

@@ -21,6 +21,8 @@ type gathered struct {
 	rowDesc  []byte                      // the first shard's RowDescription, raw
 	fields   []pgproto3.FieldDescription // decoded
 	tags     []string                    // each shard's CommandComplete tag
+	// shardTags are the tags by backend index (nil until one arrives).
+	shardTags []string
 	firstErr []byte                      // the first ErrorResponse, raw
 	empty    bool                        // EmptyQueryResponse
 	rows     int64                       // rows relayed to the client
@@ -112,6 +114,10 @@ func (g *gatherer) step(i int) ([]byte, error) {
 			}
 		case 'C':
 			m.tags = append(m.tags, commandTag(body))
+			if m.shardTags == nil {
+				m.shardTags = make([]string, len(g.bs))
+			}
+			m.shardTags[i] = commandTag(body)
 			if !g.plan.Replicated || i == 0 {
 				s.q.tag(body)
 			}

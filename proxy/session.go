@@ -356,7 +356,7 @@ func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, 
 	if s.status != 'I' {
 		return s.inTransaction(ctx, st, sql, plan)
 	}
-	if plan.Single() {
+	if plan.Single() && len(plan.KeyGuard) == 0 {
 		return s.single(ctx, plan.Shards[0], sql)
 	}
 	if st.Writes || plan.Write {
@@ -595,7 +595,7 @@ func (s *session) inTransaction(ctx context.Context, st *parser.Statement, sql s
 		s.fail(err)
 		return nil
 	}
-	if plan.Single() {
+	if plan.Single() && len(plan.KeyGuard) == 0 {
 		b, err := s.txOn(ctx, plan.Shards[0])
 		if err != nil {
 			s.fail(err)
@@ -765,6 +765,10 @@ func (s *session) scatterOnBegun(bs []*backend, st *parser.Statement, text strin
 	}
 	if shardErr != nil {
 		s.fail(shardErr)
+		return nil
+	}
+	if err := s.keyMoved(plan, bs, m); err != nil {
+		s.fail(err)
 		return nil
 	}
 	if err := s.answer(m, plan, bs, true); err != nil {

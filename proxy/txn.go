@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -479,4 +481,25 @@ func txMerge(client, shard byte) byte {
 		return 'E'
 	}
 	return shard
+}
+
+// keyMoved refuses an UPDATE of the shard key that changed rows on a shard
+// the new key value does not belong to (plan.KeyGuard): those rows would
+// sit on the wrong shard. The caller rolls the statement back.
+func (s *session) keyMoved(plan *router.Plan, bs []*backend, m gathered) error {
+	if len(plan.KeyGuard) == 0 || m.firstErr != nil {
+		return nil
+	}
+	for i, b := range bs {
+		if !slices.Contains(plan.KeyGuard, b.pool.shard) || i >= len(m.shardTags) {
+			continue
+		}
+		tag := m.shardTags[i]
+		n, _ := strconv.ParseInt(tag[strings.LastIndexByte(tag, ' ')+1:], 10, 64)
+		if n > 0 {
+			return refused(fmt.Sprintf("the UPDATE would move %d row(s) from shard %s to another shard: changing the shard a row lives on is not supported", n, b.pool.name),
+				"Delete the row and insert it with the new shard key value (in one transaction, which commits on both shards together).")
+		}
+	}
+	return nil
 }

@@ -93,6 +93,12 @@ func (r *Router) forced(st *parser.Statement, c *compiled, params Params, opt Ro
 				"a write to a reference table cannot be limited to %s by a hint", r.names[h.shard])
 		}
 	}
-	return &Plan{Shards: r.singles[h.shard], Write: st.Writes, names: r.names,
-		Reason: fmt.Sprintf("%s: %s", h.text, r.names[h.shard])}, nil
+	fp := &Plan{Shards: r.singles[h.shard], Write: st.Writes, names: r.names,
+		Reason: fmt.Sprintf("%s: %s", h.text, r.names[h.shard])}
+	if c.keySet != nil {
+		if err := r.guardKey(fp, c.keySet, params); err != nil {
+			return nil, err
+		}
+	}
+	return fp, nil
 }

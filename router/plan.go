@@ -46,6 +46,11 @@ type Plan struct {
 	// NoRows is true when the filter is a contradiction: no row can match,
 	// and Shards holds one shard only to answer with the right columns.
 	NoRows bool
+	// KeyGuard are shards where the statement (an UPDATE setting the
+	// shard key) must change no row: a row there would belong on another
+	// shard. The proxy fails the statement, and rolls it back on every
+	// shard, when one does.
+	KeyGuard []int
 	// Sort, when set, says each shard returns its rows in this order and
 	// the answer is their merge (k-way, streaming).
 	Sort []parser.SortKey
@@ -94,6 +99,15 @@ func (p *Plan) String() string {
 	}
 	if p.NoRows {
 		b.WriteString("\nno rows: true")
+	}
+	if len(p.KeyGuard) > 0 {
+		b.WriteString("\nkey guard: ")
+		for i, s := range p.KeyGuard {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(p.shardName(s))
+		}
 	}
 	switch {
 	case p.Merge != nil:

@@ -116,6 +116,8 @@ type compiled struct {
 	// insertTo is set for an INSERT into a sharded table: under a shard
 	// hint its rows must still belong to the hinted shard.
 	insertTo *Table
+	// keySet is an UPDATE's SET of the shard key (guardKey).
+	keySet *keyAssign
 }
 
 func (c *compiled) route(r *Router, params Params) (*Plan, error) {
@@ -283,11 +285,23 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 		return &compiled{err: refuseHard("Use INSERT INTO a configured table ... SELECT, or run it on one shard with a /* shard: name */ comment.",
 			"SELECT INTO from sharded table %s is not supported: the new table would hold one shard's rows only", sharded[0].t.Name)}
 	}
+	var keySet *keyAssign
 	for _, k := range a.Assigned {
 		o := a.Occurrences[k.Occ]
 		t := r.topo.Lookup(o.Table)
 		if t == nil || t.Strategy == Reference || k.Column != t.Key {
 			continue
+		}
+		// What ORMs send on save and upsert: the key set to a value of the
+		// row's own shard, or to EXCLUDED's (the shard the insert went to).
+		if asg, ok := st.AssignmentOf(t.Key); ok && o.Scope == 0 {
+			switch {
+			case o.Modify == parser.Insert && asg.Excluded:
+				continue
+			case o.Modify == parser.Update && asg.Known && keySet == nil:
+				keySet = &keyAssign{t: t, v: asg.Value}
+				continue
+			}
 		}
 		if o.Modify == parser.Insert {
 			return &compiled{err: refuseHard("Leave the shard key out of ON CONFLICT DO UPDATE SET; to move a row, delete it and insert it with the new key.",
@@ -319,12 +333,17 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 	if isSelect {
 		m = &merger{st: st, sh: sh, byKey: byKey, windowKey: windowKey, isKey: keyColumn(a, g, sharded), collate: st.HasCollate(), columns: st.ColumnNames()}
 	}
-	return &compiled{write: write, eval: func(params Params) (*Plan, error) {
+	return &compiled{write: write, keySet: keySet, eval: func(params Params) (*Plan, error) {
 		set, why, err := r.place(a, g, params)
 		if err != nil {
 			return nil, err
 		}
 		p := r.plan(set, why, write)
+		if keySet != nil {
+			if err := r.guardKey(p, keySet, params); err != nil {
+				return nil, err
+			}
+		}
 		if len(p.Shards) > 1 && isSelect {
 			if err := m.plan(p, params); err != nil {
 				return nil, err
@@ -889,4 +908,33 @@ func limitValue(v parser.Value, params Params) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(text), 10, 64)
 	return n, err == nil
+}
+
+// keyAssign is an UPDATE's SET of its table's shard key to a constant or
+// parameter.
+type keyAssign struct {
+	t *Table
+	v parser.Value
+}
+
+// guardKey lets an UPDATE set the shard key: rows already on the new
+// value's shard stay where they belong (the ORM save pattern, which writes
+// the key with its unchanged value); on every other shard of the plan the
+// statement must change no row, which the proxy checks (KeyGuard) and
+// fails the statement otherwise, rolling it back everywhere.
+func (r *Router) guardKey(p *Plan, k *keyAssign, params Params) error {
+	target, ok := r.shardOfValue(k.t, k.v, params)
+	if !ok {
+		return refuseHard("Set the shard key to a constant or a parameter, or delete the row and insert it with the new key.",
+			"UPDATE of shard key column %s.%s to a value the proxy cannot place on one shard is not supported", k.t.Name, k.t.Key)
+	}
+	for _, s := range p.Shards {
+		if s != target {
+			p.KeyGuard = append(p.KeyGuard, s)
+		}
+	}
+	if len(p.KeyGuard) > 0 {
+		p.Reason += fmt.Sprintf("; rows must not move off shard %s", r.names[target])
+	}
+	return nil
 }

@@ -108,7 +108,8 @@ func TestRoute(t *testing.T) {
 		{sql: "INSERT INTO orders (id, user_id) SELECT id, 1 FROM users", refuse: "INSERT ... SELECT"},
 		{sql: "UPDATE orders SET status = 'x' WHERE user_id = 42", shards: one(42)},
 		{sql: "UPDATE orders SET status = 'x'", shards: all},
-		{sql: "UPDATE orders SET user_id = 3 WHERE user_id = 42", refuse: "shard key column"},
+		{sql: "UPDATE orders SET user_id = 3 WHERE user_id = 42", shards: one(42)}, // guarded: see TestKeyGuard
+		{sql: "UPDATE orders SET user_id = user_id + 1 WHERE user_id = 42", refuse: "shard key column"},
 		{sql: "DELETE FROM orders WHERE user_id IN (5, 6)", shards: one(5, 6)},
 		{sql: "CREATE TABLE foo (id int)", shards: all},
 		{sql: "SELECT 1", shards: nil},
@@ -180,4 +181,38 @@ func TestSplitInsertDeparses(t *testing.T) {
 	if n := strings.Count(joined, "INSERT INTO"); n != len(p.Shards) {
 		t.Fatalf("%d statements for %d shards", n, len(p.Shards))
 	}
+}
+
+func TestKeyGuard(t *testing.T) {
+	r := New(goldenTopology(t))
+	cases := []struct {
+		sql    string
+		params Params
+		guard  []int
+	}{
+		// The ORM save pattern: the key written with its own value.
+		{"UPDATE orders SET user_id = 42, status = 'x' WHERE user_id = 42", nil, nil},
+		{"UPDATE orders SET user_id = $1, status = $2 WHERE user_id = $1", tp("42", "x"), nil},
+		// By another column: every shard but the value's must change nothing.
+		{"UPDATE orders SET user_id = $1 WHERE id = $2", tp("42", "7"), []int{0, 1, 3}},
+		// A real move off the row's shard.
+		{"UPDATE orders SET user_id = 1 WHERE user_id = 42", nil, []int{2}},
+	}
+	for _, c := range cases {
+		p, err := r.Route(mustParse(t, c.sql), c.params)
+		if err != nil {
+			t.Fatalf("%s: %v", c.sql, err)
+		}
+		if !reflect.DeepEqual(p.KeyGuard, c.guard) {
+			t.Errorf("%s: key guard %v, want %v", c.sql, p.KeyGuard, c.guard)
+		}
+	}
+}
+
+func tp(vals ...string) textParams {
+	out := make(textParams, len(vals))
+	for i := range vals {
+		out[i] = &vals[i]
+	}
+	return out
 }
