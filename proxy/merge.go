@@ -18,14 +18,14 @@ import (
 
 // gathered is what gather collected from the shards of a scatter.
 type gathered struct {
-	rowDesc  []byte                      // the first shard's RowDescription, raw
-	fields   []pgproto3.FieldDescription // decoded
-	tags     []string                    // each shard's CommandComplete tag
+	rowDesc []byte                      // the first shard's RowDescription, raw
+	fields  []pgproto3.FieldDescription // decoded
+	tags    []string                    // each shard's CommandComplete tag
 	// shardTags are the tags by backend index (nil until one arrives).
 	shardTags []string
-	firstErr []byte                      // the first ErrorResponse, raw
-	empty    bool                        // EmptyQueryResponse
-	rows     int64                       // rows relayed to the client
+	firstErr  []byte // the first ErrorResponse, raw
+	empty     bool   // EmptyQueryResponse
+	rows      int64  // rows relayed to the client
 }
 
 // shardRows is one shard's reply as a fanout.Source: its DataRows, with
