@@ -380,3 +380,27 @@ func TestShardKeyWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestInsertWithoutColumnList: the proxy knows each sharded table's column
+// order from the shards (at start and after DDL, in either protocol).
+func TestInsertWithoutColumnList(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		t.Run(mode.String(), func(t *testing.T) {
+			c := connectMode(t, mode)
+			base := int64(650000) + int64(mode)*1000
+			u0, u3 := userOn(0, base), userOn(3, base)
+			tag, err := c.Exec(ctx, "INSERT INTO users VALUES ($1, 'a', 'a@x', 'nocols'), ($2, 'b', 'b@x', 'nocols')", u0, u3)
+			if err != nil || tag.String() != "INSERT 0 2" {
+				t.Fatalf("insert without a column list: %q %v", tag, err)
+			}
+			if n := shardInt(t, 0, "SELECT count(*) FROM users WHERE id = $1", u0); n != 1 {
+				t.Fatalf("row of user %d not on shard 0", u0)
+			}
+			if n := shardInt(t, 3, "SELECT count(*) FROM users WHERE id = $1", u3); n != 1 {
+				t.Fatalf("row of user %d not on shard 3", u3)
+			}
+			c.Exec(ctx, "DELETE FROM users WHERE city = 'nocols'")
+		})
+	}
+}

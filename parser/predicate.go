@@ -252,6 +252,23 @@ func (s *Statement) InsertKeys(column string) ([]Value, error) {
 			idx = i
 		}
 	}
+	return insertValuesAt(ins, idx)
+}
+
+// InsertKeysAt is InsertKeys for an INSERT without a column list: the
+// values at position idx of each VALUES row (the table's idx-th column).
+func (s *Statement) InsertKeysAt(idx int) ([]Value, error) {
+	ins := s.node.GetInsertStmt()
+	if ins == nil {
+		return nil, fmt.Errorf("not an INSERT")
+	}
+	if len(ins.Cols) > 0 {
+		return nil, fmt.Errorf("the INSERT has a column list")
+	}
+	return insertValuesAt(ins, idx)
+}
+
+func insertValuesAt(ins *pg.InsertStmt, idx int) ([]Value, error) {
 	sel := ins.SelectStmt.GetSelectStmt()
 	if sel == nil || len(sel.ValuesLists) == 0 || sel.Op != pg.SetOperation_SETOP_NONE {
 		return nil, ErrNotValues

@@ -83,6 +83,7 @@ type extState struct {
 	wbuf    []byte
 	errored bool // an error occurred: skip to Sync
 	writes  bool // the current request wrote on cur
+	ddl     bool // the current request ran DDL
 	wrote   []int
 }
 
@@ -243,6 +244,10 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	}
 	p.plan = plan
 	s.q.plan = plan
+	if ps.st.Kind == parser.DDL {
+		// Column collations and order are reread once the DDL is done.
+		x.ddl = true
+	}
 	scatter := (!plan.Single() || len(plan.KeyGuard) > 0) && !s.anywhere(ps.st)
 	if plan.SQL != nil && !scatter {
 		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, a cross-shard merge) is not supported here in the extended protocol yet",
@@ -589,6 +594,14 @@ func (s *session) extSync() error {
 	}
 	x.errored = false
 	x.writes = false
+	if x.ddl {
+		x.ddl = false
+		if s.status == 'I' {
+			s.srv.refreshCollations(context.Background())
+		} else {
+			s.ddlInTx = true
+		}
+	}
 	// Unnamed portals and, outside a transaction, all portals end here.
 	if s.status == 'I' {
 		for k := range x.portals {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -108,6 +109,7 @@ func (s *Server) Warm(ctx context.Context) {
 		p.release(b)
 	}
 	s.textByteOrder = allC
+	s.readColumnOrder(ctx)
 }
 
 // collations are the columns of a shard's tables whose collation is not
@@ -163,7 +165,8 @@ func (c *collations) mentioned(names []string, nondet bool) bool {
 	return false
 }
 
-// refreshCollations rereads every shard's column collations (after DDL).
+// refreshCollations rereads every shard's column collations and the
+// sharded tables' column order (after DDL).
 func (s *Server) refreshCollations(ctx context.Context) {
 	for _, p := range s.pools {
 		b, err := p.acquire(ctx)
@@ -174,6 +177,55 @@ func (s *Server) refreshCollations(ctx context.Context) {
 		s.readCollations(p, b)
 		p.release(b)
 	}
+	s.readColumnOrder(ctx)
+}
+
+// readColumnOrder reads each sharded table's columns, in order, from every
+// shard and gives them to the router (an INSERT without a column list
+// finds its shard key by position). A table whose shards disagree, or
+// that a shard lacks, gets no order: such INSERTs are refused.
+func (s *Server) readColumnOrder(ctx context.Context) {
+	topo := s.router.Topology()
+	var names []string
+	for name, t := range topo.Tables {
+		if t.Key != "" {
+			names = append(names, quoteLiteral(name))
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	q := "SELECT t, coalesce((SELECT json_agg(attname ORDER BY attnum)::text FROM pg_attribute WHERE attrelid = to_regclass(t) AND attnum > 0 AND NOT attisdropped), '') FROM unnest(ARRAY[" +
+		strings.Join(names, ",") + "]::text[]) t"
+	cols := map[string][]string{}
+	seen := map[string]string{}
+	for i, p := range s.pools {
+		b, err := p.acquire(ctx)
+		if err != nil {
+			return // keep what is known; retried after the next DDL
+		}
+		rows, err := simpleRows(b, q)
+		p.release(b)
+		if err != nil {
+			s.log.Warn("read column order", "shard", p.name, "err", err)
+			return
+		}
+		for _, r := range rows {
+			name, list := r[0], r[1]
+			if i == 0 {
+				seen[name] = list
+				var c []string
+				if list != "" && json.Unmarshal([]byte(list), &c) == nil {
+					cols[name] = c
+				} else {
+					cols[name] = nil
+				}
+			} else if seen[name] != list {
+				cols[name] = nil
+			}
+		}
+	}
+	s.router.SetColumnOrder(cols)
 }
 
 // simpleValue runs a one-value query on a backend with the simple protocol.

@@ -52,6 +52,40 @@ type Router struct {
 	all     []int
 	singles [][]int
 	names   []string
+	// keyPos is each sharded table's shard key position in its column
+	// order (table name -> 0-based; -1 where the shards disagree).
+	keyPos atomic.Pointer[map[string]int]
+}
+
+// SetColumnOrder gives the router each sharded table's column names in
+// order, as the shards define them (nil for a table whose shards
+// disagree), so that an INSERT without a column list can find its shard
+// key. Safe to call while routing.
+func (r *Router) SetColumnOrder(cols map[string][]string) {
+	pos := map[string]int{}
+	for name, c := range cols {
+		t := r.topo.Tables[name]
+		if t == nil || t.Key == "" {
+			continue
+		}
+		pos[t.Name] = -1
+		for i, col := range c {
+			if col == t.Key {
+				pos[t.Name] = i
+			}
+		}
+	}
+	r.keyPos.Store(&pos)
+}
+
+// keyPosition returns t's shard key position, if the shards agree on it.
+func (r *Router) keyPosition(t *Table) (int, bool) {
+	m := r.keyPos.Load()
+	if m == nil {
+		return 0, false
+	}
+	p, ok := (*m)[t.Name]
+	return p, ok && p >= 0
 }
 
 // New returns a Router over topo.
@@ -118,6 +152,9 @@ type compiled struct {
 	insertTo *Table
 	// keySet is an UPDATE's SET of the shard key (guardKey).
 	keySet *keyAssign
+	// dynamic plans depend on more than the parameters (the column order
+	// read from the shards): never evaluated once and kept.
+	dynamic bool
 }
 
 func (c *compiled) route(r *Router, params Params) (*Plan, error) {
@@ -146,7 +183,7 @@ func (c *compiled) route(r *Router, params Params) (*Plan, error) {
 func (r *Router) compile(st *parser.Statement) *compiled {
 	c := r.compileRoute(st)
 	c.hint = r.hintOf(st)
-	if c.static == nil && c.err == nil && !c.any && c.eval != nil && !usesParams(st) {
+	if c.static == nil && c.err == nil && !c.any && c.eval != nil && !c.dynamic && !usesParams(st) {
 		// Constant-only: evaluate once.
 		p, err := c.eval(nil)
 		var u *Unsupported
@@ -758,17 +795,36 @@ func (r *Router) compileInsert(st *parser.Statement, a *parser.Analysis, sharded
 		g.result = nil
 	}
 	keys, err := st.InsertKeys(t.Key)
+	noColumns := errors.Is(err, parser.ErrNoColumnList)
+	if noColumns {
+		// The table's own column order says where the key is; it is read
+		// from the shards (SetColumnOrder), so it is looked up each time.
+		keys, err = nil, nil
+		if _, verr := st.InsertKeysAt(0); errors.Is(verr, parser.ErrNotValues) {
+			return &compiled{err: refuse("Name the columns: INSERT INTO "+t.Name+" (...) SELECT ...",
+				"INSERT ... SELECT or DEFAULT VALUES into sharded table %s needs a column list to find shard key %s", t.Name, t.Key)}
+		}
+	}
 	switch {
-	case errors.Is(err, parser.ErrNoColumnList):
-		return &compiled{err: refuse("Name the columns: INSERT INTO "+t.Name+" (...) VALUES (...).",
-			"INSERT into sharded table %s needs a column list to find shard key %s", t.Name, t.Key)}
 	case errors.Is(err, parser.ErrNotValues):
 		return r.compileInsertSelect(a, t, g)
 	case err != nil:
 		return &compiled{err: refuse("Name the columns and give constant rows with VALUES.", "INSERT into %s: %v", t.Name, err)}
 	}
-	c := &compiled{write: true, insertTo: t}
+	c := &compiled{write: true, insertTo: t, dynamic: noColumns}
 	c.eval = func(params Params) (*Plan, error) {
+		keys := keys
+		if noColumns {
+			pos, known := r.keyPosition(t)
+			if !known {
+				return nil, refuse("Name the columns: INSERT INTO "+t.Name+" (...) VALUES (...).",
+					"INSERT into sharded table %s without a column list: the position of shard key %s is not known (the shards' definitions of %s differ or could not be read)", t.Name, t.Key, t.Name)
+			}
+			var err error
+			if keys, err = st.InsertKeysAt(pos); err != nil {
+				return nil, refuse("Name the columns and give constant rows with VALUES.", "INSERT into %s: %v", t.Name, err)
+			}
+		}
 		rowShard := make([]int, len(keys))
 		for i, k := range keys {
 			s, ok := r.shardOfValue(t, k, params)

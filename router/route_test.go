@@ -216,3 +216,30 @@ func tp(vals ...string) textParams {
 	}
 	return out
 }
+
+func TestInsertWithoutColumnList(t *testing.T) {
+	r := New(goldenTopology(t))
+	st := mustParse(t, "INSERT INTO orders VALUES (1, 42, 7), (2, 5, 7)")
+	if _, err := r.Route(st, nil); err == nil {
+		t.Fatal("routed without knowing the column order")
+	}
+	r.SetColumnOrder(map[string][]string{"orders": {"id", "user_id", "restaurant_id"}})
+	p, err := r.Route(st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]bool{PartitionOf(HashInt(42), 4): true, PartitionOf(HashInt(5), 4): true}
+	if len(p.Shards) != len(want) {
+		t.Fatalf("shards %v, want those of keys 42 and 5", p.Shards)
+	}
+	for _, s := range p.Shards {
+		if !want[s] {
+			t.Fatalf("shards %v, want those of keys 42 and 5", p.Shards)
+		}
+	}
+	// The shards disagree: refused again.
+	r.SetColumnOrder(map[string][]string{"orders": nil})
+	if _, err := r.Route(st, nil); err == nil {
+		t.Fatal("routed although the shards disagree on the columns")
+	}
+}
