@@ -2,10 +2,10 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
