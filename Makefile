@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test demo bench lint deps clean
+.PHONY: all build test stress demo bench lint deps clean
 
 all: build
 
@@ -19,6 +19,12 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+# stress runs the long randomized suites: 3000 two-phase-commit crash points
+# and 1000 differential transaction scripts per protocol.
+stress: deps
+	SHARDPROXY_CRASH_POINTS=3000 SHARDPROXY_TX_SCRIPTS=1000 $(GO) test -count=1 -timeout 120m \
+		-run 'TestTwoPhaseCrashRecovery|TestTransactionScriptsMatchPostgres' -v ./integration/
 
 demo: build
 	@scripts/deps.sh --server-only

@@ -272,7 +272,7 @@ func (c *Cluster) writeConf(port int, fresh bool, extra map[string]string) error
 		"synchronous_commit":        "off",
 		"full_page_writes":          "off",
 		"max_connections":           "200",
-		"max_prepared_transactions": "20",
+		"max_prepared_transactions": "100",
 		"shared_buffers":            "64MB",
 		"log_min_messages":          "warning",
 		"timezone":                  "'UTC'",
