@@ -102,3 +102,23 @@ func sumTotal(t *testing.T, from, to int) float64 {
 }
 
 func portOf(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1:] }
+
+// TestSQLAlchemy runs SQLAlchemy's Core and ORM (Debian's python3-sqlalchemy,
+// psycopg2) through the proxy: create_all, a unit of work over several
+// shards, updates and deletes by the mapped key (id, created_at), a failed
+// unit of work rolled back everywhere.
+func TestSQLAlchemy(t *testing.T) {
+	py := "/usr/bin/python3"
+	requireTool(t, "python3-sqlalchemy and python3-psycopg2 (Debian)", exists(py) && exec.Command(py, "-c", "import sqlalchemy, psycopg2").Run() == nil)
+	runClient(t, py, nil, "testdata/orm/sqlalchemy_check.py",
+		fmt.Sprintf("postgresql+psycopg2://app:app@127.0.0.1:%s/deliveryapp", portOf(env.addr)), "820000")
+}
+
+// TestDjango runs Django's migrate (the contrib apps' migrations), save(),
+// delete(), bulk_create and an atomic block over several shards through the
+// proxy (Debian's python3-django, psycopg2).
+func TestDjango(t *testing.T) {
+	py := "/usr/bin/python3"
+	requireTool(t, "python3-django and python3-psycopg2 (Debian)", exists(py) && exec.Command(py, "-c", "import django, psycopg2").Run() == nil)
+	runClient(t, py, nil, "testdata/orm/django_check.py", "127.0.0.1", portOf(env.addr), "830000")
+}

@@ -11,6 +11,9 @@ have_pg() { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/in
 have_pg && command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
 if [ "${1:-}" != "--server-only" ]; then
   /usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 || missing+=(python3-psycopg)
+  /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1 || missing+=(python3-psycopg2)
+  /usr/bin/python3 -c 'import sqlalchemy' >/dev/null 2>&1 || missing+=(python3-sqlalchemy)
+  /usr/bin/python3 -c 'import django' >/dev/null 2>&1 || missing+=(python3-django)
   [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
   command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
   command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
