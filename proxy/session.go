@@ -70,6 +70,7 @@ type session struct {
 	shardHint string
 	hintLocal bool
 	q         queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
+	rs        replicaState // replicas.go: read-your-writes
 }
 
 type setting struct{ name, sql string }
@@ -80,6 +81,7 @@ func (s *session) flush() error {
 	}
 	_, err := s.conn.Write(s.out)
 	s.out = s.out[:0]
+	s.rs.flushes++
 	return err
 }
 
@@ -369,10 +371,14 @@ func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, 
 			defer s.srv.refreshCollations(ctx)
 		}
 	}
+	s.noteWrite(st)
 	if s.status != 'I' {
 		return s.inTransaction(ctx, st, sql, plan)
 	}
 	if plan.Single() {
+		if s.srv.sets != nil && s.srv.sets[plan.Shards[0]] != nil {
+			return s.replicated(ctx, st, plan.Shards[0], sql)
+		}
 		return s.single(ctx, plan.Shards[0], sql)
 	}
 	return s.scatter(ctx, st, sql, plan)
@@ -530,23 +536,7 @@ func (s *session) lastWasError(offset int) bool {
 
 // lease takes a backend from shard's pool and prepares it for this session.
 func (s *session) lease(ctx context.Context, shard int) (*backend, error) {
-	t := time.Now()
-	b, err := s.srv.pools[shard].acquire(ctx)
-	s.waited(shard, t)
-	if err != nil {
-		return nil, err
-	}
-	for _, x := range s.sets {
-		if err := s.quiet(b, x.sql); err != nil {
-			s.release(b)
-			return nil, err
-		}
-		b.dirty = true
-	}
-	s.mu.Lock()
-	s.leased = append(s.leased, b)
-	s.mu.Unlock()
-	return b, nil
+	return s.leaseFrom(ctx, s.srv.pools[shard])
 }
 
 // release hands a backend back, resetting session state it picked up.
