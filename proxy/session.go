@@ -70,7 +70,8 @@ type session struct {
 	shardHint string
 	hintLocal bool
 	q         queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
-	rs        replicaState // replicas.go: read-your-writes
+
+	rs replicaState // replicas.go: read-your-writes
 }
 
 type setting struct{ name, sql string }
