@@ -302,14 +302,15 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 		return b, nil
 	}
 	target := plan.Shards[0]
+	s.noteWrite(st)
 	if x.cur != nil {
-		if s.anywhere(st) || (plan.Single() && plan.Shards[0] == x.cur.pool.shard) {
+		if (s.anywhere(st) || (plan.Single() && plan.Shards[0] == x.cur.pool.shard)) && (!x.cur.pool.reads || readOnly(st)) {
 			return x.cur, nil
 		}
-		// Another shard: finish this part of the request on its backend. Its
-		// implicit transaction commits separately, which is only safe when
-		// neither part writes.
-		if x.writes || st.Writes {
+		// Another shard (or a replica's reads before a write): finish this
+		// part of the request on its backend. Its implicit transaction
+		// commits separately, which is only safe when neither part writes.
+		if (x.writes || st.Writes) && !x.cur.pool.reads {
 			return nil, refused("statements for different shards in one pipeline (before Sync) cannot be atomic when they write",
 				"Send a Sync between them, or group writes by shard key.")
 		}
@@ -317,7 +318,11 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 			return nil, err
 		}
 	}
-	b, err := s.lease(ctx, target)
+	p := s.srv.pools[target]
+	if rp := s.readPool(st, target); rp != nil {
+		p = rp // replicas.go: a read outside a transaction
+	}
+	b, err := s.leaseFrom(ctx, p)
 	if err != nil {
 		return nil, err
 	}

@@ -267,8 +267,15 @@ func (s *session) replicated(ctx context.Context, st *parser.Statement, shard in
 	}
 	err = s.exec(b, sql, false)
 	s.release(b)
-	if err != nil || s.q.sqlstate != "25006" || s.rs.flushes != flushes || len(s.out) < before {
+	if err != nil || s.rs.flushes != flushes || len(s.out) < before {
 		return err
+	}
+	switch {
+	case s.q.sqlstate == "25006":
+	case s.q.sqlstate == "08006" && p != rs.write:
+		// The replica went away mid-read: a read is safe to run again.
+	default:
+		return nil
 	}
 	if p == rs.write {
 		// The "primary" is read-only: look for the promoted one and wait
