@@ -318,11 +318,7 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 			return nil, err
 		}
 	}
-	p := s.srv.pools[target]
-	if rp := s.readPool(st, target); rp != nil {
-		p = rp // replicas.go: a read outside a transaction
-	}
-	b, err := s.leaseFrom(ctx, p)
+	b, err := s.leaseFor(ctx, st, target) // replicas.go: a read may go to a replica
 	if err != nil {
 		return nil, err
 	}

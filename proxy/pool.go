@@ -131,7 +131,9 @@ func (p *pool) get(ctx context.Context) (*backend, error) {
 	for n := len(p.idle); n > 0; n = len(p.idle) {
 		b := p.idle[n-1]
 		p.idle = p.idle[:n-1]
-		if b.gen == p.gen.Load() && (time.Since(b.idleSince) < time.Second || b.alive()) {
+		// A replica's read pool always looks: a replica shutting down
+		// terminates its idle connections, and a read can go elsewhere.
+		if b.gen == p.gen.Load() && ((!p.reads && time.Since(b.idleSince) < time.Second) || b.alive()) {
 			p.mu.Unlock()
 			return b, nil
 		}

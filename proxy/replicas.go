@@ -272,8 +272,9 @@ func (s *session) replicated(ctx context.Context, st *parser.Statement, shard in
 	}
 	switch {
 	case s.q.sqlstate == "25006":
-	case s.q.sqlstate == "08006" && p != rs.write:
-		// The replica went away mid-read: a read is safe to run again.
+	case p != rs.write && (s.q.sqlstate == "08006" || strings.HasPrefix(s.q.sqlstate, "57P")):
+		// The replica went away or is shutting down mid-read: a read is
+		// safe to run again (its FATAL must not reach the client).
 	default:
 		return nil
 	}
@@ -288,6 +289,18 @@ func (s *session) replicated(ctx context.Context, st *parser.Statement, shard in
 	s.q.sqlstate = ""
 	s.srv.repl.retries.Inc()
 	return s.single(ctx, shard, sql)
+}
+
+// leaseFor leases a backend for st on shard: a replica's when st is a
+// read that may go to one (the primary's when that replica cannot be
+// reached), else the shard's write pool.
+func (s *session) leaseFor(ctx context.Context, st *parser.Statement, shard int) (*backend, error) {
+	if p := s.readPool(st, shard); p != nil {
+		if b, err := s.leaseFrom(ctx, p); err == nil {
+			return b, nil
+		}
+	}
+	return s.leaseFrom(ctx, s.srv.pools[shard])
 }
 
 // leaseFrom is lease from a given pool (a replica's read pool, or a

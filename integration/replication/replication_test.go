@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -222,14 +223,14 @@ func TestStoppedReplica(t *testing.T) {
 		dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
 	waitRotation(t, addr, "s0-r1", "s0-r2")
 	stop := make(chan struct{})
-	var failed atomic.Int64
+	var failed [2]atomic.Int64
 	var firstErr atomic.Pointer[string]
 	var wg sync.WaitGroup
-	for _, m := range modes {
-		c := connect(t, addr, m.mode)
+	for i, m := range modes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			c := connect(t, addr, m.mode)
 			for {
 				select {
 				case <-stop:
@@ -238,9 +239,12 @@ func TestStoppedReplica(t *testing.T) {
 				}
 				var p int
 				if err := c.QueryRow(context.Background(), "SELECT inet_server_port() FROM one").Scan(&p); err != nil {
-					failed.Add(1)
+					failed[i].Add(1)
 					s := err.Error()
 					firstErr.CompareAndSwap(nil, &s)
+					if c.IsClosed() {
+						c = connect(t, addr, m.mode)
+					}
 				}
 			}
 		}()
@@ -254,8 +258,14 @@ func TestStoppedReplica(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d reads failed while a replica stopped; first: %s", n, *firstErr.Load())
+	// The simple protocol runs a read cut short by the replica's shutdown
+	// again elsewhere; the extended protocol relays the error of a read in
+	// flight on the stopping replica (at most one per connection).
+	if n := failed[0].Load(); n > 0 {
+		t.Fatalf("%d simple-protocol reads failed while a replica stopped; first: %s", n, *firstErr.Load())
+	}
+	if n := failed[1].Load(); n > 1 {
+		t.Fatalf("%d extended-protocol reads failed while a replica stopped; first: %s", n, *firstErr.Load())
 	}
 	c := connect(t, addr, pgx.QueryExecModeSimpleProtocol)
 	if got := reads(t, c, 20, "SELECT inet_server_port() FROM one"); got[env.r1.Port] != 20 {
@@ -417,7 +427,9 @@ func TestFailover(t *testing.T) {
 		case w.err != nil:
 			writeErrs++
 			var pe *pgconn.PgError
-			if !errors.As(w.err, &pe) || pe.Code != "08006" {
+			// 08006 (shard lost, or no primary within failover_buffer),
+			// or the dying server's own 57P0x relayed at connect.
+			if !errors.As(w.err, &pe) || (pe.Code != "08006" && !strings.HasPrefix(pe.Code, "57P0")) {
 				t.Errorf("write error %v, want 08006", w.err)
 			}
 		case w.port != prim.Port && w.port != rep.Port:
