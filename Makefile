@@ -22,7 +22,7 @@ test: deps
 
 demo: build
 	@scripts/deps.sh --server-only
-	./bin/shardproxy demo
+	./bin/shardproxy demo $(if $(REPLICAS),-replicas)
 
 bench: build
 	@scripts/deps.sh --server-only
