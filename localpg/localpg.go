@@ -44,6 +44,9 @@ type Cluster struct {
 	Port    int
 	bin     string
 	runAs   *user.User
+	// settings are the extra postgresql.conf lines it was started with
+	// (a replica needs the primary's).
+	settings map[string]string
 }
 
 // Set is a group of running clusters.
@@ -234,6 +237,7 @@ func (c *Cluster) Restart(ctx context.Context) error {
 }
 
 func (c *Cluster) start(ctx context.Context, port int, opts Options) error {
+	c.settings = opts.Settings
 	fresh := false
 	if _, err := os.Stat(filepath.Join(c.DataDir, "PG_VERSION")); err != nil {
 		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
@@ -474,9 +478,13 @@ func (s *Set) StartReplica(ctx context.Context, primary *Cluster, name string) (
 			return nil, fmt.Errorf("pg_basebackup %s from %s: %w\n%s", name, primary.Name, err, out)
 		}
 	}
-	// Settings come from the primary's copied localpg.conf; start only
-	// changes the port. hot_standby is on by default.
-	if err := c.start(ctx, 0, Options{Settings: map[string]string{"hot_standby": "on"}}); err != nil {
+	// The primary's settings (a replica needs max_connections and the
+	// like at least as high), on a port of its own, hot standby.
+	settings := map[string]string{"hot_standby": "on"}
+	for k, v := range primary.settings {
+		settings[k] = v
+	}
+	if err := c.start(ctx, 0, Options{Settings: settings}); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
