@@ -275,6 +275,7 @@ func inFailedTx() error {
 // route to different shards outside a transaction.
 func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *router.Plan) (*backend, error) {
 	x := s.x
+	s.noteWrite(st) // replicas.go: read-your-writes
 	if s.status != 'I' {
 		if s.tx != nil && s.anywhere(st) {
 			s.useBackend(s.tx)
@@ -302,7 +303,6 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 		return b, nil
 	}
 	target := plan.Shards[0]
-	s.noteWrite(st)
 	if x.cur != nil {
 		if (s.anywhere(st) || (plan.Single() && plan.Shards[0] == x.cur.pool.shard)) && (!x.cur.pool.reads || readOnly(st)) {
 			return x.cur, nil

@@ -922,6 +922,7 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 	hint := "Send statements for different shards in separate queries."
 	temp := false
 	for _, st := range stmts {
+		s.noteWrite(st) // replicas.go: read-your-writes
 		switch st.Session {
 		case parser.AdvisoryLock:
 			s.fail(s.sessionState(st))

@@ -315,6 +315,30 @@ func TestReadYourWrites(t *testing.T) {
 			if p := port(t, c, "SELECT inet_server_port() FROM one"); p == env.primary.Port {
 				t.Fatalf("read after the read_your_writes window ran on the primary")
 			}
+			// A write inside a transaction counts from the transaction.
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "UPDATE one SET x = 1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if p := port(t, c, "SELECT inet_server_port() FROM one"); p != env.primary.Port {
+				t.Fatalf("read after a transaction that wrote ran on port %d, want the primary", p)
+			}
+			// So does a write in a multi-statement query string.
+			time.Sleep(1100 * time.Millisecond)
+			if m.mode == pgx.QueryExecModeSimpleProtocol {
+				if _, err := c.Exec(ctx, "UPDATE one SET x = 1; SELECT 1"); err != nil {
+					t.Fatal(err)
+				}
+				if p := port(t, c, "SELECT inet_server_port() FROM one"); p != env.primary.Port {
+					t.Fatalf("read after a multi-statement write ran on port %d, want the primary", p)
+				}
+			}
 		})
 	}
 }
