@@ -116,7 +116,7 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 			bind.ResultFormatCodes = append(append([]int16(nil), bind.ResultFormatCodes...), make([]int16, sp.Hidden)...)
 		}
 	}
-	bs, err := s.leaseAll(ctx, plan.Shards)
+	bs, err := s.leaseAllFor(ctx, p.ps.st, plan.Shards) // replicas.go: reads may use replicas
 	defer s.releaseAll(bs)
 	if err != nil {
 		return err

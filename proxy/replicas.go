@@ -303,6 +303,24 @@ func (s *session) leaseFor(ctx context.Context, st *parser.Statement, shard int)
 	return s.leaseFrom(ctx, s.srv.pools[shard])
 }
 
+// leaseAllFor is leaseAll for st: on shards with replicas a read takes a
+// replica's backend (leaseFor). Shards are leased in ascending order, as
+// leaseAll does; on error it returns what it leased.
+func (s *session) leaseAllFor(ctx context.Context, st *parser.Statement, shards []int) ([]*backend, error) {
+	if s.srv.sets == nil || st == nil {
+		return s.leaseAll(ctx, shards)
+	}
+	bs := make([]*backend, 0, len(shards))
+	for _, sh := range shards {
+		b, err := s.leaseFor(ctx, st, sh)
+		if err != nil {
+			return bs, err
+		}
+		bs = append(bs, b)
+	}
+	return bs, nil
+}
+
 // leaseFrom is lease from a given pool (a replica's read pool, or a
 // shard's write pool).
 func (s *session) leaseFrom(ctx context.Context, p *pool) (*backend, error) {

@@ -807,7 +807,7 @@ func (s *session) shardNames(idx []int) string {
 // and plain aggregates combined. Shards run in parallel; replies are read
 // shard after shard, so memory stays bounded by one message.
 func (s *session) scatter(ctx context.Context, st *parser.Statement, text string, plan *router.Plan) error {
-	bs, err := s.leaseAll(ctx, plan.Shards)
+	bs, err := s.leaseAllFor(ctx, st, plan.Shards) // replicas.go: reads may use replicas
 	defer s.releaseAll(bs)
 	if err != nil {
 		s.fail(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,34 @@ func TestRouting(t *testing.T) {
 			} {
 				if p := port(t, c, q); p != env.primary.Port && p != env.other.Port {
 					t.Errorf("%s ran on port %d, want a primary", q, p)
+				}
+			}
+			// Reads across shards: s0's part on a replica; writes across
+			// shards on the primaries.
+			for _, q := range []struct {
+				sql     string
+				allowed []int
+			}{
+				{"SELECT inet_server_port() FROM kv", []int{env.r1.Port, env.r2.Port, env.other.Port}},
+				{"UPDATE kv SET v = v RETURNING inet_server_port()", []int{env.primary.Port, env.other.Port}},
+			} {
+				rows, err := c.Query(context.Background(), q.sql)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ports, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+				if err != nil {
+					t.Fatalf("%s: %v", q.sql, err)
+				}
+				seen := map[int]bool{}
+				for _, p := range ports {
+					if !slices.Contains(q.allowed, int(p)) {
+						t.Fatalf("%s: a row from port %d, want only %v", q.sql, p, q.allowed)
+					}
+					seen[int(p)] = true
+				}
+				if len(seen) != 2 {
+					t.Fatalf("%s: rows from ports %v, want one per shard", q.sql, seen)
 				}
 			}
 			// A transaction (even one that only reads) stays on the primary.
