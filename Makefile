@@ -28,7 +28,7 @@ stress: deps
 
 demo: build
 	@scripts/deps.sh --server-only
-	./bin/shardproxy demo
+	./bin/shardproxy demo $(if $(REPLICAS),-replicas)
 
 bench: build
 	@scripts/deps.sh --server-only

@@ -44,6 +44,9 @@ type Cluster struct {
 	Port    int
 	bin     string
 	runAs   *user.User
+	// settings are the extra postgresql.conf lines it was started with
+	// (a replica needs the primary's).
+	settings map[string]string
 }
 
 // Set is a group of running clusters.
@@ -53,6 +56,7 @@ type Set struct {
 	dir      string
 	tempDir  bool
 	stopOnce sync.Once
+	mu       sync.Mutex // guards Clusters while replicas are added
 }
 
 // ErrNoPostgres means no initdb binary was found.
@@ -75,6 +79,38 @@ func BinDir() (string, error) {
 		}
 	}
 	return "", ErrNoPostgres
+}
+
+// tool finds a Postgres program: in binDir, else beside the real initdb
+// (binDir may hold links to a few programs only), else in PATH.
+func tool(binDir, name string) string {
+	path := filepath.Join(binDir, name)
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	if real, err := filepath.EvalSymlinks(filepath.Join(binDir, "initdb")); err == nil {
+		if p := filepath.Join(filepath.Dir(real), name); p != path {
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	for _, d := range dirs {
+		if p := filepath.Join(d, name); fileExists(p) {
+			return p
+		}
+	}
+	return path
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func versionOf(binDir string) int {
@@ -171,7 +207,10 @@ func (s *Set) DSNs() []string {
 func (s *Set) Stop() {
 	s.stopOnce.Do(func() {
 		var wg sync.WaitGroup
-		for _, c := range s.Clusters {
+		s.mu.Lock()
+		clusters := append([]*Cluster(nil), s.Clusters...)
+		s.mu.Unlock()
+		for _, c := range clusters {
 			wg.Add(1)
 			go func() { defer wg.Done(); _ = c.Stop() }()
 		}
@@ -198,6 +237,7 @@ func (c *Cluster) Restart(ctx context.Context) error {
 }
 
 func (c *Cluster) start(ctx context.Context, port int, opts Options) error {
+	c.settings = opts.Settings
 	fresh := false
 	if _, err := os.Stat(filepath.Join(c.DataDir, "PG_VERSION")); err != nil {
 		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
@@ -322,7 +362,7 @@ func (c *Cluster) ensureDatabase(ctx context.Context, db string) error {
 // run executes a Postgres binary from the bin dir, as the server user when
 // we are root.
 func (c *Cluster) run(ctx context.Context, name string, args ...string) ([]byte, error) {
-	path := filepath.Join(c.bin, name)
+	path := tool(c.bin, name)
 	var cmd *exec.Cmd
 	if c.runAs != nil {
 		cmd = exec.CommandContext(ctx, "runuser", append([]string{"-u", c.runAs.Username, "--", path}, args...)...)
@@ -419,3 +459,50 @@ func (s *Set) StopOnSignal() {
 // InCI reports whether CI=true: integration tests must then fail, never skip,
 // when Postgres cannot start.
 func InCI() bool { return os.Getenv("CI") == "true" }
+
+// StartReplica starts a streaming replica of primary (pg_basebackup -R,
+// hot standby) on a free loopback port, in the set's directory, and adds
+// it to the set so that Stop stops it too. The primary must be running.
+func (s *Set) StartReplica(ctx context.Context, primary *Cluster, name string) (*Cluster, error) {
+	c := &Cluster{Name: name, DataDir: filepath.Join(s.dir, name), bin: primary.bin, runAs: primary.runAs}
+	if _, err := os.Stat(filepath.Join(c.DataDir, "PG_VERSION")); err != nil {
+		// A fresh copy: pg_basebackup wants an empty or missing directory.
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := c.chown(c.DataDir); err != nil {
+			return nil, err
+		}
+		if out, err := c.run(ctx, "pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.Port), "-U", "postgres",
+			"-D", c.DataDir, "-R", "-X", "stream", "--no-sync", "-c", "fast"); err != nil {
+			return nil, fmt.Errorf("pg_basebackup %s from %s: %w\n%s", name, primary.Name, err, out)
+		}
+	}
+	// The primary's settings (a replica needs max_connections and the
+	// like at least as high), on a port of its own, hot standby.
+	settings := map[string]string{"hot_standby": "on"}
+	for k, v := range primary.settings {
+		settings[k] = v
+	}
+	if err := c.start(ctx, 0, Options{Settings: settings}); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.Clusters = append(s.Clusters, c)
+	s.mu.Unlock()
+	return c, nil
+}
+
+// Promote makes a replica a primary (pg_ctl promote, waiting for it).
+func (c *Cluster) Promote(ctx context.Context) error {
+	if out, err := c.run(ctx, "pg_ctl", "-D", c.DataDir, "-w", "-t", "60", "promote"); err != nil {
+		return fmt.Errorf("promote %s: %w\n%s", c.Name, err, out)
+	}
+	return nil
+}
+
+// Kill stops the cluster at once (immediate shutdown, as a crash would).
+func (c *Cluster) Kill() error {
+	_, err := c.run(context.Background(), "pg_ctl", "-D", c.DataDir, "-m", "immediate", "-w", "stop")
+	return err
+}

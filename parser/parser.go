@@ -65,6 +65,11 @@ type Statement struct {
 	// Writes is true for INSERT/UPDATE/DELETE, data-modifying CTEs,
 	// SELECT ... FOR UPDATE and SELECT INTO.
 	Writes bool
+	// SideEffects is true for a SELECT calling a built-in function that
+	// changes state (nextval, setval, advisory locks, pg_notify,
+	// set_config, large objects): it cannot run on a read-only replica.
+	// Functions defined by users are not looked into.
+	SideEffects bool
 	// Session is the connection-level state the statement leaves behind.
 	Session SessionUse
 	// Hints are the routing hints found in the statement's comments
@@ -321,6 +326,9 @@ func analyse(sql string, n *pg.Node) *Statement {
 			s.Writes = true
 		}
 		s.Session = s.sessionUse()
+		if s.Kind == Select && !s.Writes {
+			s.SideEffects = s.sideEffects()
+		}
 	}
 	return s
 }

@@ -47,6 +47,7 @@ var adminHelp = [][]string{
 	{"SHOW POOLS", "backend pools per shard: size, open, idle, in use, waiting clients"},
 	{"SHOW CLIENTS", "client connections"},
 	{"SHOW SERVERS", "backend connections, idle or leased by a client"},
+	{"SHOW REPLICAS", "every server of the shards with replicas: role, state, lag, in flight, latency, reads routed"},
 	{"SHOW STATS", "statements, errors and time per route kind and per shard"},
 	{"SHOW TOTALS", "global counters: slow queries, dropped log lines, parse cache"},
 	{"SHOW QUERIES", "per-fingerprint statistics, by total time"},
@@ -161,6 +162,8 @@ func (s *session) adminShow(what, arg string) error {
 	switch what {
 	case "HELP":
 		s.rows(textCols("command", "description"), adminHelp)
+	case "REPLICAS":
+		s.showReplicas()
 	case "SHARDS":
 		var data [][]string
 		for i, st := range srv.health.status() {
@@ -169,7 +172,7 @@ func (s *session) adminShow(what, arg string) error {
 			if !st.Up {
 				state = "down"
 			}
-			data = append(data, []string{st.Name, p.cfg.Host, strconv.Itoa(int(p.cfg.Port)), p.cfg.Database, state,
+			data = append(data, []string{st.Name, p.config().Host, strconv.Itoa(int(p.config().Port)), p.config().Database, state,
 				fmtTime(st.Since), strconv.FormatUint(st.Checks, 10), fmtTime(st.LastCheck),
 				strconv.Itoa(st.ConsecutiveFailures), st.LastError})
 		}
@@ -345,7 +348,7 @@ func (srv *Server) configRows() [][]string {
 	h := srv.health.cfg.Load()
 	var shards []string
 	for _, p := range srv.pools {
-		shards = append(shards, p.name+"="+net.JoinHostPort(p.cfg.Host, strconv.Itoa(int(p.cfg.Port)))+"/"+p.cfg.Database)
+		shards = append(shards, p.name+"="+net.JoinHostPort(p.config().Host, strconv.Itoa(int(p.config().Port)))+"/"+p.config().Database)
 	}
 	return [][]string{
 		{"listen", c.Listen, "no"},

@@ -34,6 +34,9 @@ type Config struct {
 	MergeMemoryMB int `yaml:"merge_memory_mb"`
 	// TwoPhase configures two-phase commit of writes on several shards.
 	TwoPhase TwoPhaseConfig `yaml:"two_phase"`
+	// Replicas says how reads use the shards' replicas and how writes
+	// follow a promoted replica (replicas.go).
+	Replicas ReplicasConfig `yaml:"replicas"`
 }
 
 // TwoPhaseConfig configures two-phase commit.
@@ -48,6 +51,32 @@ type TwoPhaseConfig struct {
 	// RecoveryInterval is how often prepared transactions left by a crash
 	// are resolved. Default 10s.
 	RecoveryInterval time.Duration `yaml:"recovery_interval"`
+}
+
+// ReplicasConfig configures reads from replicas and failover. It applies to
+// shards with replicas in the topology; the others only use FailoverBuffer.
+type ReplicasConfig struct {
+	// ReadFrom is where reads outside transactions go: primary (default),
+	// replicas (a healthy replica, the primary when none is), or any
+	// (replicas and the primary alike). A user's read_from overrides it.
+	ReadFrom string `yaml:"read_from"`
+	// Balance picks among the eligible servers: round_robin (default),
+	// least_connections, weighted, fastest_response.
+	Balance string `yaml:"balance"`
+	// MaxLag takes a replica out of rotation while its replay is this far
+	// behind in time. Default 30s; negative: no limit on time.
+	MaxLag time.Duration `yaml:"max_lag"`
+	// MaxLagBytes takes a replica out of rotation while its replay is this
+	// many bytes of WAL behind the primary. Default 16 MiB; negative: no
+	// limit on bytes.
+	MaxLagBytes int64 `yaml:"max_lag_bytes"`
+	// ReadYourWrites sends a session's reads to the primary for this long
+	// after it writes. Default 2s; a negative value turns it off.
+	ReadYourWrites time.Duration `yaml:"read_your_writes"`
+	// FailoverBuffer is how long a statement for a shard with no usable
+	// primary waits for one (a promotion) before failing with 08006.
+	// Zero (default) fails at once.
+	FailoverBuffer time.Duration `yaml:"failover_buffer"`
 }
 
 // HealthConfig configures the per-shard health checker. Every field is
@@ -73,6 +102,8 @@ type User struct {
 	Password string `yaml:"password"`
 	// Auth is scram-sha-256 (default) or trust.
 	Auth string `yaml:"auth"`
+	// ReadFrom overrides replicas.read_from for this user's sessions.
+	ReadFrom string `yaml:"read_from"`
 }
 
 // PoolConfig bounds backend connections.
@@ -130,6 +161,21 @@ func (c Config) WithDefaults() Config {
 	if c.Health.Successes == 0 {
 		c.Health.Successes = 2
 	}
+	if c.Replicas.ReadFrom == "" {
+		c.Replicas.ReadFrom = "primary"
+	}
+	if c.Replicas.Balance == "" {
+		c.Replicas.Balance = "round_robin"
+	}
+	if c.Replicas.MaxLag == 0 {
+		c.Replicas.MaxLag = 30 * time.Second
+	}
+	if c.Replicas.MaxLagBytes == 0 {
+		c.Replicas.MaxLagBytes = 16 << 20
+	}
+	if c.Replicas.ReadYourWrites == 0 {
+		c.Replicas.ReadYourWrites = 2 * time.Second
+	}
 	for i := range c.Users {
 		if c.Users[i].Auth == "" {
 			c.Users[i].Auth = "scram-sha-256"
@@ -153,6 +199,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("user %s: listed twice", u.Name))
 		}
 		seen[u.Name] = true
+		if u.ReadFrom != "" && readFromOf(u.ReadFrom) == 0 {
+			errs = append(errs, fmt.Errorf("user %s: read_from %q is not primary, replicas or any", u.Name, u.ReadFrom))
+		}
 		switch u.Auth {
 		case "scram-sha-256", "":
 			if u.Password == "" {
@@ -193,6 +242,15 @@ func (c Config) Validate() error {
 	}
 	if c.TwoPhase.RecoveryInterval < 0 {
 		errs = append(errs, errors.New("two_phase.recovery_interval must be positive"))
+	}
+	if readFromOf(c.Replicas.ReadFrom) == 0 {
+		errs = append(errs, fmt.Errorf("replicas.read_from %q is not primary, replicas or any", c.Replicas.ReadFrom))
+	}
+	if balanceOf(c.Replicas.Balance) == 0 {
+		errs = append(errs, fmt.Errorf("replicas.balance %q is not round_robin, least_connections, weighted or fastest_response", c.Replicas.Balance))
+	}
+	if c.Replicas.FailoverBuffer < 0 {
+		errs = append(errs, errors.New("replicas.failover_buffer must be positive"))
 	}
 	return errors.Join(errs...)
 }

@@ -293,6 +293,7 @@ func inFailedTx() error {
 // route to different shards outside a transaction.
 func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *router.Plan) (*backend, error) {
 	x := s.x
+	s.noteWrite(st) // replicas.go: read-your-writes
 	if s.status != 'I' {
 		if s.tx != nil && s.anywhere(st) {
 			s.useBackend(s.tx)
@@ -321,13 +322,13 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 	}
 	target := plan.Shards[0]
 	if x.cur != nil {
-		if s.anywhere(st) || (plan.Single() && plan.Shards[0] == x.cur.pool.shard) {
+		if (s.anywhere(st) || (plan.Single() && plan.Shards[0] == x.cur.pool.shard)) && (!x.cur.pool.reads || readOnly(st)) {
 			return x.cur, nil
 		}
-		// Another shard: finish this part of the request on its backend. Its
-		// implicit transaction commits separately, which is only safe when
-		// neither part writes.
-		if x.writes || st.Writes {
+		// Another shard (or a replica's reads before a write): finish this
+		// part of the request on its backend. Its implicit transaction
+		// commits separately, which is only safe when neither part writes.
+		if (x.writes || st.Writes) && !x.cur.pool.reads {
 			return nil, refused("statements for different shards in one pipeline (before Sync) cannot be atomic when they write",
 				"Send a Sync between them, or group writes by shard key.")
 		}
@@ -335,7 +336,7 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 			return nil, err
 		}
 	}
-	b, err := s.lease(ctx, target)
+	b, err := s.leaseFor(ctx, st, target) // replicas.go: a read may go to a replica
 	if err != nil {
 		return nil, err
 	}

@@ -129,7 +129,7 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 		}
 	} else {
 		var err error
-		bs, err = s.leaseAll(ctx, plan.Shards)
+		bs, err = s.leaseAllFor(ctx, p.ps.st, plan.Shards) // replicas.go: reads may use replicas
 		defer s.releaseAll(bs)
 		if err != nil {
 			return err

@@ -27,6 +27,11 @@ type healthChecker struct {
 	log    *slog.Logger
 	cfg    atomic.Pointer[HealthConfig]
 	shards []*shardHealth
+	// sets are the replicated shards (replicas.go): each of their
+	// servers has a loop of its own (serverLoop) instead of the shard's;
+	// policy holds the replica lag limits.
+	sets   []*replicaSet
+	policy *atomic.Pointer[readPolicy]
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -69,7 +74,14 @@ func (h *healthChecker) start(ctx context.Context) {
 		return
 	}
 	ctx, h.cancel = context.WithCancel(ctx)
-	for _, sh := range h.shards {
+	for i, sh := range h.shards {
+		if h.sets != nil && h.sets[i] != nil {
+			for _, sv := range h.sets[i].servers {
+				h.wg.Add(1)
+				go h.serverLoop(ctx, sv, sh)
+			}
+			continue
+		}
 		h.wg.Add(1)
 		go h.loop(ctx, sh)
 	}
@@ -123,7 +135,7 @@ func (sh *shardHealth) ping(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if sh.conn == nil {
-		c, err := pgconn.ConnectConfig(ctx, sh.p.cfg)
+		c, err := pgconn.ConnectConfig(ctx, sh.p.config())
 		if err != nil {
 			return err
 		}
@@ -163,6 +175,7 @@ func (h *healthChecker) update(sh *shardHealth, cfg *HealthConfig, err error) {
 	if !sh.up && sh.oks >= cfg.Successes {
 		sh.up, sh.since = true, now
 		sh.p.downErr.Store(nil)
+		sh.p.signal()
 		h.log.Info("shard up", "shard", sh.p.name, "successes", sh.oks)
 	}
 }

@@ -140,7 +140,11 @@ func (s *session) waited(shard int, since time.Time) {
 
 // shardDone records that b answered (ReadyForQuery) a statement sent at sent.
 func (s *session) shardDone(b *backend, sent time.Time) {
-	s.q.shards = append(s.q.shards, shardTime{shard: b.pool.shard, d: time.Since(sent)})
+	d := time.Since(sent)
+	s.q.shards = append(s.q.shards, shardTime{shard: b.pool.shard, d: d})
+	if b.pool.reads || s.srv.sets != nil {
+		b.pool.observe(d) // balance.go: fastest_response
+	}
 }
 
 // SlowLog configures the slow-query and error log.

@@ -35,6 +35,12 @@ type backend struct {
 	wbuf     []byte
 	// stmts are the global statement names prepared on this connection.
 	stmts map[string]bool
+	// gen is the pool's generation when b was dialed: a backend of an
+	// older generation (the server before a failover) is never reused.
+	gen uint64
+	// host and port are the server b is connected to (for cancel).
+	host string
+	port uint16
 }
 
 // pool holds idle backend connections to one shard. Waiters are served in
@@ -43,15 +49,30 @@ type backend struct {
 type pool struct {
 	shard   int
 	name    string
-	cfg     *pgconn.Config
+	cfgp    atomic.Pointer[pgconn.Config] // the server dialed; a failover swaps it (retarget)
 	size    int
 	timeout time.Duration
+	// gen counts retargets; backends of older generations are closed.
+	gen atomic.Uint64
+	// srv is the server the pool dials now, nil for a shard without
+	// replicas (replicas.go); it keeps the per-server figures.
+	srv atomic.Pointer[server]
+	// reads marks a replica-set server's read pool (replicas.go).
+	reads bool
+	// load is what the read balancer looks at (balance.go).
+	load poolLoad
+	// buffer is how long acquire waits for a down pool to come back (or
+	// be retargeted) before failing (replicas.failover_buffer).
+	buffer atomic.Int64
 
 	mu      sync.Mutex
 	idle    []*backend
 	open    int
 	waiters []chan leaseResult
 	closed  bool
+	// changed is closed (and replaced) when the pool comes up or is
+	// retargeted: acquire's failover wait listens on it.
+	changed chan struct{}
 	params  map[string]string // ParameterStatus of the first connection
 	// colls are the shard's columns with collations other than C (nil:
 	// not known yet, treated as "some").
@@ -77,14 +98,30 @@ func newPool(shard int, name, dsn string, size int, connectTimeout, acquireTimeo
 		return nil, fmt.Errorf("shard %s: parse dsn: %w", name, err)
 	}
 	cfg.ConnectTimeout = connectTimeout
-	return &pool{shard: shard, name: name, cfg: cfg, size: size, timeout: acquireTimeout}, nil
+	p := &pool{shard: shard, name: name, size: size, timeout: acquireTimeout, changed: make(chan struct{})}
+	p.cfgp.Store(cfg)
+	return p, nil
 }
+
+// config is the server the pool dials now.
+func (p *pool) config() *pgconn.Config { return p.cfgp.Load() }
 
 // acquire leases a backend, dialing one if the pool is below size, else
 // waiting up to the acquire timeout.
 func (p *pool) acquire(ctx context.Context) (*backend, error) {
+	b, err := p.get(ctx)
+	if err == nil {
+		p.load.busy.Add(1)
+		p.load.routed.Add(1)
+	}
+	return b, err
+}
+
+func (p *pool) get(ctx context.Context) (*backend, error) {
 	if e := p.downErr.Load(); e != nil {
-		return nil, e
+		if err := p.awaitUp(ctx, e); err != nil {
+			return nil, err
+		}
 	}
 	p.mu.Lock()
 	if p.closed {
@@ -94,7 +131,9 @@ func (p *pool) acquire(ctx context.Context) (*backend, error) {
 	for n := len(p.idle); n > 0; n = len(p.idle) {
 		b := p.idle[n-1]
 		p.idle = p.idle[:n-1]
-		if time.Since(b.idleSince) < time.Second || b.alive() {
+		// A replica's read pool always looks: a replica shutting down
+		// terminates its idle connections, and a read can go elsewhere.
+		if b.gen == p.gen.Load() && ((!p.reads && time.Since(b.idleSince) < time.Second) || b.alive()) {
 			p.mu.Unlock()
 			return b, nil
 		}
@@ -138,6 +177,7 @@ func (p *pool) acquire(ctx context.Context) (*backend, error) {
 	select {
 	case r := <-ch:
 		if r.b != nil {
+			p.load.busy.Add(1) // release counts it back
 			p.release(r.b)
 		}
 	default:
@@ -151,10 +191,11 @@ func (p *pool) acquire(ctx context.Context) (*backend, error) {
 // release returns a backend. A broken one, or one not idle outside a
 // transaction, is closed and its slot freed.
 func (p *pool) release(b *backend) {
+	p.load.busy.Add(-1)
 	if p.downErr.Load() != nil {
 		b.broken = true // the shard went down while b was leased
 	}
-	if b.broken || b.txStatus != 'I' {
+	if b.broken || b.txStatus != 'I' || b.gen != p.gen.Load() {
 		b.conn.Close()
 		p.mu.Lock()
 		p.open--
@@ -230,7 +271,9 @@ func (b *backend) alive() bool {
 }
 
 func (p *pool) dial(ctx context.Context) (*backend, error) {
-	conn, err := pgconn.ConnectConfig(ctx, p.cfg)
+	gen := p.gen.Load()
+	cfg := p.config()
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		p.connectErrors.Add(1)
 		return nil, &shardError{shard: p.name, err: err}
@@ -242,7 +285,7 @@ func (p *pool) dial(ctx context.Context) (*backend, error) {
 		return nil, &shardError{shard: p.name, err: err}
 	}
 	b := &backend{conn: h.Conn, rd: newFrameReader(h.Conn, 32<<10), pid: h.PID, secret: h.SecretKey,
-		params: h.ParameterStatuses, pool: p, txStatus: 'I'}
+		params: h.ParameterStatuses, pool: p, txStatus: 'I', gen: gen, host: cfg.Host, port: cfg.Port}
 	p.mu.Lock()
 	if p.params == nil {
 		p.params = h.ParameterStatuses
@@ -271,7 +314,7 @@ func (p *pool) close() {
 
 // cancel sends a CancelRequest for whatever b is running.
 func (b *backend) cancel() {
-	addr := net.JoinHostPort(b.pool.cfg.Host, fmt.Sprint(b.pool.cfg.Port))
+	addr := net.JoinHostPort(b.host, fmt.Sprint(b.port))
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
 		return

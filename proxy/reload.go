@@ -94,6 +94,7 @@ func (s *Server) Apply(cfg Config) error {
 	}
 	h := cfg.Health
 	s.health.cfg.Store(&h)
+	s.applyReplicas(cfg)
 	s.obs.stats.resize(cfg.QueryStats)
 	return nil
 }

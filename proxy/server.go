@@ -53,6 +53,12 @@ type Server struct {
 	reloader reloaderFunc
 	// tpc is two-phase commit's state (twophase.go).
 	tpc *twoPhase
+
+	// Replicas (replicas.go): the replica set of each shard that has
+	// replicas (nil when none has), the read policy, their metrics.
+	sets       []*replicaSet
+	readPolicy atomic.Pointer[readPolicy]
+	repl       *replicaMetrics
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards
@@ -75,9 +81,22 @@ func New(cfg Config, topo *router.Topology, log *slog.Logger) (*Server, error) {
 		}
 		s.pools = append(s.pools, p)
 	}
+	sets, err := newReplicaSets(cfg, topo, s.pools)
+	if err != nil {
+		return nil, err
+	}
+	s.sets = sets
+	s.readPolicy.Store(newReadPolicy(cfg))
+	s.repl = newReplicaMetrics()
+	for _, rs := range sets {
+		if rs != nil {
+			rs.failovers = s.repl.failovers
+		}
+	}
 	if err := s.initObserve(cfg, topo); err != nil {
 		return nil, err
 	}
+	s.health.sets, s.health.policy = sets, &s.readPolicy
 	var seed [4]byte
 	rand.Read(seed[:])
 	s.nextPID.Store(binary.BigEndian.Uint32(seed[:]) >> 8)
@@ -370,6 +389,7 @@ func (s *Server) Close() {
 	for _, p := range s.pools {
 		p.close()
 	}
+	s.closeReplicas()
 }
 
 func (s *Server) handle(ctx context.Context, c net.Conn) {

@@ -55,6 +55,8 @@ type session struct {
 	shardHint string
 	hintLocal bool
 	q         queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
+
+	rs replicaState // replicas.go: read-your-writes
 }
 
 type setting struct{ name, sql string }
@@ -65,6 +67,7 @@ func (s *session) flush() error {
 	}
 	_, err := s.conn.Write(s.out)
 	s.out = s.out[:0]
+	s.rs.flushes++
 	return err
 }
 
@@ -353,10 +356,14 @@ func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, 
 			defer s.srv.refreshCollations(ctx)
 		}
 	}
+	s.noteWrite(st)
 	if s.status != 'I' {
 		return s.inTransaction(ctx, st, sql, plan)
 	}
 	if plan.Single() && len(plan.KeyGuard) == 0 {
+		if s.srv.sets != nil && s.srv.sets[plan.Shards[0]] != nil {
+			return s.replicated(ctx, st, plan.Shards[0], sql)
+		}
 		return s.single(ctx, plan.Shards[0], sql)
 	}
 	if st.Writes || plan.Write {
@@ -452,23 +459,7 @@ func (s *session) lastWasError(offset int) bool {
 
 // lease takes a backend from shard's pool and prepares it for this session.
 func (s *session) lease(ctx context.Context, shard int) (*backend, error) {
-	t := time.Now()
-	b, err := s.srv.pools[shard].acquire(ctx)
-	s.waited(shard, t)
-	if err != nil {
-		return nil, err
-	}
-	for _, x := range s.sets {
-		if err := s.quiet(b, x.sql); err != nil {
-			s.release(b)
-			return nil, err
-		}
-		b.dirty = true
-	}
-	s.mu.Lock()
-	s.leased = append(s.leased, b)
-	s.mu.Unlock()
-	return b, nil
+	return s.leaseFrom(ctx, s.srv.pools[shard])
 }
 
 // release hands a backend back, resetting session state it picked up.
@@ -681,7 +672,7 @@ func (s *session) shardNames(idx []int) string {
 // and plain aggregates combined. Shards run in parallel; replies are read
 // shard after shard, so memory stays bounded by one message.
 func (s *session) scatter(ctx context.Context, st *parser.Statement, text string, plan *router.Plan) error {
-	bs, err := s.leaseAll(ctx, plan.Shards)
+	bs, err := s.leaseAllFor(ctx, st, plan.Shards) // replicas.go: reads may use replicas
 	defer s.releaseAll(bs)
 	if err != nil {
 		s.fail(err)
@@ -834,6 +825,7 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 	hint := "Send statements for different shards in separate queries."
 	temp, across := false, false
 	for _, st := range stmts {
+		s.noteWrite(st) // replicas.go: read-your-writes
 		switch st.Session {
 		case parser.AdvisoryLock:
 			s.fail(s.sessionState(st))

@@ -34,8 +34,36 @@ type Config struct {
 // ShardConfig names one backend Postgres database.
 type ShardConfig struct {
 	Name string `yaml:"name"`
-	// DSN is a libpq URL or key=value string for the shard's database.
+	// DSN is a libpq URL or key=value string for the shard's database:
+	// its primary, where writes go.
 	DSN string `yaml:"dsn"`
+	// Weight is the primary's share of reads under the weighted balance
+	// when reads may go to it (read_from: any). Default 1.
+	Weight int `yaml:"weight"`
+	// Replicas are the primary's streaming replicas: reads outside
+	// transactions may go to them, and one of them becomes the write
+	// target when the operator's HA tool promotes it.
+	Replicas []ReplicaConfig `yaml:"replicas"`
+}
+
+// ReplicaConfig is one streaming replica of a shard.
+type ReplicaConfig struct {
+	// Name identifies the replica in metrics and the admin console.
+	// Default: the shard's name with "-r1", "-r2"... appended.
+	Name string `yaml:"name"`
+	DSN  string `yaml:"dsn"`
+	// Weight is the replica's share of reads under the weighted balance.
+	// Default 1; 0 is not allowed (remove the replica instead).
+	Weight int `yaml:"weight"`
+}
+
+// ReplicaName is the name of the shard's j-th replica (from 0): its own,
+// or the shard's name with -r1, -r2... appended.
+func (s ShardConfig) ReplicaName(j int) string {
+	if n := s.Replicas[j].Name; n != "" {
+		return n
+	}
+	return fmt.Sprintf("%s-r%d", s.Name, j+1)
 }
 
 // TableConfig says how one table is placed.
@@ -133,6 +161,23 @@ func NewTopology(c *Config) (*Topology, error) {
 			bad("shards[%d]: name is required", i)
 		case s.DSN == "":
 			bad("shard %s: dsn is required", s.Name)
+		}
+		if s.Weight < 0 {
+			bad("shard %s: weight must be positive", s.Name)
+		}
+		seen := map[string]bool{s.Name: true}
+		for j, r := range s.Replicas {
+			if r.DSN == "" {
+				bad("shard %s: replicas[%d]: dsn is required", s.Name, j)
+			}
+			if r.Weight < 0 {
+				bad("shard %s: replicas[%d]: weight must be positive", s.Name, j)
+			}
+			name := s.ReplicaName(j)
+			if seen[name] {
+				bad("shard %s: replicas[%d]: duplicate server name %q", s.Name, j, name)
+			}
+			seen[name] = true
 		}
 		if _, dup := t.index[s.Name]; dup && s.Name != "" {
 			bad("shard %s: duplicate shard name", s.Name)

@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/ w
 func goldenTopology(t testing.TB) *Topology {
 	t.Helper()
 	cfg := &Config{
-		Shards: []ShardConfig{{"s0", "x"}, {"s1", "x"}, {"s2", "x"}, {"s3", "x"}},
+		Shards: []ShardConfig{{Name: "s0", DSN: "x"}, {Name: "s1", DSN: "x"}, {Name: "s2", DSN: "x"}, {Name: "s3", DSN: "x"}},
 		Tables: map[string]TableConfig{
 			"users":            {Strategy: Hash, Key: "id"},
 			"orders":           {Strategy: Hash, Key: "user_id"},

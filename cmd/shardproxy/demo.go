@@ -35,19 +35,20 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", ".demo", "work folder for the shards' data")
 	listen := fs.String("listen", "127.0.0.1:6432", "proxy address")
+	replicas := fs.Bool("replicas", false, "start one streaming replica per shard and send reads outside transactions to it")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runDemo(ctx, *dir, *listen, stdout, stderr); err != nil && !errors.Is(err, context.Canceled) {
+	if err := runDemo(ctx, *dir, *listen, *replicas, stdout, stderr); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(stderr, "demo:", err)
 		return 1
 	}
 	return 0
 }
 
-func runDemo(ctx context.Context, dir, listen string, stdout, stderr io.Writer) error {
+func runDemo(ctx context.Context, dir, listen string, withReplicas bool, stdout, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w (is another demo or Postgres running there?)", listen, err)
@@ -69,12 +70,23 @@ func runDemo(ctx context.Context, dir, listen string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer set.Stop()
+	var replicas []*localpg.Cluster
+	if withReplicas {
+		for _, c := range set.Clusters[:4] {
+			fmt.Fprintf(stdout, "starting a streaming replica of %s ...\n", c.Name)
+			r, err := set.StartReplica(ctx, c, c.Name+"-r1")
+			if err != nil {
+				return err
+			}
+			replicas = append(replicas, r)
+		}
+	}
 
-	f, err := demoConfig(set, listen)
+	f, err := demoConfig(set, replicas, listen)
 	if err != nil {
 		return err
 	}
-	out, _ := yaml.Marshal(demoYAML(set, listen))
+	out, _ := yaml.Marshal(demoYAML(set, replicas, listen))
 	cfgPath := filepath.Join(dir, "shardproxy.yaml")
 	os.WriteFile(cfgPath, out, 0o644)
 
@@ -143,7 +155,7 @@ Try:
   SELECT count(DISTINCT restaurant_id) FROM orders;         -- exact: distinct values merged
   SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders;  -- refused (0A000): no exact merge
 
-Admin console (SHOW SHARDS, SHOW POOLS, SHOW QUERIES, SHOW ROUTE <sql>, ...):
+Admin console (SHOW SHARDS, SHOW POOLS, SHOW REPLICAS, SHOW QUERIES, SHOW ROUTE <sql>, ...):
   psql "postgres://app:app@%s/shardproxy"
 %s
 Ctrl-C stops the proxy and the shards (data stays in %s for the next run).
@@ -157,10 +169,14 @@ Ctrl-C stops the proxy and the shards (data stays in %s for the next run).
 	}
 }
 
-func demoYAML(set *localpg.Set, listen string) map[string]any {
-	var shards []map[string]string
-	for i, dsn := range set.DSNs() {
-		shards = append(shards, map[string]string{"name": fmt.Sprintf("s%d", i), "dsn": dsn})
+func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen string) map[string]any {
+	var shards []map[string]any
+	for i, dsn := range set.DSNs()[:4] {
+		sh := map[string]any{"name": fmt.Sprintf("s%d", i), "dsn": dsn}
+		if i < len(replicas) {
+			sh["replicas"] = []map[string]string{{"dsn": replicas[i].DSN("deliveryapp")}}
+		}
+		shards = append(shards, sh)
 	}
 	var ex map[string]any
 	yaml.Unmarshal(delivery.ExampleConfig, &ex)
@@ -168,11 +184,14 @@ func demoYAML(set *localpg.Set, listen string) map[string]any {
 	ex["shards"] = shards
 	delete(ex, "admin_listen") // the demo serves it itself when the port is free
 	ex["admins"] = []string{"app"}
+	if len(replicas) > 0 {
+		ex["replicas"] = map[string]any{"read_from": "replicas", "balance": "round_robin", "failover_buffer": "5s"}
+	}
 	return ex
 }
 
-func demoConfig(set *localpg.Set, listen string) (*config.File, error) {
-	out, err := yaml.Marshal(demoYAML(set, listen))
+func demoConfig(set *localpg.Set, replicas []*localpg.Cluster, listen string) (*config.File, error) {
+	out, err := yaml.Marshal(demoYAML(set, replicas, listen))
 	if err != nil {
 		return nil, err
 	}

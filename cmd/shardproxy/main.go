@@ -69,7 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 const usage = `usage:
   shardproxy [-config FILE]        serve (default config: shardproxy.yaml)
   shardproxy check-config FILE     validate a config file and exit
-  shardproxy demo [-dir DIR]       start 4 local shards, load sample data, serve on 127.0.0.1:6432
+  shardproxy demo [-dir DIR] [-replicas]  start 4 local shards (and a replica each), load sample data, serve on 127.0.0.1:6432
 `
 
 func checkConfig(args []string, stdout, stderr io.Writer) int {

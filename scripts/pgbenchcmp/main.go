@@ -30,6 +30,7 @@ func main() {
 	rounds := flag.Int("rounds", 2, "interleaved rounds per target")
 	scale := flag.Int("scale", 10, "pgbench scale")
 	modes := flag.String("modes", "simple,extended,prepared", "pgbench -M modes")
+	replicas := flag.Int("replicas", 0, "also start this many streaming replicas and a proxy that reads from them")
 	cpuprofile := flag.String("cpuprofile", "", "write the proxy's CPU profile (whole run) to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -39,7 +40,7 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := run(*clients, *modes, *secs, *rounds, *scale); err != nil {
+	if err := run(*clients, *modes, *secs, *rounds, *scale, *replicas); err != nil {
 		fmt.Fprintln(os.Stderr, "pgbenchcmp:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -52,7 +53,7 @@ type target struct {
 	cpu  func() time.Duration // middleman CPU so far; nil for direct
 }
 
-func run(clientList, modeList string, secs, rounds, scale int) error {
+func run(clientList, modeList string, secs, rounds, scale, replicas int) error {
 	ctx := context.Background()
 	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: "bench", Settings: map[string]string{"max_connections": "300"}})
 	if err != nil {
@@ -86,6 +87,14 @@ func run(clientList, modeList string, secs, rounds, scale int) error {
 	targets := []target{
 		{name: "direct", url: shard.DSN("bench")},
 		{name: "shardproxy", url: "postgres://bench@" + ln.Addr().String() + "/bench?sslmode=disable", cpu: func() time.Duration { return procCPU(os.Getpid()) }},
+	}
+	if replicas > 0 {
+		t, stop, err := replicaProxy(ctx, set, shard, replicas)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		targets = append(targets, t)
 	}
 	if pb, stop, err := startPgbouncer(set.Dir(), shard.Port); err == nil {
 		defer stop()
@@ -143,6 +152,37 @@ func run(clientList, modeList string, secs, rounds, scale int) error {
 		}
 	}
 	return nil
+}
+
+// replicaProxy starts n streaming replicas of shard and a second proxy
+// (in this process) whose reads go to them, round robin.
+func replicaProxy(ctx context.Context, set *localpg.Set, shard *localpg.Cluster, n int) (target, func(), error) {
+	sc := router.ShardConfig{Name: "s0", DSN: shard.DSN("bench")}
+	for i := 0; i < n; i++ {
+		r, err := set.StartReplica(ctx, shard, fmt.Sprintf("%s-r%d", shard.Name, i+1))
+		if err != nil {
+			return target{}, nil, err
+		}
+		sc.Replicas = append(sc.Replicas, router.ReplicaConfig{DSN: r.DSN("bench")})
+	}
+	topo, err := router.NewTopology(&router.Config{Shards: []router.ShardConfig{sc}})
+	if err != nil {
+		return target{}, nil, err
+	}
+	srv, err := proxy.New(proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
+		Pool: proxy.PoolConfig{Size: 16}, Health: proxy.HealthConfig{Interval: 500 * time.Millisecond},
+		Replicas: proxy.ReplicasConfig{ReadFrom: "replicas", ReadYourWrites: -1}}, topo, nil)
+	if err != nil {
+		return target{}, nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return target{}, nil, err
+	}
+	go srv.Serve(ctx, ln)
+	time.Sleep(2 * time.Second) // the first probes put the replicas in rotation
+	return target{name: fmt.Sprintf("proxy+%dr", n), url: "postgres://bench@" + ln.Addr().String() + "/bench?sslmode=disable",
+		cpu: func() time.Duration { return procCPU(os.Getpid()) }}, srv.Close, nil
 }
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
