@@ -685,7 +685,7 @@ func (s *session) relayOne(b *backend, r reply) error {
 			s.out = append(s.out, raw...)
 			continue
 		case 'S':
-			b.dirty = true
+			noteStatus(b, body)
 			s.out = append(s.out, raw...)
 			continue
 		case 'E':

@@ -26,6 +26,9 @@ type backend struct {
 	// dirty is set when session state (SET, ParameterStatus) may differ
 	// from a fresh connection's; release resets it.
 	dirty bool
+	// resetRole: a ParameterStatus said the user changed; release resets
+	// role and session authorization too.
+	resetRole bool
 	// discard asks for DISCARD ALL before pooling (temporary tables).
 	discard bool
 	// idleSince is when the backend went back to the pool.

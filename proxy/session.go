@@ -57,6 +57,8 @@ type session struct {
 	txPrelude []string
 	// sets are the session's SET commands, replayed on every leased backend.
 	sets []setting
+	// state is the rest of the session-state bookkeeping (sessionstate.go).
+	state sessionState
 
 	mu     sync.Mutex
 	leased []*backend // backends running this session's request, for cancel
@@ -85,6 +87,7 @@ func (s *session) flush() error {
 
 func (s *session) readyForQuery() error {
 	s.srv.obs.finish(s)
+	s.state.capture, s.state.touched = false, false
 	s.out = append(s.out, 'Z', 0, 0, 0, 5, s.status)
 	return s.flush()
 }
@@ -235,7 +238,11 @@ func (s *session) login(params map[string]string) error {
 		s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: k, Value: v})
 	}
 	s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: "session_authorization", Value: s.user})
-	s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: "application_name", Value: params["application_name"]})
+	app := params["application_name"]
+	if v, ok := reported["application_name"]; ok {
+		app = v
+	}
+	s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: "application_name", Value: app})
 	s.pid = s.srv.nextPID.Add(1)
 	rand.Read(s.secret[:])
 	s.srv.sessions.Store(s.pid, s)
@@ -465,6 +472,7 @@ func savepointTag(sql string) string {
 // pooling hands out different backends); inside one it goes to the
 // transaction's backend and lasts for the transaction.
 func (s *session) set(ctx context.Context, st *parser.Statement) error {
+	s.noteSet(st)
 	if name, local := st.SetName(); strings.HasPrefix(name, "shardproxy.") || name == "all" {
 		if handled := s.setHint(name, local, st); handled {
 			return nil
@@ -494,21 +502,16 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 	}
 	before := len(s.out)
 	b.dirty = true
-	err = s.exec(b, st.SQL, false)
+	sql := st.SQL
+	if st.IsReset() {
+		sql += s.resetFallback(name)
+	}
+	err = s.execSet(b, sql)
 	s.release(b)
 	if err != nil || s.lastWasError(before) {
 		return err
 	}
-	kept := s.sets[:0]
-	for _, x := range s.sets {
-		if x.name != name && name != "all" {
-			kept = append(kept, x)
-		}
-	}
-	s.sets = kept
-	if !st.IsReset() {
-		s.sets = append(s.sets, setting{name: name, sql: st.SQL})
-	}
+	s.setStatement(st, name)
 	return nil
 }
 
@@ -536,12 +539,12 @@ func (s *session) lease(ctx context.Context, shard int) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, x := range s.sets {
-		if err := s.quiet(b, x.sql); err != nil {
+	if q := s.replayQuery(); q != "" {
+		b.dirty = true
+		if err := s.quiet(b, q); err != nil {
 			s.release(b)
 			return nil, err
 		}
-		b.dirty = true
 	}
 	s.mu.Lock()
 	s.leased = append(s.leased, b)
@@ -559,6 +562,10 @@ func (s *session) release(b *backend) {
 		}
 	}
 	s.mu.Unlock()
+	if s.state.capture && !b.broken && b.txStatus == 'I' && s.status == 'I' && !s.inTx(b) {
+		s.captureSettings(b)
+	}
+	b.dirty = b.dirty || s.state.touched
 	if b.discard && !b.broken && b.txStatus == 'I' {
 		// Temporary tables (and everything else) go; so do prepared
 		// statements, which the backend no longer has.
@@ -569,10 +576,10 @@ func (s *session) release(b *backend) {
 		b.discard, b.dirty = false, false
 	}
 	if b.dirty && !b.broken && b.txStatus == 'I' {
-		if err := s.quiet(b, "RESET ALL"); err != nil {
+		if err := s.quiet(b, s.resetSQL(b)); err != nil || b.txStatus != 'I' {
 			b.broken = true
 		}
-		b.dirty = false
+		b.dirty, b.resetRole = false, false
 	}
 	b.pool.release(b)
 }
@@ -641,7 +648,7 @@ func (s *session) exec(b *backend, sql string, inTx bool) error {
 			s.shardDone(b, sent)
 			return nil
 		case 'S':
-			b.dirty = true
+			noteStatus(b, body)
 		case 'C':
 			s.q.tag(body)
 		case 'E':
@@ -937,6 +944,8 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 			return nil
 		case parser.TempTable:
 			temp = true
+		case parser.SetConfig:
+			s.setConfigUsed()
 		}
 		switch st.Kind {
 		case parser.Set:
@@ -1037,6 +1046,8 @@ func (s *session) sessionState(st *parser.Statement) error {
 				"Create it inside a transaction with ON COMMIT DROP.")
 		}
 		s.tempInTx = true
+	case parser.SetConfig:
+		s.setConfigUsed()
 	}
 	return nil
 }
@@ -1130,7 +1141,8 @@ func (s *session) startupSettings(params map[string]string) (map[string]string, 
 	kv := map[string]string{}
 	for k, v := range params {
 		switch k := strings.ToLower(k); {
-		case k == "user", k == "database", k == "application_name", k == "replication", strings.HasPrefix(k, "_pq_."):
+		case k == "user", k == "database", k == "replication", strings.HasPrefix(k, "_pq_."):
+		case k == "application_name" && v == "":
 		case k == "options":
 			for ok, ov := range parseOptions(v) {
 				kv[strings.ToLower(ok)] = ov
@@ -1150,15 +1162,14 @@ func (s *session) startupSettings(params map[string]string) (map[string]string, 
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		s.sets = append(s.sets, setting{name: k, sql: "SET " + quoteIdent(k) + " TO " + quoteLiteral(kv[k])})
+		s.state.startup = append(s.state.startup, setting{name: k, sql: "SET " + quoteIdent(k) + " TO " + quoteLiteral(kv[k])})
 	}
+	s.setsChanged()
 	b, err := s.lease(context.Background(), s.srv.router.Topology().Default)
 	if err != nil {
-		var pe *pgError
-		if errors.As(err, &pe) {
-			return nil, &pgError{code: pe.code, msg: pe.msg, detail: pe.detail, hint: pe.hint, fatal: true}
-		}
-		return nil, err
+		// Whatever went wrong, the client hears why, with a SQLSTATE.
+		r := errorResponse(err)
+		return nil, &pgError{code: r.Code, msg: r.Message, detail: r.Detail, hint: r.Hint, fatal: true}
 	}
 	s.release(b)
 	return kv, nil

@@ -1,0 +1,215 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// sessionView is what one client sees of its session.
+type sessionView struct{ user, searchPath, timeout, workMem string }
+
+const viewSQL = "SELECT current_user::text, current_setting('search_path'), current_setting('statement_timeout'), current_setting('work_mem')"
+
+func viewOf(ctx context.Context, c *pgx.Conn) (sessionView, error) {
+	var v sessionView
+	err := c.QueryRow(ctx, viewSQL).Scan(&v.user, &v.searchPath, &v.timeout, &v.workMem)
+	return v, err
+}
+
+// ensureRole creates a login-less role on every shard (roles are
+// cluster-wide, which the proxy refuses to run).
+func ensureRole(t *testing.T, name string) {
+	t.Helper()
+	for i := 0; i < nShards; i++ {
+		if err := shardExec(context.Background(), i, fmt.Sprintf(
+			`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %s; END IF; END$$`, name, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func connectExec(ctx context.Context, mode pgx.QueryExecMode) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(proxyURL("app", "app"))
+	if err != nil {
+		return nil, err
+	}
+	cc.DefaultQueryExecMode = mode
+	return pgx.ConnectConfig(ctx, cc)
+}
+
+// TestSessionStateNeverLeaks runs many clients at once through a small
+// pool: some change their session (set_config(..., false) anywhere in a
+// statement, SET ROLE, SET SESSION AUTHORIZATION, set_config('role'), plain
+// SET), in the simple and the extended protocol, while the others check
+// after every statement that they still see a fresh session. Each changer
+// checks that it keeps its own change, as on a dedicated Postgres
+// connection.
+func TestSessionStateNeverLeaks(t *testing.T) {
+	ensureRole(t, "lowpriv")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	seedUsers(t)
+	base := mustConnect(t)
+	fresh, err := viewOf(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base.Close(ctx)
+
+	type actor struct {
+		name, sql string
+		want      func(v sessionView) sessionView
+	}
+	actors := []actor{
+		{"set_config search_path", "SELECT set_config('search_path', '', false)",
+			func(v sessionView) sessionView { v.searchPath = ""; return v }},
+		{"set_config statement_timeout", "SELECT pg_catalog.set_config('statement_timeout', '123s', false)",
+			func(v sessionView) sessionView { v.timeout = "123s"; return v }},
+		{"set_config in a cross-shard read", "SELECT count(*) FROM users WHERE set_config('work_mem', '1234kB', false) <> ''",
+			func(v sessionView) sessionView { v.workMem = "1234kB"; return v }},
+		{"set_config role", "SELECT set_config('role', 'lowpriv', false)",
+			func(v sessionView) sessionView { v.user = "lowpriv"; return v }},
+		{"SET ROLE", "SET ROLE lowpriv",
+			func(v sessionView) sessionView { v.user = "lowpriv"; return v }},
+		{"SET SESSION AUTHORIZATION", "SET SESSION AUTHORIZATION lowpriv",
+			func(v sessionView) sessionView { v.user = "lowpriv"; return v }},
+		{"SET search_path", "SET search_path TO pg_catalog",
+			func(v sessionView) sessionView { v.searchPath = "pg_catalog"; return v }},
+		{"set_config in a transaction", "BEGIN; SELECT set_config('statement_timeout', '77s', false); COMMIT",
+			nil}, // lasts past COMMIT in Postgres; the proxy resets it (documented)
+	}
+	modes := map[string]pgx.QueryExecMode{"simple": pgx.QueryExecModeSimpleProtocol, "extended": pgx.QueryExecModeCacheStatement}
+	const rounds = 12
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for mname, mode := range modes {
+		for _, a := range actors {
+			if a.sql[:5] == "BEGIN" && mode != pgx.QueryExecModeSimpleProtocol {
+				continue
+			}
+			wg.Add(1)
+			go func(mname string, mode pgx.QueryExecMode, a actor) {
+				defer wg.Done()
+				c, err := connectExec(ctx, mode)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close(context.Background())
+				for i := 0; i < rounds; i++ {
+					rows, err := c.Query(ctx, a.sql) // extended mode: Parse/Bind/Execute
+					if err == nil {
+						rows.Close()
+						err = rows.Err()
+					}
+					if err != nil {
+						errs <- fmt.Errorf("%s/%s: %s: %w", a.name, mname, a.sql, err)
+						return
+					}
+					if a.want == nil {
+						continue
+					}
+					for j := 0; j < 2; j++ {
+						v, err := viewOf(ctx, c)
+						if err != nil {
+							errs <- fmt.Errorf("%s/%s: view: %w", a.name, mname, err)
+							return
+						}
+						if w := a.want(fresh); v != w {
+							errs <- fmt.Errorf("%s/%s: the client lost its own setting: sees %+v, want %+v", a.name, mname, v, w)
+							return
+						}
+					}
+				}
+			}(mname, mode, a)
+		}
+		for o := 0; o < 3; o++ {
+			wg.Add(1)
+			go func(mname string, mode pgx.QueryExecMode, o int) {
+				defer wg.Done()
+				c, err := connectExec(ctx, mode)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close(context.Background())
+				for i := 0; i < rounds*4; i++ {
+					v, err := viewOf(ctx, c)
+					if err != nil {
+						errs <- fmt.Errorf("observer %d/%s: %w", o, mname, err)
+						return
+					}
+					if v != fresh {
+						errs <- fmt.Errorf("observer %d/%s sees another client's session: %+v, want %+v", o, mname, v, fresh)
+						return
+					}
+					var n int64
+					if err := c.QueryRow(ctx, "SELECT count(*) FROM users WHERE id = 3").Scan(&n); err != nil || n != 1 {
+						errs <- fmt.Errorf("observer %d/%s: users: %d %v", o, mname, n, err)
+						return
+					}
+				}
+			}(mname, mode, o)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Afterwards, every pooled backend is clean.
+	c := mustConnect(t)
+	for i := 0; i < 20; i++ {
+		v, err := viewOf(ctx, c)
+		if err != nil || v != fresh {
+			t.Fatalf("after the run: %+v %v, want %+v", v, err, fresh)
+		}
+	}
+}
+
+// TestSessionResetAndDroppedRole: RESET ALL leaves the role alone (as in
+// Postgres), RESET ROLE ends it, and dropping a role a client had set makes
+// no later login or other client fail.
+func TestSessionResetAndDroppedRole(t *testing.T) {
+	ensureRole(t, "gone_soon")
+	ctx := context.Background()
+	c := mustConnect(t)
+	for _, q := range []string{"SET ROLE gone_soon", "SET search_path TO pg_catalog", "RESET ALL"} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	v, err := viewOf(ctx, c)
+	if err != nil || v.user != "gone_soon" || v.searchPath != `"$user", public` {
+		t.Fatalf("after RESET ALL: %+v %v", v, err)
+	}
+	if _, err := c.Exec(ctx, "RESET ROLE"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := viewOf(ctx, c); err != nil || v.user == "gone_soon" {
+		t.Fatalf("after RESET ROLE: %+v %v", v, err)
+	}
+	if _, err := c.Exec(ctx, "SET ROLE gone_soon"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < nShards; i++ {
+		if err := shardExec(ctx, i, "DROP ROLE gone_soon"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		o, err := connect(ctx, "app", "app")
+		if err != nil {
+			t.Fatalf("login %d after DROP ROLE: %v", i, err)
+		}
+		if v, err := viewOf(ctx, o); err != nil || v.user == "gone_soon" {
+			t.Fatalf("other client: %+v %v", v, err)
+		}
+		o.Close(ctx)
+	}
+}
