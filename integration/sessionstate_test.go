@@ -213,3 +213,45 @@ func TestSessionResetAndDroppedRole(t *testing.T) {
 		o.Close(ctx)
 	}
 }
+
+// TestNoTableFunctionsOnDefaultShard: a statement without tables that calls
+// a sequence or a function reading a table answers from one fixed shard
+// (the default), never from each shard in turn.
+func TestNoTableFunctionsOnDefaultShard(t *testing.T) {
+	ctx := context.Background()
+	c := mustConnect(t)
+	for _, q := range []string{
+		"DROP TABLE IF EXISTS tally", "DROP SEQUENCE IF EXISTS tally_seq",
+		"CREATE TABLE tally (x int)", "CREATE SEQUENCE tally_seq",
+		"CREATE OR REPLACE FUNCTION count_tally() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM tally'",
+		"INSERT INTO tally VALUES (1)",
+	} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for mname, mode := range map[string]pgx.QueryExecMode{"simple": pgx.QueryExecModeSimpleProtocol, "extended": pgx.QueryExecModeCacheStatement} {
+		cc, err := connectExec(ctx, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last int64
+		for i := 0; i < 2*nShards; i++ {
+			var n, cur, cnt int64
+			if err := cc.QueryRow(ctx, "SELECT nextval('tally_seq')").Scan(&n); err != nil {
+				t.Fatalf("%s: nextval: %v", mname, err)
+			}
+			if last != 0 && n != last+1 {
+				t.Fatalf("%s: nextval gave %d after %d: another shard's sequence", mname, n, last)
+			}
+			last = n
+			if err := cc.QueryRow(ctx, "SELECT currval('tally_seq')").Scan(&cur); err != nil || cur != n {
+				t.Fatalf("%s: currval = %d %v, want %d", mname, cur, err, n)
+			}
+			if err := cc.QueryRow(ctx, "SELECT count_tally()").Scan(&cnt); err != nil || cnt != 1 {
+				t.Fatalf("%s: count_tally() = %d %v, want 1", mname, cnt, err)
+			}
+		}
+		cc.Close(ctx)
+	}
+}

@@ -386,9 +386,10 @@ func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, 
 }
 
 // anywhere reports whether st may run on whichever shard the session
-// already holds: it reads no sharded or unconfigured table.
+// already holds: it reads no sharded or unconfigured table and calls no
+// function that may read data (those run on the default shard).
 func (s *session) anywhere(st *parser.Statement) bool {
-	if st.Writes {
+	if st.Writes || !st.Portable() {
 		return false
 	}
 	topo := s.srv.router.Topology()
