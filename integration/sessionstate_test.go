@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -253,5 +256,46 @@ func TestNoTableFunctionsOnDefaultShard(t *testing.T) {
 			}
 		}
 		cc.Close(ctx)
+	}
+}
+
+// TestFunctionCallProtocol: libpq's function-call protocol (psql's
+// \lo_import, \lo_export and \lo_unlink use it) runs on the default shard,
+// inside psql's transaction, and errors come back at once.
+func TestFunctionCallProtocol(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := dir+"/in.bin", dir+"/out.bin"
+	payload := make([]byte, 100000)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(src, payload, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := psql(t, "app", "-At", "-c", `\lo_import `+src)
+	if err != nil {
+		t.Fatalf("lo_import: %v\n%s", err, out)
+	}
+	var oid int64
+	if _, err := fmt.Sscanf(strings.TrimSpace(out), "lo_import %d", &oid); err != nil {
+		t.Fatalf("lo_import output %q", out)
+	}
+	if got := shardInt(t, env.topo.Default, "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = $1", oid); got != 1 {
+		t.Fatalf("large object %d not on the default shard", oid)
+	}
+	if out, err := psql(t, "app", "-At", "-c", fmt.Sprintf(`\lo_export %d %s`, oid, dst)); err != nil {
+		t.Fatalf("lo_export: %v\n%s", err, out)
+	}
+	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("exported %d bytes, %v; want the %d imported", len(got), err, len(payload))
+	}
+	if out, err := psql(t, "app", "-At", "-c", fmt.Sprintf(`\lo_unlink %d`, oid)); err != nil || !strings.Contains(out, "lo_unlink") {
+		t.Fatalf("lo_unlink: %v\n%s", err, out)
+	}
+	// An error: answered at once (the test's timeout catches a hang), and
+	// the session goes on.
+	out, _ = psql(t, "app", "-At", "-c", fmt.Sprintf(`\lo_unlink %d`, oid), "-c", "SELECT 41 + 1")
+	if !strings.Contains(out, "does not exist") || !strings.Contains(out, "42") {
+		t.Fatalf("lo_unlink of a missing object: %s", out)
 	}
 }

@@ -113,7 +113,7 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	for {
-		typ, body, _, err := s.rd.next()
+		typ, body, raw, err := s.rd.next()
 		if err != nil {
 			return err
 		}
@@ -129,7 +129,7 @@ func (s *session) run(ctx context.Context) error {
 				return err
 			}
 		case 'F':
-			if err := s.extendedUnsupported(typ); err != nil {
+			if err := s.functionCall(ctx, raw); err != nil {
 				return err
 			}
 		case 'd', 'c', 'f':
@@ -140,23 +140,6 @@ func (s *session) run(ctx context.Context) error {
 			return fmt.Errorf("unexpected message %q", typ)
 		}
 	}
-}
-
-// extendedUnsupported answers an extended-protocol request with one error
-// and skips to Sync, keeping the connection usable.
-func (s *session) extendedUnsupported(typ byte) error {
-	s.sendError(refused("the function call protocol is not supported by shardproxy",
-		"Call the function with SELECT."))
-	for typ != 'S' {
-		var err error
-		if typ, _, _, err = s.rd.next(); err != nil {
-			return err
-		}
-		if typ == 'X' {
-			return errors.New("client terminated")
-		}
-	}
-	return s.readyForQuery()
 }
 
 // startup reads the startup packet (answering SSL/GSS requests with 'N'),
