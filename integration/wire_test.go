@@ -70,6 +70,8 @@ func transcript(t *testing.T, connString string, steps []wireStep) string {
 				fmt.Fprintf(&sb, "DataRow %s\n", strings.Join(vals, "|"))
 			case *pgproto3.CommandComplete:
 				fmt.Fprintf(&sb, "CommandComplete %s\n", x.CommandTag)
+			case *pgproto3.FunctionCallResponse:
+				fmt.Fprintf(&sb, "FunctionCallResponse %q\n", x.Result)
 			case *pgproto3.EmptyQueryResponse:
 				sb.WriteString("EmptyQueryResponse\n")
 			case *pgproto3.PortalSuspended:
@@ -130,6 +132,16 @@ func TestWireScriptsMatchPostgres(t *testing.T) {
 		},
 		"empty query": {
 			{&pgproto3.Parse{Query: ""}, &pgproto3.Bind{}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}},
+		},
+		"function call protocol": {
+			{&pgproto3.FunctionCall{Function: 870, Arguments: [][]byte{text("MiXeD")}, ResultFormatCode: 0}},
+			{&pgproto3.FunctionCall{Function: 177, ArgFormatCodes: []uint16{0}, Arguments: [][]byte{text("40"), text("2")}}},
+			{&pgproto3.FunctionCall{Function: 1, Arguments: nil}},
+			{&pgproto3.Query{String: "BEGIN"}},
+			{&pgproto3.FunctionCall{Function: 870, Arguments: [][]byte{text("InTx")}}},
+			{&pgproto3.FunctionCall{Function: 177, Arguments: [][]byte{text("x"), text("2")}}},
+			{&pgproto3.FunctionCall{Function: 870, Arguments: [][]byte{text("aborted")}}},
+			{&pgproto3.Query{String: "ROLLBACK"}},
 		},
 		"transaction through extended protocol": {
 			{&pgproto3.Parse{Query: "BEGIN"}, &pgproto3.Bind{}, &pgproto3.Execute{},
