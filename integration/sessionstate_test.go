@@ -299,3 +299,36 @@ func TestFunctionCallProtocol(t *testing.T) {
 		t.Fatalf("lo_unlink of a missing object: %s", out)
 	}
 }
+
+// TestSetInsideMultiStatementString: Sequelize's connect string; the SETs of
+// a string that succeeds outside a transaction become the client's
+// settings on every backend, those of a failed string do not, and other
+// clients see neither.
+func TestSetInsideMultiStatementString(t *testing.T) {
+	ctx := context.Background()
+	seedUsers(t)
+	c := mustConnect(t)
+	if _, err := c.Exec(ctx, "SET client_min_messages TO warning;SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "SET work_mem TO '2MB'; SELECT 1/0"); pgCode(err) != "22012" {
+		t.Fatalf("failing string: %v", err)
+	}
+	if _, err := c.Exec(ctx, "SET statement_timeout TO '55s'; SELECT count(*) FROM users WHERE id = 3"); err != nil {
+		t.Fatal(err)
+	}
+	other := mustConnect(t)
+	for i := 0; i < 2*nShards; i++ {
+		var cmm, tz, wm, st string
+		if err := c.QueryRow(ctx, "SELECT current_setting('client_min_messages'), current_setting('TimeZone'), current_setting('work_mem'), current_setting('statement_timeout') FROM users WHERE id = $1", i+1).
+			Scan(&cmm, &tz, &wm, &st); err != nil {
+			t.Fatal(err)
+		}
+		if cmm != "warning" || tz != "<+00>-00" || wm != "4MB" || st != "55s" {
+			t.Fatalf("client's settings on a backend: %s %s %s %s", cmm, tz, wm, st)
+		}
+		if err := other.QueryRow(ctx, "SELECT current_setting('client_min_messages'), current_setting('statement_timeout')").Scan(&cmm, &st); err != nil || cmm != "notice" || st != "0" {
+			t.Fatalf("other client: %s %s %v", cmm, st, err)
+		}
+	}
+}

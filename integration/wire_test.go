@@ -133,6 +133,16 @@ func TestWireScriptsMatchPostgres(t *testing.T) {
 		"empty query": {
 			{&pgproto3.Parse{Query: ""}, &pgproto3.Bind{}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}},
 		},
+		"SET inside a multi-statement string": {
+			{&pgproto3.Query{String: "SET client_min_messages TO warning;SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE"}},
+			{&pgproto3.Query{String: "SHOW client_min_messages"}},
+			{&pgproto3.Query{String: "SET work_mem TO '2MB'; SELECT current_setting('work_mem'); SELECT 1/0"}},
+			{&pgproto3.Query{String: "SHOW work_mem"}},
+			{&pgproto3.Query{String: "SET work_mem TO '3MB'; SELECT current_setting('work_mem')"}},
+			{&pgproto3.Query{String: "SHOW work_mem"}},
+			{&pgproto3.Query{String: "RESET ALL; SELECT 1"}},
+			{&pgproto3.Query{String: "SHOW work_mem"}},
+		},
 		"function call protocol": {
 			{&pgproto3.FunctionCall{Function: 870, Arguments: [][]byte{text("MiXeD")}, ResultFormatCode: 0}},
 			{&pgproto3.FunctionCall{Function: 177, ArgFormatCodes: []uint16{0}, Arguments: [][]byte{text("40"), text("2")}}},

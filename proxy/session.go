@@ -921,6 +921,7 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 	}
 	hint := "Send statements for different shards in separate queries."
 	temp := false
+	var sets []*parser.Statement // SETs that outlive the string (multiSets)
 	for _, st := range stmts {
 		switch st.Session {
 		case parser.AdvisoryLock:
@@ -933,9 +934,13 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		}
 		switch st.Kind {
 		case parser.Set:
-			if _, local := st.SetName(); !local {
-				s.fail(refused("SET inside a multi-statement query string is not supported", "Send SET as its own query."))
-				return nil
+			if name, local := st.SetName(); !local {
+				if strings.HasPrefix(name, "shardproxy.") {
+					s.fail(refused("SET shardproxy.* inside a multi-statement query string is not supported", "Send it as its own query."))
+					return nil
+				}
+				sets = append(sets, st)
+				s.noteSet(st)
 			}
 			continue
 		case parser.Transaction:
@@ -997,10 +1002,12 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		s.fail(err)
 		return nil
 	}
+	b.dirty = b.dirty || len(sets) > 0
 	if err := s.exec(b, sql, false); err != nil {
 		s.release(b)
 		return err
 	}
+	s.multiSets(b, sets)
 	if b.txStatus != 'I' {
 		// The string opened a transaction (BEGIN without COMMIT): it
 		// stays on this backend.

@@ -244,3 +244,17 @@ func (s *session) setStatement(st *parser.Statement, name string) {
 	}
 	s.setsChanged()
 }
+
+// multiSets records the SETs of a multi-statement query string that ran
+// outside a transaction on b: when the string succeeded and left no
+// transaction open they are the client's session settings, as in Postgres
+// (a failed string rolls them back with its implicit transaction).
+func (s *session) multiSets(b *backend, sets []*parser.Statement) {
+	if len(sets) == 0 || b.txStatus != 'I' || s.q.sqlstate != "" {
+		return
+	}
+	for _, st := range sets {
+		name, _ := st.SetName()
+		s.setStatement(st, name)
+	}
+}
