@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -11,6 +12,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/shardproxy/shardproxy/config"
+	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/router"
 )
 
 // sessionView is what one client sees of its session.
@@ -330,5 +335,105 @@ func TestSetInsideMultiStatementString(t *testing.T) {
 		if err := other.QueryRow(ctx, "SELECT current_setting('client_min_messages'), current_setting('statement_timeout')").Scan(&cmm, &st); err != nil || cmm != "notice" || st != "0" {
 			t.Fatalf("other client: %s %s %v", cmm, st, err)
 		}
+	}
+}
+
+// TestStartupValuesAreTheSessionDefaults: the startup packet's
+// application_name and DateStyle are the client's on every backend, and
+// RESET (one, or ALL) returns to them, as Postgres does, not to the
+// server's defaults.
+func TestStartupValuesAreTheSessionDefaults(t *testing.T) {
+	ctx := context.Background()
+	cc, err := pgx.ParseConfig(proxyURL("app", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	cc.RuntimeParams["application_name"] = "sessions-test"
+	cc.RuntimeParams["DateStyle"] = "SQL, DMY"
+	c, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	check := func(when string) {
+		t.Helper()
+		for i := 0; i < nShards; i++ {
+			var app, ds string
+			if err := c.QueryRow(ctx, "SELECT current_setting('application_name'), current_setting('DateStyle')").Scan(&app, &ds); err != nil {
+				t.Fatal(err)
+			}
+			if app != "sessions-test" || ds != "SQL, DMY" {
+				t.Fatalf("%s: application_name %q, DateStyle %q", when, app, ds)
+			}
+		}
+		if got := c.PgConn().ParameterStatus("DateStyle"); got != "SQL, DMY" {
+			t.Fatalf("%s: ParameterStatus DateStyle = %q", when, got)
+		}
+		if got := c.PgConn().ParameterStatus("application_name"); got != "sessions-test" {
+			t.Fatalf("%s: ParameterStatus application_name = %q", when, got)
+		}
+	}
+	check("at login")
+	for _, q := range []string{"SET DateStyle TO ISO", "RESET DateStyle"} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after RESET DateStyle")
+	for _, q := range []string{"SET DateStyle TO ISO", "SET application_name TO other", "RESET ALL"} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after RESET ALL")
+	if _, err := c.Exec(ctx, "SET DateStyle TO DEFAULT"); err != nil {
+		t.Fatal(err)
+	}
+	check("after SET TO DEFAULT")
+}
+
+// TestLoginLeaseFailureIsAnError: a login that needs a backend (startup
+// parameters) whose shard cannot be reached gets an ErrorResponse with a
+// SQLSTATE, not a silent close.
+func TestLoginLeaseFailureIsAnError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	f, err := config.Parse([]byte(fmt.Sprintf(`users: [{name: app, password: app}]
+pool: {size: 2, acquire_timeout: 2s, connect_timeout: 2s}
+shards:
+  - {name: s0, dsn: "postgres://postgres@%s/deliveryapp?sslmode=disable"}
+`, dead)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := router.NewTopology(&f.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := proxy.New(f.Proxy, topo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go srv.Serve(ctx, pln)
+	defer srv.Close()
+	cc, err := pgx.ParseConfig(fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", pln.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.RuntimeParams["TimeZone"] = "Europe/Madrid"
+	_, err = pgx.ConnectConfig(ctx, cc)
+	if code := pgCode(err); code != "08006" {
+		t.Fatalf("login with an unreachable shard: %v (SQLSTATE %q), want 08006", err, code)
 	}
 }
