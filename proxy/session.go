@@ -523,12 +523,9 @@ func (s *session) lease(ctx context.Context, shard int) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if q := s.replayQuery(); q != "" {
-		b.dirty = true
-		if err := s.quiet(b, q); err != nil {
-			s.release(b)
-			return nil, err
-		}
+	if err := s.applySettings(b); err != nil {
+		s.release(b)
+		return nil, err
 	}
 	s.mu.Lock()
 	s.leased = append(s.leased, b)
@@ -557,13 +554,13 @@ func (s *session) release(b *backend) {
 			b.broken = true
 		}
 		b.stmts = nil
-		b.discard, b.dirty = false, false
+		b.discard, b.dirty, b.applied = false, false, ""
 	}
 	if b.dirty && !b.broken && b.txStatus == 'I' {
 		if err := s.quiet(b, s.resetSQL(b)); err != nil || b.txStatus != 'I' {
 			b.broken = true
 		}
-		b.dirty, b.resetRole = false, false
+		b.dirty, b.resetRole, b.applied = false, false, ""
 	}
 	b.pool.release(b)
 }

@@ -24,9 +24,15 @@ import (
 //     session_authorization or is_superuser;
 //   - DISCARD ALL for temporary tables.
 //
-// A reset that fails closes the backend instead of pooling it. The hot path
-// (no settings) pays nothing; a session with plain SETs pays its replay and
-// one RESET ALL per lease, never a DISCARD ALL.
+// A reset that fails closes the backend instead of pooling it.
+//
+// The one exception keeps the hot path cheap: a backend whose only state is
+// a session's replay (applied) is pooled as it is, and whoever leases it
+// next runs RESET ALL and its own replay in one round trip, or nothing when
+// its settings are the same (every pgbench or JDBC client sends the same
+// application_name). No client ever runs a statement before its own
+// settings are in place; the proxy's own queries on pooled backends reset
+// first (resetApplied). A session with plain SETs never pays a DISCARD ALL.
 
 // sessionState is what the session tracks about its settings.
 type sessionState struct {
@@ -256,5 +262,56 @@ func (s *session) multiSets(b *backend, sets []*parser.Statement) {
 	for _, st := range sets {
 		name, _ := st.SetName()
 		s.setStatement(st, name)
+	}
+}
+
+// applySettings puts the session's settings on a freshly leased backend:
+// nothing when the backend already carries exactly them, else RESET ALL
+// (when it carries another session's) and the replay, in one round trip.
+// A session that changed its role always gets a full reset at release.
+func (s *session) applySettings(b *backend) error {
+	q := s.replayQuery()
+	if s.state.role && q != "" {
+		b.dirty = true // role and session authorization: reset eagerly
+	}
+	if q == b.applied {
+		return nil
+	}
+	sql := q
+	if b.applied != "" {
+		sql = "RESET ALL"
+		if q != "" {
+			sql += ";\n" + q
+		}
+	}
+	b.applied = ""
+	if err := s.quiet(b, sql); err != nil {
+		b.dirty = true
+		return err
+	}
+	b.applied = q
+	return nil
+}
+
+// resetApplied clears a pooled backend's replayed settings before the
+// proxy runs its own queries on it.
+func resetApplied(b *backend) {
+	if b.applied == "" {
+		return
+	}
+	b.applied = ""
+	if err := b.sendQuery("RESET ALL"); err != nil {
+		return
+	}
+	for {
+		typ, body, _, err := b.rd.next()
+		if err != nil {
+			b.broken = true
+			return
+		}
+		if typ == 'Z' {
+			b.txStatus = body[0]
+			return
+		}
 	}
 }
