@@ -89,7 +89,7 @@ func TestSessionStateNeverLeaks(t *testing.T) {
 		{"SET search_path", "SET search_path TO pg_catalog",
 			func(v sessionView) sessionView { v.searchPath = "pg_catalog"; return v }},
 		{"set_config in a transaction", "BEGIN; SELECT set_config('statement_timeout', '77s', false); COMMIT",
-			nil}, // lasts past COMMIT in Postgres; the proxy resets it (documented)
+			func(v sessionView) sessionView { v.timeout = "77s"; return v }}, // lasts past COMMIT, as in Postgres
 	}
 	modes := map[string]pgx.QueryExecMode{"simple": pgx.QueryExecModeSimpleProtocol, "extended": pgx.QueryExecModeCacheStatement}
 	const rounds = 12
@@ -391,6 +391,19 @@ func TestStartupValuesAreTheSessionDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after SET TO DEFAULT")
+	// SET DateStyle TO ymd keeps the output style the session has (ISO
+	// here), on every backend, not the startup packet's.
+	for _, q := range []string{"SET DateStyle TO iso", "SET DateStyle TO ymd"} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < nShards; i++ {
+		var ds string
+		if err := c.QueryRow(ctx, "SELECT current_setting('DateStyle')").Scan(&ds); err != nil || ds != "ISO, YMD" {
+			t.Fatalf("after SET DateStyle TO iso, then ymd: %q %v", ds, err)
+		}
+	}
 }
 
 // TestLoginLeaseFailureIsAnError: a login that needs a backend (startup

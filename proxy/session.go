@@ -88,6 +88,9 @@ func (s *session) flush() error {
 func (s *session) readyForQuery() error {
 	s.srv.obs.finish(s)
 	s.state.capture, s.state.touched = false, false
+	if s.status == 'I' {
+		s.state.txSet = false
+	}
 	s.out = append(s.out, 'Z', 0, 0, 0, 5, s.status)
 	return s.flush()
 }
@@ -490,12 +493,19 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 	if st.IsReset() {
 		sql += s.resetFallback(name)
 	}
-	err = s.execSet(b, sql)
+	probe := mergedSetting(name) && !st.IsReset()
+	if probe {
+		sql += ";\n" + probeSQL(name)
+	}
+	value, err := s.execSet(b, sql, probe)
 	s.release(b)
 	if err != nil || s.lastWasError(before) {
 		return err
 	}
 	s.setStatement(st, name)
+	if probe && value != "" {
+		s.keepValue(name, value)
+	}
 	return nil
 }
 
@@ -543,7 +553,7 @@ func (s *session) release(b *backend) {
 		}
 	}
 	s.mu.Unlock()
-	if s.state.capture && !b.broken && b.txStatus == 'I' && s.status == 'I' && !s.inTx(b) {
+	if (s.state.capture || s.state.txSet) && !b.broken && b.txStatus == 'I' && s.status == 'I' && !s.inTx(b) {
 		s.captureSettings(b)
 	}
 	b.dirty = b.dirty || s.state.touched

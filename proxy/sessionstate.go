@@ -50,6 +50,12 @@ type sessionState struct {
 	// proxy cannot see (set_config): every backend it used is reset.
 	// Cleared at ReadyForQuery.
 	touched bool
+	// txSet: the open transaction ran a SET (not LOCAL) or a
+	// set_config(..., false), which Postgres keeps after COMMIT: when
+	// the transaction's backends are released, their session settings
+	// are read back into sets (after ROLLBACK they read back unchanged).
+	// Cleared at a ReadyForQuery outside a transaction.
+	txSet bool
 	// replay caches the query that applies startup and sets (empty:
 	// rebuild).
 	replay string
@@ -94,8 +100,12 @@ func (s *session) setsChanged() { s.state.replay = "" }
 // noteSet records what a SET statement may leave on a backend beyond RESET
 // ALL's reach.
 func (s *session) noteSet(st *parser.Statement) {
-	if name, _ := st.SetName(); roleSetting(name) {
+	name, local := st.SetName()
+	if roleSetting(name) {
 		s.state.role = true
+	}
+	if s.status != 'I' && !local && !strings.HasPrefix(name, "shardproxy.") {
+		s.state.txSet = true
 	}
 }
 
@@ -106,6 +116,8 @@ func (s *session) setConfigUsed() {
 	s.state.role, s.state.touched = true, true
 	if s.status == 'I' {
 		s.state.capture = true
+	} else {
+		s.state.txSet = true
 	}
 }
 
@@ -202,28 +214,43 @@ func (s *session) resetFallback(name string) string {
 
 // execSet runs a SET/RESET on b and relays its reply, keeping only the
 // first command's tag: the statements the proxy appended (startup values
-// after a RESET) are invisible to the client, as in Postgres, where RESET
-// returns to the session default in one step. ParameterStatus messages
-// come once at the end, as Postgres sends them.
-func (s *session) execSet(b *backend, sql string) error {
+// after a RESET, a probe of the resulting value) are invisible to the
+// client, as in Postgres, where RESET returns to the session default in one
+// step. ParameterStatus messages come once at the end, as Postgres sends
+// them. With probe, the last statement is a one-value SELECT whose value is
+// returned and whose rows are not relayed.
+func (s *session) execSet(b *backend, sql string, probe bool) (string, error) {
 	if err := b.sendQuery(sql); err != nil {
 		s.fail(err)
-		return nil
+		return "", nil
 	}
 	tagged := false
+	value := ""
 	for {
 		typ, body, raw, err := b.rd.next()
 		if err != nil {
 			b.broken = true
 			s.fail(&shardError{shard: b.pool.name, err: err})
-			return nil
+			return "", nil
 		}
 		switch typ {
 		case 'Z':
 			b.txStatus = body[0]
-			return nil
+			return value, nil
 		case 'S':
 			noteStatus(b, body)
+		case 'T':
+			if probe {
+				continue
+			}
+		case 'D':
+			if probe {
+				var d pgproto3.DataRow
+				if d.Decode(body) == nil && len(d.Values) == 1 {
+					value = string(d.Values[0])
+				}
+				continue
+			}
 		case 'C':
 			if tagged {
 				continue
@@ -232,6 +259,27 @@ func (s *session) execSet(b *backend, sql string) error {
 		}
 		s.out = append(s.out, raw...)
 	}
+}
+
+// mergedSetting reports settings whose SET merges with the current value
+// (SET DateStyle TO ymd keeps the output style): replaying the client's
+// text on a fresh backend would give another value, so the resulting
+// value is read back and kept instead.
+func mergedSetting(name string) bool { return name == "datestyle" }
+
+func probeSQL(name string) string {
+	return "SELECT pg_catalog.current_setting(" + quoteLiteral(name) + ")"
+}
+
+// keepValue makes the session's last setting of name replay value.
+func (s *session) keepValue(name, value string) {
+	for i := len(s.sets) - 1; i >= 0; i-- {
+		if s.sets[i].name == name {
+			s.sets[i].sql = "SET " + quoteIdent(name) + " TO " + quoteLiteral(value)
+			break
+		}
+	}
+	s.setsChanged()
 }
 
 // setStatement applies the session bookkeeping of a successful SET/RESET
