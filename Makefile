@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test stress demo bench lint deps clean
+.PHONY: all build test stress demo bench lint deps clean compat
 
 all: build
 
@@ -36,6 +36,18 @@ bench: build
 	scripts/bench.sh
 	$(GO) run ./scripts/mergebench
 	$(GO) run ./scripts/twopcbench
+
+# compat runs PostgreSQL 15's own regression suite (pg_regress, the
+# `make installcheck` schedule) through shardproxy: sp1 = one shard, sp4 =
+# four shards, no sharded tables. Not part of `make test` (several minutes,
+# as root). COMPAT="sp1 sp4 pgb-tx pgb-session direct" adds the baselines
+# (PgBouncer targets need `apt-get install pgbouncer`). Score and failure
+# classes: $(COMPAT_RESULTS)/summary.md; see docs/compatibility.md.
+COMPAT         ?= sp1 sp4
+COMPAT_RESULTS ?= /tmp/pgregress/results
+compat:
+	RESULTS=$(COMPAT_RESULTS) SHARDPROXY_SRC=$(CURDIR) scripts/pgregress/run.sh $(COMPAT)
+	@cat $(COMPAT_RESULTS)/summary.md
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -70,6 +70,8 @@ func transcript(t *testing.T, connString string, steps []wireStep) string {
 				fmt.Fprintf(&sb, "DataRow %s\n", strings.Join(vals, "|"))
 			case *pgproto3.CommandComplete:
 				fmt.Fprintf(&sb, "CommandComplete %s\n", x.CommandTag)
+			case *pgproto3.FunctionCallResponse:
+				fmt.Fprintf(&sb, "FunctionCallResponse %q\n", x.Result)
 			case *pgproto3.EmptyQueryResponse:
 				sb.WriteString("EmptyQueryResponse\n")
 			case *pgproto3.PortalSuspended:
@@ -130,6 +132,49 @@ func TestWireScriptsMatchPostgres(t *testing.T) {
 		},
 		"empty query": {
 			{&pgproto3.Parse{Query: ""}, &pgproto3.Bind{}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}},
+		},
+		"SET inside a multi-statement string": {
+			{&pgproto3.Query{String: "SET client_min_messages TO warning;SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE"}},
+			{&pgproto3.Query{String: "SHOW client_min_messages"}},
+			{&pgproto3.Query{String: "SET work_mem TO '2MB'; SELECT current_setting('work_mem'); SELECT 1/0"}},
+			{&pgproto3.Query{String: "SHOW work_mem"}},
+			{&pgproto3.Query{String: "SET work_mem TO '3MB'; SELECT current_setting('work_mem')"}},
+			{&pgproto3.Query{String: "SHOW work_mem"}},
+			{&pgproto3.Query{String: "RESET ALL; SELECT 1"}},
+			{&pgproto3.Query{String: "SHOW work_mem"}},
+		},
+		"SET inside a transaction lasts past COMMIT, not ROLLBACK": {
+			{&pgproto3.Query{String: "BEGIN"}},
+			{&pgproto3.Query{String: "SET search_path TO public, pg_catalog"}},
+			{&pgproto3.Query{String: "SELECT count(*) > 0 FROM restaurants"}},
+			{&pgproto3.Query{String: "COMMIT"}},
+			{&pgproto3.Query{String: "SHOW search_path"}},
+			{&pgproto3.Query{String: "BEGIN"}},
+			{&pgproto3.Query{String: "SELECT count(*) > 0 FROM restaurants"}},
+			{&pgproto3.Query{String: "SET search_path TO pg_catalog"}},
+			{&pgproto3.Query{String: "ROLLBACK"}},
+			{&pgproto3.Query{String: "SHOW search_path"}},
+			{&pgproto3.Query{String: "RESET search_path"}},
+		},
+		"DateStyle merges with the current value": {
+			{&pgproto3.Query{String: "SET datestyle TO iso"}},
+			{&pgproto3.Query{String: "SET datestyle TO ymd"}},
+			{&pgproto3.Query{String: "SHOW datestyle"}},
+			{&pgproto3.Query{String: "SELECT date '1999-01-08'"}},
+			{&pgproto3.Query{String: "SET datestyle TO dmy"}},
+			{&pgproto3.Query{String: "SELECT date '1/8/1999'"}},
+			{&pgproto3.Query{String: "RESET datestyle"}},
+			{&pgproto3.Query{String: "SHOW datestyle"}},
+		},
+		"function call protocol": {
+			{&pgproto3.FunctionCall{Function: 870, Arguments: [][]byte{text("MiXeD")}, ResultFormatCode: 0}},
+			{&pgproto3.FunctionCall{Function: 177, ArgFormatCodes: []uint16{0}, Arguments: [][]byte{text("40"), text("2")}}},
+			{&pgproto3.FunctionCall{Function: 1, Arguments: nil}},
+			{&pgproto3.Query{String: "BEGIN"}},
+			{&pgproto3.FunctionCall{Function: 870, Arguments: [][]byte{text("InTx")}}},
+			{&pgproto3.FunctionCall{Function: 177, Arguments: [][]byte{text("x"), text("2")}}},
+			{&pgproto3.FunctionCall{Function: 870, Arguments: [][]byte{text("aborted")}}},
+			{&pgproto3.Query{String: "ROLLBACK"}},
 		},
 		"transaction through extended protocol": {
 			{&pgproto3.Parse{Query: "BEGIN"}, &pgproto3.Bind{}, &pgproto3.Execute{},

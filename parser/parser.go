@@ -79,6 +79,9 @@ type Statement struct {
 	node    *pg.Node
 	version int32
 	params  bool
+	// impure: the statement calls a function that may read or write data
+	// (Portable).
+	impure bool
 	// memo is shared by copies of the statement (WithSQL): they have the
 	// same tree, so the same derived data.
 	memo *memoBox
@@ -329,6 +332,7 @@ func analyse(sql string, n *pg.Node) *Statement {
 		if s.Kind == Select && !s.Writes {
 			s.SideEffects = s.sideEffects()
 		}
+		s.impure = !s.portableCalls()
 	}
 	return s
 }

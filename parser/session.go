@@ -1,6 +1,8 @@
 package parser
 
 import (
+	"strings"
+
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -17,6 +19,10 @@ const (
 	AdvisoryLock
 	// TempTable: CREATE TEMP TABLE (lives until the connection ends).
 	TempTable
+	// SetConfig: a set_config(name, value, is_local) call anywhere in the
+	// statement whose is_local is not the constant true: it changes a
+	// setting for the rest of the session, like SET.
+	SetConfig
 )
 
 var sessionLockFuncs = map[string]bool{
@@ -40,12 +46,37 @@ func (s *Statement) sessionUse() SessionUse {
 	walk(s.node.ProtoReflect(), func(m protoreflect.Message) {
 		if f, ok := m.Interface().(*pg.FuncCall); ok {
 			ns := names(f.Funcname)
-			if sessionLockFuncs[ns[len(ns)-1]] {
+			switch fn := ns[len(ns)-1]; {
+			case sessionLockFuncs[fn]:
 				use = AdvisoryLock
+			case fn == "set_config" && use == NoSessionUse && !localSetConfig(f):
+				use = SetConfig
 			}
 		}
 	})
 	return use
+}
+
+// localSetConfig reports whether a set_config call's is_local argument is
+// the constant true: the change ends with the transaction.
+func localSetConfig(f *pg.FuncCall) bool {
+	if len(f.Args) != 3 {
+		return false
+	}
+	c := f.Args[2].GetAConst()
+	if c == nil {
+		return false
+	}
+	if b := c.GetBoolval(); b != nil {
+		return b.Boolval
+	}
+	if sv := c.GetSval(); sv != nil {
+		switch strings.ToLower(sv.Sval) {
+		case "t", "true", "on", "yes", "y", "1":
+			return true
+		}
+	}
+	return false
 }
 
 // SetValue returns the value of `SET name = value` as text (the first

@@ -101,6 +101,9 @@ func (s *session) extended(ctx context.Context, typ byte, body []byte) error {
 		s.q.begin() // one record per request, finished at Sync's ReadyForQuery
 	}
 	if x.errored && typ != 'S' {
+		if typ == 'H' {
+			return s.flush() // Flush still sends what is due (the error)
+		}
 		return nil // Postgres discards messages until Sync after an error
 	}
 	var err error
@@ -716,7 +719,7 @@ func (s *session) relayOne(b *backend, r reply) error {
 			s.out = append(s.out, raw...)
 			continue
 		case 'S':
-			b.dirty = true
+			noteStatus(b, body)
 			s.out = append(s.out, raw...)
 			continue
 		case 'E':

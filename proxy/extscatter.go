@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -246,6 +248,7 @@ func shardParamTypes(p *portal, plan *router.Plan) ([]uint32, error) {
 			oids[i] = p.ps.described[i]
 		}
 	}
+	unusedParamTypes(p, plan, oids)
 	if plan.Merge == nil {
 		// A split INSERT: each shard's statement holds some of the
 		// parameters; the others need their types.
@@ -269,6 +272,67 @@ func shardParamTypes(p *portal, plan *router.Plan) ([]uint32, error) {
 		oids[i] = 20
 	}
 	return oids, nil
+}
+
+// unusedParamTypes types the untyped parameters that no shard statement
+// uses any more (a LIMIT or OFFSET the router computed from the bound
+// values): Postgres cannot infer a type for a parameter the statement
+// does not mention (42P18), and any type that reads the value will do:
+// text for a text-format value, bytea for a binary one.
+func unusedParamTypes(p *portal, plan *router.Plan, oids []uint32) {
+	sqls := plan.SQL
+	if sqls == nil {
+		sqls = []string{p.ps.query}
+	}
+	for i := range oids {
+		if oids[i] != 0 {
+			continue
+		}
+		used := false
+		for _, q := range sqls {
+			if mentionsParam(q, i+1) {
+				used = true
+				break
+			}
+		}
+		if used {
+			continue
+		}
+		oids[i] = 25
+		if paramFormat(p.bind, i) == 1 {
+			oids[i] = 17
+		}
+	}
+}
+
+// mentionsParam reports whether sql contains $n as a token (it may also
+// be inside a literal: then the parameter keeps no type, as before).
+func mentionsParam(sql string, n int) bool {
+	tok := "$" + strconv.Itoa(n)
+	for i := 0; ; {
+		j := strings.Index(sql[i:], tok)
+		if j < 0 {
+			return false
+		}
+		end := i + j + len(tok)
+		if end >= len(sql) || sql[end] < '0' || sql[end] > '9' {
+			return true
+		}
+		i = end
+	}
+}
+
+func paramFormat(b *pgproto3.Bind, i int) int16 {
+	switch len(b.ParameterFormatCodes) {
+	case 0:
+		return 0
+	case 1:
+		return b.ParameterFormatCodes[0]
+	}
+	if i < len(b.ParameterFormatCodes) {
+		return b.ParameterFormatCodes[i]
+	}
+	return 0
 }
 
 var typeMaps = sync.Pool{New: func() any { return pgtype.NewMap() }}

@@ -131,7 +131,7 @@ func (g *gatherer) step(i int) ([]byte, error) {
 			}
 		case 'N', 'S':
 			if typ == 'S' {
-				b.dirty = true
+				noteStatus(b, body)
 			}
 			if i == 0 {
 				s.out = append(s.out, raw...)

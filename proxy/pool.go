@@ -26,6 +26,14 @@ type backend struct {
 	// dirty is set when session state (SET, ParameterStatus) may differ
 	// from a fresh connection's; release resets it.
 	dirty bool
+	// applied is the settings query (a session's replay) in effect on the
+	// backend, "" for none: a backend whose only state is a replay goes
+	// back to the pool as is, and the next session with the same settings
+	// skips its replay (sessionstate.go).
+	applied string
+	// resetRole: a ParameterStatus said the user changed; release resets
+	// role and session authorization too.
+	resetRole bool
 	// discard asks for DISCARD ALL before pooling (temporary tables).
 	discard bool
 	// idleSince is when the backend went back to the pool.

@@ -330,12 +330,9 @@ func (s *session) leaseFrom(ctx context.Context, p *pool) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, x := range s.sets {
-		if err := s.quiet(b, x.sql); err != nil {
-			s.release(b)
-			return nil, err
-		}
-		b.dirty = true
+	if err := s.applySettings(b); err != nil {
+		s.release(b)
+		return nil, err
 	}
 	s.mu.Lock()
 	s.leased = append(s.leased, b)
@@ -369,10 +366,10 @@ func (rs *replicaSet) reprobe(ctx context.Context, srv *Server) bool {
 	return true
 }
 
-// probeSQL reads a server's role, WAL position and replay lag in one round
+// serverProbeSQL reads a server's role, WAL position and replay lag in one round
 // trip. The lag in time is zero while the replica has replayed all it
 // received (an idle primary writes nothing to replay).
-const probeSQL = `SELECT pg_is_in_recovery()::text, (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text,
+const serverProbeSQL = `SELECT pg_is_in_recovery()::text, (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text,
 	(CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
 	 ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END)::text`
 
@@ -389,7 +386,7 @@ func (sv *server) probe(ctx context.Context, timeout time.Duration) error {
 		sv.conn = c
 	}
 	start := time.Now()
-	res, err := sv.conn.Exec(ctx, probeSQL).ReadAll()
+	res, err := sv.conn.Exec(ctx, serverProbeSQL).ReadAll()
 	if err == nil && (len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 3) {
 		err = errors.New("unexpected probe reply")
 	}

@@ -193,6 +193,7 @@ func (s *Server) refreshCollations(ctx context.Context) {
 			p.colls.Store(nil) // unknown: text is not ordered across shards
 			continue
 		}
+		resetApplied(b)
 		s.readCollations(p, b)
 		p.release(b)
 	}

@@ -44,6 +44,8 @@ type session struct {
 
 	// sets are the session's SET commands, replayed on every leased backend.
 	sets []setting
+	// state is the rest of the session-state bookkeeping (sessionstate.go).
+	state sessionState
 
 	mu     sync.Mutex
 	leased []*backend // backends running this session's request, for cancel
@@ -73,6 +75,10 @@ func (s *session) flush() error {
 
 func (s *session) readyForQuery() error {
 	s.srv.obs.finish(s)
+	s.state.capture, s.state.touched = false, false
+	if s.status == 'I' {
+		s.state.txSet = false
+	}
 	s.out = append(s.out, 'Z', 0, 0, 0, 5, s.status)
 	return s.flush()
 }
@@ -98,7 +104,7 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	for {
-		typ, body, _, err := s.rd.next()
+		typ, body, raw, err := s.rd.next()
 		if err != nil {
 			return err
 		}
@@ -114,7 +120,7 @@ func (s *session) run(ctx context.Context) error {
 				return err
 			}
 		case 'F':
-			if err := s.extendedUnsupported(typ); err != nil {
+			if err := s.functionCall(ctx, raw); err != nil {
 				return err
 			}
 		case 'd', 'c', 'f':
@@ -125,23 +131,6 @@ func (s *session) run(ctx context.Context) error {
 			return fmt.Errorf("unexpected message %q", typ)
 		}
 	}
-}
-
-// extendedUnsupported answers an extended-protocol request with one error
-// and skips to Sync, keeping the connection usable.
-func (s *session) extendedUnsupported(typ byte) error {
-	s.sendError(refused("the function call protocol is not supported by shardproxy",
-		"Call the function with SELECT."))
-	for typ != 'S' {
-		var err error
-		if typ, _, _, err = s.rd.next(); err != nil {
-			return err
-		}
-		if typ == 'X' {
-			return errors.New("client terminated")
-		}
-	}
-	return s.readyForQuery()
 }
 
 // startup reads the startup packet (answering SSL/GSS requests with 'N'),
@@ -223,7 +212,11 @@ func (s *session) login(params map[string]string) error {
 		s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: k, Value: v})
 	}
 	s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: "session_authorization", Value: s.user})
-	s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: "application_name", Value: params["application_name"]})
+	app := params["application_name"]
+	if v, ok := reported["application_name"]; ok {
+		app = v
+	}
+	s.out = appendMsg(s.out, &pgproto3.ParameterStatus{Name: "application_name", Value: app})
 	s.pid = s.srv.nextPID.Add(1)
 	rand.Read(s.secret[:])
 	s.srv.sessions.Store(s.pid, s)
@@ -373,9 +366,10 @@ func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, 
 }
 
 // anywhere reports whether st may run on whichever shard the session
-// already holds: it reads no sharded or unconfigured table.
+// already holds: it reads no sharded or unconfigured table and calls no
+// function that may read data (those run on the default shard).
 func (s *session) anywhere(st *parser.Statement) bool {
-	if st.Writes {
+	if st.Writes || !st.Portable() {
 		return false
 	}
 	topo := s.srv.router.Topology()
@@ -393,6 +387,7 @@ func (s *session) anywhere(st *parser.Statement) bool {
 // pooling hands out different backends); inside one it goes to the
 // transaction's backend and lasts for the transaction.
 func (s *session) set(ctx context.Context, st *parser.Statement) error {
+	s.noteSet(st)
 	if name, local := st.SetName(); strings.HasPrefix(name, "shardproxy.") || name == "all" {
 		if handled := s.setHint(name, local, st); handled {
 			return nil
@@ -420,7 +415,7 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 		}
 		return err
 	}
-	_, local := st.SetName()
+	name, local := st.SetName()
 	if local {
 		// SET LOCAL outside a transaction only warns in Postgres.
 		return s.single(ctx, 0, st.SQL)
@@ -432,12 +427,23 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 	}
 	before := len(s.out)
 	b.dirty = true
-	err = s.exec(b, st.SQL, false)
+	sql := st.SQL
+	if st.IsReset() {
+		sql += s.resetFallback(name)
+	}
+	probe := mergedSetting(name) && !st.IsReset()
+	if probe {
+		sql += ";\n" + probeSQL(name)
+	}
+	value, err := s.execSet(b, sql, probe)
 	s.release(b)
 	if err != nil || s.lastWasError(before) {
 		return err
 	}
-	s.rememberSet(st)
+	s.setStatement(st, name)
+	if probe && value != "" {
+		s.keepValue(name, value)
+	}
 	return nil
 }
 
@@ -472,6 +478,10 @@ func (s *session) release(b *backend) {
 		}
 	}
 	s.mu.Unlock()
+	if (s.state.capture || s.state.txSet) && !b.broken && b.txStatus == 'I' && s.status == 'I' && !s.inTx(b) {
+		s.captureSettings(b)
+	}
+	b.dirty = b.dirty || s.state.touched
 	if b.discard && !b.broken && b.txStatus == 'I' {
 		// Temporary tables (and everything else) go; so do prepared
 		// statements, which the backend no longer has.
@@ -479,13 +489,13 @@ func (s *session) release(b *backend) {
 			b.broken = true
 		}
 		b.stmts = nil
-		b.discard, b.dirty = false, false
+		b.discard, b.dirty, b.applied = false, false, ""
 	}
 	if b.dirty && !b.broken && b.txStatus == 'I' {
-		if err := s.quiet(b, "RESET ALL"); err != nil {
+		if err := s.quiet(b, s.resetSQL(b)); err != nil || b.txStatus != 'I' {
 			b.broken = true
 		}
-		b.dirty = false
+		b.dirty, b.resetRole, b.applied = false, false, ""
 	}
 	b.pool.release(b)
 }
@@ -554,7 +564,7 @@ func (s *session) exec(b *backend, sql string, inTx bool) error {
 			s.shardDone(b, sent)
 			return nil
 		case 'S':
-			b.dirty = true
+			noteStatus(b, body)
 		case 'C':
 			s.q.tag(body)
 		case 'E':
@@ -824,6 +834,7 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 	}
 	hint := "Send statements for different shards in separate queries."
 	temp, across := false, false
+	var sets []*parser.Statement // SETs that outlive the string (multiSets)
 	for _, st := range stmts {
 		s.noteWrite(st) // replicas.go: read-your-writes
 		switch st.Session {
@@ -832,12 +843,18 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 			return nil
 		case parser.TempTable:
 			temp = true
+		case parser.SetConfig:
+			s.setConfigUsed()
 		}
 		switch st.Kind {
 		case parser.Set:
-			if _, local := st.SetName(); !local {
-				s.fail(refused("SET inside a multi-statement query string is not supported", "Send SET as its own query."))
-				return nil
+			if name, local := st.SetName(); !local {
+				if strings.HasPrefix(name, "shardproxy.") {
+					s.fail(refused("SET shardproxy.* inside a multi-statement query string is not supported", "Send it as its own query."))
+					return nil
+				}
+				sets = append(sets, st)
+				s.noteSet(st)
 			}
 			continue
 		case parser.Transaction:
@@ -902,10 +919,12 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		s.fail(err)
 		return nil
 	}
+	b.dirty = b.dirty || len(sets) > 0
 	if err := s.exec(b, sql, false); err != nil {
 		s.release(b)
 		return err
 	}
+	s.multiSets(b, sets)
 	if b.txStatus != 'I' {
 		// The string opened a transaction (BEGIN without COMMIT): it
 		// stays on this backend.
@@ -935,6 +954,8 @@ func (s *session) sessionState(st *parser.Statement) error {
 				"Create it inside a transaction with ON COMMIT DROP.")
 		}
 		s.tempInTx = true
+	case parser.SetConfig:
+		s.setConfigUsed()
 	}
 	return nil
 }
@@ -1028,7 +1049,8 @@ func (s *session) startupSettings(params map[string]string) (map[string]string, 
 	kv := map[string]string{}
 	for k, v := range params {
 		switch k := strings.ToLower(k); {
-		case k == "user", k == "database", k == "application_name", k == "replication", strings.HasPrefix(k, "_pq_."):
+		case k == "user", k == "database", k == "replication", strings.HasPrefix(k, "_pq_."):
+		case k == "application_name" && v == "":
 		case k == "options":
 			for ok, ov := range parseOptions(v) {
 				kv[strings.ToLower(ok)] = ov
@@ -1048,15 +1070,14 @@ func (s *session) startupSettings(params map[string]string) (map[string]string, 
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		s.sets = append(s.sets, setting{name: k, sql: "SET " + quoteIdent(k) + " TO " + quoteLiteral(kv[k])})
+		s.state.startup = append(s.state.startup, setting{name: k, sql: "SET " + quoteIdent(k) + " TO " + quoteLiteral(kv[k])})
 	}
+	s.setsChanged()
 	b, err := s.lease(context.Background(), s.srv.router.Topology().Default)
 	if err != nil {
-		var pe *pgError
-		if errors.As(err, &pe) {
-			return nil, &pgError{code: pe.code, msg: pe.msg, detail: pe.detail, hint: pe.hint, fatal: true}
-		}
-		return nil, err
+		// Whatever went wrong, the client hears why, with a SQLSTATE.
+		r := errorResponse(err)
+		return nil, &pgError{code: r.Code, msg: r.Message, detail: r.Detail, hint: r.Hint, fatal: true}
 	}
 	s.release(b)
 	return kv, nil

@@ -302,16 +302,7 @@ func (s *session) keepTxSets() {
 // session's, replayed on every backend it leases.
 func (s *session) rememberSet(st *parser.Statement) {
 	name, _ := st.SetName()
-	kept := s.sets[:0]
-	for _, x := range s.sets {
-		if x.name != name && name != "all" {
-			kept = append(kept, x)
-		}
-	}
-	s.sets = kept
-	if !st.IsReset() {
-		s.sets = append(s.sets, setting{name: name, sql: st.SQL})
-	}
+	s.setStatement(st, name)
 }
 
 // txWrites checks a write of the open transaction and records the shards

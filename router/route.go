@@ -310,6 +310,11 @@ func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compile
 		switch {
 		case a.Into:
 			return r.fixed([]int{r.topo.Default}, true, "SELECT INTO: default shard")
+		case !st.Portable():
+			// A function that may read or write data (a sequence, a SQL
+			// function reading a table): one fixed shard, where the
+			// objects not in the config live, never any shard in turn.
+			return r.fixed([]int{r.topo.Default}, st.Writes, fmt.Sprintf("calls a function that may read data: default shard %s", r.names[r.topo.Default]))
 		case st.Writes && len(reference) > 0:
 			// SELECT ... FOR UPDATE: lock one copy, always the same one.
 			return r.fixed([]int{r.topo.Default}, true, "locking read of reference tables: default shard")
