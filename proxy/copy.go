@@ -389,8 +389,7 @@ func (ci *copyIn) acquire(shard int) (*copyShard, error) {
 }
 
 // start sends the COPY to the shard and waits for its CopyInResponse; the
-// first shard's goes to the client. The shard's batch starts with the
-// preamble (header line or binary header).
+// first shard's goes to the client.
 func (ci *copyIn) start(cs *copyShard) error {
 	s, b := ci.s, cs.b
 	if err := b.sendQuery(ci.sql); err != nil {
@@ -409,9 +408,6 @@ func (ci *copyIn) start(cs *copyShard) error {
 				s.out = append(s.out, raw...)
 			}
 			cs.buf = append(cs.buf[:0], 'd', 0, 0, 0, 0)
-			if ci.split != nil {
-				cs.buf = append(cs.buf, ci.split.Preamble()...)
-			}
 			cs.copying = true
 			return nil
 		case 'E':
@@ -484,7 +480,11 @@ func (ci *copyIn) route(r copyfmt.Row) error {
 				Hint: "Inside a transaction, COPY rows for one shard only until two-phase commit lands; or COPY outside the transaction."}
 		}
 	}
-	cs.wrote = true
+	if !cs.wrote {
+		// The header line or binary header goes first, to every shard.
+		cs.buf = append(cs.buf, ci.split.Preamble()...)
+		cs.wrote = true
+	}
 	cs.buf = append(cs.buf, r.Raw...)
 	cs.record(r.Line)
 	if len(cs.buf) >= copyBatch {
