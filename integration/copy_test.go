@@ -487,3 +487,40 @@ func TestCopyCancel(t *testing.T) {
 		t.Fatalf("a canceled COPY left rows: %s", d)
 	}
 }
+
+// TestCopyClientGone: a client that disconnects mid-COPY leaves no rows and
+// no shard still copying or holding a transaction.
+func TestCopyClientGone(t *testing.T) {
+	ctx := context.Background()
+	c, err := connect(ctx, "app", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := copyBase + 60000
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write(textFile(items(lo, 2000)))
+		time.Sleep(500 * time.Millisecond)
+		c.PgConn().Conn().Close() // gone mid-COPY
+		pw.Close()
+	}()
+	c.PgConn().CopyFrom(ctx, pr, "COPY order_items FROM STDIN")
+	check := mustConnect(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		busy := int64(0)
+		for i := 0; i < nShards; i++ {
+			busy += shardInt(t, i, "SELECT count(*) FROM pg_stat_activity WHERE datname = 'deliveryapp' AND (query ILIKE 'COPY order_items%' AND state = 'active' OR state LIKE 'idle in transaction%')")
+		}
+		if busy == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d shard sessions still copying or in a transaction after the client left", busy)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if d := digest(t, check, lo, lo+1000); d != "0:0" {
+		t.Fatalf("an abandoned COPY left rows: %s", d)
+	}
+}
