@@ -823,7 +823,7 @@ func (s *session) copyOut(ctx context.Context, sql string, c *parser.Copy) error
 			return nil
 		}
 		if plan.Single() {
-			return s.copyPlain(ctx, plan.Shards[0], sql, false)
+			return s.copyPlain(ctx, plan.Shards[0], sql, c.Query.Writes)
 		}
 		if plan.SQL != nil || plan.Sort != nil || plan.Limited || plan.Offset > 0 || plan.Merge != nil || plan.Dedupe || c.Query.Writes {
 			s.fail(refused("COPY (query) TO STDOUT over several shards is supported only when the shards' rows are simply concatenated",
