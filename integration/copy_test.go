@@ -291,7 +291,9 @@ func TestCopyPgxAndErrors(t *testing.T) {
 	checkPlacement(t, lo, lo+1000)
 
 	elo := copyBase + 20000
-	line := func(id, user int, name string) string { return fmt.Sprintf("%d\t%d\t%d\t%s\t1\t2.00\n", id, id, user, name) }
+	line := func(id, user int, name string) string {
+		return fmt.Sprintf("%d\t%d\t%d\t%s\t1\t2.00\n", id, id, user, name)
+	}
 	good := line(1, elo, "a") + line(2, elo+1, "b") + line(3, elo+2, "c") + line(4, elo+3, "d")
 	more := line(11, elo+10, "a") + line(12, elo+11, "b") + line(13, elo+12, "c") + line(14, elo+13, "d")
 	cases := []struct {

@@ -151,13 +151,13 @@ func (s *session) pumpPlain(b *backend) error {
 
 // copyShard is one shard's part of a COPY FROM.
 type copyShard struct {
-	b     *backend
-	buf   []byte // a CopyData message being filled
+	b   *backend
+	buf []byte // a CopyData message being filled
 	// copying is true while the shard is in COPY mode; wrote once a row
 	// went to it.
 	copying, wrote bool
-	rows  int64  // rows sent
-	lines []int64
+	rows           int64 // rows sent
+	lines          []int64
 }
 
 // record remembers the client line of the row just sent.
@@ -189,7 +189,7 @@ type copyIn struct {
 	split  *copyfmt.Splitter
 	keyTyp string
 	keyOID uint32 // the key's type (its base type for a domain)
-	header bool // shards count the header as their line 1
+	header bool   // shards count the header as their line 1
 	inTx   bool
 	shards map[int]*copyShard
 	order  []int // shards in the order they were opened
@@ -896,7 +896,7 @@ func (s *session) concatCopy(bs []*backend, sql string, o parser.CopyOptions) er
 	var held []byte // binary: the last CopyData, which may end in the trailer
 	for i, b := range bs {
 		last := i == len(bs)-1
-		skip := 0   // binary header bytes still to drop
+		skip := 0 // binary header bytes still to drop
 		first := true
 		if i > 0 && bin {
 			skip = -1 // the header's length is read from it

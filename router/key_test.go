@@ -35,7 +35,7 @@ func TestShardOfKey(t *testing.T) {
 		{orders, "1.5", false, 0, KeyInvalid},
 		{events, "2025-03-01 10:00:00+00", false, 1, KeyPlaced},
 		{events, "2024-12-31 23:59:59.999999+00", false, 0, KeyPlaced},
-		{events, "2025-03-01 10:00:00", false, 1, KeyPlaced},     // far from a boundary: any zone
+		{events, "2025-03-01 10:00:00", false, 1, KeyPlaced},    // far from a boundary: any zone
 		{events, "2025-01-01 00:00:00", false, 0, KeyAmbiguous}, // on a boundary: the zone decides
 		{events, "not a time", false, 0, KeyInvalid},
 		{events, "", true, 0, KeyNoRange},

@@ -138,7 +138,7 @@ func run(n, rounds int) error {
 					return fmt.Errorf("%s %s: %s", t.name, f.name, out)
 				}
 				secs := time.Since(t0).Seconds()
-				add("from "+f.name+" "+t.name, secs, (procCPU()-cpu0).Seconds(), peakRSS())
+				add("from "+f.name+" "+t.name, secs, (procCPU() - cpu0).Seconds(), peakRSS())
 				fmt.Printf("  round %d COPY FROM %-6s %-6s %6.2f s  %9.0f rows/s\n", r+1, f.name, t.name, secs, float64(n)/secs)
 			}
 		}
@@ -151,7 +151,7 @@ func run(n, rounds int) error {
 			return fmt.Errorf("COPY TO through the proxy: %v %s", err, out)
 		}
 		secs := time.Since(t0).Seconds()
-		add("to text proxy", secs, (procCPU()-cpu0).Seconds(), peakRSS())
+		add("to text proxy", secs, (procCPU() - cpu0).Seconds(), peakRSS())
 		t0 = time.Now()
 		var wg sync.WaitGroup
 		errs := make([]error, 4)
