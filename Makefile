@@ -29,6 +29,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./parser/... ./fanout/...
 	scripts/bench.sh
 	$(GO) run ./scripts/mergebench
+	$(GO) run ./scripts/copybench
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

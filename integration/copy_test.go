@@ -526,3 +526,18 @@ func TestCopyClientGone(t *testing.T) {
 		t.Fatalf("an abandoned COPY left rows: %s", d)
 	}
 }
+
+// TestCopyNodePgCopyStreams runs node-postgres's pg-copy-streams both ways,
+// writing CSV in 7-byte pieces.
+func TestCopyNodePgCopyStreams(t *testing.T) {
+	mods, _ := filepath.Abs("testdata/clients/node_modules")
+	_, err := exec.LookPath("node")
+	requireTool(t, "node and npm packages pg, pg-copy-streams (npm install in integration/testdata/clients)",
+		err == nil && exists(filepath.Join(mods, "pg-copy-streams")))
+	lo := copyBase + 70000
+	runClient(t, "node", []string{"NODE_PATH=" + mods}, "testdata/clients/node_copy.js", proxyURL("app", "app"), fmt.Sprint(lo))
+	checkPlacement(t, lo, lo+1000)
+	if n := spread(t, lo, lo+1000); n != nShards {
+		t.Fatalf("node rows on %d shards", n)
+	}
+}
