@@ -320,6 +320,14 @@ func TestCopyPgxAndErrors(t *testing.T) {
 			if d := digest(t, c, elo, elo+100); d != "0:0" {
 				t.Fatalf("a failed COPY left rows: %s", d)
 			}
+			if strings.HasPrefix(tc.where, "COPY order_items") && tc.name != "csv unterminated" {
+				// The same data into one plain Postgres: the same error, word for word.
+				_, perr := plain.PgConn().CopyFrom(ctx, strings.NewReader(tc.data), tc.sql)
+				var ppe *pgconn.PgError
+				if !errors.As(perr, &ppe) || ppe.Code != pe.Code || ppe.Message != pe.Message || ppe.Where != pe.Where {
+					t.Fatalf("plain Postgres: %v (where %q); proxy: %v (where %q)", perr, whereOf(perr), err, pe.Where)
+				}
+			}
 			var one int
 			if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
 				t.Fatalf("session unusable: %v", err)
