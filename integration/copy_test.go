@@ -589,3 +589,50 @@ func (r *pieceReader) Read(p []byte) (int, error) {
 	r.data = r.data[k:]
 	return k, nil
 }
+
+// TestCopyTextKeyEncoding: a text shard key is hashed as UTF-8, so COPY
+// data in another encoding is refused rather than misplaced.
+func TestCopyTextKeyEncoding(t *testing.T) {
+	c := startOracleCluster(t, "enc", "  accounts: {strategy: hash, key: name, key_type: text}\n  mistyped: {strategy: hash, key: name}\n")
+	ctx := context.Background()
+	conn := c.open(t, c.proxyURL(), pgx.QueryExecModeSimpleProtocol)
+	if _, err := conn.Exec(ctx, "CREATE TABLE accounts (name text PRIMARY KEY, n int)"); err != nil {
+		t.Fatal(err)
+	}
+	if tag, err := conn.PgConn().CopyFrom(ctx, strings.NewReader("zoë\t1\nanna\t2\n"), "COPY accounts FROM STDIN"); err != nil || tag.RowsAffected() != 2 {
+		t.Fatalf("%v %v", tag, err)
+	}
+	// A text key the config calls bigint would hash wrongly: refused.
+	if _, err := conn.Exec(ctx, "CREATE TABLE mistyped (name text, n int)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.PgConn().CopyFrom(ctx, strings.NewReader("anna\t1\n"), "COPY mistyped FROM STDIN"); pgCode(err) != "0A000" {
+		t.Fatalf("key type mismatch: got %v, want 0A000", err)
+	}
+	for _, sql := range []string{"COPY accounts FROM STDIN (ENCODING 'LATIN1')", "SET client_encoding TO 'LATIN1'"} {
+		if strings.HasPrefix(sql, "SET") {
+			if _, err := conn.Exec(ctx, sql); err != nil {
+				t.Fatal(err)
+			}
+			sql = "COPY accounts FROM STDIN"
+		}
+		_, err := conn.PgConn().CopyFrom(ctx, strings.NewReader("zo\xeb2\t1\n"), sql)
+		if pgCode(err) != "0A000" {
+			t.Fatalf("%s: got %v, want 0A000", sql, err)
+		}
+	}
+	total := 0
+	for i := 0; i < 4; i++ {
+		sh, err := pgx.Connect(ctx, c.set.Clusters[i].DSN("enc"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		sh.QueryRow(ctx, "SELECT count(*) FROM accounts").Scan(&n)
+		sh.Close(ctx)
+		total += n
+	}
+	if total != 2 {
+		t.Fatalf("%d accounts on the shards, want the 2 loaded in UTF-8", total)
+	}
+}

@@ -40,6 +40,8 @@ type CopyOptions struct {
 	// the *All forms are FORCE_NULL *.
 	ForceNull, ForceNotNull       []string
 	ForceNullAll, ForceNotNullAll bool
+	// Encoding is the ENCODING option, "" when absent.
+	Encoding string
 	// Bad is set when an option's value is not one the proxy can read
 	// (a multi-byte delimiter...): the shard will refuse the statement.
 	Bad bool
@@ -102,6 +104,8 @@ func copyOptions(opts []*pg.Node) CopyOptions {
 			o.ForceNull, o.ForceNullAll = defColumns(d.Arg)
 		case "force_not_null":
 			o.ForceNotNull, o.ForceNotNullAll = defColumns(d.Arg)
+		case "encoding":
+			o.Encoding = defString(d.Arg)
 		}
 	}
 	csv := o.Format == "csv"

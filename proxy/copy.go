@@ -320,6 +320,21 @@ func (ci *copyIn) prepare(c *parser.Copy, b *backend) error {
 			"List the shard key column in the COPY's column list, with a value in every row.")
 	}
 	ci.keyTyp, ci.keyOID = types[tb.Key], oids[tb.Key]
+	if tb.Strategy == router.Hash {
+		intKey := ci.keyOID == 20 || ci.keyOID == 23 || ci.keyOID == 21
+		textKey := ci.keyOID == 25 || ci.keyOID == 1043
+		if tb.KeyText && !textKey || !tb.KeyText && !intKey {
+			// The hash depends on the type: rows would be misplaced.
+			return refused(fmt.Sprintf("the shard key %s of %s is of type %s on the shards, which does not match the config's key_type", tb.Key, tb.Name, ci.keyTyp),
+				"Set key_type (bigint or text) for the table in the config to the column's type.")
+		}
+	}
+	if tb.KeyText && !ci.utf8(c.Options.Encoding) {
+		// The shards hash the key after converting it to UTF-8; the proxy
+		// hashes the bytes it reads.
+		return refused(fmt.Sprintf("COPY into %s, whose text shard key is hashed as UTF-8, in another encoding is not supported", tb.Name),
+			"Send the data in UTF-8 (client_encoding and the ENCODING option).")
+	}
 	o := c.Options
 	f := copyfmt.Format{Delimiter: o.Delimiter, Null: o.Null, Quote: o.Quote, Escape: o.Escape, Header: o.Header, Columns: cols, Key: key}
 	switch o.Format {
@@ -338,6 +353,30 @@ func (ci *copyIn) prepare(c *parser.Copy, b *backend) error {
 	}
 	ci.split = copyfmt.New(f)
 	return nil
+}
+
+// utf8 reports whether COPY data arrives in UTF-8: the ENCODING option, or
+// else the session's client_encoding.
+func (ci *copyIn) utf8(option string) bool {
+	enc := option
+	if enc == "" {
+		for _, x := range ci.s.sets {
+			if x.name != "client_encoding" {
+				continue
+			}
+			enc = "unknown"
+			if stmts, err := ci.s.srv.cache.Parse(x.sql); err == nil && len(stmts) == 1 {
+				if v, ok := stmts[0].SetValue(); ok {
+					enc = v
+				}
+			}
+		}
+	}
+	switch strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(enc)) {
+	case "", "utf8", "unicode", "sqlascii":
+		return true
+	}
+	return false
 }
 
 func contains(list []string, s string) bool {
