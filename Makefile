@@ -36,6 +36,7 @@ bench: build
 	scripts/bench.sh
 	$(GO) run ./scripts/mergebench
 	$(GO) run ./scripts/twopcbench
+	$(GO) run ./scripts/copybench
 
 # compat runs PostgreSQL 15's own regression suite (pg_regress, the
 # `make installcheck` schedule) through shardproxy: sp1 = one shard, sp4 =

@@ -139,7 +139,7 @@ func TestPgxPointKeylessAndRefusals(t *testing.T) {
 		"UPDATE orders SET user_id = 1 WHERE user_id = 200001",
 		"INSERT INTO orders (id, restaurant_id, total, status) VALUES (1, 1, 1, 'x')",
 		"LISTEN foo",
-		"COPY orders TO STDOUT",
+		"COPY orders TO '/tmp/orders.copy'",
 	} {
 		_, err := c.Exec(ctx, q)
 		if pgCode(err) != "0A000" {

@@ -298,7 +298,9 @@ func analyse(sql string, n *pg.Node) *Statement {
 	case *pg.Node_ListenStmt, *pg.Node_UnlistenStmt, *pg.Node_NotifyStmt:
 		s.Kind, s.What = Unsupported, "LISTEN/NOTIFY"
 	case *pg.Node_CopyStmt:
-		s.Kind, s.What = Unsupported, "COPY"
+		// The simple protocol's COPY is the proxy's (Statement.Copy);
+		// what reaches the router is COPY anywhere else.
+		s.Kind, s.What = Unsupported, "COPY in the extended protocol or in a multi-statement query string"
 	case *pg.Node_DeclareCursorStmt, *pg.Node_FetchStmt, *pg.Node_ClosePortalStmt:
 		s.Kind, s.What = Unsupported, "cursors"
 	case *pg.Node_DeallocateStmt:

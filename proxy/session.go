@@ -315,6 +315,9 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 		return nil
 	}
 	s.q.st = st
+	if c, ok := st.Copy(); ok {
+		return s.copyStatement(ctx, st, c) // copy.go
+	}
 	switch st.Kind {
 	case parser.Transaction:
 		return s.transaction(ctx, st)

@@ -36,6 +36,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [ "${1:-}" != "--server-only" ] && [ ! -d integration/testdata/clients/node_modules/pg ]; then
+if [ "${1:-}" != "--server-only" ] && { [ ! -d integration/testdata/clients/node_modules/pg ] || [ ! -d integration/testdata/clients/node_modules/pg-copy-streams ]; }; then
   (cd integration/testdata/clients && npm install --silent --no-audit --no-fund >/dev/null)
 fi
