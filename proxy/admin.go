@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"sort"
@@ -51,6 +52,8 @@ var adminHelp = [][]string{
 	{"SHOW QUERIES", "per-fingerprint statistics, by total time"},
 	{"SHOW CONFIG", "running configuration (no passwords)"},
 	{"SHOW ROUTE <sql>", "where a statement would run, and why"},
+	{"SHOW CACHE", "result cache rules (entries, hits, hit ratio), consolidation and backend"},
+	{"CACHE CLEAR", "drop every result cache entry (on every proxy with Redis)"},
 	{"RELOAD", "re-read the config file"},
 	{"SHOW HELP", "this list"},
 }
@@ -79,6 +82,13 @@ func (s *session) adminQuery(sql string) error {
 			break
 		}
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("RELOAD")})
+	case "CACHE":
+		if !strings.EqualFold(rest, "CLEAR") {
+			s.sendError(adminSyntax(text))
+			break
+		}
+		s.srv.results.Clear(context.Background())
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("CACHE CLEAR")})
 	case "SET":
 		// Drivers set client_encoding and the like on connect; as
 		// PgBouncer's console, accept and ignore.
@@ -233,6 +243,8 @@ func (s *session) adminShow(what, arg string) error {
 		s.rows(textCols("key", "value", "reloadable"), srv.configRows())
 	case "ROUTE":
 		return s.showRoute(arg)
+	case "CACHE":
+		s.showCache()
 	default:
 		return &pgError{code: pgerrcode.SyntaxError, msg: fmt.Sprintf("unknown SHOW %q on the admin console", what),
 			hint: "SHOW HELP lists the admin console's commands."}
@@ -263,9 +275,10 @@ func (s *session) showRoute(sql string) error {
 			kind = "multi"
 		}
 		data = append(data, []string{strings.Join(names, ","), kind, strconv.FormatBool(plan.Write),
-			strconv.FormatBool(plan.SQL != nil), strconv.FormatBool(plan.Merge != nil && plan.Merge.Grouped), plan.Reason, mergeText(plan)})
+			strconv.FormatBool(plan.SQL != nil), strconv.FormatBool(plan.Merge != nil && plan.Merge.Grouped), plan.Reason, mergeText(plan),
+			s.srv.cacheText(st, sql)})
 	}
-	s.rows(textCols("shards", "kind", "write", "rewritten", "aggregate", "reason", "merge"), data)
+	s.rows(textCols("shards", "kind", "write", "rewritten", "aggregate", "reason", "merge", "cache"), data)
 	return nil
 }
 

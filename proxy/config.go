@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/shardproxy/shardproxy/resultcache"
 )
 
 // Config is the proxy's section of the config file (top-level keys).
@@ -31,6 +33,9 @@ type Config struct {
 	// merging (groups, DISTINCT rows, a sort after grouping); past it the
 	// query fails with SQLSTATE 54000. Default 256. Reloadable.
 	MergeMemoryMB int `yaml:"merge_memory_mb"`
+	// Cache configures consolidation of identical reads (on by default)
+	// and the opt-in result cache (docs/caching.md).
+	Cache resultcache.Config `yaml:"cache"`
 }
 
 // HealthConfig configures the per-shard health checker. Every field is
@@ -104,6 +109,7 @@ func (c Config) WithDefaults() Config {
 	if c.Health.Successes == 0 {
 		c.Health.Successes = 2
 	}
+	c.Cache = c.Cache.WithDefaults()
 	for i := range c.Users {
 		if c.Users[i].Auth == "" {
 			c.Users[i].Auth = "scram-sha-256"
@@ -156,6 +162,9 @@ func (c Config) Validate() error {
 	}
 	if c.Health.Interval < 0 || c.Health.Timeout < 0 || c.Health.Failures < 0 || c.Health.Successes < 0 {
 		errs = append(errs, errors.New("health: interval, timeout, failures and successes must be positive"))
+	}
+	if err := c.Cache.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -241,6 +241,7 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	}
 	p.plan = plan
 	s.q.plan = plan
+	s.rc.touch(ps.st)
 	scatter := !plan.Single() && s.tx == nil && s.status == 'I' && !s.anywhere(ps.st)
 	if plan.SQL != nil && !scatter {
 		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, a cross-shard merge) is not supported inside a transaction in the extended protocol yet",

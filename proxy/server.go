@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/shardproxy/shardproxy/parser"
+	"github.com/shardproxy/shardproxy/resultcache"
 	"github.com/shardproxy/shardproxy/router"
 )
 
@@ -26,6 +27,8 @@ type Server struct {
 	pools  []*pool
 	log    *slog.Logger
 	cache  *parser.Cache
+	// results is the result cache and consolidation (results.go).
+	results *resultcache.Cache
 
 	nextPID  atomic.Uint32
 	sessions sync.Map // pid -> *session, for CancelRequest
@@ -70,6 +73,7 @@ func New(cfg Config, topo *router.Topology, log *slog.Logger) (*Server, error) {
 		}
 		s.pools = append(s.pools, p)
 	}
+	s.results = resultcache.New(cfg.Cache, log)
 	if err := s.initObserve(cfg, topo); err != nil {
 		return nil, err
 	}
@@ -303,6 +307,7 @@ func (s *Server) Close() {
 	for _, p := range s.pools {
 		p.close()
 	}
+	s.results.Close()
 }
 
 func (s *Server) handle(ctx context.Context, c net.Conn) {

@@ -70,6 +70,7 @@ type session struct {
 	shardHint string
 	hintLocal bool
 	q         queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
+	rc        readCache   // results.go: result cache and consolidation
 }
 
 type setting struct{ name, sql string }
@@ -80,10 +81,12 @@ func (s *session) flush() error {
 	}
 	_, err := s.conn.Write(s.out)
 	s.out = s.out[:0]
+	s.rc.flushes++
 	return err
 }
 
 func (s *session) readyForQuery() error {
+	s.settle()
 	s.srv.obs.finish(s)
 	s.out = append(s.out, 'Z', 0, 0, 0, 5, s.status)
 	return s.flush()
@@ -361,6 +364,7 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 // routed runs a planned statement; sql is its text as the client sent it
 // (st may be the shared template of its shape).
 func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, plan *router.Plan) error {
+	s.rc.touch(st)
 	if st.Kind == parser.DDL {
 		// A new column may carry a collation the merge must know.
 		if s.status != 'I' {
@@ -371,6 +375,9 @@ func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, 
 	}
 	if s.status != 'I' {
 		return s.inTransaction(ctx, st, sql, plan)
+	}
+	if st.Kind == parser.Select && s.srv.results.Active() {
+		return s.sharedRead(ctx, st, sql, plan)
 	}
 	if plan.Single() {
 		return s.single(ctx, plan.Shards[0], sql)
@@ -931,6 +938,7 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 	hint := "Send statements for different shards in separate queries."
 	temp := false
 	for _, st := range stmts {
+		s.rc.touch(st)
 		switch st.Session {
 		case parser.AdvisoryLock:
 			s.fail(s.sessionState(st))
