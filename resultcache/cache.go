@@ -414,3 +414,13 @@ func tableOf(s string) parser.Table {
 	}
 	return parser.Table{Name: s}
 }
+
+// waiting returns how many clients wait on key's flight (for tests).
+func (c *Cache) waiting(key []byte) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.flights[maphash.Bytes(c.seed, key)]; f != nil {
+		return f.waiters
+	}
+	return 0
+}
