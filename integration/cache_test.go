@@ -311,7 +311,7 @@ func TestConsolidationBurst(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("client %d: %v", i, errs[i])
 		}
-		if results[i] != 12000000/7 {
+		if results[i] != (12000000-3)/7+1 {
 			t.Errorf("client %d got %d", i, results[i])
 		}
 	}

@@ -25,8 +25,8 @@ const downFor = time.Second
 // shared by every proxy, and publishes invalidations.
 //
 // Keys: <prefix>e:<sha256 of the key> holds an entry, <prefix>g:<table>
-// a table's generation, <prefix>epoch the generation of everything (CACHE
-// CLEAR, DDL), <prefix>l:<hash> a fill lock; invalidations are published
+// a table's generation (a random token, new at every invalidation),
+// <prefix>epoch the generation of everything (CACHE CLEAR, DDL), <prefix>l:<hash> a fill lock; invalidations are published
 // on <prefix>invalidate. An entry is [filled ns][epoch][gens...][reply],
 // big-endian 8-byte words: it is served only while the epoch and the
 // generations it was filled under are still current, read in the same
@@ -244,9 +244,11 @@ func (r *redisStore) invalidate(ctx context.Context, tables []parser.Table, all 
 	r.pendingAll = r.pendingAll || all
 	r.hasPending.Store(true)
 	r.mu.Unlock()
-	if time.Now().UnixNano() >= r.down.Load() {
-		r.flushPending(ctx)
-	}
+	// Not skipped while Redis is marked down: a write's invalidation is
+	// worth a timeout, and Redis may be back for the other proxies.
+	c, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	r.flushPending(c)
 }
 
 // flushPending sends the pending invalidations; false when Redis failed.
@@ -260,11 +262,11 @@ func (r *redisStore) flushPending(ctx context.Context) bool {
 	pipe := r.cl.Pipeline()
 	msg := []string{r.id}
 	if r.pendingAll {
-		pipe.Incr(ctx, r.cfg.Prefix+"epoch")
+		pipe.Set(ctx, r.cfg.Prefix+"epoch", token(), 0)
 		msg = append(msg, "*")
 	}
 	for t := range r.pending {
-		pipe.Incr(ctx, r.genKey(t))
+		pipe.Set(ctx, r.genKey(t), token(), 0)
 		msg = append(msg, t.Schema+"."+t.Name)
 	}
 	pipe.Publish(ctx, r.channel(), strings.Join(msg, "\n"))
@@ -279,10 +281,18 @@ func (r *redisStore) flushPending(ctx context.Context) bool {
 	return true
 }
 
+// token is a new generation: random, not a counter, so that a Redis
+// restarted empty can never bring back a generation an old entry holds.
+func token() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:]) | 1
+}
+
 // retry sends pending invalidations while Redis was away.
 func (r *redisStore) retry(ctx context.Context) {
 	defer r.wg.Done()
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
@@ -290,7 +300,7 @@ func (r *redisStore) retry(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if r.hasPending.Load() && time.Now().UnixNano() >= r.down.Load() {
+		if r.hasPending.Load() {
 			c, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 			r.flushPending(c)
 			cancel()
