@@ -29,6 +29,8 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./parser/... ./fanout/...
 	scripts/bench.sh
 	$(GO) run ./scripts/mergebench
+	@command -v redis-server >/dev/null 2>&1 || scripts/deps.sh
+	$(GO) run ./scripts/cachebench
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
