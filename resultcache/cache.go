@@ -360,9 +360,28 @@ func (c *Cache) Invalidate(ctx context.Context, tables []parser.Table) {
 	}
 	c.bump(tables)
 	c.invalidations.Add(uint64(len(tables)))
-	if c.rds != nil {
+	if c.rds != nil && c.cached(tables) {
 		c.rds.invalidate(ctx, tables, false)
 	}
+}
+
+// cached reports whether entries may read one of tables: any table when a
+// fingerprint rule exists, else the tables of the table rules. Writes to
+// other tables need no Redis round trip (other proxies still learn of them
+// for consolidation only through their own writes: harmless, a flight is
+// in-proxy).
+func (c *Cache) cached(tables []parser.Table) bool {
+	if len(c.byFP) > 0 {
+		return true
+	}
+	for _, t := range tables {
+		for _, r := range c.rules {
+			if r.covers(norm(t)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Clear drops every entry (CACHE CLEAR, and DDL, which may change what
