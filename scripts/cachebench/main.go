@@ -79,7 +79,8 @@ func run(dur, warm time.Duration, clients int) error {
 
 	rules := "  rules:\n    - {name: users, tables: [users], ttl: 1m}\n    - {name: restaurants, tables: [restaurants], ttl: 5m}\n"
 	configs := []struct{ name, cache string }{
-		{"cache off (consolidation on)", "  consolidate: true\n"},
+		{"cache off, consolidation off", "  consolidate: false\n"},
+		{"cache off, consolidation on (default)", "  consolidate: true\n"},
 		{"cache on, memory", "  backend: memory\n" + rules},
 		{"cache on, redis", fmt.Sprintf("  backend: redis\n  redis: {addr: %q}\n", rds.Addr()) + rules},
 	}
