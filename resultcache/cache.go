@@ -230,6 +230,12 @@ func (c *Cache) Read(ctx context.Context, key []byte, tables []parser.Table, r *
 	}
 	f := c.lead(h, key, tables)
 	c.mu.Unlock()
+	defer func() {
+		if p := recover(); p != nil { // run panicked: the followers read for themselves
+			c.finish(f, nil, false)
+			panic(p)
+		}
+	}()
 
 	if r != nil && c.rds != nil && redisOK {
 		if !c.rds.lock(ctx, key) {

@@ -328,3 +328,32 @@ func TestRedisDown(t *testing.T) {
 		t.Error("backend not up again")
 	}
 }
+
+func TestLeaderPanics(t *testing.T) {
+	c := newCache(t, Config{})
+	release, started := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer func() { recover() }()
+		c.Read(context.Background(), key("q"), users, nil, func() ([]byte, error) {
+			close(started)
+			<-release
+			panic("boom")
+		})
+	}()
+	<-started
+	var runs atomic.Int64
+	res := make(chan string)
+	go func() { res <- read(c, "q", nil, "own", &runs) }()
+	for c.waiting(key("q")) < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	select {
+	case got := <-res:
+		if got != "own" {
+			t.Errorf("follower got %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the follower still waits for a leader that panicked")
+	}
+}
