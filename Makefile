@@ -26,7 +26,7 @@ demo: build
 
 bench: build
 	@scripts/deps.sh --server-only
-	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./parser/... ./fanout/...
+	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./parser/... ./fanout/... ./resultcache/...
 	scripts/bench.sh
 	$(GO) run ./scripts/mergebench
 	@command -v redis-server >/dev/null 2>&1 || scripts/deps.sh

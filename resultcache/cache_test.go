@@ -357,3 +357,41 @@ func TestLeaderPanics(t *testing.T) {
 		t.Fatal("the follower still waits for a leader that panicked")
 	}
 }
+
+// TestConsolidateNoAlloc: a read that meets no other read in flight and no
+// rule costs no allocation (flights are reused).
+func TestConsolidateNoAlloc(t *testing.T) {
+	c := newCache(t, Config{})
+	k := key("SELECT name FROM users WHERE id = 1")
+	reply := []byte("reply")
+	run := func() ([]byte, error) { return reply, nil }
+	c.Read(context.Background(), k, users, nil, run)
+	if n := testing.AllocsPerRun(1000, func() {
+		c.Read(context.Background(), k, users, nil, run)
+	}); n != 0 {
+		t.Errorf("%v allocations per read, want 0", n)
+	}
+}
+
+func BenchmarkConsolidateAlone(b *testing.B) {
+	c := New(Config{}.WithDefaults(), nil)
+	k := key("SELECT name FROM users WHERE id = 1")
+	reply := []byte("reply")
+	run := func() ([]byte, error) { return reply, nil }
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Read(context.Background(), k, users, nil, run)
+	}
+}
+
+func BenchmarkMemoryHit(b *testing.B) {
+	c := New(memRule(time.Hour).WithDefaults(), nil)
+	k := key("SELECT name FROM users WHERE id = 1")
+	reply := make([]byte, 200)
+	run := func() ([]byte, error) { return reply, nil }
+	c.Read(context.Background(), k, users, c.rules[0], run)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Read(context.Background(), k, users, c.rules[0], run)
+	}
+}
