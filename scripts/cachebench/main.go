@@ -125,7 +125,9 @@ func run(dur, warm time.Duration, clients int) error {
 	return nil
 }
 
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) + " ms" }
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) + " ms"
+}
 
 func startProxy(ctx context.Context, set *localpg.Set, cache string) (*proxy.Server, string, error) {
 	var sb strings.Builder
