@@ -60,7 +60,6 @@ type result struct {
 	hitRatio         string
 	p50, p99         time.Duration
 	reads, writes    int
-	consolidatedSeen string
 }
 
 func run(dur, warm time.Duration, clients int) error {
