@@ -133,12 +133,28 @@ func shardIndex(id int64) int {
 	return i
 }
 
+// deleteUsers removes the test's users through the shared proxy.
+func deleteUsers(t *testing.T, ids ...int64) {
+	c, err := connect(context.Background(), "app", "app")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer c.Close(context.Background())
+	for _, id := range ids {
+		if _, err := c.Exec(context.Background(), fmt.Sprintf("DELETE FROM users WHERE id = %d", id)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func TestCacheTwoProxiesInvalidate(t *testing.T) {
 	cache := redisCache(t)
 	a, b := startCacheProxy(t, cache), startCacheProxy(t, cache)
 	ca, cb := a.connect(t), b.connect(t)
 	ctx := context.Background()
 	const id, other = 920001, 920002
+	t.Cleanup(func() { deleteUsers(t, id, other) })
 	for _, q := range []string{
 		fmt.Sprintf("DELETE FROM users WHERE id IN (%d, %d)", id, other),
 		fmt.Sprintf("INSERT INTO users (id, name, email, city) VALUES (%d, 'first', 'e', 'c'), (%d, 'other', 'e', 'c')", id, other),
@@ -178,6 +194,23 @@ func TestCacheTwoProxiesInvalidate(t *testing.T) {
 	if got := nameOf(t, ca, id); got != "behind" {
 		t.Errorf("read through a after b's write = %q, want %q", got, "behind")
 	}
+	// Volatile functions, locking reads and catalogs are never cached.
+	for _, q := range []string{
+		fmt.Sprintf("SELECT name || random()::text FROM users WHERE id = %d", id),
+		fmt.Sprintf("SELECT name || clock_timestamp()::text FROM users WHERE id = %d", id),
+		fmt.Sprintf("SELECT name || txid_current()::text FROM users WHERE id = %d FOR UPDATE", id),
+	} {
+		var first, second string
+		if err := ca.QueryRow(ctx, q).Scan(&first); err != nil {
+			t.Fatal(err)
+		}
+		if err := cb.QueryRow(ctx, q).Scan(&second); err != nil {
+			t.Fatal(err)
+		}
+		if first == second {
+			t.Errorf("%s: the same answer twice (%q): served from the cache", q, first)
+		}
+	}
 	out := a.admin(t, "SHOW CACHE", "SHOW ROUTE SELECT name FROM users WHERE id = 1", "SHOW ROUTE SELECT now()", "CACHE CLEAR")
 	for _, want := range []string{" users ", "tables users", " redis ", "(consolidation) | on", "rule users (ttl 1m0s)", "never (volatile", "CACHE CLEAR"} {
 		if !strings.Contains(out, want) {
@@ -194,6 +227,7 @@ func TestCacheNoStaleReadAfterCommit(t *testing.T) {
 	conns := []*pgx.Conn{a.connect(t), b.connect(t)}
 	ctx := context.Background()
 	const id = 920011
+	t.Cleanup(func() { deleteUsers(t, id) })
 	conns[0].Exec(ctx, fmt.Sprintf("DELETE FROM users WHERE id = %d", id))
 	if _, err := conns[0].Exec(ctx, fmt.Sprintf("INSERT INTO users (id, name, email, city) VALUES (%d, 'v0', 'e', 'c')", id)); err != nil {
 		t.Fatal(err)
@@ -280,16 +314,14 @@ func TestConsolidationBurst(t *testing.T) {
 	const clients = 8
 	results := make([]int64, clients)
 	errs := make([]error, clients)
+	conns := make([]*pgx.Conn, clients) // connected first: the burst is only the queries
+	for i := range conns {
+		conns[i] = mustConnect(t)
+	}
 	var wg sync.WaitGroup
 	query := func(i int) {
 		defer wg.Done()
-		c, err := connect(ctx, "app", "app")
-		if err != nil {
-			errs[i] = err
-			return
-		}
-		defer c.Close(ctx)
-		errs[i] = c.QueryRow(ctx, q).Scan(&results[i])
+		errs[i] = conns[i].QueryRow(ctx, q).Scan(&results[i])
 	}
 	wg.Add(1)
 	go query(0)
@@ -332,6 +364,7 @@ func TestCacheRedisRestartUnderLoad(t *testing.T) {
 	stop := make(chan struct{})
 	var ops atomic.Int64
 	errc := make(chan error, workers)
+	t.Cleanup(func() { deleteUsers(t, 920100, 920101, 920102, 920103) })
 	for w := range workers {
 		ca, cb := a.connect(t), b.connect(t)
 		id := int64(920100 + w)

@@ -55,11 +55,11 @@ func main() {
 }
 
 type result struct {
-	name             string
-	tps              float64
-	hitRatio         string
-	p50, p99         time.Duration
-	reads, writes    int
+	name          string
+	tps           float64
+	hitRatio      string
+	p50, p99      time.Duration
+	reads, writes int
 }
 
 func run(dur, warm time.Duration, clients int) error {
