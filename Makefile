@@ -32,11 +32,13 @@ demo: build
 
 bench: build
 	@scripts/deps.sh --server-only
-	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./parser/... ./fanout/...
+	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./parser/... ./fanout/... ./resultcache/...
 	scripts/bench.sh
 	$(GO) run ./scripts/mergebench
 	$(GO) run ./scripts/twopcbench
 	$(GO) run ./scripts/copybench
+	@command -v redis-server >/dev/null 2>&1 || scripts/deps.sh
+	$(GO) run ./scripts/cachebench
 
 # compat runs PostgreSQL 15's own regression suite (pg_regress, the
 # `make installcheck` schedule) through shardproxy: sp1 = one shard, sp4 =

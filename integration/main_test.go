@@ -50,6 +50,12 @@ func run(m *testing.M) int {
 	defer set.Stop()
 	set.StopOnSignal()
 	env.shards = set
+	stopRedis, err := startRedis(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: cannot start redis-server in CI:", err)
+		return 1
+	}
+	defer stopRedis()
 
 	var sb strings.Builder
 	sb.WriteString("users: [{name: app, password: app}, {name: trusty, auth: trust}]\npool: {size: 8, acquire_timeout: 5s}\nshards:\n")

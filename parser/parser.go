@@ -89,6 +89,8 @@ type Statement struct {
 
 type memoBox struct {
 	p atomic.Pointer[[]memoEntry]
+	// shared caches Shareable (shareable.go): 0 not yet known.
+	shared atomic.Uint32
 }
 
 // Hint is a `key: value` comment: `/* shard: s2 */` or `/* user_id: 42 */`.

@@ -55,6 +55,8 @@ var adminHelp = [][]string{
 	{"SHOW ROUTE <sql>", "where a statement would run, and why"},
 	{"SHOW TRANSACTIONS", "prepared transactions of this deployment on the shards (in doubt until recovery resolves them), and two-phase commit counters"},
 	{"RECOVER", "resolve prepared transactions left by a crash now (recovery also runs every two_phase.recovery_interval)"},
+	{"SHOW CACHE", "result cache rules (entries, hits, hit ratio), consolidation and backend"},
+	{"CACHE CLEAR", "drop every result cache entry (on every proxy with Redis)"},
 	{"RELOAD", "re-read the config file"},
 	{"SHOW HELP", "this list"},
 }
@@ -90,6 +92,13 @@ func (s *session) adminQuery(sql string) error {
 				Code: pgerrcode.ConnectionFailure, Message: err.Error()})
 		}
 		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("RECOVER " + strconv.Itoa(n))})
+	case "CACHE":
+		if !strings.EqualFold(rest, "CLEAR") {
+			s.sendError(adminSyntax(text))
+			break
+		}
+		s.srv.results.Clear(context.Background())
+		s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("CACHE CLEAR")})
 	case "SET":
 		// Drivers set client_encoding and the like on connect; as
 		// PgBouncer's console, accept and ignore.
@@ -259,6 +268,8 @@ func (s *session) adminShow(what, arg string) error {
 		s.rows(textCols("gid", "shard", "decider", "prepared", "commits", "aborts", "recovered"), data)
 	case "ROUTE":
 		return s.showRoute(arg)
+	case "CACHE":
+		s.showCache()
 	default:
 		return &pgError{code: pgerrcode.SyntaxError, msg: fmt.Sprintf("unknown SHOW %q on the admin console", what),
 			hint: "SHOW HELP lists the admin console's commands."}
@@ -289,9 +300,10 @@ func (s *session) showRoute(sql string) error {
 			kind = "multi"
 		}
 		data = append(data, []string{strings.Join(names, ","), kind, strconv.FormatBool(plan.Write),
-			strconv.FormatBool(plan.SQL != nil), strconv.FormatBool(plan.Merge != nil && plan.Merge.Grouped), plan.Reason, mergeText(plan)})
+			strconv.FormatBool(plan.SQL != nil), strconv.FormatBool(plan.Merge != nil && plan.Merge.Grouped), plan.Reason, mergeText(plan),
+			s.srv.cacheText(st, sql)})
 	}
-	s.rows(textCols("shards", "kind", "write", "rewritten", "aggregate", "reason", "merge"), data)
+	s.rows(textCols("shards", "kind", "write", "rewritten", "aggregate", "reason", "merge", "cache"), data)
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/shardproxy/shardproxy/resultcache"
 )
 
 // Config is the proxy's section of the config file (top-level keys).
@@ -37,6 +39,9 @@ type Config struct {
 	// Replicas says how reads use the shards' replicas and how writes
 	// follow a promoted replica (replicas.go).
 	Replicas ReplicasConfig `yaml:"replicas"`
+	// Cache configures consolidation of identical reads (on by default)
+	// and the opt-in result cache (docs/caching.md).
+	Cache resultcache.Config `yaml:"cache"`
 }
 
 // TwoPhaseConfig configures two-phase commit.
@@ -176,6 +181,7 @@ func (c Config) WithDefaults() Config {
 	if c.Replicas.ReadYourWrites == 0 {
 		c.Replicas.ReadYourWrites = 2 * time.Second
 	}
+	c.Cache = c.Cache.WithDefaults()
 	for i := range c.Users {
 		if c.Users[i].Auth == "" {
 			c.Users[i].Auth = "scram-sha-256"
@@ -251,6 +257,9 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas.FailoverBuffer < 0 {
 		errs = append(errs, errors.New("replicas.failover_buffer must be positive"))
+	}
+	if err := c.Cache.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -251,6 +251,7 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 		// Column collations and order are reread once the DDL is done.
 		x.ddl = true
 	}
+	s.rc.touch(ps.st)
 	scatter := (!plan.Single() || len(plan.KeyGuard) > 0) && !s.anywhere(ps.st)
 	if plan.SQL != nil && !scatter {
 		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, a cross-shard merge) is not supported here in the extended protocol yet",

@@ -104,7 +104,7 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 			return err
 		}
 	}
-	return nil
+	return s.results.Register(reg)
 }
 
 // stateCollector reads pools, sessions, the parse cache and shard health

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync/atomic"
 
 	"github.com/shardproxy/shardproxy/router"
@@ -84,6 +85,10 @@ func (s *Server) Apply(cfg Config) error {
 			s.log.Warn("config change needs a restart, keeping the running value",
 				"key", d.key, "running", fmt.Sprint(d.old), "file", fmt.Sprint(d.new))
 		}
+	}
+	if !reflect.DeepEqual(old.Cache, cfg.Cache) {
+		s.log.Warn("config change needs a restart, keeping the running value", "key", "cache")
+		cfg.Cache = old.Cache
 	}
 	cfg.Listen, cfg.AdminListen, cfg.Database = old.Listen, old.AdminListen, old.Database
 	cfg.Pool.ConnectTimeout, cfg.Pool.AcquireTimeout = old.Pool.ConnectTimeout, old.Pool.AcquireTimeout

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shardproxy/shardproxy/parser"
+	"github.com/shardproxy/shardproxy/resultcache"
 	"github.com/shardproxy/shardproxy/router"
 )
 
@@ -27,6 +28,8 @@ type Server struct {
 	pools  []*pool
 	log    *slog.Logger
 	cache  *parser.Cache
+	// results is the result cache and consolidation (results.go).
+	results *resultcache.Cache
 
 	nextPID  atomic.Uint32
 	sessions sync.Map // pid -> *session, for CancelRequest
@@ -93,6 +96,7 @@ func New(cfg Config, topo *router.Topology, log *slog.Logger) (*Server, error) {
 			rs.failovers = s.repl.failovers
 		}
 	}
+	s.results = resultcache.New(cfg.Cache, log)
 	if err := s.initObserve(cfg, topo); err != nil {
 		return nil, err
 	}
@@ -391,6 +395,7 @@ func (s *Server) Close() {
 		p.close()
 	}
 	s.closeReplicas()
+	s.results.Close()
 }
 
 func (s *Server) handle(ctx context.Context, c net.Conn) {

@@ -59,6 +59,7 @@ type session struct {
 	q         queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
 
 	rs replicaState // replicas.go: read-your-writes
+	rc        readCache   // results.go: result cache and consolidation
 }
 
 type setting struct{ name, sql string }
@@ -70,10 +71,12 @@ func (s *session) flush() error {
 	_, err := s.conn.Write(s.out)
 	s.out = s.out[:0]
 	s.rs.flushes++
+	s.rc.flushes++
 	return err
 }
 
 func (s *session) readyForQuery() error {
+	s.settle()
 	s.srv.obs.finish(s)
 	s.state.capture, s.state.touched = false, false
 	if s.status == 'I' {
@@ -344,6 +347,7 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 // routed runs a planned statement; sql is its text as the client sent it
 // (st may be the shared template of its shape).
 func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, plan *router.Plan) error {
+	s.rc.touch(st)
 	if st.Kind == parser.DDL {
 		// A new column may carry a collation the merge must know.
 		if s.status != 'I' {
@@ -355,6 +359,9 @@ func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, 
 	s.noteWrite(st)
 	if s.status != 'I' {
 		return s.inTransaction(ctx, st, sql, plan)
+	}
+	if st.Kind == parser.Select && !st.Writes && !plan.Write && s.srv.results.Active() {
+		return s.sharedRead(ctx, st, sql, plan)
 	}
 	if plan.Single() && len(plan.KeyGuard) == 0 {
 		if s.srv.sets != nil && s.srv.sets[plan.Shards[0]] != nil {
@@ -840,6 +847,7 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 	var sets []*parser.Statement // SETs that outlive the string (multiSets)
 	for _, st := range stmts {
 		s.noteWrite(st) // replicas.go: read-your-writes
+		s.rc.touch(st)
 		switch st.Session {
 		case parser.AdvisoryLock:
 			s.fail(s.sessionState(st))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need when it is missing, with apt-get
 # (Debian/Ubuntu) and npm: the PostgreSQL server binaries (initdb, pg_ctl,
-# psql, pgbench), and the client libraries the integration tests drive
+# psql, pgbench), redis-server (result cache tests), and the client libraries the integration tests drive
 # (psycopg 3, the JDBC driver, node-postgres). Used by make test/demo/bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ missing=()
 have_pg() { command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
 have_pg && command -v psql >/dev/null 2>&1 && command -v pgbench >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
 if [ "${1:-}" != "--server-only" ]; then
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)   # the result cache's Redis backend tests
   /usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 || missing+=(python3-psycopg)
   /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1 || missing+=(python3-psycopg2)
   /usr/bin/python3 -c 'import sqlalchemy' >/dev/null 2>&1 || missing+=(python3-sqlalchemy)

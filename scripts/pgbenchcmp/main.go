@@ -21,6 +21,7 @@ import (
 
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/resultcache"
 	"github.com/shardproxy/shardproxy/router"
 )
 
@@ -47,6 +48,9 @@ func main() {
 	}
 }
 
+// consolidate sets the proxy's cache.consolidate.
+var consolidate = flag.Bool("consolidate", true, "the proxy consolidates identical reads in flight (its default)")
+
 type target struct {
 	name string
 	url  string
@@ -72,7 +76,7 @@ func run(clientList, modeList string, secs, rounds, scale, replicas int) error {
 		return err
 	}
 	srv, err := proxy.New(proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
-		Pool: proxy.PoolConfig{Size: 16}}, topo, nil)
+		Pool: proxy.PoolConfig{Size: 16}, Cache: resultcache.Config{Consolidate: consolidate}}, topo, nil)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,301 @@
+// Command cachebench measures the result cache (issue #20): a read-heavy
+// load through shardproxy on 4 local shards (90 % point reads of users and
+// restaurants by id, 10 % INSERTs into orders), with the cache off
+// (consolidation only), on in memory, and on in a real redis-server; and a
+// read-only run on a warm cache for the latency of a hit. It prints a
+// markdown table: TPS, hit ratio, and p50/p99 of the reads.
+//
+// The proxy runs in this process; clients are pgx in the simple protocol
+// (the cache's protocol). Slow: not part of `make test`.
+//
+//	go run ./scripts/cachebench                 # 8 clients, 10s per run
+//	go run ./scripts/cachebench -T 3s -clients 4
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shardproxy/shardproxy/config"
+	"github.com/shardproxy/shardproxy/delivery"
+	"github.com/shardproxy/shardproxy/localpg"
+	"github.com/shardproxy/shardproxy/localredis"
+	"github.com/shardproxy/shardproxy/parser"
+	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/router"
+)
+
+const (
+	nShards     = 4
+	users       = 2000
+	restaurants = 500
+)
+
+func main() {
+	dur := flag.Duration("T", 10*time.Second, "timed length of each run")
+	warm := flag.Duration("warmup", 2*time.Second, "untimed load before each run")
+	clients := flag.Int("clients", 8, "concurrent clients")
+	flag.Parse()
+	if err := run(*dur, *warm, *clients); err != nil {
+		fmt.Fprintln(os.Stderr, "cachebench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	name          string
+	tps           float64
+	hitRatio      string
+	p50, p99      time.Duration
+	reads, writes int
+}
+
+func run(dur, warm time.Duration, clients int) error {
+	ctx := context.Background()
+	set, err := localpg.Start(ctx, localpg.Options{N: nShards, Database: "deliveryapp"})
+	if err != nil {
+		return err
+	}
+	defer set.Stop()
+	set.StopOnSignal()
+	rds, err := localredis.Start(ctx)
+	if err != nil {
+		return err
+	}
+	defer rds.Close()
+
+	rules := "  rules:\n    - {name: users, tables: [users], ttl: 1m}\n    - {name: restaurants, tables: [restaurants], ttl: 5m}\n"
+	configs := []struct{ name, cache string }{
+		{"cache off, consolidation off", "  consolidate: false\n"},
+		{"cache off, consolidation on (default)", "  consolidate: true\n"},
+		{"cache on, memory", "  backend: memory\n" + rules},
+		{"cache on, redis", fmt.Sprintf("  backend: redis\n  redis: {addr: %q}\n", rds.Addr()) + rules},
+	}
+	var out []result
+	for i, c := range configs {
+		srv, addr, err := startProxy(ctx, set, c.cache)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			if err := load(ctx, addr); err != nil {
+				srv.Close()
+				return err
+			}
+		}
+		load := mix(addr, clients, 0.9)
+		load(ctx, warm, nil)
+		before := cacheStats(ctx, addr)
+		r := result{name: c.name}
+		load(ctx, dur, &r)
+		after := cacheStats(ctx, addr)
+		r.hitRatio = ratio(before, after)
+		out = append(out, r)
+		if c.name == "cache on, memory" {
+			h := result{name: "cache on, memory: reads only, warm (every read a hit)"}
+			only := mix(addr, clients, 1)
+			only(ctx, warm, nil)
+			before := cacheStats(ctx, addr)
+			only(ctx, dur, &h)
+			h.hitRatio = ratio(before, cacheStats(ctx, addr))
+			out = append(out, h)
+		}
+		srv.Close()
+	}
+	fmt.Printf("%d clients, %s per run after %s warm-up, %d shards; reads: users (%d) and restaurants (%d) by id, writes: INSERT into orders\n\n",
+		clients, dur, warm, nShards, users, restaurants)
+	fmt.Println("| run | TPS | reads | writes | hit ratio | read p50 | read p99 |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	for _, r := range out {
+		fmt.Printf("| %s | %.0f | %d | %d | %s | %s | %s |\n", r.name, r.tps, r.reads, r.writes, r.hitRatio, ms(r.p50), ms(r.p99))
+	}
+	return nil
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) + " ms"
+}
+
+func startProxy(ctx context.Context, set *localpg.Set, cache string) (*proxy.Server, string, error) {
+	var sb strings.Builder
+	sb.WriteString("users: [{name: app, password: app}, {name: admin, password: admin}]\nadmins: [admin]\npool: {size: 8}\nshards:\n")
+	for i, dsn := range set.DSNs() {
+		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, dsn)
+	}
+	sb.WriteString("tables:\n  users: {strategy: hash, key: id}\n  orders: {strategy: hash, key: user_id}\n  order_items: {strategy: hash, key: user_id}\n  restaurants: {strategy: reference}\n")
+	sb.WriteString("  events: {strategy: hash, key: user_id}\n")
+	sb.WriteString("cache:\n" + cache)
+	f, err := config.Parse([]byte(sb.String()))
+	if err != nil {
+		return nil, "", err
+	}
+	topo, err := router.NewTopology(&f.Topology)
+	if err != nil {
+		return nil, "", err
+	}
+	srv, err := proxy.New(f.Proxy, topo, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	srv.Warm(ctx)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	go srv.Serve(ctx, ln)
+	return srv, ln.Addr().String(), nil
+}
+
+func connect(ctx context.Context, addr, user, db string) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable", user, user, addr, db))
+	if err != nil {
+		return nil, err
+	}
+	cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	return pgx.ConnectConfig(ctx, cc)
+}
+
+func load(ctx context.Context, addr string) error {
+	c, err := connect(ctx, addr, "app", "deliveryapp")
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	stmts, err := parser.Parse(delivery.Schema)
+	if err != nil {
+		return err
+	}
+	for _, st := range stmts {
+		if _, err := c.Exec(ctx, st.SQL); err != nil {
+			return fmt.Errorf("schema: %w", err)
+		}
+	}
+	for lo := 1; lo <= users; lo += 500 {
+		var vals []string
+		for id := lo; id < lo+500 && id <= users; id++ {
+			vals = append(vals, fmt.Sprintf("(%d, 'user %d', 'u%d@example.com', 'city %d')", id, id, id, id%20))
+		}
+		if _, err := c.Exec(ctx, "INSERT INTO users (id, name, email, city) VALUES "+strings.Join(vals, ",")); err != nil {
+			return err
+		}
+	}
+	var vals []string
+	for id := 1; id <= restaurants; id++ {
+		vals = append(vals, fmt.Sprintf("(%d, 'restaurant %d', 'city %d', 'cuisine %d', %d.%d)", id, id, id%20, id%7, id%5, id%10))
+	}
+	_, err = c.Exec(ctx, "INSERT INTO restaurants (id, name, city, cuisine, rating) VALUES "+strings.Join(vals, ","))
+	return err
+}
+
+var orderID atomic.Int64
+
+// mix returns a load of clients for d with readShare of point reads (the
+// rest INSERTs into orders); with r, it records throughput and latencies.
+func mix(addr string, clients int, readShare float64) func(context.Context, time.Duration, *result) {
+	return func(ctx context.Context, d time.Duration, r *result) {
+		var mu sync.Mutex
+		var lat []time.Duration
+		var writes int
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := connect(ctx, addr, "app", "deliveryapp")
+				if err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					return
+				}
+				defer c.Close(ctx)
+				var my []time.Duration
+				w := 0
+				rnd := rand.New(rand.NewPCG(rand.Uint64(), 1))
+				var name string
+				for time.Since(start) < d {
+					x := rnd.Float64()
+					t := time.Now()
+					switch {
+					case x >= readShare:
+						id := orderID.Add(1)
+						uid := rnd.IntN(users) + 1
+						_, err = c.Exec(ctx, fmt.Sprintf("INSERT INTO orders (id, user_id, restaurant_id, total, status, created_at) VALUES (%d, %d, %d, 12.50, 'new', '2026-12-01')",
+							id, uid, rnd.IntN(restaurants)+1))
+						w++
+						continue
+					case x < readShare*5/9:
+						err = c.QueryRow(ctx, fmt.Sprintf("SELECT name FROM users WHERE id = %d", rnd.IntN(users)+1)).Scan(&name)
+					default:
+						err = c.QueryRow(ctx, fmt.Sprintf("SELECT name FROM restaurants WHERE id = %d", rnd.IntN(restaurants)+1)).Scan(&name)
+					}
+					if err != nil {
+						fmt.Fprintln(os.Stderr, err)
+						return
+					}
+					my = append(my, time.Since(t))
+				}
+				mu.Lock()
+				lat = append(lat, my...)
+				writes += w
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if r == nil {
+			return
+		}
+		el := time.Since(start)
+		slices.Sort(lat)
+		r.reads, r.writes = len(lat), writes
+		r.tps = float64(len(lat)+writes) / el.Seconds()
+		if len(lat) > 0 {
+			r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+		}
+	}
+}
+
+// cacheStats sums hits and misses over the rules of SHOW CACHE.
+func cacheStats(ctx context.Context, addr string) [2]int64 {
+	c, err := connect(ctx, addr, "admin", "shardproxy")
+	if err != nil {
+		return [2]int64{}
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, "SHOW CACHE")
+	if err != nil {
+		return [2]int64{}
+	}
+	defer rows.Close()
+	var s [2]int64
+	for rows.Next() {
+		v, _ := rows.Values()
+		if len(v) < 7 || strings.HasPrefix(fmt.Sprint(v[0]), "(") {
+			continue
+		}
+		h, _ := strconv.ParseInt(fmt.Sprint(v[5]), 10, 64)
+		m, _ := strconv.ParseInt(fmt.Sprint(v[6]), 10, 64)
+		s[0] += h
+		s[1] += m
+	}
+	return s
+}
+
+func ratio(before, after [2]int64) string {
+	h, m := after[0]-before[0], after[1]-before[1]
+	if h+m == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(100*float64(h)/float64(h+m), 'f', 1, 64) + " %"
+}
