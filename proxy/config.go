@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/shardproxy/shardproxy/coordinator"
 )
 
 // Config is the proxy's section of the config file (top-level keys).
@@ -31,6 +33,10 @@ type Config struct {
 	// merging (groups, DISTINCT rows, a sort after grouping); past it the
 	// query fails with SQLSTATE 54000. Default 256. Reloadable.
 	MergeMemoryMB int `yaml:"merge_memory_mb"`
+	// Coordinator is the Postgres database that answers the reads the
+	// merge cannot (docs/routing.md). Not reloadable, except that its
+	// tables are rebuilt on every reload.
+	Coordinator coordinator.Config `yaml:"coordinator"`
 }
 
 // HealthConfig configures the per-shard health checker. Every field is
@@ -92,6 +98,7 @@ func (c Config) WithDefaults() Config {
 	if c.MergeMemoryMB == 0 {
 		c.MergeMemoryMB = 256
 	}
+	c.Coordinator = c.Coordinator.WithDefaults()
 	if c.Health.Interval == 0 {
 		c.Health.Interval = 5 * time.Second
 	}
@@ -156,6 +163,9 @@ func (c Config) Validate() error {
 	}
 	if c.Health.Interval < 0 || c.Health.Timeout < 0 || c.Health.Failures < 0 || c.Health.Successes < 0 {
 		errs = append(errs, errors.New("health: interval, timeout, failures and successes must be positive"))
+	}
+	if err := c.Coordinator.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -49,6 +49,7 @@ type Server struct {
 	obs      *observer
 	health   *healthChecker
 	reloader reloaderFunc
+	coord    *coordRoute // coordinator.go; nil without a coordinator
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards
@@ -71,6 +72,9 @@ func New(cfg Config, topo *router.Topology, log *slog.Logger) (*Server, error) {
 		s.pools = append(s.pools, p)
 	}
 	if err := s.initObserve(cfg, topo); err != nil {
+		return nil, err
+	}
+	if err := s.initCoordinator(cfg); err != nil {
 		return nil, err
 	}
 	var seed [4]byte
@@ -104,6 +108,7 @@ func (s *Server) Warm(ctx context.Context) {
 		p.release(b)
 	}
 	s.textByteOrder = allC
+	s.provisionCoordinator(ctx)
 }
 
 // collations are the columns of a shard's tables whose collation is not
@@ -161,6 +166,7 @@ func (c *collations) mentioned(names []string, nondet bool) bool {
 
 // refreshCollations rereads every shard's column collations (after DDL).
 func (s *Server) refreshCollations(ctx context.Context) {
+	s.refreshCoordinator()
 	for _, p := range s.pools {
 		b, err := p.acquire(ctx)
 		if err != nil {
@@ -303,6 +309,7 @@ func (s *Server) Close() {
 	for _, p := range s.pools {
 		p.close()
 	}
+	s.closeCoordinator()
 }
 
 func (s *Server) handle(ctx context.Context, c net.Conn) {

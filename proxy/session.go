@@ -351,6 +351,9 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 	}
 	plan, err := s.route(st, nil)
 	if err != nil {
+		if took, cerr := s.onCoordinator(ctx, st, st.SQL, err); took {
+			return cerr
+		}
 		s.fail(err)
 		return nil
 	}
