@@ -318,6 +318,15 @@ func (s *session) bindOnCoordinator(ctx context.Context, p *portal, routeErr err
 	return true, nil
 }
 
+// coordinatorReleased is called as the extended protocol lets go of a
+// backend: a coordinator statement that failed inside a transaction
+// aborts it, as a failed statement does in Postgres.
+func (s *session) coordinatorReleased(b *backend) {
+	if b.pool.shard == coordShard && s.x.errored && s.status == 'T' {
+		s.status = 'E'
+	}
+}
+
 // coordinatorRouteRow is SHOW ROUTE's row for a statement the coordinator
 // answers, or nil.
 func (s *session) coordinatorRouteRow(st *parser.Statement, routeErr error) []string {

@@ -628,6 +628,7 @@ func (s *session) extRelease() error {
 			delete(x.portals, k)
 		}
 	}
+	s.coordinatorReleased(b)
 	s.release(b)
 	return nil
 }
