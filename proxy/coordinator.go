@@ -91,9 +91,7 @@ func (s *Server) refreshLoop(c *coordRoute) {
 		c.genMu.Lock()
 		g := c.want
 		c.genMu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), provisionTimeout)
-		s.provisionCoordinator(ctx)
-		cancel()
+		s.provisionCoordinator(context.Background())
 		c.genMu.Lock()
 		c.have = max(c.have, g)
 		c.cond.Broadcast()
@@ -101,7 +99,7 @@ func (s *Server) refreshLoop(c *coordRoute) {
 	}
 }
 
-// provisionTimeout bounds one background provisioning.
+// provisionTimeout bounds one provisioning.
 const provisionTimeout = time.Minute
 
 // refreshCoordinator asks for the coordinator's tables to be rebuilt
@@ -141,6 +139,8 @@ func (s *Server) provisionCoordinator(ctx context.Context) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, provisionTimeout)
+	defer cancel()
 	if err := coordinator.Provision(ctx, c.cfg, s.router.Topology(), s.log); err != nil {
 		s.log.Error("coordinator provisioning", "err", err)
 		return
@@ -181,7 +181,11 @@ func coordinatorRead(st *parser.Statement) bool {
 func (s *session) coordinatorTakes(st *parser.Statement, routeErr error) bool {
 	c := s.srv.coord
 	var un *router.Unsupported
-	return c != nil && c.ready.Load() && errors.As(routeErr, &un) && s.shardHint == "" && coordinatorRead(st)
+	if c == nil || !errors.As(routeErr, &un) || s.shardHint != "" || !coordinatorRead(st) {
+		return false
+	}
+	c.awaitRefresh() // a refresh asked before this statement (DDL) comes first
+	return c.ready.Load()
 }
 
 // coordinatorInTx refuses a coordinator read inside a transaction that
@@ -226,7 +230,6 @@ func (s *session) coordinatorInTx() error {
 // leaseCoordinator takes a coordinator backend with the session's settings
 // replayed (TimeZone, DateStyle, search_path... as on shards).
 func (s *session) leaseCoordinator(ctx context.Context) (*backend, error) {
-	s.srv.coord.awaitRefresh()
 	b, err := s.srv.coord.pool.acquire(ctx)
 	if err != nil {
 		return nil, err
