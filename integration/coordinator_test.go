@@ -322,6 +322,21 @@ func TestCoordinator(t *testing.T) {
 		if all := strings.Join(plan, "\n"); !strings.Contains(all, "Foreign Scan") || !strings.Contains(all, "Append") {
 			t.Errorf("EXPLAIN shows no coordinator plan over the shards' foreign partitions:\n%s", all)
 		}
+		// A statement the merge answers is not explained by the
+		// coordinator's plan (that is not the path it takes).
+		rows, err = simple.Query(ctx, "EXPLAIN SELECT id FROM orders ORDER BY created_at DESC LIMIT 3")
+		if err == nil {
+			plan = plan[:0]
+			for rows.Next() {
+				var l string
+				rows.Scan(&l)
+				plan = append(plan, l)
+			}
+			err = rows.Err()
+		}
+		if all := strings.Join(plan, "\n"); err == nil && strings.Contains(all, "Foreign Scan") {
+			t.Errorf("EXPLAIN of a merged statement shows the coordinator's plan:\n%s", all)
+		}
 	})
 
 	t.Run("psql", func(t *testing.T) {

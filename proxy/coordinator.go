@@ -184,6 +184,14 @@ func (s *session) coordinatorTakes(st *parser.Statement, routeErr error) bool {
 	if c == nil || !errors.As(routeErr, &un) || s.shardHint != "" || !coordinatorRead(st) {
 		return false
 	}
+	if st.Kind == parser.Explain {
+		// EXPLAIN shows the coordinator's plan only when the statement
+		// itself would run there; otherwise the refusal stands, not a plan
+		// of another path.
+		if _, err := s.route(st.Inner, nil); !errors.As(err, &un) {
+			return false
+		}
+	}
 	c.awaitRefresh() // a refresh asked before this statement (DDL) comes first
 	return c.ready.Load()
 }
