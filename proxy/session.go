@@ -349,6 +349,11 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 		s.fail(err)
 		return nil
 	}
+	if st.Kind == parser.Explain {
+		if took, err := s.explainScatter(ctx, st); took {
+			return err
+		}
+	}
 	plan, err := s.route(st, nil)
 	if err != nil {
 		if took, cerr := s.onCoordinator(ctx, st, st.SQL, err); took {
