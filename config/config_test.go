@@ -35,6 +35,16 @@ func TestParseGood(t *testing.T) {
 	if len(f.Topology.Shards) != 2 || f.Topology.Tables["events"].Ranges[1].Shard != "s1" {
 		t.Fatalf("topology: %+v", f.Topology)
 	}
+	if f.Proxy.Coordinator.Enabled() {
+		t.Fatal("no coordinator section: the coordinator must be off")
+	}
+	f, err = Parse([]byte(good + "coordinator: {dsn: 'postgres://c@127.0.0.1/coord'}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := f.Proxy.Coordinator; !c.Enabled() || c.Mode != "fallback" || c.PoolSize != 4 {
+		t.Fatalf("coordinator defaults: %+v", c)
+	}
 }
 
 const mongoSection = `mongo:
@@ -92,6 +102,9 @@ func TestParseErrors(t *testing.T) {
 		{"mongo zones from a hash table", good + strings.Replace(mongoSection, "table: events", "table: orders", 1), "zones.table orders is not a range table"},
 		{"mongo zone without shards", good + strings.Replace(mongoSection, ", s1: [shard2]", "", 1), "zone s1 has no entry in zones.shards"},
 		{"mongo with a bad topology", strings.Replace(good, "name: s1", "name: s0", 1) + strings.Replace(mongoSection, "database: deliveryapp", "", 1), "mongo: database is required"},
+		{"coordinator unknown key", good + "coordinator: {dsn: 'postgres://c@127.0.0.1/coord', fetchsize: 10}\n", "field fetchsize not found"},
+		{"coordinator bad mode", good + "coordinator: {dsn: 'postgres://c@127.0.0.1/coord', mode: always}\n", `coordinator: mode "always"`},
+		{"coordinator fallback without dsn", good + "coordinator: {mode: fallback}\n", "coordinator: mode fallback needs a dsn"},
 		{"partman unknown key", good + "partman: {tables: {orders: {column: created_at, colour: red}}}\n", "field colour not found"},
 		{"partman no column", good + "partman: {tables: {orders: {interval: month}}}\n", "partman: table orders: column"},
 		{"partman bad retention", good + "partman: {tables: {orders: {column: created_at, retention: forever}}}\n", `retention "forever"`},

@@ -468,3 +468,40 @@ func readYAML(t *testing.T, path string, v any) {
 		t.Fatalf("%s: %v", path, err)
 	}
 }
+
+// TestCoordinator: the proxies' coordinator is a database on a Postgres
+// service that an init script of that service creates.
+func TestCoordinator(t *testing.T) {
+	c := loadCompose(t)
+	f, _ := proxyConfig(t, c, "proxy1")
+	if !f.Proxy.Coordinator.Enabled() {
+		t.Fatal("the compose proxies run without a coordinator")
+	}
+	u, err := url.Parse(f.Proxy.Coordinator.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, ok := c.Services[u.Hostname()]
+	if !ok || !strings.HasPrefix(pg.Image, "postgres:") {
+		t.Fatalf("coordinator host %s is not a Postgres service", u.Hostname())
+	}
+	db := strings.TrimPrefix(u.Path, "/")
+	created := false
+	for _, m := range mounts(t, pg) {
+		if !strings.HasPrefix(m.container, "/docker-entrypoint-initdb.d/") {
+			continue
+		}
+		b, err := os.ReadFile(m.host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		created = created || strings.Contains(string(b), "CREATE DATABASE "+db+";")
+	}
+	if !created {
+		t.Errorf("no init script of %s creates database %s", u.Hostname(), db)
+	}
+	pw, _ := u.User.Password()
+	if u.User.Username() != pg.Environment["POSTGRES_USER"] || pw != pg.Environment["POSTGRES_PASSWORD"] {
+		t.Errorf("coordinator DSN %s does not match service %s's user", f.Proxy.Coordinator.DSN, u.Hostname())
+	}
+}

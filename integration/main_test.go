@@ -28,6 +28,7 @@ var env struct {
 	addr   string
 	topo   *router.Topology
 	cfg    proxy.Config // the proxy's config, for tests that reload it
+	config string       // the config file, for tests that start another proxy
 }
 
 const nShards = 4
@@ -86,7 +87,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	env.topo, env.cfg = topo, f.Proxy
+	env.topo, env.cfg, env.config = topo, f.Proxy, sb.String()
 	srv, err := proxy.New(f.Proxy, topo, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

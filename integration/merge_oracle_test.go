@@ -153,6 +153,7 @@ func TestMergeOracle(t *testing.T) {
 		"%d refused as expected, %d pending (refused, listed in %s: %d simple, %d extended)",
 		len(corpus), counts["ordered"], counts["multiset"], counts["refuse"], equal, loose,
 		refusedOK, pendingN["simple"]+pendingN["extended"], mergePending, pendingN["simple"], pendingN["extended"])
+	t.Run("coordinator", func(t *testing.T) { checkMergeCoordinator(t, oc, corpus, simple, extended) })
 }
 
 type mergeConns struct{ proxy, plain *pgx.Conn }

@@ -22,6 +22,7 @@ type oracleCluster struct {
 	set      *localpg.Set
 	addr     string // the proxy's listen address
 	database string
+	config   string // the proxy's config file, for more proxies over the same shards
 }
 
 // startOracleCluster starts the clusters with database created in each, and
@@ -47,7 +48,16 @@ func startOracleCluster(t *testing.T, database, tables string) *oracleCluster {
 	}
 	sb.WriteString("tables:\n")
 	sb.WriteString(tables)
-	f, err := config.Parse([]byte(sb.String()))
+	addr := serveProxy(t, sb.String())
+	return &oracleCluster{set: set, addr: addr, database: database, config: sb.String()}
+}
+
+// serveProxy starts an in-process proxy with the given config file and
+// returns its address; it is closed when the test ends.
+func serveProxy(t *testing.T, cfg string) string {
+	t.Helper()
+	ctx := context.Background()
+	f, err := config.Parse([]byte(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +76,7 @@ func startOracleCluster(t *testing.T, database, tables string) *oracleCluster {
 	srv.Warm(ctx) // learns the shards' collation (C here): text may be ordered across shards
 	go srv.Serve(ctx, ln)
 	t.Cleanup(srv.Close)
-	return &oracleCluster{set: set, addr: ln.Addr().String(), database: database}
+	return ln.Addr().String()
 }
 
 // proxyURL is the proxy's address for user app.

@@ -336,6 +336,12 @@ func (c *Cluster) writeConf(port int, fresh bool, extra map[string]string) error
 	return c.chown(path)
 }
 
+// CreateDatabase creates database db in the cluster unless it exists
+// (e.g. a coordinator database beside a shard's).
+func (c *Cluster) CreateDatabase(ctx context.Context, db string) error {
+	return c.ensureDatabase(ctx, db)
+}
+
 func (c *Cluster) ensureDatabase(ctx context.Context, db string) error {
 	psql := filepath.Join(c.bin, "psql")
 	if _, err := os.Stat(psql); err != nil {

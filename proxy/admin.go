@@ -288,6 +288,10 @@ func (s *session) showRoute(sql string) error {
 	var data [][]string
 	for _, st := range stmts {
 		plan, err := s.srv.router.Route(st, nil)
+		if row := s.coordinatorRouteRow(st, err); row != nil {
+			data = append(data, row)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -380,6 +384,7 @@ func (srv *Server) configRows() [][]string {
 		{"log.max_per_second", strconv.FormatFloat(sl.PerSecond, 'f', -1, 64), "yes"},
 		{"log.burst", itoa(sl.Burst), "yes"},
 		{"shards", strings.Join(shards, " "), "no"},
+		{"coordinator", c.Coordinator.String(), "no"},
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shardproxy/shardproxy/coordinator"
 	"github.com/shardproxy/shardproxy/resultcache"
 )
 
@@ -42,6 +43,10 @@ type Config struct {
 	// Cache configures consolidation of identical reads (on by default)
 	// and the opt-in result cache (docs/caching.md).
 	Cache resultcache.Config `yaml:"cache"`
+	// Coordinator is the Postgres database that answers the reads the
+	// merge cannot (docs/routing.md). Not reloadable, except that its
+	// tables are rebuilt on every reload.
+	Coordinator coordinator.Config `yaml:"coordinator"`
 }
 
 // TwoPhaseConfig configures two-phase commit.
@@ -154,6 +159,7 @@ func (c Config) WithDefaults() Config {
 	if c.TwoPhase.RecoveryInterval == 0 {
 		c.TwoPhase.RecoveryInterval = 10 * time.Second
 	}
+	c.Coordinator = c.Coordinator.WithDefaults()
 	if c.Health.Interval == 0 {
 		c.Health.Interval = 5 * time.Second
 	}
@@ -259,6 +265,9 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("replicas.failover_buffer must be positive"))
 	}
 	if err := c.Cache.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Coordinator.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -243,6 +243,9 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	}
 	plan, err := s.route(ps.st, bindParams{ps: ps, b: bind})
 	if err != nil {
+		if took, cerr := s.bindOnCoordinator(ctx, p, err); took {
+			return cerr
+		}
 		return err
 	}
 	p.plan = plan
@@ -660,6 +663,7 @@ func (s *session) extRelease() error {
 			delete(x.portals, k)
 		}
 	}
+	s.coordinatorReleased(b)
 	s.release(b)
 	return nil
 }

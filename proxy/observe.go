@@ -140,6 +140,9 @@ func (s *session) waited(shard int, since time.Time) {
 
 // shardDone records that b answered (ReadyForQuery) a statement sent at sent.
 func (s *session) shardDone(b *backend, sent time.Time) {
+	if b.pool.shard == coordShard {
+		return
+	}
 	d := time.Since(sent)
 	s.q.shards = append(s.q.shards, shardTime{shard: b.pool.shard, d: d})
 	if b.pool.reads || s.srv.sets != nil {

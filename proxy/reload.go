@@ -80,6 +80,7 @@ func (s *Server) Apply(cfg Config) error {
 		{"database", old.Database, cfg.Database},
 		{"pool.connect_timeout", old.Pool.ConnectTimeout, cfg.Pool.ConnectTimeout},
 		{"pool.acquire_timeout", old.Pool.AcquireTimeout, cfg.Pool.AcquireTimeout},
+		{"coordinator", old.Coordinator.String(), cfg.Coordinator.String()},
 	} {
 		if d.old != d.new {
 			s.log.Warn("config change needs a restart, keeping the running value",
@@ -92,6 +93,7 @@ func (s *Server) Apply(cfg Config) error {
 	}
 	cfg.Listen, cfg.AdminListen, cfg.Database = old.Listen, old.AdminListen, old.Database
 	cfg.Pool.ConnectTimeout, cfg.Pool.AcquireTimeout = old.Pool.ConnectTimeout, old.Pool.AcquireTimeout
+	cfg.Coordinator = old.Coordinator
 	lc.cfg = cfg
 	s.live.Store(lc)
 	for _, p := range s.pools {
@@ -101,6 +103,7 @@ func (s *Server) Apply(cfg Config) error {
 	s.health.cfg.Store(&h)
 	s.applyReplicas(cfg)
 	s.obs.stats.resize(cfg.QueryStats)
+	s.refreshCoordinator() // the shards' tables may have changed
 	return nil
 }
 

@@ -62,6 +62,7 @@ type Server struct {
 	sets       []*replicaSet
 	readPolicy atomic.Pointer[readPolicy]
 	repl       *replicaMetrics
+	coord      *coordRoute // coordinator.go; nil without a coordinator
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards
@@ -101,6 +102,9 @@ func New(cfg Config, topo *router.Topology, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.health.sets, s.health.policy = sets, &s.readPolicy
+	if err := s.initCoordinator(cfg); err != nil {
+		return nil, err
+	}
 	var seed [4]byte
 	rand.Read(seed[:])
 	s.nextPID.Store(binary.BigEndian.Uint32(seed[:]) >> 8)
@@ -133,6 +137,7 @@ func (s *Server) Warm(ctx context.Context) {
 	}
 	s.textByteOrder = allC
 	s.readColumnOrder(ctx)
+	s.provisionCoordinator(ctx)
 }
 
 // collations are the columns of a shard's tables whose collation is not
@@ -191,6 +196,7 @@ func (c *collations) mentioned(names []string, nondet bool) bool {
 // refreshCollations rereads every shard's column collations and the
 // sharded tables' column order (after DDL).
 func (s *Server) refreshCollations(ctx context.Context) {
+	s.refreshCoordinator()
 	for _, p := range s.pools {
 		b, err := p.acquire(ctx)
 		if err != nil {
@@ -396,6 +402,7 @@ func (s *Server) Close() {
 	}
 	s.closeReplicas()
 	s.results.Close()
+	s.closeCoordinator()
 }
 
 func (s *Server) handle(ctx context.Context, c net.Conn) {

@@ -59,7 +59,7 @@ type session struct {
 	q         queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
 
 	rs replicaState // replicas.go: read-your-writes
-	rc        readCache   // results.go: result cache and consolidation
+	rc readCache    // results.go: result cache and consolidation
 }
 
 type setting struct{ name, sql string }
@@ -335,8 +335,16 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 		s.fail(err)
 		return nil
 	}
+	if st.Kind == parser.Explain {
+		if took, err := s.explainScatter(ctx, st); took {
+			return err
+		}
+	}
 	plan, err := s.route(st, nil)
 	if err != nil {
+		if took, cerr := s.onCoordinator(ctx, st, st.SQL, err); took {
+			return cerr
+		}
 		s.fail(err)
 		return nil
 	}

@@ -81,6 +81,11 @@ func runDemo(ctx context.Context, dir, listen string, withReplicas bool, stdout,
 			replicas = append(replicas, r)
 		}
 	}
+	// The coordinator: a database of its own beside shard 0's, where
+	// postgres_fdw shows the whole cluster to one Postgres.
+	if err := set.Clusters[0].CreateDatabase(ctx, demoCoordinatorDB); err != nil {
+		return err
+	}
 
 	f, err := demoConfig(set, replicas, listen)
 	if err != nil {
@@ -153,7 +158,10 @@ Try:
   SELECT * FROM orders ORDER BY created_at DESC LIMIT 5;    -- every shard, merged in order
   SELECT status, count(*), round(avg(total), 2) FROM orders GROUP BY status HAVING count(*) > 100 ORDER BY 2 DESC;  -- groups merged across shards
   SELECT count(DISTINCT restaurant_id) FROM orders;         -- exact: distinct values merged
-  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders;  -- refused (0A000): no exact merge
+  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders;  -- no exact merge: runs on the coordinator
+  SELECT u.city, count(*) FROM orders o JOIN users u ON u.id = o.restaurant_id GROUP BY 1 ORDER BY 2 DESC LIMIT 5;  -- join not on the key: coordinator
+  EXPLAIN SELECT status, rank() OVER (ORDER BY total DESC) FROM orders LIMIT 3;  -- the coordinator's plan
+  UPDATE orders o SET total = 0 FROM users u WHERE u.name = o.status;  -- still refused (0A000): writes never go to the coordinator
 
 Admin console (SHOW SHARDS, SHOW POOLS, SHOW REPLICAS, SHOW QUERIES, SHOW ROUTE <sql>, ...):
   psql "postgres://app:app@%s/shardproxy"
@@ -187,8 +195,12 @@ func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen string) map[
 	if len(replicas) > 0 {
 		ex["replicas"] = map[string]any{"read_from": "replicas", "balance": "round_robin", "failover_buffer": "5s"}
 	}
+	ex["coordinator"] = map[string]string{"dsn": set.Clusters[0].DSN(demoCoordinatorDB), "mode": "fallback"}
 	return ex
 }
+
+// demoCoordinatorDB is the demo's coordinator database, on shard 0's cluster.
+const demoCoordinatorDB = "shardproxy_coordinator"
 
 func demoConfig(set *localpg.Set, replicas []*localpg.Cluster, listen string) (*config.File, error) {
 	out, err := yaml.Marshal(demoYAML(set, replicas, listen))

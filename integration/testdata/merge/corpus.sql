@@ -524,3 +524,29 @@ WITH x AS (SELECT user_id FROM orders WHERE paid) SELECT count(*) FROM x a JOIN 
 SELECT * FROM (SELECT user_id, count(*) FROM orders GROUP BY user_id ORDER BY 2 DESC, 1 LIMIT 3) x;
 -- refuse: a FROM subquery grouped by a column that is not the key
 SELECT * FROM (SELECT status, count(*) FROM orders GROUP BY status) x;
+
+-- ===== Refused by the merge, answered by the coordinator (issue #17) =====
+-- refuse: ROLLUP over a column that is not the key
+SELECT status, count(*), sum(total) FROM orders GROUP BY ROLLUP (status) ORDER BY status NULLS LAST;
+-- refuse: GROUPING SETS over columns that are not the key
+SELECT status, paid, count(*) FROM orders GROUP BY GROUPING SETS ((status), (paid), ()) ORDER BY status, paid, 3;
+-- refuse: CUBE
+SELECT status, paid, count(*) FROM orders GROUP BY CUBE (status, paid) ORDER BY 1, 2, 3;
+-- refuse: INTERSECT across shards on a column that is not the key
+SELECT status FROM orders INTERSECT SELECT reason FROM refunds ORDER BY 1;
+-- refuse: EXCEPT across shards
+SELECT restaurant_id FROM orders EXCEPT SELECT id FROM restaurants WHERE open ORDER BY 1;
+-- refuse: a recursive CTE over a sharded table
+WITH RECURSIVE r(n, total) AS (SELECT 1, 0::numeric UNION ALL SELECT r.n + 1, r.total + (SELECT sum(total) FROM orders WHERE id % 5 = r.n) FROM r WHERE r.n < 4) SELECT n, total FROM r ORDER BY n;
+-- refuse: a grouped subquery over all shards with HAVING
+SELECT count(*) FROM (SELECT status FROM orders GROUP BY status HAVING count(*) > 12) t;
+-- refuse: percentile with ORDER BY of the groups
+SELECT status, percentile_cont(0.5) WITHIN GROUP (ORDER BY total) AS p FROM orders GROUP BY status ORDER BY p DESC NULLS LAST, status;
+-- refuse: a global window ordered and limited
+SELECT id, total, rank() OVER (ORDER BY total DESC NULLS LAST, id) AS r FROM orders ORDER BY r LIMIT 10;
+-- refuse: a window partitioned by a column that is not the key, with parameters-free filter
+SELECT id, status, total - avg(total) OVER (PARTITION BY status) AS d FROM orders WHERE paid ORDER BY id LIMIT 20;
+-- refuse: a join not on the key, ordered
+SELECT o.id, u.name FROM orders o JOIN users u ON u.id = o.restaurant_id ORDER BY o.id LIMIT 25;
+-- refuse: an outer join of a sharded table to an unlisted-style range table, grouped
+SELECT e.kind, count(o.id) FROM events e LEFT JOIN orders o ON o.user_id = e.user_id GROUP BY e.kind ORDER BY e.kind;
