@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
 )
@@ -403,4 +405,71 @@ func TestInsertWithoutColumnList(t *testing.T) {
 			c.Exec(ctx, "DELETE FROM users WHERE city = 'nocols'")
 		})
 	}
+}
+
+// TestPgbenchInitSharded runs `pgbench -i` through a proxy where
+// pgbench_accounts is sharded on aid and branches and tellers are reference
+// tables: its TRUNCATE of all four tables inside a transaction, its INSERTs
+// and its COPY of the accounts commit on every shard together. Then
+// `pgbench -S` reads through the proxy and every account sits where
+// Postgres's hash partitioning puts it.
+func TestPgbenchInitSharded(t *testing.T) {
+	_, err := exec.LookPath("pgbench")
+	requireTool(t, "pgbench", err == nil)
+	ctx := context.Background()
+	var sb strings.Builder
+	sb.WriteString("users: [{name: app, password: app}]\npool: {size: 8}\nshards:\n")
+	for i, dsn := range env.shards.DSNs() {
+		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, dsn)
+	}
+	sb.WriteString(`tables:
+  pgbench_accounts: {strategy: hash, key: aid}
+  pgbench_branches: {strategy: reference}
+  pgbench_tellers:  {strategy: reference}
+`)
+	f, err := config.Parse([]byte(sb.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := router.NewTopology(&f.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := proxy.New(f.Proxy, topo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Warm(ctx)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, ln)
+	defer srv.Close()
+	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", ln.Addr())
+	defer exec.Command("psql", url, "-c", "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history").Run()
+	for round := 0; round < 2; round++ { // the second run truncates loaded tables
+		if out, err := exec.Command("pgbench", "-i", "-s", "1", "-I", "dtgp", url).CombinedOutput(); err != nil {
+			t.Fatalf("pgbench -i: %v\n%s", err, out)
+		}
+	}
+	out, err := exec.Command("pgbench", "-n", "-S", "-M", "extended", "-c", "4", "-t", "100", url).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "number of failed transactions: 0") {
+		t.Fatalf("pgbench -S: %v\n%s", err, out)
+	}
+	var total int64
+	for i := 0; i < nShards; i++ {
+		n := shardInt(t, i, "SELECT count(*) FROM pgbench_accounts")
+		total += n
+		if bad := shardInt(t, i, fmt.Sprintf("SELECT count(*) FROM pgbench_accounts WHERE NOT satisfies_hash_partition('hashcheck'::regclass, %d, %d, aid::bigint)", nShards, i)); bad != 0 {
+			t.Fatalf("shard %d holds %d accounts of other shards", i, bad)
+		}
+		if b := shardInt(t, i, "SELECT count(*) FROM pgbench_branches"); b != 1 {
+			t.Fatalf("shard %d has %d branches, want the reference copy (1)", i, b)
+		}
+	}
+	if total != 100000 {
+		t.Fatalf("%d accounts over the shards, want 100000", total)
+	}
+	noneLeft(t)
 }

@@ -289,7 +289,7 @@ func (s *session) showRoute(sql string) error {
 	for _, st := range stmts {
 		plan, err := s.srv.router.Route(st, nil)
 		if row := s.coordinatorRouteRow(st, err); row != nil {
-			data = append(data, row)
+			data = append(data, append(row, s.srv.cacheText(st, sql)))
 			continue
 		}
 		if err != nil {
