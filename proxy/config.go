@@ -31,6 +31,11 @@ type Config struct {
 	// merging (groups, DISTINCT rows, a sort after grouping); past it the
 	// query fails with SQLSTATE 54000. Default 256. Reloadable.
 	MergeMemoryMB int `yaml:"merge_memory_mb"`
+	// TLS is client-facing TLS (tls.go). Reloadable.
+	TLS TLSConfig `yaml:"tls"`
+	// Limits bound client connections, message sizes and idle and query
+	// time (limits.go). Reloadable.
+	Limits `yaml:",inline"`
 }
 
 // HealthConfig configures the per-shard health checker. Every field is
@@ -54,8 +59,15 @@ type User struct {
 	// Password is the clear-text password; SCRAM-SHA-256 verifiers are
 	// derived from it at start.
 	Password string `yaml:"password"`
-	// Auth is scram-sha-256 (default) or trust.
+	// Auth is scram-sha-256 (default), trust, or cert: a client certificate
+	// verified against tls.ca whose CN is the user name logs in without a
+	// password (as Postgres's cert method).
 	Auth string `yaml:"auth"`
+	// MaxClientConnections bounds this user's client connections (53300
+	// "too many connections for role"). 0: only the total bound applies.
+	MaxClientConnections int `yaml:"max_client_connections"`
+	// QueryTimeout overrides the top-level query_timeout for this user.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
 }
 
 // PoolConfig bounds backend connections.
@@ -133,8 +145,15 @@ func (c Config) Validate() error {
 				errs = append(errs, fmt.Errorf("user %s: scram-sha-256 needs a password (or auth: trust)", u.Name))
 			}
 		case "trust":
+		case "cert":
+			if c.TLS.CA == "" {
+				errs = append(errs, fmt.Errorf("user %s: auth cert needs tls.ca (and a tls.mode other than disable)", u.Name))
+			}
 		default:
-			errs = append(errs, fmt.Errorf("user %s: auth %q is not scram-sha-256 or trust", u.Name, u.Auth))
+			errs = append(errs, fmt.Errorf("user %s: auth %q is not scram-sha-256, trust or cert", u.Name, u.Auth))
+		}
+		if u.MaxClientConnections < 0 || u.QueryTimeout < 0 {
+			errs = append(errs, fmt.Errorf("user %s: max_client_connections and query_timeout must be positive", u.Name))
 		}
 	}
 	if c.Pool.Size < 0 {
@@ -153,6 +172,12 @@ func (c Config) Validate() error {
 	}
 	if c.QueryStats < 0 {
 		errs = append(errs, errors.New("query_stats must be positive"))
+	}
+	if err := c.TLS.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Limits.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Health.Interval < 0 || c.Health.Timeout < 0 || c.Health.Failures < 0 || c.Health.Successes < 0 {
 		errs = append(errs, errors.New("health: interval, timeout, failures and successes must be positive"))

@@ -98,7 +98,7 @@ func newMetrics(shards []string) *metrics {
 func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 	m := s.obs.m
 	for _, c := range []prometheus.Collector{m.queriesVec, m.durationVec, m.shardDurationVec, m.poolWaitVec,
-		m.reloadsVec, m.slow, m.logDropped, m.fanout, m.rowsMerged, &stateCollector{s}} {
+		m.reloadsVec, m.slow, m.logDropped, m.fanout, m.rowsMerged, &stateCollector{s}, s.limits.hitsVec} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ type liveConfig struct {
 	cfg    Config
 	creds  map[string]*credential
 	admins map[string]bool
+	tls    *tlsMaterial // nil: TLS off (tls.go)
 }
 
 func newLiveConfig(cfg Config) (*liveConfig, error) {
@@ -28,6 +29,11 @@ func newLiveConfig(cfg Config) (*liveConfig, error) {
 	for _, a := range cfg.Admins {
 		lc.admins[a] = true
 	}
+	m, err := loadTLS(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	lc.tls = m
 	return lc, nil
 }
 
@@ -39,6 +45,7 @@ func (s *Server) initObserve(cfg Config, topo *router.Topology) error {
 		return err
 	}
 	s.live.Store(lc)
+	s.limits = newLimiter()
 	names := make([]string, len(topo.Shards))
 	for i, sh := range topo.Shards {
 		names[i] = sh.Name

@@ -49,6 +49,7 @@ type Server struct {
 	obs      *observer
 	health   *healthChecker
 	reloader reloaderFunc
+	limits   *limiter // limits.go
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards

@@ -70,6 +70,9 @@ type session struct {
 	shardHint string
 	hintLocal bool
 	q         queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
+
+	tls *tlsState     // tls.go: set once the client is on TLS
+	lim sessionLimits // limits.go
 }
 
 type setting struct{ name, sql string }
@@ -110,7 +113,7 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	for {
-		typ, body, _, err := s.rd.next()
+		typ, body, err := s.nextRequest()
 		if err != nil {
 			return err
 		}
@@ -160,6 +163,11 @@ func (s *session) extendedUnsupported(typ byte) error {
 // checks database and user, authenticates, and sends the session's
 // parameters, key data and first ReadyForQuery.
 func (s *session) startup() error {
+	if s.directTLS() {
+		if err := s.acceptDirect(); err != nil {
+			return err
+		}
+	}
 	for {
 		body, err := s.rd.startup()
 		if err != nil {
@@ -167,7 +175,12 @@ func (s *session) startup() error {
 		}
 		code := binary.BigEndian.Uint32(body[:4])
 		switch code {
-		case 80877103, 80877104: // SSLRequest, GSSENCRequest
+		case 80877103: // SSLRequest
+			if err := s.sslRequest(); err != nil {
+				return err
+			}
+			continue
+		case 80877104: // GSSENCRequest
 			if _, err := s.conn.Write([]byte{'N'}); err != nil {
 				return err
 			}
@@ -217,6 +230,12 @@ func (s *session) login(params map[string]string) error {
 		return &pgError{code: pgerrcode.InvalidCatalogName, msg: fmt.Sprintf("database \"%s\" does not exist", s.database),
 			hint: fmt.Sprintf("This shardproxy serves database \"%s\".", s.srv.cfg.Database)}
 	}
+	if err := s.checkTransport(cred); err != nil {
+		return err
+	}
+	if err := s.admit(cred); err != nil {
+		return err
+	}
 	if err := s.authenticate(cred); err != nil {
 		return err
 	}
@@ -246,6 +265,7 @@ func (s *session) login(params map[string]string) error {
 // cleanup returns or closes every backend the session still holds. A
 // backend left mid-transaction is closed, never pooled.
 func (s *session) cleanup() {
+	s.leave()
 	if s.pid != 0 {
 		s.srv.sessions.Delete(s.pid)
 	}
