@@ -6,8 +6,9 @@ import (
 
 // Metric names, all prefixed shardproxy_. Labels are bounded: shard (from
 // the topology), route (local, single, multi), outcome (ok, error), state
-// (a fixed set). No user, table, query text or fingerprint label: the
-// per-fingerprint table is served by SHOW QUERIES (see docs/operations.md).
+// (a fixed set), limit (a fixed set, limits.go). No user, table, query text
+// or fingerprint label: the per-fingerprint table is served by SHOW QUERIES
+// (see docs/operations.md).
 
 var (
 	durationBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
