@@ -374,3 +374,86 @@ func TestChannelBindingMismatch(t *testing.T) {
 		}
 	}
 }
+
+// clientHello records the first flight of a TLS client offering ALPN
+// protos, for seeds.
+func clientHello(protos []string) []byte {
+	a, b := net.Pipe()
+	go func() {
+		tls.Client(a, &tls.Config{InsecureSkipVerify: true, NextProtos: protos}).Handshake()
+	}()
+	b.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 4096)
+	n, _ := b.Read(buf)
+	a.Close()
+	b.Close()
+	return buf[:n]
+}
+
+// FuzzStartupTLS feeds arbitrary bytes to a session of a server with TLS
+// on (allow mode, client CA): SSLRequest and direct TLS negotiation,
+// ClientHellos cut or corrupted, plaintext after SSLRequest. The session
+// must neither panic nor hang. `go test` runs the seeds only; fuzz with
+// go test ./proxy -run '^$' -fuzz FuzzStartupTLS -fuzztime 1m.
+func FuzzStartupTLS(f *testing.F) {
+	ssl := []byte{0, 0, 0, 8, 4, 210, 22, 47}
+	gss := []byte{0, 0, 0, 8, 4, 210, 22, 48}
+	hello := clientHello([]string{"postgresql"})
+	f.Add(ssl)
+	f.Add(append(append([]byte{}, ssl...), hello...))
+	f.Add(hello)
+	f.Add(clientHello(nil))
+	f.Add(hello[:len(hello)/2])
+	f.Add(append(append([]byte{}, ssl...), startupPacket("user", "a", "database", "db")...))
+	f.Add(append(append(append([]byte{}, gss...), ssl...), hello...))
+	f.Add(append(append([]byte{}, ssl...), ssl...))
+	f.Add([]byte{0x16, 3, 1, 0, 5, 1, 0, 0, 1, 0})
+	dir := f.TempDir()
+	ca, err := certs.NewCA("fuzz", time.Hour)
+	if err != nil {
+		f.Fatal(err)
+	}
+	pair, err := ca.Server([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		f.Fatal(err)
+	}
+	cert, key, _ := pair.Write(dir, "server")
+	caFile, _, _ := certs.Pair{CertPEM: ca.CertPEM, KeyPEM: ca.KeyPEM}.Write(dir, "ca")
+	topo, err := router.NewTopology(&router.Config{Shards: []router.ShardConfig{{Name: "s0", DSN: "postgres://x@127.0.0.1:1/db?connect_timeout=1"}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv, err := New(Config{Database: "db", Users: []User{{Name: "a", Auth: "trust"}, {Name: "c", Auth: "cert"}},
+		TLS:  TLSConfig{Cert: cert, Key: key, CA: caFile, Mode: "allow"},
+		Pool: PoolConfig{Size: 1, ConnectTimeout: 50 * time.Millisecond, AcquireTimeout: 50 * time.Millisecond}}, topo, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		client, server := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			srv.wg.Add(1)
+			srv.handle(t.Context(), server)
+		}()
+		go func() {
+			client.SetDeadline(time.Now().Add(2 * time.Second))
+			client.Write(data)
+			client.Close()
+		}()
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				if _, err := client.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("session did not end for input %q", data)
+		}
+	})
+}
