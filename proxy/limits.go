@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -188,6 +189,9 @@ func (s *session) nextRequest() (byte, []byte, error) {
 		switch {
 		case err == nil:
 			s.armQuery()
+			if (typ == 'Q' || typ == 'P') && s.srv.obs.slowLog.Load().Literals {
+				s.keepText(typ, body)
+			}
 			return typ, body, nil
 		case errors.As(err, &tl):
 			s.srv.limits.hit(limitQueryBytes)
@@ -265,4 +269,20 @@ func (s *session) queryTimedOut() {
 	}
 	s.srv.limits.hit(limitQueryTimeout)
 	s.cancelRunning()
+}
+
+// keepText keeps the statement text of a Query or Parse for the log when
+// log_literals is on.
+func (s *session) keepText(typ byte, body []byte) {
+	if typ == 'P' {
+		i := bytes.IndexByte(body, 0)
+		if i < 0 {
+			return
+		}
+		body = body[i+1:]
+	}
+	if i := bytes.IndexByte(body, 0); i >= 0 {
+		body = body[:i]
+	}
+	s.q.text = string(body)
 }

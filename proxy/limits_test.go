@@ -145,4 +145,3 @@ func TestBusySessionIsNotIdle(t *testing.T) {
 	}
 	var _ *pgconn.PgConn = c
 }
-
