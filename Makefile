@@ -20,9 +20,10 @@ test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 30m $(PKGS)
 
+# make demo TLS=1: TLS required from clients and used to the shards.
 demo: build
 	@scripts/deps.sh --server-only
-	./bin/shardproxy demo
+	./bin/shardproxy demo $(if $(TLS),-tls)
 
 bench: build
 	@scripts/deps.sh --server-only
