@@ -173,7 +173,7 @@ func (s *session) startTLS(m *tlsMaterial, direct bool) error {
 		raw = prefixConn{s.conn, s.rd.r}
 	} else if s.rd.buffered() > 0 {
 		// Bytes sent after SSLRequest before our answer would be read as if
-		// they came through TLS (CVE-2021-23222 in libpq's words).
+		// they came through TLS (CVE-2021-23214).
 		return protocolErr("received unencrypted data after SSL request")
 	}
 	tc := tls.Server(raw, m.conf)
