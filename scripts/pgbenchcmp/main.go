@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shardproxy/shardproxy/certs"
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
@@ -31,6 +32,7 @@ func main() {
 	scale := flag.Int("scale", 10, "pgbench scale")
 	modes := flag.String("modes", "simple,extended,prepared", "pgbench -M modes")
 	cpuprofile := flag.String("cpuprofile", "", "write the proxy's CPU profile (whole run) to this file")
+	withTLS := flag.Bool("tls", true, "also run pgbench through shardproxy over TLS (sslmode=require), to compare the proxy's CPU per transaction")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -39,7 +41,7 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := run(*clients, *modes, *secs, *rounds, *scale); err != nil {
+	if err := run(*clients, *modes, *secs, *rounds, *scale, *withTLS); err != nil {
 		fmt.Fprintln(os.Stderr, "pgbenchcmp:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -52,7 +54,7 @@ type target struct {
 	cpu  func() time.Duration // middleman CPU so far; nil for direct
 }
 
-func run(clientList, modeList string, secs, rounds, scale int) error {
+func run(clientList, modeList string, secs, rounds, scale int, withTLS bool) error {
 	ctx := context.Background()
 	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: "bench", Settings: map[string]string{"max_connections": "300"}})
 	if err != nil {
@@ -70,8 +72,17 @@ func run(clientList, modeList string, secs, rounds, scale int) error {
 	if err != nil {
 		return err
 	}
-	srv, err := proxy.New(proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
-		Pool: proxy.PoolConfig{Size: 16}}, topo, nil)
+	cfg := proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
+		Pool: proxy.PoolConfig{Size: 16}}
+	if withTLS {
+		// allow: the same server answers the plaintext and the TLS target.
+		files, err := certs.Generate(filepath.Join(set.Dir(), "certs"), []string{"127.0.0.1"}, 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		cfg.TLS = proxy.TLSConfig{Cert: files.Cert, Key: files.Key, Mode: "allow"}
+	}
+	srv, err := proxy.New(cfg, topo, nil)
 	if err != nil {
 		return err
 	}
@@ -86,6 +97,10 @@ func run(clientList, modeList string, secs, rounds, scale int) error {
 	targets := []target{
 		{name: "direct", url: shard.DSN("bench")},
 		{name: "shardproxy", url: "postgres://bench@" + ln.Addr().String() + "/bench?sslmode=disable", cpu: func() time.Duration { return procCPU(os.Getpid()) }},
+	}
+	if withTLS {
+		targets = append(targets, target{name: "proxy+tls", url: "postgres://bench@" + ln.Addr().String() + "/bench?sslmode=require",
+			cpu: func() time.Duration { return procCPU(os.Getpid()) }})
 	}
 	if pb, stop, err := startPgbouncer(set.Dir(), shard.Port); err == nil {
 		defer stop()
