@@ -354,3 +354,57 @@ func TestLimitsWithShards(t *testing.T) {
 		t.Fatalf("the idle transaction's insert: count %d, %v; want rolled back", n, err)
 	}
 }
+
+// TestBackendRole: a user with backend_user reaches the shards as that
+// role, not as the DSN's superuser: pg_read_file and writes it has no
+// grant for are refused by the shards (42501); the other users keep the
+// DSN's role.
+func TestBackendRole(t *testing.T) {
+	ctx := context.Background()
+	for i := range env.shards.Clusters {
+		for _, sql := range []string{
+			"DROP ROLE IF EXISTS app_ro",
+			"CREATE ROLE app_ro LOGIN PASSWORD 'ro'",
+			"GRANT SELECT ON users TO app_ro",
+		} {
+			if err := shardExec(ctx, i, sql); err != nil {
+				t.Fatalf("shard %d: %s: %v", i, sql, err)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for i := range env.shards.Clusters {
+			shardExec(ctx, i, "REVOKE ALL ON users FROM app_ro")
+			shardExec(ctx, i, "DROP ROLE IF EXISTS app_ro")
+		}
+	})
+	cfg := env.cfg
+	cfg.Users = []proxy.User{{Name: "app", Password: "app", BackendUser: "app_ro", BackendPassword: "ro"},
+		{Name: "trusty", Auth: "trust"}}
+	addr := startProxy(t, cfg, nil)
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		c := connectTo(t, addr, "app", mode)
+		var who string
+		if err := c.QueryRow(ctx, "SELECT current_user").Scan(&who); err != nil {
+			t.Fatal(err)
+		}
+		if who != "app_ro" {
+			t.Fatalf("%v: current_user %q, want app_ro", mode, who)
+		}
+		if _, err := c.Exec(ctx, "SELECT pg_read_file('/etc/hostname')"); code(err) != "42501" {
+			t.Fatalf("%v: pg_read_file as app_ro: %v, want 42501", mode, err)
+		}
+		if _, err := c.Exec(ctx, "DELETE FROM users WHERE id = 915000002"); code(err) != "42501" {
+			t.Fatalf("%v: DELETE as app_ro: %v, want 42501", mode, err)
+		}
+		var n int64
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil {
+			t.Fatalf("%v: cross-shard read as app_ro: %v", mode, err)
+		}
+	}
+	c := connectTo(t, addr, "trusty", pgx.QueryExecModeSimpleProtocol)
+	var who string
+	if err := c.QueryRow(ctx, "SELECT current_user").Scan(&who); err != nil || who != "postgres" {
+		t.Fatalf("a user without backend_user: %q %v, want the DSN's postgres", who, err)
+	}
+}

@@ -20,12 +20,17 @@ type credential struct {
 	// maxConns and queryTimeout are the user's own limits (limits.go).
 	maxConns     int
 	queryTimeout time.Duration
-	stored       scram.StoredCredentials
+	// role is the backend role on the shards, nil for the DSN's user.
+	role   *backendRole
+	stored scram.StoredCredentials
 }
 
 func newCredential(u User) (*credential, error) {
 	c := &credential{name: u.Name, trust: u.Auth == "trust", cert: u.Auth == "cert",
 		maxConns: u.MaxClientConnections, queryTimeout: u.QueryTimeout}
+	if u.BackendUser != "" {
+		c.role = &backendRole{user: u.BackendUser, password: u.BackendPassword}
+	}
 	if c.trust || c.cert {
 		return c, nil
 	}

@@ -68,6 +68,11 @@ type User struct {
 	MaxClientConnections int `yaml:"max_client_connections"`
 	// QueryTimeout overrides the top-level query_timeout for this user.
 	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// BackendUser and BackendPassword are the role this user reaches the
+	// shards as (roles.go), with pools of its own. Empty: the shard DSN's
+	// user, shared by every user without one.
+	BackendUser     string `yaml:"backend_user"`
+	BackendPassword string `yaml:"backend_password"`
 }
 
 // PoolConfig bounds backend connections.
@@ -151,6 +156,9 @@ func (c Config) Validate() error {
 			}
 		default:
 			errs = append(errs, fmt.Errorf("user %s: auth %q is not scram-sha-256, trust or cert", u.Name, u.Auth))
+		}
+		if u.BackendPassword != "" && u.BackendUser == "" {
+			errs = append(errs, fmt.Errorf("user %s: backend_password without backend_user", u.Name))
 		}
 		if u.MaxClientConnections < 0 || u.QueryTimeout < 0 {
 			errs = append(errs, fmt.Errorf("user %s: max_client_connections and query_timeout must be positive", u.Name))

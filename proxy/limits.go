@@ -134,6 +134,9 @@ func (s *session) admit(c *credential) error {
 		return err
 	}
 	s.lim.admitted = true
+	if c.role != nil {
+		s.role = c.role
+	}
 	s.lim.queryTimeout = lc.cfg.Limits.QueryTimeout
 	if c.queryTimeout > 0 {
 		s.lim.queryTimeout = c.queryTimeout

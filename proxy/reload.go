@@ -99,6 +99,7 @@ func (s *Server) Apply(cfg Config) error {
 	for _, p := range s.pools {
 		p.setSize(cfg.Pool.Size)
 	}
+	s.roles.setSize(cfg.Pool.Size)
 	h := cfg.Health
 	s.health.cfg.Store(&h)
 	s.obs.stats.resize(cfg.QueryStats)

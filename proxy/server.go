@@ -49,7 +49,8 @@ type Server struct {
 	obs      *observer
 	health   *healthChecker
 	reloader reloaderFunc
-	limits   *limiter // limits.go
+	limits   *limiter  // limits.go
+	roles    rolePools // roles.go: pools of users with their own backend role
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards
@@ -304,6 +305,7 @@ func (s *Server) Close() {
 	for _, p := range s.pools {
 		p.close()
 	}
+	s.roles.close()
 }
 
 func (s *Server) handle(ctx context.Context, c net.Conn) {

@@ -73,6 +73,8 @@ type session struct {
 
 	tls *tlsState     // tls.go: set once the client is on TLS
 	lim sessionLimits // limits.go
+	// role is the backend role of the user, nil for the DSN's (roles.go).
+	role *backendRole
 }
 
 type setting struct{ name, sql string }
@@ -551,7 +553,7 @@ func (s *session) lastWasError(offset int) bool {
 // lease takes a backend from shard's pool and prepares it for this session.
 func (s *session) lease(ctx context.Context, shard int) (*backend, error) {
 	t := time.Now()
-	b, err := s.srv.pools[shard].acquire(ctx)
+	b, err := s.sessionPool(shard).acquire(ctx)
 	s.waited(shard, t)
 	if err != nil {
 		return nil, err
