@@ -26,9 +26,10 @@ stress: deps
 	SHARDPROXY_CRASH_POINTS=3000 SHARDPROXY_TX_SCRIPTS=1000 $(GO) test -count=1 -timeout 120m \
 		-run 'TestTwoPhaseCrashRecovery|TestTransactionScriptsMatchPostgres' -v ./integration/
 
+# make demo TLS=1: TLS required from clients and used to the shards.
 demo: build
 	@scripts/deps.sh --server-only
-	./bin/shardproxy demo $(if $(REPLICAS),-replicas)
+	./bin/shardproxy demo $(if $(REPLICAS),-replicas) $(if $(TLS),-tls)
 
 bench: build
 	@scripts/deps.sh --server-only

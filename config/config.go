@@ -48,11 +48,15 @@ type Log struct {
 	// Reloadable.
 	MaxPerSecond float64 `yaml:"max_per_second"`
 	Burst        int     `yaml:"burst"`
+	// LogLiterals adds the statement as sent, literals included, to slow
+	// and failed statement lines (query_literal). Off by default: lines
+	// carry the redacted statement only. For debugging. Reloadable.
+	LogLiterals bool `yaml:"log_literals"`
 }
 
 // SlowLog is the proxy's view of the log section.
 func (l Log) SlowLog() proxy.SlowLog {
-	return proxy.SlowLog{Threshold: l.SlowQuery, PerSecond: l.MaxPerSecond, Burst: l.Burst}
+	return proxy.SlowLog{Threshold: l.SlowQuery, PerSecond: l.MaxPerSecond, Burst: l.Burst, Literals: l.LogLiterals}
 }
 
 // Load reads, decodes and validates the file at path.

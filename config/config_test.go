@@ -176,3 +176,42 @@ partman:
 		t.Fatalf("partman: %+v", p)
 	}
 }
+
+func TestParseSecurity(t *testing.T) {
+	doc := strings.Replace(good, "users: [{name: app, password: app}]",
+		"users: [{name: app, password: app, max_client_connections: 5, query_timeout: 2s}]", 1) + `
+max_client_connections: 100
+max_query_bytes: 1048576
+client_idle_timeout: 10m
+idle_in_transaction_timeout: 30s
+query_timeout: 1m
+log: {log_literals: true}
+tls: {mode: disable}
+`
+	f, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := f.Proxy.Limits
+	if l.MaxClientConnections != 100 || l.MaxQueryBytes != 1<<20 || l.ClientIdleTimeout != 10*time.Minute ||
+		l.IdleInTransactionTimeout != 30*time.Second || l.QueryTimeout != time.Minute {
+		t.Fatalf("limits: %+v", l)
+	}
+	if u := f.Proxy.Users[0]; u.MaxClientConnections != 5 || u.QueryTimeout != 2*time.Second {
+		t.Fatalf("user limits: %+v", u)
+	}
+	if !f.Log.SlowLog().Literals {
+		t.Fatal("log_literals lost")
+	}
+	for _, bad := range []string{
+		"tls: {mode: disable, sslmode: require}\n",                      // unknown key
+		"tls: {mode: required}\n",                                       // unknown mode
+		"tls: {mode: require}\n",                                        // no cert
+		"tls: {mode: require, cert: /nonexistent, key: /nonexistent}\n", // unreadable
+		"max_query_bytes: -1\n",
+	} {
+		if _, err := Parse([]byte(good + bad)); err == nil {
+			t.Errorf("accepted: %s", bad)
+		}
+	}
+}

@@ -35,6 +35,16 @@ type Options struct {
 	Settings map[string]string
 	// Log receives progress lines; nil discards them.
 	Log func(format string, args ...any)
+	// TLS, when set, turns ssl on with these PEM files, copied into each
+	// data directory (owned by the server user, the key 0600 as Postgres
+	// requires).
+	TLS *TLSFiles
+}
+
+// TLSFiles are the server side of TLS: certificate and key, and the CA
+// whose client certificates the server verifies (optional).
+type TLSFiles struct {
+	Cert, Key, CA string
 }
 
 // Cluster is one running Postgres server.
@@ -265,7 +275,11 @@ func (c *Cluster) start(ctx context.Context, port int, opts Options) error {
 				return err
 			}
 		}
-		if err := c.writeConf(p, fresh, opts.Settings); err != nil {
+		settings, err := c.tlsSettings(opts)
+		if err != nil {
+			return err
+		}
+		if err := c.writeConf(p, fresh, settings); err != nil {
 			return err
 		}
 		c.Port = p
@@ -340,6 +354,37 @@ func (c *Cluster) writeConf(port int, fresh bool, extra map[string]string) error
 // (e.g. a coordinator database beside a shard's).
 func (c *Cluster) CreateDatabase(ctx context.Context, db string) error {
 	return c.ensureDatabase(ctx, db)
+}
+
+// tlsSettings copies opts.TLS's files into the data directory and returns
+// opts.Settings with ssl on.
+func (c *Cluster) tlsSettings(opts Options) (map[string]string, error) {
+	if opts.TLS == nil {
+		return opts.Settings, nil
+	}
+	out := map[string]string{"ssl": "on", "ssl_cert_file": "'server.crt'", "ssl_key_file": "'server.key'"}
+	files := map[string]string{"server.crt": opts.TLS.Cert, "server.key": opts.TLS.Key}
+	if opts.TLS.CA != "" {
+		out["ssl_ca_file"] = "'root.crt'"
+		files["root.crt"] = opts.TLS.CA
+	}
+	for name, src := range files {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return nil, err
+		}
+		dst := filepath.Join(c.DataDir, name)
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			return nil, err
+		}
+		if err := c.chown(dst); err != nil {
+			return nil, err
+		}
+	}
+	for k, v := range opts.Settings {
+		out[k] = v
+	}
+	return out, nil
 }
 
 func (c *Cluster) ensureDatabase(ctx context.Context, db string) error {

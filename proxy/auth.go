@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/rand"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/xdg-go/scram"
@@ -11,14 +12,26 @@ import (
 // credential is a user's login, with the SCRAM verifier derived once at
 // start (the clear-text password is not kept).
 type credential struct {
-	name   string
-	trust  bool
+	name  string
+	trust bool
+	// cert: a verified client certificate whose CN is the user logs in,
+	// with no password (tls.go).
+	cert bool
+	// maxConns and queryTimeout are the user's own limits (limits.go).
+	maxConns     int
+	queryTimeout time.Duration
+	// role is the backend role on the shards, nil for the DSN's user.
+	role   *backendRole
 	stored scram.StoredCredentials
 }
 
 func newCredential(u User) (*credential, error) {
-	c := &credential{name: u.Name, trust: u.Auth == "trust"}
-	if c.trust {
+	c := &credential{name: u.Name, trust: u.Auth == "trust", cert: u.Auth == "cert",
+		maxConns: u.MaxClientConnections, queryTimeout: u.QueryTimeout}
+	if u.BackendUser != "" {
+		c.role = &backendRole{user: u.BackendUser, password: u.BackendPassword}
+	}
+	if c.trust || c.cert {
 		return c, nil
 	}
 	client, err := scram.SHA256.NewClient(u.Name, u.Password, "")
@@ -40,11 +53,13 @@ func (e errAuthFailed) Error() string {
 	return fmt.Sprintf("password authentication failed for user \"%s\"", e.user)
 }
 
-// authenticate runs SCRAM-SHA-256 (or trust) with the client. Postgres's
-// SCRAM exchange leaves the username in the client-first message empty: the
-// startup packet's user is the one checked.
+// authenticate runs SCRAM-SHA-256 (or trust, or cert once checkTransport
+// has checked the certificate) with the client. Postgres's SCRAM exchange
+// leaves the username in the client-first message empty: the startup
+// packet's user is the one checked. On TLS, SCRAM-SHA-256-PLUS is offered
+// first, with tls-server-end-point channel binding.
 func (s *session) authenticate(c *credential) error {
-	if c.trust {
+	if c.trust || c.cert {
 		return nil
 	}
 	server, err := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return c.stored, nil })
@@ -52,7 +67,13 @@ func (s *session) authenticate(c *credential) error {
 		return err
 	}
 	conv := server.NewConversation()
-	s.out = appendMsg(s.out, &pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}})
+	mechs := []string{"SCRAM-SHA-256"}
+	if s.tls != nil && s.tls.m.endPoint != nil {
+		mechs = []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"}
+		conv = server.NewConversationWithChannelBinding(scram.ChannelBinding{
+			Type: scram.ChannelBindingTLSServerEndpoint, Data: s.tls.m.endPoint})
+	}
+	s.out = appendMsg(s.out, &pgproto3.AuthenticationSASL{AuthMechanisms: mechs})
 	if err := s.flush(); err != nil {
 		return err
 	}
@@ -67,7 +88,14 @@ func (s *session) authenticate(c *credential) error {
 	if err := initial.Decode(body); err != nil {
 		return protocolErr("malformed SASLInitialResponse")
 	}
-	if initial.AuthMechanism != "SCRAM-SHA-256" {
+	switch plus := len(initial.Data) > 0 && initial.Data[0] == 'p'; {
+	case initial.AuthMechanism == "SCRAM-SHA-256-PLUS" && len(mechs) == 2 && plus:
+	case initial.AuthMechanism == "SCRAM-SHA-256" && !plus:
+	case initial.AuthMechanism == "SCRAM-SHA-256" || initial.AuthMechanism == "SCRAM-SHA-256-PLUS" && len(mechs) == 2:
+		// Postgres's words for a channel-binding flag that contradicts
+		// the mechanism.
+		return protocolErr("malformed SCRAM message")
+	default:
 		return protocolErr("unsupported SASL mechanism %q", initial.AuthMechanism)
 	}
 	first, err := conv.Step(string(initial.Data))

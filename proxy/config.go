@@ -47,6 +47,11 @@ type Config struct {
 	// merge cannot (docs/routing.md). Not reloadable, except that its
 	// tables are rebuilt on every reload.
 	Coordinator coordinator.Config `yaml:"coordinator"`
+	// TLS is client-facing TLS (tls.go). Reloadable.
+	TLS TLSConfig `yaml:"tls"`
+	// Limits bound client connections, message sizes and idle and query
+	// time (limits.go). Reloadable.
+	Limits `yaml:",inline"`
 }
 
 // TwoPhaseConfig configures two-phase commit.
@@ -110,10 +115,22 @@ type User struct {
 	// Password is the clear-text password; SCRAM-SHA-256 verifiers are
 	// derived from it at start.
 	Password string `yaml:"password"`
-	// Auth is scram-sha-256 (default) or trust.
+	// Auth is scram-sha-256 (default), trust, or cert: a client certificate
+	// verified against tls.ca whose CN is the user name logs in without a
+	// password (as Postgres's cert method).
 	Auth string `yaml:"auth"`
 	// ReadFrom overrides replicas.read_from for this user's sessions.
 	ReadFrom string `yaml:"read_from"`
+	// MaxClientConnections bounds this user's client connections (53300
+	// "too many connections for role"). 0: only the total bound applies.
+	MaxClientConnections int `yaml:"max_client_connections"`
+	// QueryTimeout overrides the top-level query_timeout for this user.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// BackendUser and BackendPassword are the role this user reaches the
+	// shards as (roles.go), with pools of its own. Empty: the shard DSN's
+	// user, shared by every user without one.
+	BackendUser     string `yaml:"backend_user"`
+	BackendPassword string `yaml:"backend_password"`
 }
 
 // PoolConfig bounds backend connections.
@@ -220,8 +237,18 @@ func (c Config) Validate() error {
 				errs = append(errs, fmt.Errorf("user %s: scram-sha-256 needs a password (or auth: trust)", u.Name))
 			}
 		case "trust":
+		case "cert":
+			if c.TLS.CA == "" {
+				errs = append(errs, fmt.Errorf("user %s: auth cert needs tls.ca (and a tls.mode other than disable)", u.Name))
+			}
 		default:
-			errs = append(errs, fmt.Errorf("user %s: auth %q is not scram-sha-256 or trust", u.Name, u.Auth))
+			errs = append(errs, fmt.Errorf("user %s: auth %q is not scram-sha-256, trust or cert", u.Name, u.Auth))
+		}
+		if u.BackendPassword != "" && u.BackendUser == "" {
+			errs = append(errs, fmt.Errorf("user %s: backend_password without backend_user", u.Name))
+		}
+		if u.MaxClientConnections < 0 || u.QueryTimeout < 0 {
+			errs = append(errs, fmt.Errorf("user %s: max_client_connections and query_timeout must be positive", u.Name))
 		}
 	}
 	if c.Pool.Size < 0 {
@@ -240,6 +267,12 @@ func (c Config) Validate() error {
 	}
 	if c.QueryStats < 0 {
 		errs = append(errs, errors.New("query_stats must be positive"))
+	}
+	if err := c.TLS.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Limits.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Health.Interval < 0 || c.Health.Timeout < 0 || c.Health.Failures < 0 || c.Health.Successes < 0 {
 		errs = append(errs, errors.New("health: interval, timeout, failures and successes must be positive"))

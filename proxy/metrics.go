@@ -6,8 +6,9 @@ import (
 
 // Metric names, all prefixed shardproxy_. Labels are bounded: shard (from
 // the topology), route (local, single, multi), outcome (ok, error), state
-// (a fixed set). No user, table, query text or fingerprint label: the
-// per-fingerprint table is served by SHOW QUERIES (see docs/operations.md).
+// (a fixed set), limit (a fixed set, limits.go). No user, table, query text
+// or fingerprint label: the per-fingerprint table is served by SHOW QUERIES
+// (see docs/operations.md).
 
 var (
 	durationBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -99,7 +100,7 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 	m := s.obs.m
 	for _, c := range []prometheus.Collector{m.queriesVec, m.durationVec, m.shardDurationVec, m.poolWaitVec,
 		m.reloadsVec, m.slow, m.logDropped, m.fanout, m.rowsMerged, &stateCollector{s},
-		s.repl.retries, s.repl.failovers, &serverCollector{s}} {
+		s.repl.retries, s.repl.failovers, &serverCollector{s}, s.limits.hitsVec} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

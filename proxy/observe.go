@@ -68,6 +68,9 @@ type queryRecord struct {
 	shards   []shardTime
 	rows     int64
 	sqlstate string
+	// text is the statement as the client sent it, kept only when
+	// log_literals is on (nextRequest).
+	text string
 
 	// Connection facts, set once at login before the session is published.
 	admin     bool
@@ -160,6 +163,10 @@ type SlowLog struct {
 	// Zero means 50 lines/s and a burst of 100.
 	PerSecond float64
 	Burst     int
+	// Literals adds the statement as sent, literals included, to each
+	// line (query_literal). Off by default: for debugging only, since
+	// passwords and customers' data then reach the logs.
+	Literals bool
 }
 
 func (c SlowLog) withDefaults() SlowLog {
@@ -259,7 +266,7 @@ func (o *observer) finish(s *session) {
 }
 
 func (q *queryRecord) reset(status byte) {
-	q.start, q.st, q.plan, q.wait, q.rows, q.sqlstate = time.Time{}, nil, nil, 0, 0, ""
+	q.start, q.st, q.plan, q.wait, q.rows, q.sqlstate, q.text = time.Time{}, nil, nil, 0, 0, "", ""
 	q.shards = q.shards[:0]
 	if status == 'I' {
 		q.state.Store(clientIdle)
@@ -269,7 +276,9 @@ func (q *queryRecord) reset(status byte) {
 }
 
 // logQuery writes one line for a slow or failed statement, rate-limited.
-// It never logs the statement text: only pg_query's normalized query.
+// It never logs the statement text: only its redacted form (pg_query's
+// normalized query, with the constants it leaves replaced too), unless
+// log_literals is on.
 func (o *observer) logQuery(s *session, info *shapeInfo, kind routeKind, total, shardD time.Duration, slow bool) {
 	q := &s.q
 	lvl, msg := slog.LevelWarn, "slow query"
@@ -305,6 +314,9 @@ func (o *observer) logQuery(s *session, info *shapeInfo, kind routeKind, total, 
 	}
 	if info != nil && info.fingerprint != "" {
 		attrs = append(attrs, slog.String("fingerprint", info.fingerprint), slog.String("query", info.query))
+	}
+	if q.text != "" {
+		attrs = append(attrs, slog.String("query_literal", q.text))
 	}
 	if n := o.dropped.Swap(0); n > 0 {
 		attrs = append(attrs, slog.Uint64("dropped", n))
@@ -500,7 +512,7 @@ func newShapeInfo(sql string) *shapeInfo {
 	if err != nil {
 		return &shapeInfo{}
 	}
-	norm, err := parser.Normalize(sql)
+	norm, err := parser.Redact(sql)
 	if err != nil {
 		return &shapeInfo{}
 	}

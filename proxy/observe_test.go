@@ -349,3 +349,36 @@ func BenchmarkShapeKey(b *testing.B) {
 		shapeKey(sql)
 	}
 }
+
+// TestFailedUtilityStatementLogsNoLiterals: pg_query's normalization keeps
+// the literals of utility statements; the log line must not, unless
+// log_literals is on.
+func TestFailedUtilityStatementLogsNoLiterals(t *testing.T) {
+	for _, literals := range []bool{false, true} {
+		var buf bytes.Buffer
+		s := testSession(t, &buf)
+		s.srv.SetSlowLog(SlowLog{Threshold: time.Hour, Literals: literals})
+		sql := "CREATE TABLESPACE ts LOCATION 'relative-secret'"
+		st, err := parser.Parse(sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.q.begin()
+		s.q.st = st[0]
+		if literals {
+			s.q.text = sql // what nextRequest keeps with log_literals
+		}
+		s.q.failed("42P17")
+		s.srv.obs.finish(s)
+		var line map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+			t.Fatalf("%v: %s", err, buf.String())
+		}
+		if line["query"] != "CREATE TABLESPACE ts LOCATION $1" {
+			t.Errorf("query = %v", line["query"])
+		}
+		if got := strings.Contains(buf.String(), "relative-secret"); got != literals {
+			t.Errorf("log_literals %v: literal in the line = %v:\n%s", literals, got, buf.String())
+		}
+	}
+}

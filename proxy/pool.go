@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -252,7 +253,13 @@ func (b *backend) alive() bool {
 	if b.rd.buffered() > 0 {
 		return false
 	}
-	sc, ok := b.conn.(syscall.Conn)
+	conn := b.conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		// A TLS shard connection: peek at the socket beneath (any byte
+		// there, a TLS record, is as unsolicited as a plaintext one).
+		conn = tc.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return true
 	}

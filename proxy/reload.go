@@ -15,6 +15,7 @@ type liveConfig struct {
 	cfg    Config
 	creds  map[string]*credential
 	admins map[string]bool
+	tls    *tlsMaterial // nil: TLS off (tls.go)
 }
 
 func newLiveConfig(cfg Config) (*liveConfig, error) {
@@ -29,6 +30,11 @@ func newLiveConfig(cfg Config) (*liveConfig, error) {
 	for _, a := range cfg.Admins {
 		lc.admins[a] = true
 	}
+	m, err := loadTLS(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	lc.tls = m
 	return lc, nil
 }
 
@@ -40,6 +46,7 @@ func (s *Server) initObserve(cfg Config, topo *router.Topology) error {
 		return err
 	}
 	s.live.Store(lc)
+	s.limits = newLimiter()
 	names := make([]string, len(topo.Shards))
 	for i, sh := range topo.Shards {
 		names[i] = sh.Name
@@ -99,6 +106,7 @@ func (s *Server) Apply(cfg Config) error {
 	for _, p := range s.pools {
 		p.setSize(cfg.Pool.Size)
 	}
+	s.roles.setSize(cfg.Pool.Size)
 	h := cfg.Health
 	s.health.cfg.Store(&h)
 	s.applyReplicas(cfg)

@@ -63,6 +63,8 @@ type Server struct {
 	readPolicy atomic.Pointer[readPolicy]
 	repl       *replicaMetrics
 	coord      *coordRoute // coordinator.go; nil without a coordinator
+	limits     *limiter    // limits.go
+	roles      rolePools   // roles.go: pools of users with their own backend role
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards
@@ -403,6 +405,7 @@ func (s *Server) Close() {
 	s.closeReplicas()
 	s.results.Close()
 	s.closeCoordinator()
+	s.roles.close()
 }
 
 func (s *Server) handle(ctx context.Context, c net.Conn) {

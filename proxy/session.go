@@ -58,8 +58,12 @@ type session struct {
 	hintLocal bool
 	q         queryRecord // observe.go: the running statement, for logs, metrics and SHOW CLIENTS
 
-	rs replicaState // replicas.go: read-your-writes
-	rc readCache    // results.go: result cache and consolidation
+	rs  replicaState  // replicas.go: read-your-writes
+	rc  readCache     // results.go: result cache and consolidation
+	tls *tlsState     // tls.go: set once the client is on TLS
+	lim sessionLimits // limits.go
+	// role is the backend role of the user, nil for the DSN's (roles.go).
+	role *backendRole
 }
 
 type setting struct{ name, sql string }
@@ -107,7 +111,7 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	for {
-		typ, body, raw, err := s.rd.next()
+		typ, body, raw, err := s.nextRequest()
 		if err != nil {
 			return err
 		}
@@ -140,6 +144,11 @@ func (s *session) run(ctx context.Context) error {
 // checks database and user, authenticates, and sends the session's
 // parameters, key data and first ReadyForQuery.
 func (s *session) startup() error {
+	if s.directTLS() {
+		if err := s.acceptDirect(); err != nil {
+			return err
+		}
+	}
 	for {
 		body, err := s.rd.startup()
 		if err != nil {
@@ -147,7 +156,12 @@ func (s *session) startup() error {
 		}
 		code := binary.BigEndian.Uint32(body[:4])
 		switch code {
-		case 80877103, 80877104: // SSLRequest, GSSENCRequest
+		case 80877103: // SSLRequest
+			if err := s.sslRequest(); err != nil {
+				return err
+			}
+			continue
+		case 80877104: // GSSENCRequest
 			if _, err := s.conn.Write([]byte{'N'}); err != nil {
 				return err
 			}
@@ -197,6 +211,12 @@ func (s *session) login(params map[string]string) error {
 		return &pgError{code: pgerrcode.InvalidCatalogName, msg: fmt.Sprintf("database \"%s\" does not exist", s.database),
 			hint: fmt.Sprintf("This shardproxy serves database \"%s\".", s.srv.cfg.Database)}
 	}
+	if err := s.checkTransport(cred); err != nil {
+		return err
+	}
+	if err := s.admit(cred); err != nil {
+		return err
+	}
 	if err := s.authenticate(cred); err != nil {
 		return err
 	}
@@ -230,6 +250,7 @@ func (s *session) login(params map[string]string) error {
 // cleanup returns or closes every backend the session still holds. A
 // backend left mid-transaction is closed, never pooled.
 func (s *session) cleanup() {
+	s.leave()
 	if s.pid != 0 {
 		s.srv.sessions.Delete(s.pid)
 	}
@@ -483,7 +504,7 @@ func (s *session) lastWasError(offset int) bool {
 
 // lease takes a backend from shard's pool and prepares it for this session.
 func (s *session) lease(ctx context.Context, shard int) (*backend, error) {
-	return s.leaseFrom(ctx, s.srv.pools[shard])
+	return s.leaseFrom(ctx, s.sessionPool(shard))
 }
 
 // release hands a backend back, resetting session state it picked up.

@@ -125,8 +125,12 @@ func (s *Server) prepareTwoPhase(ctx context.Context) {
 		case v == "0":
 			problems = append(problems, fmt.Sprintf("shard %s has max_prepared_transactions = 0", p.name))
 		default:
+			// Sessions may reach the shards as their own, unprivileged
+			// backend roles (roles.go): they record decisions, nothing more.
 			if err := execSimple(b, `CREATE SCHEMA IF NOT EXISTS shardproxy;
-				CREATE TABLE IF NOT EXISTS shardproxy.commit_decisions (gid text PRIMARY KEY, decided_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+				CREATE TABLE IF NOT EXISTS shardproxy.commit_decisions (gid text PRIMARY KEY, decided_at timestamptz NOT NULL DEFAULT now());
+				GRANT USAGE ON SCHEMA shardproxy TO PUBLIC;
+				GRANT INSERT ON shardproxy.commit_decisions TO PUBLIC`); err != nil {
 				// Several proxies starting at once race on IF NOT EXISTS:
 				// check that the table is there before giving up.
 				if _, err2 := simpleValue(b, "SELECT 'shardproxy.commit_decisions'::regclass"); err2 != nil {

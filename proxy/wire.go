@@ -16,6 +16,10 @@ const maxMessage = 256 << 20
 type frameReader struct {
 	r   *bufio.Reader
 	buf []byte
+	// limit, when above 0, bounds the body of Query, Parse and Bind
+	// messages (max_query_bytes): a larger one is skipped unbuffered and
+	// next returns *errTooLarge (limits.go).
+	limit int
 }
 
 func newFrameReader(r io.Reader, size int) *frameReader {
@@ -35,6 +39,12 @@ func (f *frameReader) next() (typ byte, body []byte, raw []byte, err error) {
 	n := int(binary.BigEndian.Uint32(hdr[1:5]))
 	if n < 4 || n > maxMessage {
 		return 0, nil, nil, fmt.Errorf("invalid message length %d", n)
+	}
+	if f.limit > 0 && n-4 > f.limit && (hdr[0] == 'Q' || hdr[0] == 'P' || hdr[0] == 'B') {
+		if _, err = f.r.Discard(n - 4); err != nil {
+			return 0, nil, nil, err
+		}
+		return 0, nil, nil, &errTooLarge{typ: hdr[0], n: n - 4, max: f.limit}
 	}
 	total := 1 + n
 	if cap(f.buf) < total {

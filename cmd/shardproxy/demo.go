@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/shardproxy/shardproxy/certs"
 	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/delivery"
 	"github.com/shardproxy/shardproxy/localpg"
@@ -36,19 +37,20 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	dir := fs.String("dir", ".demo", "work folder for the shards' data")
 	listen := fs.String("listen", "127.0.0.1:6432", "proxy address")
 	replicas := fs.Bool("replicas", false, "start one streaming replica per shard and send reads outside transactions to it")
+	withTLS := fs.Bool("tls", false, "TLS on both sides: clients must use TLS (tls.mode require), shards run with ssl=on and are verified (verify-full); certificates from gen-cert in DIR/certs")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runDemo(ctx, *dir, *listen, *replicas, stdout, stderr); err != nil && !errors.Is(err, context.Canceled) {
+	if err := runDemo(ctx, *dir, *listen, *replicas, *withTLS, stdout, stderr); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(stderr, "demo:", err)
 		return 1
 	}
 	return 0
 }
 
-func runDemo(ctx context.Context, dir, listen string, withReplicas bool, stdout, stderr io.Writer) error {
+func runDemo(ctx context.Context, dir, listen string, withReplicas, withTLS bool, stdout, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w (is another demo or Postgres running there?)", listen, err)
@@ -64,8 +66,16 @@ func runDemo(ctx context.Context, dir, listen string, withReplicas bool, stdout,
 		}
 	}
 	abs, _ := filepath.Abs(dir)
+	var files *certs.Files
+	opts := localpg.Options{N: 4, Dir: filepath.Join(dir, "shards"), Ports: ports, Database: "deliveryapp"}
+	if withTLS {
+		if files, err = demoCerts(filepath.Join(abs, "certs"), stdout); err != nil {
+			return err
+		}
+		opts.TLS = &localpg.TLSFiles{Cert: files.Cert, Key: files.Key}
+	}
 	fmt.Fprintf(stdout, "starting 4 Postgres shards in %s ...\n", abs)
-	set, err := localpg.Start(ctx, localpg.Options{N: 4, Dir: filepath.Join(dir, "shards"), Ports: ports, Database: "deliveryapp"})
+	set, err := localpg.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -87,11 +97,11 @@ func runDemo(ctx context.Context, dir, listen string, withReplicas bool, stdout,
 		return err
 	}
 
-	f, err := demoConfig(set, replicas, listen)
+	f, err := demoConfig(set, replicas, listen, files)
 	if err != nil {
 		return err
 	}
-	out, _ := yaml.Marshal(demoYAML(set, replicas, listen))
+	out, _ := yaml.Marshal(demoYAML(set, replicas, listen, files))
 	cfgPath := filepath.Join(dir, "shardproxy.yaml")
 	os.WriteFile(cfgPath, out, 0o644)
 
@@ -121,7 +131,11 @@ func runDemo(ctx context.Context, dir, listen string, withReplicas bool, stdout,
 	go func() { served <- srv.Serve(ctx, ln) }()
 	defer srv.Close()
 
-	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", listen)
+	ssl := "sslmode=disable"
+	if files != nil {
+		ssl = "sslmode=verify-full&sslrootcert=" + files.CA
+	}
+	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?%s", listen, ssl)
 	if err := createSchema(ctx, url); err != nil {
 		return err
 	}
@@ -147,7 +161,7 @@ func runDemo(ctx context.Context, dir, listen string, withReplicas bool, stdout,
 	fmt.Fprintf(stdout, `
 shardproxy is serving the delivery app on %s over 4 shards (config: %s).
 
-  psql "postgres://app:app@%s/deliveryapp"
+  psql "postgres://app:app@%s/deliveryapp%s"
 
 Try:
   SELECT count(*) FROM orders WHERE user_id = 42;           -- one shard
@@ -164,10 +178,10 @@ Try:
   UPDATE orders o SET total = 0 FROM users u WHERE u.name = o.status;  -- still refused (0A000): writes never go to the coordinator
 
 Admin console (SHOW SHARDS, SHOW POOLS, SHOW REPLICAS, SHOW QUERIES, SHOW ROUTE <sql>, ...):
-  psql "postgres://app:app@%s/shardproxy"
+  psql "postgres://app:app@%s/shardproxy%s"
 %s
 Ctrl-C stops the proxy and the shards (data stays in %s for the next run).
-`, listen, cfgPath, listen, listen, adminURLs(admin), abs)
+`, listen, cfgPath, listen, psqlSSL(files), listen, psqlSSL(files), adminURLs(admin), abs)
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(stdout, "\nstopping ...")
@@ -177,12 +191,18 @@ Ctrl-C stops the proxy and the shards (data stays in %s for the next run).
 	}
 }
 
-func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen string) map[string]any {
+func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen string, files *certs.Files) map[string]any {
+	tlsDSN := func(dsn string) string {
+		if files != nil {
+			dsn = strings.Replace(dsn, "sslmode=disable", "sslmode=verify-full&sslrootcert="+files.CA, 1)
+		}
+		return dsn
+	}
 	var shards []map[string]any
 	for i, dsn := range set.DSNs()[:4] {
-		sh := map[string]any{"name": fmt.Sprintf("s%d", i), "dsn": dsn}
+		sh := map[string]any{"name": fmt.Sprintf("s%d", i), "dsn": tlsDSN(dsn)}
 		if i < len(replicas) {
-			sh["replicas"] = []map[string]string{{"dsn": replicas[i].DSN("deliveryapp")}}
+			sh["replicas"] = []map[string]string{{"dsn": tlsDSN(replicas[i].DSN("deliveryapp"))}}
 		}
 		shards = append(shards, sh)
 	}
@@ -196,14 +216,42 @@ func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen string) map[
 		ex["replicas"] = map[string]any{"read_from": "replicas", "balance": "round_robin", "failover_buffer": "5s"}
 	}
 	ex["coordinator"] = map[string]string{"dsn": set.Clusters[0].DSN(demoCoordinatorDB), "mode": "fallback"}
+	if files != nil {
+		ex["tls"] = map[string]string{"cert": files.Cert, "key": files.Key, "mode": "require"}
+	}
 	return ex
 }
 
 // demoCoordinatorDB is the demo's coordinator database, on shard 0's cluster.
 const demoCoordinatorDB = "shardproxy_coordinator"
 
-func demoConfig(set *localpg.Set, replicas []*localpg.Cluster, listen string) (*config.File, error) {
-	out, err := yaml.Marshal(demoYAML(set, replicas, listen))
+// demoCerts reuses the certificates of an earlier -tls run in dir, or
+// makes them (as gen-cert does).
+func demoCerts(dir string, stdout io.Writer) (*certs.Files, error) {
+	f := certs.Files{CA: filepath.Join(dir, "ca.crt"), CAKey: filepath.Join(dir, "ca.key"),
+		Cert: filepath.Join(dir, "server.crt"), Key: filepath.Join(dir, "server.key")}
+	if _, err := os.Stat(f.Key); err == nil {
+		return &f, nil
+	}
+	f, err := certs.Generate(dir, []string{"localhost", "127.0.0.1"}, 365*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stdout, "made a CA and a server certificate in %s\n", dir)
+	return &f, nil
+}
+
+// psqlSSL is the connection-string suffix that verifies the demo's
+// certificate.
+func psqlSSL(files *certs.Files) string {
+	if files == nil {
+		return ""
+	}
+	return "?sslmode=verify-full&sslrootcert=" + files.CA
+}
+
+func demoConfig(set *localpg.Set, replicas []*localpg.Cluster, listen string, files *certs.Files) (*config.File, error) {
+	out, err := yaml.Marshal(demoYAML(set, replicas, listen, files))
 	if err != nil {
 		return nil, err
 	}

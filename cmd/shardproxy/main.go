@@ -3,7 +3,8 @@
 //
 //	shardproxy -config shardproxy.yaml     serve
 //	shardproxy check-config FILE           validate a config file
-//	shardproxy demo                        local shards + sample data + serve
+//	shardproxy demo [-tls]                 local shards + sample data + serve
+//	shardproxy gen-cert [-dir DIR]         a CA and a server certificate
 package main
 
 import (
@@ -39,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return checkConfig(args[1:], stdout, stderr)
 		case "demo":
 			return demo(args[1:], stdout, stderr)
+		case "gen-cert":
+			return genCert(args[1:], stdout, stderr)
 		case "help", "-h", "--help":
 			fmt.Fprint(stdout, usage)
 			return 0
@@ -69,7 +72,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 const usage = `usage:
   shardproxy [-config FILE]        serve (default config: shardproxy.yaml)
   shardproxy check-config FILE     validate a config file and exit
-  shardproxy demo [-dir DIR] [-replicas]  start 4 local shards (and a replica each), load sample data, serve on 127.0.0.1:6432
+  shardproxy demo [-dir DIR] [-replicas] [-tls]
+                                   start 4 local shards, load sample data, serve on 127.0.0.1:6432
+                                   (-replicas: a streaming replica per shard serves reads;
+                                    -tls: TLS required from clients and used to the shards)
+  shardproxy gen-cert [-dir certs] [-hosts localhost,127.0.0.1] [-days 365]
+                                   write a CA and a server certificate signed by it
 `
 
 func checkConfig(args []string, stdout, stderr io.Writer) int {

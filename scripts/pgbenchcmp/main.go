@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shardproxy/shardproxy/certs"
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/resultcache"
@@ -33,6 +34,7 @@ func main() {
 	modes := flag.String("modes", "simple,extended,prepared", "pgbench -M modes")
 	replicas := flag.Int("replicas", 0, "also start this many streaming replicas and a proxy that reads from them")
 	cpuprofile := flag.String("cpuprofile", "", "write the proxy's CPU profile (whole run) to this file")
+	withTLS := flag.Bool("tls", true, "also run pgbench through shardproxy over TLS (sslmode=require), to compare the proxy's CPU per transaction")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -41,7 +43,7 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := run(*clients, *modes, *secs, *rounds, *scale, *replicas); err != nil {
+	if err := run(*clients, *modes, *secs, *rounds, *scale, *replicas, *withTLS); err != nil {
 		fmt.Fprintln(os.Stderr, "pgbenchcmp:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -57,7 +59,7 @@ type target struct {
 	cpu  func() time.Duration // middleman CPU so far; nil for direct
 }
 
-func run(clientList, modeList string, secs, rounds, scale, replicas int) error {
+func run(clientList, modeList string, secs, rounds, scale, replicas int, withTLS bool) error {
 	ctx := context.Background()
 	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: "bench", Settings: map[string]string{"max_connections": "300"}})
 	if err != nil {
@@ -75,8 +77,17 @@ func run(clientList, modeList string, secs, rounds, scale, replicas int) error {
 	if err != nil {
 		return err
 	}
-	srv, err := proxy.New(proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
-		Pool: proxy.PoolConfig{Size: 16}, Cache: resultcache.Config{Consolidate: consolidate}}, topo, nil)
+	cfg := proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
+		Pool: proxy.PoolConfig{Size: 16}, Cache: resultcache.Config{Consolidate: consolidate}}
+	if withTLS {
+		// allow: the same server answers the plaintext and the TLS target.
+		files, err := certs.Generate(filepath.Join(set.Dir(), "certs"), []string{"127.0.0.1"}, 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		cfg.TLS = proxy.TLSConfig{Cert: files.Cert, Key: files.Key, Mode: "allow"}
+	}
+	srv, err := proxy.New(cfg, topo, nil)
 	if err != nil {
 		return err
 	}
@@ -99,6 +110,10 @@ func run(clientList, modeList string, secs, rounds, scale, replicas int) error {
 		}
 		defer stop()
 		targets = append(targets, t)
+	}
+	if withTLS {
+		targets = append(targets, target{name: "proxy+tls", url: "postgres://bench@" + ln.Addr().String() + "/bench?sslmode=require",
+			cpu: func() time.Duration { return procCPU(os.Getpid()) }})
 	}
 	if pb, stop, err := startPgbouncer(set.Dir(), shard.Port); err == nil {
 		defer stop()
