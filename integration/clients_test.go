@@ -111,7 +111,7 @@ func TestSQLAlchemy(t *testing.T) {
 	py := "/usr/bin/python3"
 	requireTool(t, "python3-sqlalchemy and python3-psycopg2 (Debian)", exists(py) && exec.Command(py, "-c", "import sqlalchemy, psycopg2").Run() == nil)
 	runClient(t, py, nil, "testdata/orm/sqlalchemy_check.py",
-		fmt.Sprintf("postgresql+psycopg2://app:app@127.0.0.1:%s/deliveryapp", portOf(env.addr)), "820000")
+		fmt.Sprintf("postgresql+psycopg2://app:app@127.0.0.1:%s/deliveryapp", portOf(env.addr)), "840000")
 }
 
 // TestDjango runs Django's migrate (the contrib apps' migrations), save(),

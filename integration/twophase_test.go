@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shardproxy/shardproxy/config"
+	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
 )
@@ -472,4 +474,84 @@ func TestPgbenchInitSharded(t *testing.T) {
 		t.Fatalf("%d accounts over the shards, want 100000", total)
 	}
 	noneLeft(t)
+}
+
+// TestWithoutPreparedTransactions: shards with max_prepared_transactions = 0
+// cannot take part in two-phase commit. Writes on several shards are then
+// refused with 0A000 and a hint naming the setting, before anything is
+// written; writes on one shard work as before.
+func TestWithoutPreparedTransactions(t *testing.T) {
+	ctx := context.Background()
+	set, err := localpg.Start(ctx, localpg.Options{N: 2, Database: "nompt", Settings: map[string]string{"max_prepared_transactions": "0"}})
+	if err != nil {
+		if localpg.InCI() {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	defer set.Stop()
+	var sb strings.Builder
+	sb.WriteString("database: nompt\nusers: [{name: app, auth: trust}]\nshards:\n")
+	for i, c := range set.Clusters {
+		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, c.DSN("nompt"))
+	}
+	sb.WriteString("tables:\n  kv: {strategy: hash, key: k}\n")
+	f, err := config.Parse([]byte(sb.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := router.NewTopology(&f.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := proxy.New(f.Proxy, topo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Warm(ctx)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, ln)
+	defer srv.Close()
+	c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://app@%s/nompt?sslmode=disable", ln.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	// DDL on every shard is itself a write on several shards: create the
+	// table on each shard directly.
+	for _, cl := range set.Clusters {
+		d, err := pgx.Connect(ctx, cl.DSN("nompt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Exec(ctx, "CREATE TABLE kv (k bigint PRIMARY KEY, v int)"); err != nil {
+			t.Fatal(err)
+		}
+		d.Close(ctx)
+	}
+	k0, k1 := int64(1), int64(2)
+	for router.PartitionOf(router.HashInt(k1), 2) == router.PartitionOf(router.HashInt(k0), 2) {
+		k1++
+	}
+	if _, err := c.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 1)", k0); err != nil {
+		t.Fatalf("a write on one shard: %v", err)
+	}
+	_, err = c.Exec(ctx, "INSERT INTO kv (k, v) VALUES ($1, 1), ($2, 1)", k0+1000, k1)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Message+pe.Hint, "max_prepared_transactions") {
+		t.Fatalf("a write on two shards: %v, want 0A000 naming max_prepared_transactions", err)
+	}
+	tx, _ := c.Begin(ctx)
+	tx.Exec(ctx, "UPDATE kv SET v = 2 WHERE k = $1", k0)
+	if _, err := tx.Exec(ctx, "UPDATE kv SET v = 2 WHERE k = $1", k1); pgCode(err) != "0A000" {
+		t.Fatalf("a transaction's second writing shard: %v", err)
+	}
+	tx.Rollback(ctx)
+	var n int64
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM kv").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("rows after refusals: %d %v, want 1", n, err)
+	}
 }

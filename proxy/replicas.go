@@ -300,7 +300,7 @@ func (s *session) leaseFor(ctx context.Context, st *parser.Statement, shard int)
 			return b, nil
 		}
 	}
-	return s.leaseFrom(ctx, s.srv.pools[shard])
+	return s.leaseFrom(ctx, s.sessionPool(shard))
 }
 
 // leaseAllFor is leaseAll for st: on shards with replicas a read takes a

@@ -69,7 +69,9 @@ func TestRouting(t *testing.T) {
 				}
 			}
 			// Reads across shards: s0's part on a replica; writes across
-			// shards on the primaries.
+			// shards on the primaries. The replicas first replay the
+			// writes above (replication is asynchronous).
+			caughtUp(t)
 			for _, q := range []struct {
 				sql     string
 				allowed []int
@@ -518,5 +520,32 @@ func exec(t *testing.T, c *localpg.Cluster, sql string) {
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		t.Fatalf("%s on %s: %v", sql, c.Name, err)
+	}
+}
+
+// caughtUp waits until both replicas of shard 0 have replayed everything
+// its primary has written so far.
+func caughtUp(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	pc, err := pgx.Connect(ctx, env.primary.DSN(database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close(ctx)
+	var lsn string
+	if err := pc.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*localpg.Cluster{env.r1, env.r2} {
+		rc, err := pgx.Connect(ctx, r.DSN(database))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "replica "+r.Name+" replays "+lsn, func() bool {
+			var ok bool
+			return rc.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn).Scan(&ok) == nil && ok
+		})
+		rc.Close(ctx)
 	}
 }
