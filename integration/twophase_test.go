@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
@@ -418,7 +417,6 @@ func TestInsertWithoutColumnList(t *testing.T) {
 func TestPgbenchInitSharded(t *testing.T) {
 	_, err := exec.LookPath("pgbench")
 	requireTool(t, "pgbench", err == nil)
-	ctx := context.Background()
 	var sb strings.Builder
 	sb.WriteString("users: [{name: app, password: app}]\npool: {size: 8}\nshards:\n")
 	for i, dsn := range env.shards.DSNs() {
@@ -429,26 +427,7 @@ func TestPgbenchInitSharded(t *testing.T) {
   pgbench_branches: {strategy: reference}
   pgbench_tellers:  {strategy: reference}
 `)
-	f, err := config.Parse([]byte(sb.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo, err := router.NewTopology(&f.Topology)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(f.Proxy, topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Warm(ctx)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, ln)
-	defer srv.Close()
-	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", ln.Addr())
+	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", serveProxy(t, sb.String()))
 	defer exec.Command("psql", url, "-c", "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history").Run()
 	for round := 0; round < 2; round++ { // the second run truncates loaded tables
 		if out, err := exec.Command("pgbench", "-i", "-s", "1", "-I", "dtgp", url).CombinedOutput(); err != nil {
@@ -496,26 +475,7 @@ func TestWithoutPreparedTransactions(t *testing.T) {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, c.DSN("nompt"))
 	}
 	sb.WriteString("tables:\n  kv: {strategy: hash, key: k}\n")
-	f, err := config.Parse([]byte(sb.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo, err := router.NewTopology(&f.Topology)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(f.Proxy, topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Warm(ctx)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, ln)
-	defer srv.Close()
-	c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://app@%s/nompt?sslmode=disable", ln.Addr()))
+	c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://app@%s/nompt?sslmode=disable", serveProxy(t, sb.String())))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -387,10 +387,8 @@ func learnParamTypes(b *backend, ps *prepared) error {
 				ps.described = append([]uint32(nil), pd.ParameterOIDs...)
 			}
 		case 'E':
-			var e pgproto3.ErrorResponse
-			e.Decode(body)
 			if qerr == nil {
-				qerr = &pgError{code: e.Code, msg: e.Message, detail: e.Detail, hint: e.Hint, position: e.Position}
+				qerr = backendError(body)
 			}
 		case 'Z':
 			b.txStatus = body[0]

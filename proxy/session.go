@@ -553,9 +553,7 @@ func (s *session) quiet(b *backend, sql string) error {
 		}
 		switch typ {
 		case 'E':
-			var e pgproto3.ErrorResponse
-			e.Decode(body)
-			qerr = &pgError{code: e.Code, msg: e.Message, detail: e.Detail, hint: e.Hint}
+			qerr = backendError(body)
 		case 'Z':
 			b.txStatus = body[0]
 			return qerr

@@ -360,10 +360,8 @@ func readReply(b *backend) (tag string, qerr error) {
 		case 'C':
 			tag = string(bytes.TrimRight(body, "\x00"))
 		case 'E':
-			var e pgproto3.ErrorResponse
-			e.Decode(body)
 			if qerr == nil {
-				qerr = &pgError{code: e.Code, msg: e.Message, detail: e.Detail, hint: e.Hint}
+				qerr = backendError(body)
 			}
 		case 'Z':
 			b.txStatus = body[0]
@@ -404,10 +402,8 @@ func simpleRows(b *backend, sql string) ([][]string, error) {
 				rows = append(rows, row)
 			}
 		case 'E':
-			var e pgproto3.ErrorResponse
-			e.Decode(body)
 			if qerr == nil {
-				qerr = &pgError{code: e.Code, msg: e.Message, detail: e.Detail, hint: e.Hint}
+				qerr = backendError(body)
 			}
 		case 'Z':
 			b.txStatus = body[0]
@@ -618,4 +614,12 @@ type TwoPhaseStats struct {
 func (s *Server) TwoPhaseStats() TwoPhaseStats {
 	tp := s.tpc
 	return TwoPhaseStats{Commits: tp.commits.Load(), Aborts: tp.aborts.Load(), Recovered: tp.recovered.Load(), InDoubt: tp.inDoubt.Load()}
+}
+
+// backendError is a shard's ErrorResponse body as an error for the client
+// (code, message, detail, hint and position kept).
+func backendError(body []byte) *pgError {
+	var e pgproto3.ErrorResponse
+	e.Decode(body)
+	return &pgError{code: e.Code, msg: e.Message, detail: e.Detail, hint: e.Hint, position: e.Position}
 }
