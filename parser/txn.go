@@ -125,3 +125,22 @@ func (s *Statement) AssignmentOf(column string) (a KeyAssignment, ok bool) {
 	}
 	return a, ok
 }
+
+// ReturnsRows reports whether a write returns rows (RETURNING). Other
+// statements: true for reads, false for DDL and the rest.
+func (s *Statement) ReturnsRows() bool {
+	if s.node == nil {
+		return false
+	}
+	switch x := s.node.Node.(type) {
+	case *pg.Node_InsertStmt:
+		return len(x.InsertStmt.ReturningList) > 0
+	case *pg.Node_UpdateStmt:
+		return len(x.UpdateStmt.ReturningList) > 0
+	case *pg.Node_DeleteStmt:
+		return len(x.DeleteStmt.ReturningList) > 0
+	case *pg.Node_MergeStmt:
+		return false
+	}
+	return s.Kind == Select || s.Kind == Show || s.Kind == Explain
+}

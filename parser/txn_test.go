@@ -82,3 +82,24 @@ func TestAssignmentOf(t *testing.T) {
 		}
 	}
 }
+
+func TestReturnsRows(t *testing.T) {
+	cases := map[string]bool{
+		"SELECT 1":                              true,
+		"INSERT INTO t VALUES (1)":              false,
+		"INSERT INTO t VALUES (1) RETURNING id": true,
+		"UPDATE t SET a = 1":                    false,
+		"DELETE FROM t RETURNING *":             true,
+		"CREATE TABLE x (a int)":                false,
+		"WITH d AS (DELETE FROM t) SELECT 1":    true,
+	}
+	for sql, want := range cases {
+		sts, err := Parse(sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sts[0].ReturnsRows(); got != want {
+			t.Errorf("%s: %v, want %v", sql, got, want)
+		}
+	}
+}

@@ -86,6 +86,11 @@ func (p *portal) unnamedBind() *pgproto3.Bind {
 }
 
 func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32) error {
+	if maxRows != 0 && !p.ps.st.ReturnsRows() {
+		// A write without RETURNING has no rows to fetch in parts (pgjdbc
+		// sends Execute with a limit of 1 for such statements).
+		maxRows = 0
+	}
 	if maxRows != 0 {
 		return refused("fetching a cross-shard result in parts (Execute with a row limit) is not supported yet",
 			"Fetch all rows at once, or add a shard key predicate.")

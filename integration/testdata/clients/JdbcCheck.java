@@ -53,6 +53,31 @@ public class JdbcCheck {
                 q.setLong(1, base + 1);
                 try (ResultSet rs = q.executeQuery()) { check(rs.next() && rs.getString(1).equals("c"), "batch committed"); }
             }
+            // Writes on several shards in one transaction (two-phase commit):
+            // a multi-row INSERT over the shards and a fanned-out UPDATE.
+            c.setAutoCommit(false);
+            try (PreparedStatement ins = c.prepareStatement(
+                    "INSERT INTO orders (id, user_id, restaurant_id, total, status) VALUES (?, ?, 1, 1, 'multi'), (?, ?, 1, 1, 'multi'), (?, ?, 1, 1, 'multi')")) {
+                for (int i = 0; i < 3; i++) { ins.setLong(2 * i + 1, base + 20 + i); ins.setLong(2 * i + 2, base + 20 + i); }
+                check(ins.executeUpdate() == 3, "multi-row insert over shards");
+            }
+            try (PreparedStatement u = c.prepareStatement("UPDATE orders SET status = 'multi2' WHERE id >= ? AND id < ?")) {
+                u.setLong(1, base + 20); u.setLong(2, base + 23);
+                check(u.executeUpdate() == 3, "update over shards");
+            }
+            c.commit();
+            // The same, failing on one shard after the others wrote: nothing stays.
+            try (PreparedStatement u = c.prepareStatement("UPDATE orders SET status = 'half', total = total / (CASE WHEN user_id = ? THEN 0 ELSE 1 END) WHERE id >= ? AND id < ?")) {
+                u.setLong(1, base + 22); u.setLong(2, base + 20); u.setLong(3, base + 23);
+                try { u.executeUpdate(); throw new AssertionError("division by zero did not fail"); }
+                catch (SQLException e) { check("22012".equals(e.getSQLState()), "sqlstate " + e.getSQLState()); }
+            }
+            c.rollback();
+            c.setAutoCommit(true);
+            try (PreparedStatement q = c.prepareStatement("SELECT count(*) FROM orders WHERE id >= ? AND id < ? AND status = 'multi2'")) {
+                q.setLong(1, base + 20); q.setLong(2, base + 23);
+                try (ResultSet rs = q.executeQuery()) { check(rs.next() && rs.getLong(1) == 3, "committed on every shard, nothing half"); }
+            }
             try (Statement s = c.createStatement()) {
                 try { s.executeQuery("SELECT 1/0"); throw new AssertionError("division by zero did not fail"); }
                 catch (SQLException e) { check("22012".equals(e.getSQLState()), "sqlstate " + e.getSQLState()); }
