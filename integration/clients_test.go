@@ -122,3 +122,15 @@ func TestDjango(t *testing.T) {
 	requireTool(t, "python3-django and python3-psycopg2 (Debian)", exists(py) && exec.Command(py, "-c", "import django, psycopg2").Run() == nil)
 	runClient(t, py, nil, "testdata/orm/django_check.py", "127.0.0.1", portOf(env.addr), "830000")
 }
+
+// TestSequelize runs Sequelize 6 with its default options through the
+// proxy: its connect string of two SETs, sync, create/update/destroy,
+// managed transactions over several shards and upsert; findOrCreate fails
+// without leaving anything behind (its pg_temp function's INSERT cannot be
+// routed).
+func TestSequelize(t *testing.T) {
+	mods, _ := filepath.Abs("testdata/clients/node_modules")
+	_, err := exec.LookPath("node")
+	requireTool(t, "node and npm package sequelize (npm install in integration/testdata/clients)", err == nil && exists(filepath.Join(mods, "sequelize")))
+	runClient(t, "node", []string{"NODE_PATH=" + mods}, "testdata/clients/sequelize_check.js", proxyURL("app", "app"), "850000")
+}
