@@ -331,8 +331,8 @@ func TestTwoPhaseCrashRecovery(t *testing.T) {
 }
 
 // TestShardKeyWrites: the ORM save and upsert patterns write the shard key
-// with its unchanged value and work; a real change of a row's shard is
-// refused with nothing changed anywhere.
+// with its unchanged value and work; a real change of the key moves the row
+// to its new shard atomically.
 func TestShardKeyWrites(t *testing.T) {
 	ctx := context.Background()
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
@@ -357,15 +357,62 @@ func TestShardKeyWrites(t *testing.T) {
 			if err := tx.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}
-			// A real move to another shard is refused; nothing changes.
-			_, err = c.Exec(ctx, "UPDATE orders SET user_id = $1, status = 'moved' WHERE id = $2", u1, base)
-			if pgCode(err) != "0A000" {
-				t.Fatalf("moving a row: %v", err)
+			// A real change of the key moves the row to its new shard, in
+			// one distributed transaction, with an ordinary UPDATE's count
+			// and RETURNING.
+			var ret int64
+			err = c.QueryRow(ctx, "UPDATE orders SET user_id = $1, status = 'moved' WHERE id = $2 RETURNING user_id", u1, base).Scan(&ret)
+			if err != nil || ret != u1 {
+				t.Fatalf("moving a row: %d %v", ret, err)
+			}
+			onShard := func(sh int) int64 {
+				return shardInt(t, sh, "SELECT count(*) FROM orders WHERE id = $1", base)
+			}
+			if onShard(0) != 0 || onShard(1) != 1 {
+				t.Fatalf("after the move: %d rows on shard 0, %d on shard 1; want 0 and 1", onShard(0), onShard(1))
 			}
 			var status string
 			var uid int64
-			if err := c.QueryRow(ctx, "SELECT user_id, status FROM orders WHERE id = $1", base).Scan(&uid, &status); err != nil || uid != u0 || status != "saved2" {
-				t.Fatalf("row after refused move: %d %q %v", uid, status, err)
+			if err := c.QueryRow(ctx, "SELECT user_id, status FROM orders WHERE id = $1", base).Scan(&uid, &status); err != nil || uid != u1 || status != "moved" {
+				t.Fatalf("row after the move: %d %q %v", uid, status, err)
+			}
+			// And back, inside a transaction that is then rolled back:
+			// nothing moves.
+			tx, _ = c.Begin(ctx)
+			if tag, err := tx.Exec(ctx, "UPDATE orders SET user_id = $1 WHERE user_id = $2 AND id = $3", u0, u1, base); err != nil || tag.String() != "UPDATE 1" {
+				t.Fatalf("move in a transaction: %q %v", tag, err)
+			}
+			tx.Rollback(ctx)
+			if onShard(0) != 0 || onShard(1) != 1 {
+				t.Fatalf("a rolled back move moved the row")
+			}
+			// Committed, it moves back.
+			tx, _ = c.Begin(ctx)
+			if _, err := tx.Exec(ctx, "UPDATE orders SET user_id = $1, status = 'saved2' WHERE user_id = $2 AND id = $3", u0, u1, base); err != nil {
+				t.Fatalf("move in a transaction: %v", err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if onShard(0) != 1 || onShard(1) != 0 {
+				t.Fatalf("a committed move left the row where it was")
+			}
+			// A range key too: an event moved from 2024 (shard 0) to 2026
+			// (shard 3).
+			eid := base + 7
+			if _, err := c.Exec(ctx, "INSERT INTO events (id, kind, payload, created_at) VALUES ($1, 'mv', '{\"a\": 1}', '2024-05-01 00:00:00+00')", eid); err != nil {
+				t.Fatal(err)
+			}
+			if tag, err := c.Exec(ctx, "UPDATE events SET created_at = '2026-03-01 00:00:00+00' WHERE id = $1", eid); err != nil || tag.String() != "UPDATE 1" {
+				t.Fatalf("moving an event: %q %v", tag, err)
+			}
+			if a, b := shardInt(t, 0, "SELECT count(*) FROM events WHERE id = $1", eid), shardInt(t, 3, "SELECT count(*) FROM events WHERE id = $1 AND payload->>'a' = '1'", eid); a != 0 || b != 1 {
+				t.Fatalf("after moving the event: %d on shard 0, %d on shard 3", a, b)
+			}
+			c.Exec(ctx, "DELETE FROM events WHERE id = $1", eid)
+			// The key set by an expression cannot be placed: refused.
+			if _, err := c.Exec(ctx, "UPDATE orders SET user_id = user_id + 1 WHERE id = $1", base); pgCode(err) != "0A000" {
+				t.Fatalf("key set by an expression: %v", err)
 			}
 			// Sequelize upsert: ON CONFLICT DO UPDATE SET id = EXCLUDED.id.
 			for i := 0; i < 2; i++ {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,10 +214,16 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 		}
 		return shardErr
 	}
+	if implicit {
+		defer func() {
+			s.releaseAll(s.moved)
+			s.moved = nil
+		}()
+	}
 	if m.firstErr == nil {
-		if err := s.keyMoved(plan, bs, m); err != nil {
+		if err := s.moveKeyed(ctx, plan, bs, m); err != nil {
 			if implicit {
-				s.rollbackAll(bs)
+				s.rollbackAll(append(bs, s.moved...))
 			} else if inTx {
 				s.status = 'E'
 			}
@@ -224,9 +231,11 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 		}
 	}
 	if implicit {
+		all := append(append([]*backend(nil), bs...), s.moved...)
+		slices.SortFunc(all, func(a, b *backend) int { return a.pool.shard - b.pool.shard })
 		if m.firstErr != nil {
-			s.rollbackAll(bs)
-		} else if err := s.commitShards(ctx, bs); err != nil {
+			s.rollbackAll(all)
+		} else if err := s.commitShards(ctx, all); err != nil {
 			return err
 		}
 	}

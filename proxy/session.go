@@ -805,7 +805,7 @@ func (s *session) scatterOnBegun(bs []*backend, st *parser.Statement, text strin
 		s.fail(shardErr)
 		return nil
 	}
-	if err := s.keyMoved(plan, bs, m); err != nil {
+	if err := s.moveKeyed(context.Background(), plan, bs, m); err != nil {
 		s.fail(err)
 		return nil
 	}

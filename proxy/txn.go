@@ -47,6 +47,10 @@ type txState struct {
 	// they become the session's at COMMIT, and go at ROLLBACK or with a
 	// ROLLBACK TO an earlier savepoint.
 	txSets []*parser.Statement
+	// moved are backends a statement outside a transaction joined to
+	// receive rows whose shard key it changed (moveKeyed); they commit or
+	// roll back with the statement's own.
+	moved []*backend
 	// tempInTx: the transaction created temporary tables (the backend is
 	// discarded clean afterwards); ddlInTx: it ran DDL (column collations
 	// are reread when it ends).
@@ -356,11 +360,17 @@ func (s *session) implicitWrite(ctx context.Context, st *parser.Statement, text 
 	if err := s.scatterOnBegun(bs, st, text, plan); err != nil {
 		return err
 	}
+	all := append(append([]*backend(nil), bs...), s.moved...)
+	defer func() {
+		s.releaseAll(s.moved)
+		s.moved = nil
+	}()
 	if s.lastWasError(outLen) {
-		s.rollbackAll(bs)
+		s.rollbackAll(all)
 		return nil
 	}
-	if err := s.commitShards(ctx, bs); err != nil {
+	slices.SortFunc(all, func(a, b *backend) int { return a.pool.shard - b.pool.shard })
+	if err := s.commitShards(ctx, all); err != nil {
 		// Drop the command tag the merge wrote: the statement did not
 		// happen. Rows already sent stay, as with Postgres's own failed
 		// commit after RETURNING.
@@ -493,4 +503,84 @@ func (s *session) keyMoved(plan *router.Plan, bs []*backend, m gathered) error {
 		}
 	}
 	return nil
+}
+
+// moveKeyed finishes an UPDATE that set the shard key (plan.KeyGuard): rows
+// it changed on a shard their new key does not belong to move to the
+// key's shard, in the statement's transaction: deleted where they are
+// (their updated values returned as JSON) and inserted on the target,
+// which the transaction joins. Without a KeyMove (the new value is not
+// known as text) such rows are refused. An error is for the client; the
+// caller rolls the statement back.
+func (s *session) moveKeyed(ctx context.Context, plan *router.Plan, bs []*backend, m gathered) error {
+	mv := plan.KeyMove
+	if len(plan.KeyGuard) == 0 || m.firstErr != nil {
+		return nil
+	}
+	if mv == nil {
+		return s.keyMoved(plan, bs, m)
+	}
+	table := quoteQualified(mv.Table)
+	var target *backend
+	for i, b := range bs {
+		if !slices.Contains(plan.KeyGuard, b.pool.shard) || i >= len(m.shardTags) || tagRows(m.shardTags[i]) == 0 {
+			continue
+		}
+		rows, err := simpleRows(b, "WITH moved AS (DELETE FROM "+table+" WHERE "+quoteIdent(mv.Key)+" = "+quoteLiteral(mv.Value)+
+			" RETURNING *) SELECT coalesce(json_agg(moved)::text, '[]') FROM moved")
+		if err != nil {
+			return err
+		}
+		if len(rows) != 1 || len(rows[0]) != 1 {
+			return &pgError{code: pgerrcode.InternalError, msg: fmt.Sprintf("moving rows off shard %s: unexpected reply", b.pool.name)}
+		}
+		if target == nil {
+			if target, err = s.joinForMove(ctx, mv.Target, bs); err != nil {
+				return err
+			}
+		}
+		if err := execSimple(target, "INSERT INTO "+table+" SELECT * FROM json_populate_recordset(NULL::"+table+", "+quoteLiteral(rows[0][0])+")"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// joinForMove returns a backend on shard inside the statement's
+// transaction: the statement's own backend there (bs), the client's
+// transaction's, or, for a statement outside one, a backend of its own
+// inside BEGIN that commits with the statement's (s.moved).
+func (s *session) joinForMove(ctx context.Context, shard int, bs []*backend) (*backend, error) {
+	for _, b := range bs {
+		if b.pool.shard == shard {
+			return b, nil // the statement's own backend there
+		}
+	}
+	if s.status != 'I' {
+		b, err := s.txOn(ctx, shard)
+		if err == nil {
+			s.markWrote(shard)
+		}
+		return b, err
+	}
+	b, err := s.lease(ctx, shard)
+	if err != nil {
+		return nil, err
+	}
+	s.moved = append(s.moved, b)
+	return b, execSimple(b, "BEGIN")
+}
+
+// tagRows is the row count at the end of a command tag.
+func tagRows(tag string) int64 {
+	n, _ := strconv.ParseInt(tag[strings.LastIndexByte(tag, ' ')+1:], 10, 64)
+	return n
+}
+
+// quoteQualified quotes a configured table name (name or schema.name).
+func quoteQualified(name string) string {
+	if sch, n, ok := strings.Cut(name, "."); ok {
+		return quoteIdent(sch) + "." + quoteIdent(n)
+	}
+	return quoteIdent(name)
 }

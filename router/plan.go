@@ -51,6 +51,9 @@ type Plan struct {
 	// shard. The proxy fails the statement, and rolls it back on every
 	// shard, when one does.
 	KeyGuard []int
+	// KeyMove, with KeyGuard, says how rows found on a guarded shard move
+	// to the shard of their new key (nil: such rows are refused).
+	KeyMove *KeyMove
 	// Sort, when set, says each shard returns its rows in this order and
 	// the answer is their merge (k-way, streaming).
 	Sort []parser.SortKey
@@ -107,6 +110,9 @@ func (p *Plan) String() string {
 				b.WriteString(", ")
 			}
 			b.WriteString(p.shardName(s))
+		}
+		if p.KeyMove != nil {
+			b.WriteString("\nkey move: rows to " + p.shardName(p.KeyMove.Target))
 		}
 	}
 	switch {

@@ -995,7 +995,28 @@ func (r *Router) guardKey(p *Plan, k *keyAssign, params Params) error {
 		}
 	}
 	if len(p.KeyGuard) > 0 {
-		p.Reason += fmt.Sprintf("; rows must not move off shard %s", r.names[target])
+		p.Reason += fmt.Sprintf("; rows set to another shard's key move to shard %s", r.names[target])
+		value, null := k.v.Text, k.v.Null
+		ok := true
+		if k.v.Kind == parser.ParamVal {
+			if params == nil {
+				ok = false
+			} else {
+				value, null, ok = params.Text(k.v.Param)
+			}
+		}
+		if ok && !null {
+			p.KeyMove = &KeyMove{Table: k.t.Name, Key: k.t.Key, Value: value, Target: target}
+		}
 	}
 	return nil
+}
+
+// KeyMove says how the rows of an UPDATE that set the shard key to another
+// shard's value move there: deleted where they were, inserted on Target,
+// in the statement's transaction.
+type KeyMove struct {
+	Table, Key string // as configured (lower case; Table may be schema.name)
+	Value      string // the new key value, as text
+	Target     int
 }
