@@ -134,3 +134,19 @@ func TestSequelize(t *testing.T) {
 	requireTool(t, "node and npm package sequelize (npm install in integration/testdata/clients)", err == nil && exists(filepath.Join(mods, "sequelize")))
 	runClient(t, "node", []string{"NODE_PATH=" + mods}, "testdata/clients/sequelize_check.js", proxyURL("app", "app"), "850000")
 }
+
+// TestGORM runs GORM (a module of its own in testdata/gormcheck, so the
+// proxy's module does not depend on it) through the proxy: AutoMigrate,
+// CreateInBatches and FindInBatches over several shards, Save, Update and
+// Delete in GORM's own transactions, and a rolled-back transaction.
+func TestGORM(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	requireTool(t, "go", err == nil)
+	bin := filepath.Join(t.TempDir(), "gormcheck")
+	build := exec.Command(goBin, "build", "-o", bin, ".")
+	build.Dir = "testdata/gormcheck"
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build gormcheck: %v\n%s", err, out)
+	}
+	runClient(t, bin, nil, proxyURL("app", "app"), "860000")
+}
