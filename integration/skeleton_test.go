@@ -136,7 +136,7 @@ func TestPgxPointKeylessAndRefusals(t *testing.T) {
 		"SELECT string_agg(status, ',' ORDER BY status) FROM orders",
 		"SELECT DISTINCT ON (status) status, id FROM orders",
 		"SELECT * FROM orders LIMIT 1 OFFSET length(now()::text)",
-		"UPDATE orders SET user_id = 1 WHERE user_id = 200001",
+		"UPDATE orders SET user_id = user_id + 1 WHERE user_id = 200001",
 		"INSERT INTO orders (id, restaurant_id, total, status) VALUES (1, 1, 1, 'x')",
 		"LISTEN foo",
 		"COPY orders TO '/tmp/orders.copy'",
