@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
@@ -560,5 +561,152 @@ func TestWithoutPreparedTransactions(t *testing.T) {
 	var n int64
 	if err := c.QueryRow(ctx, "SELECT count(*) FROM kv").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("rows after refusals: %d %v, want 1", n, err)
+	}
+}
+
+// TestTwoPhaseShardStops stops a shard in each phase of a two-phase commit
+// (its own two shards): a participant before its PREPARE, a participant
+// after it (the commit stands and recovery finishes it once the shard is
+// back), and the decider before the decision (recovery rolls the prepared
+// participant back). Each transaction ends all or nothing.
+func TestTwoPhaseShardStops(t *testing.T) {
+	ctx := context.Background()
+	set, err := localpg.Start(ctx, localpg.Options{N: 2, Database: "stops"})
+	if err != nil {
+		if localpg.InCI() {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	defer set.Stop()
+	var sb strings.Builder
+	sb.WriteString("database: stops\nusers: [{name: app, auth: trust}]\npool: {connect_timeout: 2s}\ntwo_phase: {recovery_interval: 1h}\nshards:\n")
+	for i, c := range set.Clusters {
+		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, c.DSN("stops"))
+	}
+	sb.WriteString("tables:\n  kv: {strategy: hash, key: k}\n")
+	f, err := config.Parse([]byte(sb.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := router.NewTopology(&f.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := proxy.New(f.Proxy, topo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, ln)
+	defer srv.Close()
+	url := fmt.Sprintf("postgres://app@%s/stops?sslmode=disable", ln.Addr())
+	for _, cl := range set.Clusters {
+		d, err := pgx.Connect(ctx, cl.DSN("stops"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Exec(ctx, "CREATE TABLE kv (k bigint PRIMARY KEY, tag text)"); err != nil {
+			t.Fatal(err)
+		}
+		d.Close(ctx)
+	}
+	// Keys on shard 0 (the decider: the lowest writer) and shard 1.
+	key := func(sh int, from int64) int64 {
+		for k := from; ; k++ {
+			if router.PartitionOf(router.HashInt(k), 2) == sh {
+				return k
+			}
+		}
+	}
+	count := func(sh int, tag string) int64 {
+		d, err := pgx.Connect(ctx, set.Clusters[sh].DSN("stops"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close(ctx)
+		var n int64
+		if err := d.QueryRow(ctx, "SELECT count(*) FROM kv WHERE tag = $1", tag).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	cases := []struct {
+		name, point string
+		stop        int  // the shard stopped at point
+		committed   bool // the outcome once recovered
+	}{
+		{"participant before PREPARE", "locked", 1, false},
+		{"participant after PREPARE", "prepared", 1, true},
+		{"decider before the decision", "prepared", 0, false},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tag := fmt.Sprintf("stop%d", i)
+			stopped := false
+			srv.SetFaultHook(func(point string, shard int) error {
+				if point == c.point && !stopped {
+					stopped = true
+					set.Clusters[c.stop].Stop()
+				}
+				return nil
+			})
+			conn, err := pgx.Connect(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tx, _ := conn.Begin(ctx)
+			for sh := 0; sh < 2; sh++ {
+				if _, err := tx.Exec(ctx, "INSERT INTO kv (k, tag) VALUES ($1, $2)", key(sh, int64(100*(i+1))), tag); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cerr := tx.Commit(ctx)
+			conn.Close(ctx)
+			srv.SetFaultHook(nil)
+			if c.committed && cerr != nil {
+				t.Fatalf("commit decided before the stop: %v", cerr)
+			}
+			if !c.committed && cerr == nil {
+				t.Fatalf("commit succeeded although shard %d stopped before the decision", c.stop)
+			}
+			if err := set.Clusters[c.stop].Restart(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// The restarted shard's pool reconnects; recovery resolves what
+			// was left prepared.
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				srv.Recover(ctx)
+				list := 0
+				for sh := 0; sh < 2; sh++ {
+					d, err := pgx.Connect(ctx, set.Clusters[sh].DSN("stops"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					var n int
+					d.QueryRow(ctx, "SELECT count(*) FROM pg_prepared_xacts").Scan(&n)
+					d.Close(ctx)
+					list += n
+				}
+				if list == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d prepared transactions left", list)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			want := int64(0)
+			if c.committed {
+				want = 1
+			}
+			if a, b := count(0, tag), count(1, tag); a != want || b != want {
+				t.Fatalf("rows on shards 0 and 1: %d and %d, want %d each", a, b, want)
+			}
+		})
 	}
 }
