@@ -78,6 +78,15 @@ public class JdbcCheck {
                 q.setLong(1, base + 20); q.setLong(2, base + 23);
                 try (ResultSet rs = q.executeQuery()) { check(rs.next() && rs.getLong(1) == 3, "committed on every shard, nothing half"); }
             }
+            // A shard-key UPDATE moves the row to its new shard (atomically).
+            try (PreparedStatement u = c.prepareStatement("UPDATE orders SET user_id = ? WHERE id = ?")) {
+                u.setLong(1, base + 77); u.setLong(2, base + 20);
+                check(u.executeUpdate() == 1, "shard-key update");
+            }
+            try (PreparedStatement q = c.prepareStatement("SELECT count(*) FROM orders WHERE user_id = ? AND id = ?")) {
+                q.setLong(1, base + 77); q.setLong(2, base + 20);
+                try (ResultSet rs = q.executeQuery()) { check(rs.next() && rs.getLong(1) == 1, "moved row found by its new key"); }
+            }
             try (Statement s = c.createStatement()) {
                 try { s.executeQuery("SELECT 1/0"); throw new AssertionError("division by zero did not fail"); }
                 catch (SQLException e) { check("22012".equals(e.getSQLState()), "sqlstate " + e.getSQLState()); }
