@@ -63,8 +63,15 @@ func newRedisStore(c *Cache, cfg RedisConfig) *redisStore {
 	r.up.Store(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
+	// Subscribe before serving, waiting (bounded) for Redis's confirmation:
+	// from then on the other proxies' invalidations reach this one. With
+	// Redis down, go-redis subscribes once it is back.
+	ps := r.cl.Subscribe(ctx, r.channel())
+	wctx, wcancel := context.WithTimeout(ctx, max(cfg.Timeout, time.Second))
+	ps.Receive(wctx)
+	wcancel()
 	r.wg.Add(2)
-	go r.subscribe(ctx)
+	go r.subscribe(ctx, ps)
 	go r.retry(ctx)
 	return r
 }
@@ -311,9 +318,8 @@ func (r *redisStore) retry(ctx context.Context) {
 // subscribe applies the other proxies' invalidations to this proxy's
 // generations (consolidation and memory entries follow them). go-redis
 // resubscribes after a lost connection.
-func (r *redisStore) subscribe(ctx context.Context) {
+func (r *redisStore) subscribe(ctx context.Context, ps *redis.PubSub) {
 	defer r.wg.Done()
-	ps := r.cl.Subscribe(ctx, r.channel())
 	defer ps.Close()
 	ch := ps.Channel()
 	for {
