@@ -260,34 +260,14 @@ func (s *Server) readColumnOrder(ctx context.Context) {
 	s.router.SetColumnOrder(cols)
 }
 
-// simpleValue runs a one-value query on a backend with the simple protocol.
+// simpleValue runs a one-value query on a backend with the simple
+// protocol: the first column of its last row ("" for none or NULL).
 func simpleValue(b *backend, sql string) (string, error) {
-	if err := b.sendQuery(sql); err != nil {
+	rows, err := simpleRows(b, sql)
+	if err != nil || len(rows) == 0 || len(rows[len(rows)-1]) == 0 {
 		return "", err
 	}
-	var val string
-	var qerr error
-	for {
-		typ, body, _, err := b.rd.next()
-		if err != nil {
-			b.broken = true
-			return "", err
-		}
-		switch typ {
-		case 'D':
-			if len(body) >= 6 {
-				n := int32(binary.BigEndian.Uint32(body[2:6]))
-				if n >= 0 && int(n) <= len(body)-6 {
-					val = string(body[6 : 6+n])
-				}
-			}
-		case 'E':
-			qerr = errors.New("query failed")
-		case 'Z':
-			b.txStatus = body[0]
-			return val, qerr
-		}
-	}
+	return rows[len(rows)-1][0], nil
 }
 
 // defaultParams returns the ParameterStatus values reported to clients.

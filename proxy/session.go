@@ -544,21 +544,7 @@ func (s *session) quiet(b *backend, sql string) error {
 	if err := b.sendQuery(sql); err != nil {
 		return err
 	}
-	var qerr error
-	for {
-		typ, body, _, err := b.rd.next()
-		if err != nil {
-			b.broken = true
-			return &shardError{shard: b.pool.name, err: err}
-		}
-		switch typ {
-		case 'E':
-			qerr = backendError(body)
-		case 'Z':
-			b.txStatus = body[0]
-			return qerr
-		}
-	}
+	return readQuiet(b)
 }
 
 // single runs sql on one shard and relays the reply as raw frames.
