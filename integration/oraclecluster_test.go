@@ -56,6 +56,14 @@ func startOracleCluster(t *testing.T, database, tables string) *oracleCluster {
 // returns its address; it is closed when the test ends.
 func serveProxy(t *testing.T, cfg string) string {
 	t.Helper()
+	_, addr := serveProxyServer(t, cfg)
+	return addr
+}
+
+// serveProxyServer is serveProxy that also returns the server, for tests
+// that drive it (recovery, fault hooks).
+func serveProxyServer(t *testing.T, cfg string) (*proxy.Server, string) {
+	t.Helper()
 	ctx := context.Background()
 	f, err := config.Parse([]byte(cfg))
 	if err != nil {
@@ -76,7 +84,7 @@ func serveProxy(t *testing.T, cfg string) string {
 	srv.Warm(ctx) // learns the shards' collation (C here): text may be ordered across shards
 	go srv.Serve(ctx, ln)
 	t.Cleanup(srv.Close)
-	return ln.Addr().String()
+	return srv, ln.Addr().String()
 }
 
 // proxyURL is the proxy's address for user app.

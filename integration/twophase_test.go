@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
@@ -585,25 +584,8 @@ func TestTwoPhaseShardStops(t *testing.T) {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, c.DSN("stops"))
 	}
 	sb.WriteString("tables:\n  kv: {strategy: hash, key: k}\n")
-	f, err := config.Parse([]byte(sb.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo, err := router.NewTopology(&f.Topology)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(f.Proxy, topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, ln)
-	defer srv.Close()
-	url := fmt.Sprintf("postgres://app@%s/stops?sslmode=disable", ln.Addr())
+	srv, addr := serveProxyServer(t, sb.String())
+	url := fmt.Sprintf("postgres://app@%s/stops?sslmode=disable", addr)
 	for _, cl := range set.Clusters {
 		d, err := pgx.Connect(ctx, cl.DSN("stops"))
 		if err != nil {
