@@ -32,15 +32,7 @@ type oracleCluster struct {
 // stopped when the test ends.
 func startOracleCluster(t *testing.T, database, tables string) *oracleCluster {
 	t.Helper()
-	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 5, Database: database})
-	if err != nil {
-		if localpg.InCI() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	t.Cleanup(set.Stop)
+	set := localpg.StartT(t, localpg.Options{N: 5, Database: database})
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "database: %s\nusers: [{name: app, auth: trust}]\npool: {size: 4}\ndefault_shard: s1\nshards:\n", database)
 	for i := 0; i < 4; i++ {

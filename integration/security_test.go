@@ -185,15 +185,8 @@ func TestTLSWithPgx(t *testing.T) {
 func TestShardsOverTLS(t *testing.T) {
 	p := newPKI(t)
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: "deliveryapp",
+	set := localpg.StartT(t, localpg.Options{N: 1, Database: "deliveryapp",
 		TLS: &localpg.TLSFiles{Cert: p.cert, Key: p.key, CA: p.ca}})
-	if err != nil {
-		if localpg.InCI() {
-			t.Fatal(err)
-		}
-		t.Skip("cannot start Postgres:", err)
-	}
-	t.Cleanup(set.Stop)
 	cert, key := p.client(t, "postgres")
 	dsn := strings.Replace(set.Clusters[0].DSN("deliveryapp"), "sslmode=disable",
 		fmt.Sprintf("sslmode=verify-full&sslrootcert=%s&sslcert=%s&sslkey=%s", p.ca, cert, key), 1)

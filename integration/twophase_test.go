@@ -508,14 +508,7 @@ func TestPgbenchInitSharded(t *testing.T) {
 // written; writes on one shard work as before.
 func TestWithoutPreparedTransactions(t *testing.T) {
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 2, Database: "nompt", Settings: map[string]string{"max_prepared_transactions": "0"}})
-	if err != nil {
-		if localpg.InCI() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	defer set.Stop()
+	set := localpg.StartT(t, localpg.Options{N: 2, Database: "nompt", Settings: map[string]string{"max_prepared_transactions": "0"}})
 	var sb strings.Builder
 	sb.WriteString("database: nompt\nusers: [{name: app, auth: trust}]\nshards:\n")
 	for i, c := range set.Clusters {
@@ -570,14 +563,7 @@ func TestWithoutPreparedTransactions(t *testing.T) {
 // participant back). Each transaction ends all or nothing.
 func TestTwoPhaseShardStops(t *testing.T) {
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 2, Database: "stops"})
-	if err != nil {
-		if localpg.InCI() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	defer set.Stop()
+	set := localpg.StartT(t, localpg.Options{N: 2, Database: "stops"})
 	var sb strings.Builder
 	sb.WriteString("database: stops\nusers: [{name: app, auth: trust}]\npool: {connect_timeout: 2s}\ntwo_phase: {recovery_interval: 1h}\nshards:\n")
 	for i, c := range set.Clusters {
