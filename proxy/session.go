@@ -488,18 +488,24 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 
 // lastWasError reports whether an ErrorResponse was written since offset.
 func (s *session) lastWasError(offset int) bool {
-	b := s.out[offset:]
-	for len(b) >= 5 {
-		n := int(binary.BigEndian.Uint32(b[1:5]))
-		if b[0] == 'E' {
-			return true
-		}
-		if 1+n > len(b) {
+	return lastMessage(s.out[offset:], 'E') >= 0
+}
+
+// lastMessage returns the offset of the last complete message of type typ
+// in b (framed backend messages), or -1.
+func lastMessage(b []byte, typ byte) int {
+	last := -1
+	for i := 0; i+5 <= len(b); {
+		n := int(binary.BigEndian.Uint32(b[i+1 : i+5]))
+		if i+1+n > len(b) {
 			break
 		}
-		b = b[1+n:]
+		if b[i] == typ {
+			last = i
+		}
+		i += 1 + n
 	}
-	return false
+	return last
 }
 
 // lease takes a backend from shard's pool and prepares it for this session.

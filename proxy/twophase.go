@@ -57,6 +57,7 @@ type twoPhase struct {
 	// and the decision table exists. problem is why not, for the client.
 	ready   bool
 	problem string
+	checked time.Time // when the shards were last checked
 	// finished are decided gids whose decision rows can be deleted, per
 	// decider shard.
 	finished map[int][]string
@@ -89,9 +90,10 @@ func (s *Server) twoPhaseUnavailable() error {
 			"Set two_phase.mode: on, or keep the transaction's writes on one shard key.")
 	}
 	tp.mu.Lock()
-	ready, problem := tp.ready, tp.problem
+	ready, problem, checked := tp.ready, tp.problem, tp.checked
 	tp.mu.Unlock()
-	if !ready {
+	if !ready && time.Since(checked) > 5*time.Second {
+		// Check again (a shard may have come back), at most every 5s.
 		s.prepareTwoPhase(context.Background())
 		tp.mu.Lock()
 		ready, problem = tp.ready, tp.problem
@@ -143,6 +145,7 @@ func (s *Server) prepareTwoPhase(ctx context.Context) {
 	tp.mu.Lock()
 	tp.ready = len(problems) == 0
 	tp.problem = strings.Join(problems, "; ")
+	tp.checked = time.Now()
 	tp.mu.Unlock()
 }
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -382,19 +383,13 @@ func (s *session) implicitWrite(ctx context.Context, st *parser.Statement, text 
 
 // dropLastTag removes the last CommandComplete written at or after from.
 func dropLastTag(out []byte, from int) []byte {
-	last := -1
-	for i := from; i+5 <= len(out); {
-		n := int(uint32(out[i+1])<<24 | uint32(out[i+2])<<16 | uint32(out[i+3])<<8 | uint32(out[i+4]))
-		if out[i] == 'C' {
-			last = i
-		}
-		i += 1 + n
-	}
-	if last < 0 {
+	i := lastMessage(out[from:], 'C')
+	if i < 0 {
 		return out
 	}
-	n := int(uint32(out[last+1])<<24 | uint32(out[last+2])<<16 | uint32(out[last+3])<<8 | uint32(out[last+4]))
-	return append(out[:last], out[last+1+n:]...)
+	i += from
+	n := int(binary.BigEndian.Uint32(out[i+1 : i+5]))
+	return append(out[:i], out[i+1+n:]...)
 }
 
 // shardByShard runs a statement that cannot run in a transaction block
@@ -484,27 +479,6 @@ func txMerge(client, shard byte) byte {
 	return shard
 }
 
-// keyMoved refuses an UPDATE of the shard key that changed rows on a shard
-// the new key value does not belong to (plan.KeyGuard): those rows would
-// sit on the wrong shard. The caller rolls the statement back.
-func (s *session) keyMoved(plan *router.Plan, bs []*backend, m gathered) error {
-	if len(plan.KeyGuard) == 0 || m.firstErr != nil {
-		return nil
-	}
-	for i, b := range bs {
-		if !slices.Contains(plan.KeyGuard, b.pool.shard) || i >= len(m.shardTags) {
-			continue
-		}
-		tag := m.shardTags[i]
-		n, _ := strconv.ParseInt(tag[strings.LastIndexByte(tag, ' ')+1:], 10, 64)
-		if n > 0 {
-			return refused(fmt.Sprintf("the UPDATE would move %d row(s) from shard %s to another shard: changing the shard a row lives on is not supported", n, b.pool.name),
-				"Delete the row and insert it with the new shard key value (in one transaction, which commits on both shards together).")
-		}
-	}
-	return nil
-}
-
 // moveKeyed finishes an UPDATE that set the shard key (plan.KeyGuard): rows
 // it changed on a shard their new key does not belong to move to the
 // key's shard, in the statement's transaction: deleted where they are
@@ -517,15 +491,20 @@ func (s *session) moveKeyed(ctx context.Context, plan *router.Plan, bs []*backen
 	if len(plan.KeyGuard) == 0 || m.firstErr != nil {
 		return nil
 	}
-	if mv == nil {
-		return s.keyMoved(plan, bs, m)
-	}
-	table := quoteQualified(mv.Table)
 	var target *backend
 	for i, b := range bs {
-		if !slices.Contains(plan.KeyGuard, b.pool.shard) || i >= len(m.shardTags) || tagRows(m.shardTags[i]) == 0 {
+		if !slices.Contains(plan.KeyGuard, b.pool.shard) || i >= len(m.shardTags) {
 			continue
 		}
+		n := tagRows(m.shardTags[i])
+		if n == 0 {
+			continue
+		}
+		if mv == nil {
+			return refused(fmt.Sprintf("the UPDATE would move %d row(s) from shard %s to a shard its new key value does not name: the proxy cannot place them", n, b.pool.name),
+				"Set the shard key to a constant or a parameter, or delete the rows and insert them with the new key.")
+		}
+		table := quoteQualified(mv.Table)
 		rows, err := simpleRows(b, "WITH moved AS (DELETE FROM "+table+" WHERE "+quoteIdent(mv.Key)+" = "+quoteLiteral(mv.Value)+
 			" RETURNING *) SELECT coalesce(json_agg(moved)::text, '[]') FROM moved")
 		if err != nil {
