@@ -144,3 +144,10 @@ func (s *Statement) ReturnsRows() bool {
 	}
 	return s.Kind == Select || s.Kind == Show || s.Kind == Explain
 }
+
+// HasTxOptions reports whether BEGIN/START TRANSACTION names transaction
+// modes (isolation level, READ ONLY, DEFERRABLE).
+func (s *Statement) HasTxOptions() bool {
+	t := s.node.GetTransactionStmt()
+	return t != nil && len(t.Options) > 0
+}

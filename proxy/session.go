@@ -433,6 +433,9 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 		}
 	}
 	if s.status != 'I' {
+		if name, _ := st.SetName(); name == "transaction" {
+			return s.onShardInTx(ctx, st.SQL) // SET TRANSACTION: modes a shard judges
+		}
 		if _, local := st.SetName(); !local {
 			s.txSets = append(s.txSets, st)
 		}
@@ -455,8 +458,9 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 		return err
 	}
 	name, local := st.SetName()
-	if local {
-		// SET LOCAL outside a transaction only warns in Postgres.
+	if local || name == "transaction" {
+		// SET LOCAL and SET TRANSACTION outside a transaction only warn
+		// in Postgres: nothing to keep for the session.
 		return s.single(ctx, 0, st.SQL)
 	}
 	b, err := s.lease(ctx, 0)
@@ -857,6 +861,16 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		// runs, the first other statement gets 25P02.
 		return s.multiAcross(ctx, stmts)
 	}
+	if s.status == 'T' {
+		for _, st := range stmts {
+			if st.Kind == parser.Transaction {
+				// A COMMIT or savepoint inside the string acts on the
+				// whole transaction, on every shard it joined: statement
+				// by statement through the transaction's state machine.
+				return s.multiAcross(ctx, stmts)
+			}
+		}
+	}
 	target := -1
 	if s.tx != nil {
 		target = s.tx.pool.shard
@@ -1168,8 +1182,15 @@ func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''
 func (s *session) txEverywhere(sql string) error {
 	s.txPrelude = append(s.txPrelude, sql)
 	for _, b := range s.txMore {
-		if err := s.quiet(b, sql); err != nil && b.txStatus != 'E' {
-			b.broken = true
+		if err := s.quiet(b, sql); err != nil {
+			// One shard refused it (a transaction mode after a query
+			// there...): the whole transaction fails, as it would in
+			// Postgres.
+			if b.txStatus != 'E' {
+				b.broken = true
+			}
+			s.fail(err)
+			return nil
 		}
 	}
 	return s.execTx(sql)

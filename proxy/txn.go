@@ -106,6 +106,11 @@ func allowedWhenFailed(st *parser.Statement) bool {
 func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
 	switch st.Tx {
 	case parser.Begin:
+		if s.status != 'I' && st.HasTxOptions() {
+			// Postgres warns and applies the modes, or refuses them
+			// (25001: after a query, in a subtransaction): a shard says.
+			return s.onShardInTx(ctx, st.SQL)
+		}
 		if s.status != 'I' {
 			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
 				Code: pgerrcode.ActiveSQLTransaction, Message: "there is already a transaction in progress"})
@@ -562,4 +567,17 @@ func quoteQualified(name string) string {
 		return quoteIdent(sch) + "." + quoteIdent(n)
 	}
 	return quoteIdent(name)
+}
+
+// onShardInTx runs sql on every shard of the open transaction, joining the
+// default shard first when it has none yet, so that a shard answers what
+// only Postgres can judge (transaction modes after queries or savepoints).
+func (s *session) onShardInTx(ctx context.Context, sql string) error {
+	if s.tx == nil {
+		if _, err := s.txOn(ctx, s.srv.router.Topology().Default); err != nil {
+			s.fail(err)
+			return nil
+		}
+	}
+	return s.txEverywhere(sql)
 }
