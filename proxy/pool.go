@@ -299,7 +299,8 @@ func (p *pool) dial(ctx context.Context) (*backend, error) {
 		conn.Close(ctx)
 		return nil, &shardError{shard: p.name, err: err}
 	}
-	b := &backend{conn: h.Conn, rd: newFrameReader(h.Conn, 32<<10), pid: h.PID, secret: h.SecretKey,
+	bc := newRawConn(h.Conn)
+	b := &backend{conn: bc, rd: newFrameReader(bc, 32<<10), pid: h.PID, secret: h.SecretKey,
 		params: h.ParameterStatuses, pool: p, txStatus: 'I', gen: gen, host: cfg.Host, port: cfg.Port}
 	p.mu.Lock()
 	if p.params == nil {

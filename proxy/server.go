@@ -399,7 +399,8 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	sess := &session{srv: s, conn: c, rd: newFrameReader(c, 16<<10), out: make([]byte, 0, 16<<10), txState: txState{status: 'I'}}
+	conn := newRawConn(c)
+	sess := &session{srv: s, conn: conn, rd: newFrameReader(conn, 16<<10), out: make([]byte, 0, 16<<10), txState: txState{status: 'I'}}
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("session panic", "err", fmt.Sprint(r), "user", sess.user)
