@@ -25,12 +25,9 @@ type credential struct {
 	stored scram.StoredCredentials
 }
 
-func newCredential(u User) (*credential, error) {
+func newCredential(u User, roles string) (*credential, error) {
 	c := &credential{name: u.Name, trust: u.Auth == "trust", cert: u.Auth == "cert",
-		maxConns: u.MaxClientConnections, queryTimeout: u.QueryTimeout}
-	if u.BackendUser != "" {
-		c.role = &backendRole{user: u.BackendUser, password: u.BackendPassword}
-	}
+		maxConns: u.MaxClientConnections, queryTimeout: u.QueryTimeout, role: roleOf(u, roles)}
 	if c.trust || c.cert {
 		return c, nil
 	}

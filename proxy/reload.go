@@ -21,7 +21,7 @@ type liveConfig struct {
 func newLiveConfig(cfg Config) (*liveConfig, error) {
 	lc := &liveConfig{cfg: cfg, creds: map[string]*credential{}, admins: map[string]bool{}}
 	for _, u := range cfg.Users {
-		c, err := newCredential(u)
+		c, err := newCredential(u, cfg.BackendRoles)
 		if err != nil {
 			return nil, err
 		}
