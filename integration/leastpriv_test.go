@@ -227,3 +227,89 @@ func TestAdminPermissions(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthQueryPassThrough: a user not listed in the config is looked up
+// with auth_query (a SECURITY DEFINER function run by a dedicated role on
+// the first shard, as PgBouncer recommends), authenticates against its
+// shard verifier, and reaches every shard as itself by SCRAM pass-through:
+// the shards check the proof (pg_hba scram-sha-256 for app), nobody
+// configured app's password. Wrong passwords and unknown users are
+// refused as Postgres does.
+func TestAuthQueryPassThrough(t *testing.T) {
+	withAppRole(t)
+	ctx := context.Background()
+	c0, err := shardConn(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c0.Close(ctx)
+	var verifier string
+	if err := c0.QueryRow(ctx, "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'").Scan(&verifier); err != nil {
+		t.Fatal(err)
+	}
+	// Pass-through needs the same verifier (salt) on every shard.
+	for i := 1; i < len(env.shards.Clusters); i++ {
+		c, err := shardConn(ctx, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var alter string
+		if err := c.QueryRow(ctx, "SELECT format('ALTER ROLE app PASSWORD %L', $1::text)", verifier).Scan(&alter); err == nil {
+			_, err = c.Exec(ctx, alter)
+		}
+		c.Close(ctx)
+		if err != nil {
+			t.Fatalf("shard %d: %v", i, err)
+		}
+	}
+	for _, sql := range []string{
+		"DROP FUNCTION IF EXISTS shardproxy_lookup(text)",
+		"DROP ROLE IF EXISTS shardproxy_auth",
+		"CREATE ROLE shardproxy_auth LOGIN",
+		`CREATE FUNCTION shardproxy_lookup(name text, OUT rolname text, OUT rolpassword text) RETURNS record
+		   LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
+		   AS $$ SELECT rolname::text, rolpassword FROM pg_authid WHERE rolname = name AND rolcanlogin AND NOT rolsuper $$`,
+		"REVOKE ALL ON FUNCTION shardproxy_lookup(text) FROM PUBLIC",
+		"GRANT EXECUTE ON FUNCTION shardproxy_lookup(text) TO shardproxy_auth",
+	} {
+		if _, err := c0.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	t.Cleanup(func() {
+		shardExec(ctx, 0, "DROP FUNCTION IF EXISTS shardproxy_lookup(text)")
+		shardExec(ctx, 0, "DROP ROLE IF EXISTS shardproxy_auth")
+	})
+
+	cfg := env.cfg
+	cfg.Users = []proxy.User{{Name: "trusty", Auth: "trust"}}
+	cfg.AuthQuery = proxy.AuthQueryConfig{Query: "SELECT rolname, rolpassword FROM shardproxy_lookup($1)", User: "shardproxy_auth"}
+	addr := startProxy(t, cfg, nil)
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		c := connectTo(t, addr, "app", mode) // password app
+		var who string
+		if err := c.QueryRow(ctx, "SELECT current_user").Scan(&who); err != nil || who != "app" {
+			t.Fatalf("%v: current_user %q %v, want app", mode, who, err)
+		}
+		var n int64
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil {
+			t.Fatalf("%v: a read on every shard as app: %v", mode, err)
+		}
+		if _, err := c.Exec(ctx, "SELECT pg_read_file('/etc/hostname')"); code(err) != "42501" {
+			t.Fatalf("%v: pg_read_file: %v, want 42501", mode, err)
+		}
+	}
+	for _, tc := range []struct{ user, password, want string }{
+		{"app", "wrong", "28P01"},
+		{"nobody", "app", "28000"},
+		{"postgres", "", "28000"}, // superusers are not returned by the lookup
+	} {
+		c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/deliveryapp?sslmode=disable", tc.user, tc.password, addr))
+		if err == nil {
+			c.Close(ctx)
+		}
+		if code(err) != tc.want {
+			t.Errorf("login as %s: %v, want %s", tc.user, err, tc.want)
+		}
+	}
+}

@@ -59,6 +59,9 @@ type Config struct {
 	// AdminPermissions says what each admin may run on the admin console
 	// (admin_perms.go). Reloadable.
 	AdminPermissions map[string][]string `yaml:"admin_permissions"`
+	// AuthQuery looks up users not in Users on the first shard, and logs
+	// them into the shards by SCRAM pass-through (authquery.go).
+	AuthQuery AuthQueryConfig `yaml:"auth_query"`
 }
 
 // TwoPhaseConfig configures two-phase commit.

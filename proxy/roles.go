@@ -8,7 +8,12 @@ import (
 // backendRole is the role a client user reaches the shards as, when it is
 // not the shard DSN's user (users[].backend_user): least privilege on the
 // shards. Its pools are separate from the default ones.
-type backendRole struct{ user, password string }
+type backendRole struct {
+	user, password string
+	// scram: logins by SCRAM pass-through (auth_query users, authquery.go)
+	// instead of password.
+	scram scramKeys
+}
 
 // rolePools holds one pool per shard for each backend role in use, made on
 // first use. Server.pools stays the default role's (the DSN's user): the
@@ -34,6 +39,9 @@ func (s *Server) rolePool(role backendRole, shard int) *pool {
 		for _, def := range s.pools {
 			cfg := def.config().Copy()
 			cfg.User, cfg.Password = role.user, role.password
+			if role.scram.clientKey != "" {
+				cfg.AfterNetConnect = role.scram.afterNetConnect
+			}
 			rp := &pool{shard: def.shard, name: def.name, size: size, timeout: def.timeout, changed: make(chan struct{})}
 			rp.cfgp.Store(cfg)
 			ps = append(ps, rp)
@@ -93,6 +101,9 @@ const (
 
 func (c Config) validateRoles() []error {
 	var errs []error
+	if err := c.AuthQuery.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	switch c.BackendRoles {
 	case BackendRolesShared, BackendRolesPerUser:
 	default:

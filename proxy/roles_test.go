@@ -2,8 +2,12 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"strings"
 	"testing"
+
+	"github.com/xdg-go/scram"
 )
 
 func TestRoleOf(t *testing.T) {
@@ -13,11 +17,11 @@ func TestRoleOf(t *testing.T) {
 		want *backendRole
 	}{
 		{User{Name: "app", Password: "pw"}, BackendRolesShared, nil},
-		{User{Name: "app", Password: "pw"}, BackendRolesPerUser, &backendRole{"app", "pw"}},
-		{User{Name: "app", Password: "pw", BackendPassword: "other"}, BackendRolesPerUser, &backendRole{"app", "other"}},
-		{User{Name: "app", Password: "pw", BackendUser: "ro", BackendPassword: "x"}, BackendRolesShared, &backendRole{"ro", "x"}},
-		{User{Name: "app", Password: "pw", BackendUser: "ro", BackendPassword: "x"}, BackendRolesPerUser, &backendRole{"ro", "x"}},
-		{User{Name: "t", Auth: "trust"}, BackendRolesPerUser, &backendRole{"t", ""}},
+		{User{Name: "app", Password: "pw"}, BackendRolesPerUser, &backendRole{user: "app", password: "pw"}},
+		{User{Name: "app", Password: "pw", BackendPassword: "other"}, BackendRolesPerUser, &backendRole{user: "app", password: "other"}},
+		{User{Name: "app", Password: "pw", BackendUser: "ro", BackendPassword: "x"}, BackendRolesShared, &backendRole{user: "ro", password: "x"}},
+		{User{Name: "app", Password: "pw", BackendUser: "ro", BackendPassword: "x"}, BackendRolesPerUser, &backendRole{user: "ro", password: "x"}},
+		{User{Name: "t", Auth: "trust"}, BackendRolesPerUser, &backendRole{user: "t", password: ""}},
 	} {
 		got := roleOf(tc.u, tc.mode)
 		if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
@@ -88,5 +92,47 @@ func TestMaxQueryTokens(t *testing.T) {
 	}
 	if n := counterValue(srv.limits.hits[limitQueryTokens]); n != 2 {
 		t.Errorf("hits %v, want 2", n)
+	}
+}
+
+// TestPassThroughRecoversClientKey: the ClientKey recovered from a real
+// client's SCRAM exchange (xdg-go/scram's client against the proxy's
+// verifier) is the one derived from the password, and a shard-side SCRAM
+// conversation with the same verifier accepts the pass-through proof.
+func TestPassThroughRecoversClientKey(t *testing.T) {
+	client, err := scram.SHA256.NewClient("", "s3cret", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf := scram.KeyFactors{Salt: "0123456789abcdef", Iters: 4096}
+	stored := client.GetStoredCredentials(kf)
+	verifier := "SCRAM-SHA-256$4096:" + base64.StdEncoding.EncodeToString([]byte(kf.Salt)) + "$" +
+		base64.StdEncoding.EncodeToString(stored.StoredKey) + ":" + base64.StdEncoding.EncodeToString(stored.ServerKey)
+	sc, err := parseVerifier(verifier)
+	if err != nil || sc.Iters != 4096 || sc.Salt != kf.Salt {
+		t.Fatalf("parseVerifier: %+v %v", sc, err)
+	}
+	c := &credential{name: "u", stored: sc, authQuery: true}
+	srv, _ := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return sc, nil })
+	conv, cc := srv.NewConversation(), client.NewConversation()
+	first, _ := cc.Step("")
+	sfirst, err := conv.Step(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	final, _ := cc.Step(sfirst)
+	if _, err := conv.Step(final); err != nil || !conv.Valid() {
+		t.Fatalf("client login: %v", err)
+	}
+	role, err := passThrough(c, first, sfirst, final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256([]byte(role.scram.clientKey))
+	if string(want[:]) != string(stored.StoredKey) {
+		t.Fatal("recovered ClientKey does not hash to StoredKey")
+	}
+	if _, err := parseVerifier("md5abc"); err == nil {
+		t.Fatal("an md5 password parsed as a SCRAM verifier")
 	}
 }
