@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shardproxy/shardproxy/coordinator"
 	"github.com/shardproxy/shardproxy/delivery"
 	"github.com/shardproxy/shardproxy/proxy"
 )
@@ -310,6 +312,57 @@ func TestAuthQueryPassThrough(t *testing.T) {
 		}
 		if code(err) != tc.want {
 			t.Errorf("login as %s: %v, want %s", tc.user, err, tc.want)
+		}
+	}
+}
+
+// TestCoordinatorKeepsLeastPrivilege: the coordinator runs reads as its
+// own DSN's user, so a session with a backend role does not get to use it:
+// a read it would take (an ordered-set aggregate across shards) with
+// pg_read_file in it answers for a user without a role (the coordinator is
+// up) and is refused with 0A000 for the role's session, which never sees
+// the file.
+func TestCoordinatorKeepsLeastPrivilege(t *testing.T) {
+	withAppRole(t)
+	cl := env.shards.Clusters[0]
+	ctx := context.Background()
+	if err := cl.CreateDatabase(ctx, coordinatorDB); err != nil {
+		t.Fatal(err)
+	}
+	cfg := env.cfg
+	cfg.Users = []proxy.User{{Name: "app", Password: "app", BackendUser: "app", BackendPassword: "app"}, {Name: "trusty", Auth: "trust"}}
+	cfg.Coordinator = coordinator.Config{DSN: cl.DSN(coordinatorDB), Mode: "fallback"}.WithDefaults()
+	srv, err := proxy.New(cfg, env.topo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.ProvisionCoordinator(ctx)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ctx, ln)
+	t.Cleanup(srv.Close)
+	addr := ln.Addr().String()
+	const sql = "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total), pg_read_file('/etc/hostname') FROM orders"
+	trusty := connectTo(t, addr, "trusty", pgx.QueryExecModeSimpleProtocol)
+	for i := 0; i < 100; i++ { // provisioning runs in the background
+		var p *float64
+		var host string
+		if err = trusty.QueryRow(ctx, sql).Scan(&p, &host); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("the coordinator read as the DSN's user: %v", err)
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		c := connectTo(t, addr, "app", mode)
+		var p *float64
+		var host string
+		if err := c.QueryRow(ctx, sql).Scan(&p, &host); code(err) != "0A000" {
+			t.Fatalf("%v: the same read as app: %v (%q), want 0A000", mode, err, host)
 		}
 	}
 }
