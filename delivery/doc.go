@@ -13,3 +13,10 @@ var Schema string
 //
 //go:embed example.yaml
 var ExampleConfig []byte
+
+// AppRole creates the example's unprivileged application role app
+// (password app) with rights on the schema's tables; run it as a
+// superuser on every shard. Idempotent.
+//
+//go:embed app_role.sql
+var AppRole string

@@ -505,3 +505,36 @@ func TestCoordinator(t *testing.T) {
 		t.Errorf("coordinator DSN %s does not match service %s's user", f.Proxy.Coordinator.DSN, u.Hostname())
 	}
 }
+
+// TestLeastPrivilege: the compose proxies reach the shards as each user's
+// own role (backend_roles: per_user), and every Postgres creates that
+// role, unprivileged, at init (delivery/app_role.sql), after the schema.
+func TestLeastPrivilege(t *testing.T) {
+	c := loadCompose(t)
+	f, _ := proxyConfig(t, c, "proxy1")
+	if f.Proxy.BackendRoles != "per_user" {
+		t.Errorf("backend_roles %q, want per_user", f.Proxy.BackendRoles)
+	}
+	for name, s := range c.Services {
+		if !strings.HasPrefix(s.Image, "postgres:") {
+			continue
+		}
+		var schema, role string
+		for _, m := range mounts(t, s) {
+			switch filepath.Base(m.host) {
+			case "schema.sql":
+				schema = m.container
+			case "app_role.sql":
+				role = m.container
+			}
+		}
+		if role == "" || !strings.HasPrefix(role, "/docker-entrypoint-initdb.d/") || filepath.Base(role) < filepath.Base(schema) {
+			t.Errorf("%s: app_role.sql mounted at %q, want an initdb script after the schema's (%q)", name, role, schema)
+		}
+	}
+	for _, u := range f.Proxy.Users {
+		if u.BackendUser != "" {
+			t.Errorf("user %s reaches the shards as %s, want its own role", u.Name, u.BackendUser)
+		}
+	}
+}

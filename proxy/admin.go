@@ -66,6 +66,10 @@ func (s *session) adminQuery(sql string) error {
 	s.q.queries.Add(1)
 	text := strings.TrimSpace(strings.TrimRight(strings.TrimSpace(sql), ";"))
 	word, rest := cutWord(text)
+	if err := s.adminPermitted(strings.ToUpper(word), rest); err != nil {
+		s.sendError(err)
+		return s.readyForQuery()
+	}
 	switch strings.ToUpper(word) {
 	case "":
 		s.out = append(s.out, 'I', 0, 0, 0, 4)
@@ -372,6 +376,7 @@ func (srv *Server) configRows() [][]string {
 		{"database", c.Database, "no"},
 		{"users", strings.Join(users, ", "), "yes"},
 		{"admins", strings.Join(c.Admins, ", "), "yes"},
+		{"backend_roles", c.BackendRoles, "yes"},
 		{"pool.size", itoa(c.Pool.Size), "yes"},
 		{"pool.connect_timeout", c.Pool.ConnectTimeout.String(), "no"},
 		{"pool.acquire_timeout", c.Pool.AcquireTimeout.String(), "no"},

@@ -23,14 +23,14 @@ type credential struct {
 	// role is the backend role on the shards, nil for the DSN's user.
 	role   *backendRole
 	stored scram.StoredCredentials
+	// authQuery: looked up by the auth query; the session's backend role
+	// is made from the client's SCRAM exchange (authquery.go).
+	authQuery bool
 }
 
-func newCredential(u User) (*credential, error) {
+func newCredential(u User, roles string) (*credential, error) {
 	c := &credential{name: u.Name, trust: u.Auth == "trust", cert: u.Auth == "cert",
-		maxConns: u.MaxClientConnections, queryTimeout: u.QueryTimeout}
-	if u.BackendUser != "" {
-		c.role = &backendRole{user: u.BackendUser, password: u.BackendPassword}
-	}
+		maxConns: u.MaxClientConnections, queryTimeout: u.QueryTimeout, role: roleOf(u, roles)}
 	if c.trust || c.cert {
 		return c, nil
 	}
@@ -98,7 +98,8 @@ func (s *session) authenticate(c *credential) error {
 	default:
 		return protocolErr("unsupported SASL mechanism %q", initial.AuthMechanism)
 	}
-	first, err := conv.Step(string(initial.Data))
+	clientFirst := string(initial.Data) // the reader's buffer is reused below
+	first, err := conv.Step(clientFirst)
 	if err != nil {
 		return errAuthFailed{c.name}
 	}
@@ -119,6 +120,11 @@ func (s *session) authenticate(c *credential) error {
 	final, err := conv.Step(string(resp.Data))
 	if err != nil || !conv.Valid() {
 		return errAuthFailed{c.name}
+	}
+	if c.authQuery {
+		if s.role, err = passThrough(c, clientFirst, first, string(resp.Data)); err != nil {
+			return err
+		}
 	}
 	s.out = appendMsg(s.out, &pgproto3.AuthenticationSASLFinal{Data: []byte(final)})
 	return nil

@@ -52,6 +52,16 @@ type Config struct {
 	// Limits bound client connections, message sizes and idle and query
 	// time (limits.go). Reloadable.
 	Limits `yaml:",inline"`
+	// BackendRoles is which role each user reaches the shards as
+	// (roles.go): per_user (its own, least privilege) or shared (the
+	// shard DSN's user; the default, for configs written before it).
+	BackendRoles string `yaml:"backend_roles"`
+	// AdminPermissions says what each admin may run on the admin console
+	// (admin_perms.go). Reloadable.
+	AdminPermissions map[string][]string `yaml:"admin_permissions"`
+	// AuthQuery looks up users not in Users on the first shard, and logs
+	// them into the shards by SCRAM pass-through (authquery.go).
+	AuthQuery AuthQueryConfig `yaml:"auth_query"`
 }
 
 // TwoPhaseConfig configures two-phase commit.
@@ -205,6 +215,9 @@ func (c Config) WithDefaults() Config {
 		c.Replicas.ReadYourWrites = 2 * time.Second
 	}
 	c.Cache = c.Cache.WithDefaults()
+	if c.BackendRoles == "" {
+		c.BackendRoles = BackendRolesShared
+	}
 	for i := range c.Users {
 		if c.Users[i].Auth == "" {
 			c.Users[i].Auth = "scram-sha-256"
@@ -244,8 +257,8 @@ func (c Config) Validate() error {
 		default:
 			errs = append(errs, fmt.Errorf("user %s: auth %q is not scram-sha-256, trust or cert", u.Name, u.Auth))
 		}
-		if u.BackendPassword != "" && u.BackendUser == "" {
-			errs = append(errs, fmt.Errorf("user %s: backend_password without backend_user", u.Name))
+		if u.BackendPassword != "" && u.BackendUser == "" && c.BackendRoles != BackendRolesPerUser {
+			errs = append(errs, fmt.Errorf("user %s: backend_password without backend_user (or backend_roles: per_user)", u.Name))
 		}
 		if u.MaxClientConnections < 0 || u.QueryTimeout < 0 {
 			errs = append(errs, fmt.Errorf("user %s: max_client_connections and query_timeout must be positive", u.Name))
@@ -274,6 +287,8 @@ func (c Config) Validate() error {
 	if err := c.Limits.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateRoles()...)
+	errs = append(errs, c.validateAdminPermissions()...)
 	if c.Health.Interval < 0 || c.Health.Timeout < 0 || c.Health.Failures < 0 || c.Health.Successes < 0 {
 		errs = append(errs, errors.New("health: interval, timeout, failures and successes must be positive"))
 	}

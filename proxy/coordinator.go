@@ -185,6 +185,13 @@ func (s *session) coordinatorTakes(st *parser.Statement, routeErr error) bool {
 	if c == nil || !errors.As(routeErr, &un) || s.shardHint != "" || !coordinatorRead(st) {
 		return false
 	}
+	if s.role != nil {
+		// The coordinator runs reads as its own DSN's user, which would
+		// give a least-privilege session (backend_roles, auth_query) that
+		// user's rights: functions such as pg_read_file, tables without a
+		// grant. The routing refusal stands (roles.go).
+		return false
+	}
 	if st.Kind == parser.Explain {
 		// EXPLAIN shows the coordinator's plan only when the statement
 		// itself would run there; otherwise the refusal stands, not a plan

@@ -8,9 +8,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shardproxy/shardproxy/parser"
 )
 
 // Limits bound what clients may take. Zero means no limit. Every field is
@@ -24,6 +27,12 @@ type Limits struct {
 	// is skipped without being buffered and answered with 54000; the
 	// session stays usable.
 	MaxQueryBytes int `yaml:"max_query_bytes"`
+	// MaxQueryTokens bounds the lexical tokens of one Query or Parse
+	// statement text, counted before the grammar parses it (the parse
+	// tree, and the parse time, grow with them: a 1.3M-item IN list takes
+	// seconds). A statement with more is refused with 54001, unparsed;
+	// the session stays usable.
+	MaxQueryTokens int `yaml:"max_query_tokens"`
 	// ClientIdleTimeout closes a session idle outside a transaction that
 	// long (FATAL 57P05, as Postgres's idle_session_timeout).
 	ClientIdleTimeout time.Duration `yaml:"client_idle_timeout"`
@@ -37,9 +46,9 @@ type Limits struct {
 }
 
 func (l Limits) validate() error {
-	if l.MaxClientConnections < 0 || l.MaxQueryBytes < 0 || l.ClientIdleTimeout < 0 ||
+	if l.MaxClientConnections < 0 || l.MaxQueryBytes < 0 || l.MaxQueryTokens < 0 || l.ClientIdleTimeout < 0 ||
 		l.IdleInTransactionTimeout < 0 || l.QueryTimeout < 0 {
-		return errors.New("max_client_connections, max_query_bytes, client_idle_timeout, " +
+		return errors.New("max_client_connections, max_query_bytes, max_query_tokens, client_idle_timeout, " +
 			"idle_in_transaction_timeout and query_timeout must be positive (0: no limit)")
 	}
 	return nil
@@ -54,11 +63,12 @@ const (
 	limitIdleInTx
 	limitQueryTimeout
 	limitTLSHandshake
+	limitQueryTokens
 	nLimits
 )
 
 var limitNames = [nLimits]string{"max_client_connections", "user_max_client_connections", "max_query_bytes",
-	"client_idle_timeout", "idle_in_transaction_timeout", "query_timeout", "tls_handshake"}
+	"client_idle_timeout", "idle_in_transaction_timeout", "query_timeout", "tls_handshake", "max_query_tokens"}
 
 // limiter counts client connections, in total and per user, and the
 // limits hit.
@@ -74,7 +84,7 @@ type limiter struct {
 func newLimiter() *limiter {
 	l := &limiter{byUser: map[string]int{}, hitsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shardproxy_limit_hits_total",
-		Help: "Clients stopped by a limit: max_client_connections (total or user_), max_query_bytes, client_idle_timeout, " +
+		Help: "Clients stopped by a limit: max_client_connections (total or user_), max_query_bytes, max_query_tokens, client_idle_timeout, " +
 			"idle_in_transaction_timeout, query_timeout, or a failed TLS handshake (tls_handshake).",
 	}, []string{"limit"})}
 	for i, n := range limitNames {
@@ -157,10 +167,35 @@ func (s *session) leave() {
 type errTooLarge struct {
 	typ    byte
 	n, max int
+	// tokens: the statement is over max_query_tokens (n is past max).
+	tokens bool
 }
 
 func (e *errTooLarge) Error() string {
+	if e.tokens {
+		return fmt.Sprintf("statement has more than %d tokens (max_query_tokens)", e.max)
+	}
 	return fmt.Sprintf("message of %d bytes exceeds max_query_bytes (%d)", e.n, e.max)
+}
+
+// tooManyTokens checks the statement text of a Query or Parse message
+// against max_query_tokens before anything parses it.
+func tooManyTokens(typ byte, body []byte, max int) *errTooLarge {
+	if typ == 'P' {
+		i := bytes.IndexByte(body, 0)
+		if i < 0 {
+			return nil // malformed: the Parse handler says so
+		}
+		body = body[i+1:]
+	}
+	if i := bytes.IndexByte(body, 0); i >= 0 {
+		body = body[:i]
+	}
+	// The conversion does not copy: CountTokens keeps no reference.
+	if n := parser.CountTokens(unsafe.String(unsafe.SliceData(body), len(body)), max); n > max {
+		return &errTooLarge{typ: typ, n: n, max: max, tokens: true}
+	}
+	return nil
 }
 
 // nextRequest reads the client's next message for the session loop and
@@ -191,6 +226,15 @@ func (s *session) nextRequest() (typ byte, body, raw []byte, err error) {
 		var tl *errTooLarge
 		switch {
 		case err == nil:
+			if lim.MaxQueryTokens > 0 && (typ == 'Q' || typ == 'P') && !s.q.admin {
+				if tl := tooManyTokens(typ, body, lim.MaxQueryTokens); tl != nil {
+					s.srv.limits.hit(limitQueryTokens)
+					if err := s.tooLarge(tl); err != nil {
+						return 0, nil, nil, err
+					}
+					continue
+				}
+			}
 			s.armQuery()
 			if (typ == 'Q' || typ == 'P') && s.srv.obs.slowLog.Load().Literals {
 				s.keepText(typ, body)
@@ -227,6 +271,10 @@ func (s *session) nextRequest() (typ byte, body, raw []byte, err error) {
 func (s *session) tooLarge(tl *errTooLarge) error {
 	err := &pgError{code: pgerrcode.ProgramLimitExceeded, msg: tl.Error(),
 		hint: "Send a smaller statement (fewer VALUES rows or IN items, or COPY), or raise max_query_bytes."}
+	if tl.tokens {
+		err = &pgError{code: pgerrcode.StatementTooComplex, msg: tl.Error(),
+			hint: "Send a smaller statement (fewer VALUES rows or IN items: COPY, or an array parameter = ANY($1)), or raise max_query_tokens."}
+	}
 	if s.q.start.IsZero() {
 		s.q.begin()
 	}

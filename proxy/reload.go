@@ -21,7 +21,7 @@ type liveConfig struct {
 func newLiveConfig(cfg Config) (*liveConfig, error) {
 	lc := &liveConfig{cfg: cfg, creds: map[string]*credential{}, admins: map[string]bool{}}
 	for _, u := range cfg.Users {
-		c, err := newCredential(u)
+		c, err := newCredential(u, cfg.BackendRoles)
 		if err != nil {
 			return nil, err
 		}
@@ -56,10 +56,20 @@ func (s *Server) initObserve(cfg Config, topo *router.Topology) error {
 	return nil
 }
 
-// credential returns the login of user under the current config.
+// credential returns the login of user under the current config, or
+// from the auth query for a user not listed (a failed lookup is logged
+// and answered as an unknown user).
 func (s *Server) credential(user string) (*credential, bool) {
-	c, ok := s.live.Load().creds[user]
-	return c, ok
+	lc := s.live.Load()
+	c, ok := lc.creds[user]
+	if ok || lc.cfg.AuthQuery.Query == "" {
+		return c, ok
+	}
+	c, err := s.lookupCredential(context.Background(), lc.cfg.AuthQuery, user)
+	if err != nil {
+		s.log.Warn("auth query failed", "user", user, "err", err)
+	}
+	return c, c != nil
 }
 
 // Apply changes the running server to cfg where that is safe live: users

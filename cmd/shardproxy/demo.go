@@ -96,6 +96,13 @@ func runDemo(ctx context.Context, dir, listen string, withReplicas, withTLS bool
 	if err := set.Clusters[0].CreateDatabase(ctx, demoCoordinatorDB); err != nil {
 		return err
 	}
+	// The app's unprivileged role on every shard: the demo's users reach
+	// the shards as themselves (backend_roles: per_user).
+	for _, c := range set.Clusters[:4] {
+		if err := execOn(ctx, c.DSN("deliveryapp"), delivery.AppRole); err != nil {
+			return fmt.Errorf("app role on %s: %w", c.Name, err)
+		}
+	}
 
 	f, err := demoConfig(set, replicas, listen, files)
 	if err != nil {
@@ -211,7 +218,8 @@ func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen string, file
 	ex["listen"] = listen
 	ex["shards"] = shards
 	delete(ex, "admin_listen") // the demo serves it itself when the port is free
-	ex["admins"] = []string{"app"}
+	ex["admins"] = []string{"app", "admin"}
+	ex["admin_permissions"] = map[string][]string{"app": {"show"}, "admin": {"all"}}
 	if len(replicas) > 0 {
 		ex["replicas"] = map[string]any{"read_from": "replicas", "balance": "round_robin", "failover_buffer": "5s"}
 	}
@@ -256,6 +264,17 @@ func demoConfig(set *localpg.Set, replicas []*localpg.Cluster, listen string, fi
 		return nil, err
 	}
 	return config.Parse(out)
+}
+
+// execOn runs sql on one server (as its superuser).
+func execOn(ctx context.Context, dsn, sql string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql)
+	return err
 }
 
 // createSchema runs the delivery schema through the proxy: DDL reaches
