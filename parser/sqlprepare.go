@@ -1,0 +1,28 @@
+package parser
+
+import pg "github.com/pganalyze/pg_query_go/v6"
+
+// SQLPrepare returns the name and the analysed query of an SQL-level
+// PREPARE name AS query.
+func (s *Statement) SQLPrepare() (name string, query *Statement, ok bool) {
+	if s == nil || s.node == nil {
+		return "", nil, false
+	}
+	x, ok := s.node.Node.(*pg.Node_PrepareStmt)
+	if !ok || x.PrepareStmt.Query == nil {
+		return "", nil, false
+	}
+	return x.PrepareStmt.Name, analyse(s.SQL, x.PrepareStmt.Query), true
+}
+
+// SQLExecute returns the statement name of an SQL-level EXECUTE.
+func (s *Statement) SQLExecute() (name string, ok bool) {
+	if s == nil || s.node == nil {
+		return "", false
+	}
+	x, ok := s.node.Node.(*pg.Node_ExecuteStmt)
+	if !ok {
+		return "", false
+	}
+	return x.ExecuteStmt.Name, true
+}
