@@ -65,6 +65,7 @@ func (s *Statement) Copy() (*Copy, bool) {
 	}
 	if cs.Query != nil {
 		c.Query = analyse(s.SQL, cs.Query)
+		c.Query.version = s.version
 	}
 	for _, a := range cs.Attlist {
 		if str := a.GetString_(); str != nil {

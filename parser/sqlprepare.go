@@ -12,7 +12,9 @@ func (s *Statement) SQLPrepare() (name string, query *Statement, ok bool) {
 	if !ok || x.PrepareStmt.Query == nil {
 		return "", nil, false
 	}
-	return x.PrepareStmt.Name, analyse(s.SQL, x.PrepareStmt.Query), true
+	q := analyse(s.SQL, x.PrepareStmt.Query)
+	q.version = s.version
+	return x.PrepareStmt.Name, q, true
 }
 
 // SQLExecute returns the statement name of an SQL-level EXECUTE.
