@@ -421,7 +421,7 @@ func TestCopyReferenceAndPlain(t *testing.T) {
 }
 
 // TestCopyOutRouting: a query on one shard key runs on one shard; ORDER BY
-// across shards is refused with 0A000; a binary COPY of a sharded table has
+// across shards in binary is refused with 0A000; a binary COPY of a sharded table has
 // one header and one trailer.
 func TestCopyOutRouting(t *testing.T) {
 	ctx := context.Background()
@@ -438,10 +438,10 @@ func TestCopyOutRouting(t *testing.T) {
 	if tag.RowsAffected() != int64(len(lines)) || len(lines) != 3 {
 		t.Fatalf("%v %q", tag, lines)
 	}
-	_, err = c.PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT id FROM order_items ORDER BY id) TO STDOUT")
+	_, err = c.PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT id FROM order_items ORDER BY id) TO STDOUT (FORMAT binary)")
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "0A000" || pe.Hint == "" {
-		t.Fatalf("ORDER BY across shards: %v", err)
+		t.Fatalf("binary ORDER BY across shards: %v", err)
 	}
 	out.Reset()
 	tag, err = c.PgConn().CopyTo(ctx, &out, fmt.Sprintf("COPY (SELECT id FROM order_items WHERE user_id >= %d AND user_id < %d) TO STDOUT (FORMAT binary)", lo, lo+1000))

@@ -906,10 +906,18 @@ func (s *session) copyOut(ctx context.Context, sql string, c *parser.Copy, tb *r
 		if plan.Single() {
 			return s.copyPlain(ctx, plan.Shards[0], sql, c.Query.Writes)
 		}
-		if plan.SQL != nil || plan.Sort != nil || plan.Limited || plan.Offset > 0 || plan.Merge != nil || plan.Dedupe || c.Query.Writes {
-			s.fail(refused("COPY (query) TO STDOUT over several shards is supported only when the shards' rows are simply concatenated",
-				"Run the query as a SELECT (the proxy merges ORDER BY, LIMIT, aggregates and DISTINCT there), or add a shard key predicate so it runs on one shard."))
+		if c.Query.Writes {
+			s.fail(refused("COPY (query) TO STDOUT of a query that writes on several shards is not supported",
+				"Add a shard key predicate so it runs on one shard."))
 			return nil
+		}
+		if plan.SQL != nil || plan.Sort != nil || plan.Limited || plan.Offset > 0 || plan.Merge != nil || plan.Dedupe {
+			if why := copyMergeable(c); why != "" {
+				s.fail(refused("COPY (query) TO with "+why+" over several shards is supported only when the shards' rows are simply concatenated",
+					"Use COPY (query) TO STDOUT in text or CSV format (the proxy merges ORDER BY, LIMIT, aggregates and DISTINCT there), or add a shard key predicate so it runs on one shard."))
+				return nil
+			}
+			return s.copyMerged(ctx, c, plan) // copymerge.go
 		}
 		shards = plan.Shards
 	} else {

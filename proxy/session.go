@@ -35,6 +35,8 @@ type session struct {
 	// sqlPrepared are the SQL PREPAREs of the open transaction, by name
 	// (sqlprepare.go).
 	sqlPrepared map[string]*backend
+	// copyTo formats merged rows while a COPY (query) TO runs (copymerge.go).
+	copyTo *copyTo
 
 	srv  *Server
 	conn net.Conn
