@@ -636,3 +636,19 @@ func TestCopyTextKeyEncoding(t *testing.T) {
 		t.Fatalf("%d accounts on the shards, want the 2 loaded in UTF-8", total)
 	}
 }
+
+// TestCopyJDBC runs JDBC's CopyManager through the proxy (copyIn of CSV,
+// copyOut merged in order and of a whole table, a copyIn rolled back)
+// and checks where the rows landed.
+func TestCopyJDBC(t *testing.T) {
+	jar := "/usr/share/java/postgresql.jar"
+	_, err := exec.LookPath("java")
+	requireTool(t, "java and libpostgresql-jdbc-java (Debian)", err == nil && exists(jar))
+	lo := copyBase + 50000
+	url := fmt.Sprintf("jdbc:postgresql://127.0.0.1:%s/deliveryapp?user=app&password=app&sslmode=disable", portOf(env.addr))
+	runClient(t, "java", nil, "-cp", jar, "testdata/clients/JdbcCopy.java", url, fmt.Sprint(lo))
+	checkPlacement(t, lo, lo+502)
+	if spread(t, lo, lo+500) < 2 {
+		t.Fatal("the rows sit on one shard")
+	}
+}
