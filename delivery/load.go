@@ -33,9 +33,9 @@ var (
 	dishes   = []string{"Margherita", "Ramen", "Patatas bravas", "Cheeseburger", "Pad thai", "Tacos", "Falafel bowl", "Curry"}
 )
 
-// Load inserts deterministic sample data through conn (normally a
-// connection to shardproxy), in multi-row INSERTs of batch rows. Values go
-// as query arguments, never spliced into SQL text.
+// Load copies deterministic sample data through conn (normally a
+// connection to shardproxy) with COPY FROM STDIN, one COPY per table,
+// telling progress every batch rows.
 func Load(ctx context.Context, conn *pgx.Conn, sz Sizes, progress Progress) error {
 	rng := rand.New(rand.NewPCG(42, 7))
 	if progress == nil {
@@ -89,29 +89,34 @@ func Load(ctx context.Context, conn *pgx.Conn, sz Sizes, progress Progress) erro
 
 func batches(ctx context.Context, conn *pgx.Conn, table string, cols []string, total, batch int,
 	row func(i int) []any, progress Progress) error {
-	for start := 0; start < total; start += batch {
-		n := min(batch, total-start)
-		var sb strings.Builder
-		fmt.Fprintf(&sb, "INSERT INTO %s (%s) VALUES ", pgx.Identifier{table}.Sanitize(), strings.Join(cols, ", "))
-		args := make([]any, 0, n*len(cols))
-		for r := 0; r < n; r++ {
-			if r > 0 {
-				sb.WriteString(", ")
-			}
-			sb.WriteByte('(')
-			for c := range cols {
-				if c > 0 {
-					sb.WriteString(", ")
-				}
-				fmt.Fprintf(&sb, "$%d", len(args)+c+1)
-			}
-			sb.WriteByte(')')
-			args = append(args, row(start+r)...)
-		}
-		if _, err := conn.Exec(ctx, sb.String(), args...); err != nil {
-			return fmt.Errorf("load %s: %w", table, err)
-		}
-		progress(table, start+n, total)
+	src := &rowSource{total: total, every: batch, row: row, progress: func(done int) { progress(table, done, total) }}
+	if _, err := conn.CopyFrom(ctx, pgx.Identifier{table}, cols, src); err != nil {
+		return fmt.Errorf("load %s: %w", table, err)
 	}
+	progress(table, total, total)
 	return nil
 }
+
+// rowSource feeds COPY FROM STDIN row by row, telling progress every
+// `every` rows (pgx sends as it reads, so progress follows what was sent).
+type rowSource struct {
+	total, every, i int
+	row             func(i int) []any
+	cur             []any
+	progress        func(done int)
+}
+
+func (r *rowSource) Next() bool {
+	if r.i >= r.total {
+		return false
+	}
+	if r.i > 0 && r.i%r.every == 0 {
+		r.progress(r.i)
+	}
+	r.cur = r.row(r.i)
+	r.i++
+	return true
+}
+
+func (r *rowSource) Values() ([]any, error) { return r.cur, nil }
+func (r *rowSource) Err() error             { return nil }

@@ -421,7 +421,7 @@ func TestCopyReferenceAndPlain(t *testing.T) {
 }
 
 // TestCopyOutRouting: a query on one shard key runs on one shard; ORDER BY
-// across shards is refused with 0A000; a binary COPY of a sharded table has
+// across shards in binary is refused with 0A000; a binary COPY of a sharded table has
 // one header and one trailer.
 func TestCopyOutRouting(t *testing.T) {
 	ctx := context.Background()
@@ -438,10 +438,10 @@ func TestCopyOutRouting(t *testing.T) {
 	if tag.RowsAffected() != int64(len(lines)) || len(lines) != 3 {
 		t.Fatalf("%v %q", tag, lines)
 	}
-	_, err = c.PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT id FROM order_items ORDER BY id) TO STDOUT")
+	_, err = c.PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT id FROM order_items ORDER BY id) TO STDOUT (FORMAT binary)")
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "0A000" || pe.Hint == "" {
-		t.Fatalf("ORDER BY across shards: %v", err)
+		t.Fatalf("binary ORDER BY across shards: %v", err)
 	}
 	out.Reset()
 	tag, err = c.PgConn().CopyTo(ctx, &out, fmt.Sprintf("COPY (SELECT id FROM order_items WHERE user_id >= %d AND user_id < %d) TO STDOUT (FORMAT binary)", lo, lo+1000))
@@ -634,5 +634,21 @@ func TestCopyTextKeyEncoding(t *testing.T) {
 	}
 	if total != 2 {
 		t.Fatalf("%d accounts on the shards, want the 2 loaded in UTF-8", total)
+	}
+}
+
+// TestCopyJDBC runs JDBC's CopyManager through the proxy (copyIn of CSV,
+// copyOut merged in order and of a whole table, a copyIn rolled back)
+// and checks where the rows landed.
+func TestCopyJDBC(t *testing.T) {
+	jar := "/usr/share/java/postgresql.jar"
+	_, err := exec.LookPath("java")
+	requireTool(t, "java and libpostgresql-jdbc-java (Debian)", err == nil && exists(jar))
+	lo := copyBase + 50000
+	url := fmt.Sprintf("jdbc:postgresql://127.0.0.1:%s/deliveryapp?user=app&password=app&sslmode=disable", portOf(env.addr))
+	runClient(t, "java", nil, "-cp", jar, "testdata/clients/JdbcCopy.java", url, fmt.Sprint(lo))
+	checkPlacement(t, lo, lo+502)
+	if spread(t, lo, lo+500) < 2 {
+		t.Fatal("the rows sit on one shard")
 	}
 }

@@ -16,6 +16,8 @@ type Copy struct {
 	Columns []string
 	// Query is the query of COPY (query) TO, analysed on its own.
 	Query *Statement
+	// QuerySQL is the query's text (deparsed), "" when there is none.
+	QuerySQL string
 	// From is true for COPY ... FROM.
 	From bool
 	// Stdio is true for FROM STDIN / TO STDOUT (not a server file or program).
@@ -42,6 +44,8 @@ type CopyOptions struct {
 	ForceNullAll, ForceNotNullAll bool
 	// Encoding is the ENCODING option, "" when absent.
 	Encoding string
+	// ForceQuote is set by FORCE_QUOTE (any columns).
+	ForceQuote bool
 	// Bad is set when an option's value is not one the proxy can read
 	// (a multi-byte delimiter...): the shard will refuse the statement.
 	Bad bool
@@ -65,6 +69,8 @@ func (s *Statement) Copy() (*Copy, bool) {
 	}
 	if cs.Query != nil {
 		c.Query = analyse(s.SQL, cs.Query)
+		c.Query.version = s.version
+		c.QuerySQL, _ = pg.Deparse(&pg.ParseResult{Version: s.version, Stmts: []*pg.RawStmt{{Stmt: cs.Query}}})
 	}
 	for _, a := range cs.Attlist {
 		if str := a.GetString_(); str != nil {
@@ -106,6 +112,8 @@ func copyOptions(opts []*pg.Node) CopyOptions {
 			o.ForceNotNull, o.ForceNotNullAll = defColumns(d.Arg)
 		case "encoding":
 			o.Encoding = defString(d.Arg)
+		case "force_quote":
+			o.ForceQuote = true
 		}
 	}
 	csv := o.Format == "csv"

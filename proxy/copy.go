@@ -36,8 +36,18 @@ const copyLines = 16 << 10
 // client connection is unusable.
 func (s *session) copyStatement(ctx context.Context, st *parser.Statement, c *parser.Copy) error {
 	topo := s.srv.router.Topology()
+	var tb *router.Table
+	if c.Query == nil {
+		tb = topo.Lookup(c.Table)
+		if tb == nil {
+			var err error
+			if tb, err = s.partitionOf(ctx, c.Table); err != nil {
+				s.fail(err)
+				return nil
+			}
+		}
+	}
 	if c.From {
-		tb := topo.Lookup(c.Table)
 		switch {
 		case tb == nil:
 			return s.copyPlain(ctx, topo.Default, st.SQL, true)
@@ -48,7 +58,39 @@ func (s *session) copyStatement(ctx context.Context, st *parser.Statement, c *pa
 		}
 		return s.copyIn(ctx, st.SQL, c, tb)
 	}
-	return s.copyOut(ctx, st.SQL, c)
+	return s.copyOut(ctx, st.SQL, c, tb)
+}
+
+// partitionOf returns the configured table that t is a partition of (at
+// any depth), read from the default shard's catalog, or nil. pg_dump and
+// pg_restore copy the data of partitioned tables partition by partition;
+// those rows belong where the partitioned table's rows do.
+func (s *session) partitionOf(ctx context.Context, t parser.Table) (*router.Table, error) {
+	topo := s.srv.router.Topology()
+	var b *backend
+	var err error
+	if s.status != 'I' {
+		b, err = s.txOn(ctx, topo.Default)
+	} else {
+		b, err = s.lease(ctx, topo.Default)
+		if err == nil {
+			defer s.release(b)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	rel := quoteIdent(t.Name)
+	if t.Schema != "" {
+		rel = quoteIdent(t.Schema) + "." + rel
+	}
+	reg := "pg_catalog.to_regclass(" + quoteLiteral(rel) + ")"
+	rows, err := s.catalog(b, "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"+
+		" WHERE c.oid = pg_catalog.pg_partition_root("+reg+") AND c.oid <> "+reg)
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	return topo.Lookup(parser.Table{Schema: rows[0][0], Name: rows[0][1]}), nil
 }
 
 // copyPlain runs a COPY on one shard, relaying CopyData both ways.
@@ -852,7 +894,7 @@ func (s *session) catalog(b *backend, sql string) ([][]string, error) {
 // a query the router places on one shard are relayed from that one shard;
 // a sharded table, or a query that reads several shards and needs no merge,
 // has the shards' streams concatenated.
-func (s *session) copyOut(ctx context.Context, sql string, c *parser.Copy) error {
+func (s *session) copyOut(ctx context.Context, sql string, c *parser.Copy, tb *router.Table) error {
 	topo := s.srv.router.Topology()
 	var shards []int
 	if c.Query != nil {
@@ -864,14 +906,21 @@ func (s *session) copyOut(ctx context.Context, sql string, c *parser.Copy) error
 		if plan.Single() {
 			return s.copyPlain(ctx, plan.Shards[0], sql, c.Query.Writes)
 		}
-		if plan.SQL != nil || plan.Sort != nil || plan.Limited || plan.Offset > 0 || plan.Merge != nil || plan.Dedupe || c.Query.Writes {
-			s.fail(refused("COPY (query) TO STDOUT over several shards is supported only when the shards' rows are simply concatenated",
-				"Run the query as a SELECT (the proxy merges ORDER BY, LIMIT, aggregates and DISTINCT there), or add a shard key predicate so it runs on one shard."))
+		if c.Query.Writes {
+			s.fail(refused("COPY (query) TO STDOUT of a query that writes on several shards is not supported",
+				"Add a shard key predicate so it runs on one shard."))
 			return nil
+		}
+		if plan.SQL != nil || plan.Sort != nil || plan.Limited || plan.Offset > 0 || plan.Merge != nil || plan.Dedupe {
+			if why := copyMergeable(c); why != "" {
+				s.fail(refused("COPY (query) TO with "+why+" over several shards is supported only when the shards' rows are simply concatenated",
+					"Use COPY (query) TO STDOUT in text or CSV format (the proxy merges ORDER BY, LIMIT, aggregates and DISTINCT there), or add a shard key predicate so it runs on one shard."))
+				return nil
+			}
+			return s.copyMerged(ctx, c, plan) // copymerge.go
 		}
 		shards = plan.Shards
 	} else {
-		tb := topo.Lookup(c.Table)
 		switch {
 		case tb == nil || tb.Strategy == router.Reference:
 			return s.copyPlain(ctx, topo.Default, sql, false)

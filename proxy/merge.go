@@ -288,6 +288,19 @@ func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withR
 			}
 		}
 		g.m.rows++
+		if s.copyTo != nil { // copymerge.go: COPY (query) TO STDOUT
+			s.copyTo.row(s, g, row)
+			if len(s.out) >= flushAt {
+				if err := s.flush(); err != nil {
+					for _, o := range bs {
+						o.broken = true
+						go o.cancel()
+					}
+					return g.m, nil, err
+				}
+			}
+			continue
+		}
 		s.out = append(s.out, 'D', 0, 0, 0, 0)
 		binary.BigEndian.PutUint32(s.out[len(s.out)-4:], uint32(len(row)+4))
 		s.out = append(s.out, row...)

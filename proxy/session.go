@@ -32,6 +32,11 @@ const flushAt = 64 << 10
 type session struct {
 	// txState is the client's transaction (txn.go).
 	txState
+	// sqlPrepared are the SQL PREPAREs of the open transaction, by name
+	// (sqlprepare.go).
+	sqlPrepared map[string]*backend
+	// copyTo formats merged rows while a COPY (query) TO runs (copymerge.go).
+	copyTo *copyTo
 
 	srv  *Server
 	conn net.Conn
@@ -341,6 +346,15 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 	s.q.st = st
 	if c, ok := st.Copy(); ok {
 		return s.copyStatement(ctx, st, c) // copy.go
+	}
+	if tables, ok := st.Lock(); ok {
+		return s.lockTables(ctx, st, tables) // lock.go
+	}
+	if name, query, ok := st.SQLPrepare(); ok {
+		return s.sqlPrepare(ctx, st, name, query) // sqlprepare.go
+	}
+	if name, ok := st.SQLExecute(); ok {
+		return s.sqlExecute(st, name)
 	}
 	switch st.Kind {
 	case parser.Transaction:

@@ -36,7 +36,7 @@ func main() {
 }
 
 const usage = `usage: partman run|plan|status [-config FILE] [-now 2026-01-15T00:00:00Z] [-table T] [-v]
-       partman mongo plan|apply [-config FILE] [-uri URI] [-timeout DURATION]`
+       partman mongo plan|apply [-config FILE] [-uri URI] [-timeout DURATION] [-offline]`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -224,6 +224,14 @@ func printStatus(w io.Writer, rep partman.Report) {
 // runMongo loads the config named by -config among args (the mongo command
 // parses the rest) and applies its mongo section.
 func runMongo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || partmongo.IsHelp(args[0]) {
+		w, code := stdout, 0
+		if len(args) == 0 {
+			w, code = stderr, 2
+		}
+		fmt.Fprintln(w, partmongo.MongoUsage)
+		return code
+	}
 	path := "shardproxy.yaml"
 	for i, a := range args {
 		switch {

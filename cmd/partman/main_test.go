@@ -137,3 +137,28 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestMongoHelpAndOfflinePlan: partman mongo -h prints usage without a
+// config file; plan -offline prints every command for an empty cluster
+// without a mongos (none runs here: -uri points nowhere).
+func TestMongoHelpAndOfflinePlan(t *testing.T) {
+	for _, h := range []string{"-h", "--help", "help"} {
+		code, out, _ := runCmd(t, "mongo", h)
+		if code != 0 || !strings.Contains(out, "usage: partman mongo") || !strings.Contains(out, "-offline") {
+			t.Errorf("mongo %s: exit %d, stdout %q", h, code, out)
+		}
+	}
+	code, out, errs := runCmd(t, "mongo", "plan", "-offline", "-uri", "mongodb://127.0.0.1:1", "-config", "../../delivery/example.yaml")
+	if code != 0 {
+		t.Fatalf("offline plan: exit %d: %s", code, errs)
+	}
+	for _, want := range []string{`enableSharding: "deliveryapp"`, `shardCollection: "deliveryapp.orders", key: { userId: "hashed" }`,
+		`addShardToZone: "shard1", zone: "s0"`, `updateZoneKeyRange: "deliveryapp.analytics"`, "0 conflicts"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("offline plan lacks %q:\n%s", want, out)
+		}
+	}
+	if code, _, errs := runCmd(t, "mongo", "apply", "-offline", "-config", "../../delivery/example.yaml"); code != 2 || !strings.Contains(errs, "plan only") {
+		t.Errorf("apply -offline: exit %d, %q", code, errs)
+	}
+}

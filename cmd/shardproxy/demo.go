@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,11 +53,21 @@ func demo(args []string, stdout, stderr io.Writer) int {
 }
 
 func runDemo(ctx context.Context, dir, listen string, withReplicas, withTLS bool, stdout, stderr io.Writer) error {
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
+	// The address is checked now and listened on once the sample data is
+	// loaded (through a loopback listener of the same server), so that a
+	// client or pg_isready never meets a half-loaded demo.
+	if probe, err := net.Listen("tcp", listen); err != nil {
 		return fmt.Errorf("listen %s: %w (is another demo or Postgres running there?)", listen, err)
+	} else {
+		probe.Close()
 	}
-	defer ln.Close()
+	adminAddr := ""
+	if probe, err := net.Listen("tcp", demoAdmin); err == nil {
+		probe.Close()
+		adminAddr = demoAdmin
+	} else {
+		fmt.Fprintf(stderr, "admin port %s is taken: metrics and health are not served\n", demoAdmin)
+	}
 	ports := []int{15432, 15433, 15434, 15435}
 	for _, p := range ports {
 		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err != nil {
@@ -67,6 +79,7 @@ func runDemo(ctx context.Context, dir, listen string, withReplicas, withTLS bool
 	}
 	abs, _ := filepath.Abs(dir)
 	var files *certs.Files
+	var err error
 	opts := localpg.Options{N: 4, Dir: filepath.Join(dir, "shards"), Ports: ports, Database: "deliveryapp"}
 	if withTLS {
 		if files, err = demoCerts(filepath.Join(abs, "certs"), stdout); err != nil {
@@ -104,45 +117,54 @@ func runDemo(ctx context.Context, dir, listen string, withReplicas, withTLS bool
 		}
 	}
 
-	f, err := demoConfig(set, replicas, listen, files)
+	// The demo runs from the config file it writes, so RELOAD and SIGHUP
+	// re-read it as they would in production.
+	out, err := yaml.Marshal(demoYAML(set, replicas, listen, adminAddr, files))
 	if err != nil {
 		return err
 	}
-	out, _ := yaml.Marshal(demoYAML(set, replicas, listen, files))
-	cfgPath := filepath.Join(dir, "shardproxy.yaml")
-	os.WriteFile(cfgPath, out, 0o644)
+	cfgPath := filepath.Join(abs, "shardproxy.yaml")
+	if err := os.WriteFile(cfgPath, out, 0o644); err != nil {
+		return err
+	}
+	f, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
 
 	topo, err := router.NewTopology(&f.Topology)
 	if err != nil {
 		return err
 	}
-	log := newLogger(config.Log{}, slog.LevelWarn, stderr)
+	level := new(slog.LevelVar)
+	level.Set(slog.LevelWarn)
+	log := newLogger(config.Log{}, level, stderr)
 	srv, err := proxy.New(f.Proxy, topo, log)
 	if err != nil {
 		return err
 	}
 	srv.SetSlowLog(f.Log.SlowLog())
+	srv.SetReloader(reloader(cfgPath, f, srv, level, log))
 	reg := prometheus.NewRegistry()
 	if err := srv.RegisterMetrics(reg); err != nil {
 		return err
 	}
-	admin := ""
-	if aln, err := net.Listen("tcp", "127.0.0.1:9930"); err == nil {
-		admin = "127.0.0.1:9930"
-		go srv.ServeAdmin(ctx, aln, reg)
-	} else {
-		fmt.Fprintln(stderr, "admin port 127.0.0.1:9930 is taken: metrics and health are not served")
-	}
 	srv.Warm(ctx)
+	gate := newGateListener()
+	loader, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	gate.feed(loader)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
+	go func() { served <- srv.Serve(ctx, gate) }()
 	defer srv.Close()
 
 	ssl := "sslmode=disable"
 	if files != nil {
 		ssl = "sslmode=verify-full&sslrootcert=" + files.CA
 	}
-	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?%s", listen, ssl)
+	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?%s", loader.Addr(), ssl)
 	if err := createSchema(ctx, url); err != nil {
 		return err
 	}
@@ -165,6 +187,21 @@ func runDemo(ctx context.Context, dir, listen string, withReplicas, withTLS bool
 	if err := loadDemo(ctx, url, stdout); err != nil {
 		return err
 	}
+	loader.Close()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", listen, err)
+	}
+	gate.feed(ln)
+	admin := ""
+	if adminAddr != "" {
+		aln, err := net.Listen("tcp", adminAddr)
+		if err != nil {
+			return fmt.Errorf("admin_listen: %w", err)
+		}
+		admin = adminAddr
+		go srv.ServeAdmin(ctx, aln, reg)
+	}
 	fmt.Fprintf(stdout, `
 shardproxy is serving the delivery app on %s over 4 shards (config: %s).
 
@@ -184,8 +221,8 @@ Try:
   EXPLAIN SELECT status, rank() OVER (ORDER BY total DESC) FROM orders LIMIT 3;  -- the coordinator's plan
   UPDATE orders o SET total = 0 FROM users u WHERE u.name = o.status;  -- still refused (0A000): writes never go to the coordinator
 
-Admin console (SHOW SHARDS, SHOW POOLS, SHOW REPLICAS, SHOW QUERIES, SHOW ROUTE <sql>, ...):
-  psql "postgres://app:app@%s/shardproxy%s"
+Admin console (SHOW SHARDS, SHOW POOLS, SHOW CONFIG, SHOW QUERIES, SHOW ROUTE <sql>, RELOAD, ...):
+  psql "postgres://admin:admin@%s/shardproxy%s"
 %s
 Ctrl-C stops the proxy and the shards (data stays in %s for the next run).
 `, listen, cfgPath, listen, psqlSSL(files), listen, psqlSSL(files), adminURLs(admin), abs)
@@ -198,7 +235,10 @@ Ctrl-C stops the proxy and the shards (data stays in %s for the next run).
 	}
 }
 
-func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen string, files *certs.Files) map[string]any {
+// demoAdmin is the demo's admin_listen (metrics, health), when free.
+const demoAdmin = "127.0.0.1:9930"
+
+func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen, admin string, files *certs.Files) map[string]any {
 	tlsDSN := func(dsn string) string {
 		if files != nil {
 			dsn = strings.Replace(dsn, "sslmode=disable", "sslmode=verify-full&sslrootcert="+files.CA, 1)
@@ -217,9 +257,26 @@ func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen string, file
 	yaml.Unmarshal(delivery.ExampleConfig, &ex)
 	ex["listen"] = listen
 	ex["shards"] = shards
-	delete(ex, "admin_listen") // the demo serves it itself when the port is free
+	if admin == "" {
+		delete(ex, "admin_listen") // the port is taken
+	} else {
+		ex["admin_listen"] = admin
+	}
 	ex["admins"] = []string{"app", "admin"}
 	ex["admin_permissions"] = map[string][]string{"app": {"show"}, "admin": {"all"}}
+	// Partitions from the first month of the sample data, kept: the data
+	// spans two years from delivery.Epoch and must land in real partitions.
+	if pm, ok := ex["partman"].(map[string]any); ok {
+		if tables, ok := pm["tables"].(map[string]any); ok {
+			for _, t := range tables {
+				if tc, ok := t.(map[string]any); ok {
+					tc["backfill_from"] = delivery.Epoch.Format("2006-01-02")
+					delete(tc, "retention")
+					delete(tc, "retention_mode")
+				}
+			}
+		}
+	}
 	if len(replicas) > 0 {
 		ex["replicas"] = map[string]any{"read_from": "replicas", "balance": "round_robin", "failover_buffer": "5s"}
 	}
@@ -258,12 +315,14 @@ func psqlSSL(files *certs.Files) string {
 	return "?sslmode=verify-full&sslrootcert=" + files.CA
 }
 
-func demoConfig(set *localpg.Set, replicas []*localpg.Cluster, listen string, files *certs.Files) (*config.File, error) {
-	out, err := yaml.Marshal(demoYAML(set, replicas, listen, files))
-	if err != nil {
-		return nil, err
-	}
-	return config.Parse(out)
+// gateListener is the demo's listener: it accepts from the listeners fed
+// to it (a loopback one while the sample data loads, then the public
+// address).
+type gateListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	addr  atomic.Value // net.Addr of the last listener fed
 }
 
 // execOn runs sql on one server (as its superuser).
@@ -276,6 +335,50 @@ func execOn(ctx context.Context, dsn, sql string) error {
 	_, err = conn.Exec(ctx, sql)
 	return err
 }
+
+func newGateListener() *gateListener {
+	return &gateListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// feed accepts connections from ln until ln or the gate is closed.
+func (g *gateListener) feed(ln net.Listener) {
+	g.addr.Store(ln.Addr())
+	go func() {
+		defer ln.Close()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case g.conns <- c:
+			case <-g.done:
+				c.Close()
+				return
+			}
+		}
+	}()
+	go func() {
+		<-g.done
+		ln.Close()
+	}()
+}
+
+func (g *gateListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-g.conns:
+		return c, nil
+	case <-g.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (g *gateListener) Close() error {
+	g.once.Do(func() { close(g.done) })
+	return nil
+}
+
+func (g *gateListener) Addr() net.Addr { return g.addr.Load().(net.Addr) }
 
 // createSchema runs the delivery schema through the proxy: DDL reaches
 // every shard.

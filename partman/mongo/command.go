@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	mongodrv "go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -21,7 +22,11 @@ import (
 // commands it would run; apply runs them. Both print a summary.
 func Command(ctx context.Context, args []string, cfg Config, topo *router.Config, stdout, stderr io.Writer) int {
 	usage := func() {
-		fmt.Fprintln(stderr, "usage: partman mongo plan|apply [-uri URI] [-timeout DURATION]")
+		fmt.Fprintln(stderr, MongoUsage)
+	}
+	if len(args) > 0 && IsHelp(args[0]) {
+		fmt.Fprintln(stdout, MongoUsage)
+		return 0
 	}
 	if len(args) == 0 || (args[0] != "plan" && args[0] != "apply") {
 		usage()
@@ -33,6 +38,7 @@ func Command(ctx context.Context, args []string, cfg Config, topo *router.Config
 	uri := fs.String("uri", "", "mongos URI (overrides mongo.uri of the config)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
 	fs.String("config", "", "config file (read by partman before this command runs)")
+	offline := fs.Bool("offline", false, "plan only: print every command for an empty cluster, without connecting to a mongos")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -51,6 +57,14 @@ func Command(ctx context.Context, args []string, cfg Config, topo *router.Config
 	if err != nil {
 		fmt.Fprintf(stderr, "partman mongo: %v\n", err)
 		return 1
+	}
+	if *offline {
+		if verb != "plan" {
+			fmt.Fprintln(stderr, "partman mongo: -offline is for plan only")
+			return 2
+		}
+		printPlan(stdout, NewPlan(layout, emptyState(layout)))
+		return 0
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -141,4 +155,29 @@ func printResult(w io.Writer, p *Plan, r *Result) {
 		fmt.Fprintf(w, "not run:  %d of %d commands\n", len(p.Steps)-created, len(p.Steps))
 	}
 	fmt.Fprintf(w, "summary: %d created, %d already matched, %d conflicts\n", created, len(p.Matched), len(conflicts))
+}
+
+// MongoUsage is the usage line of partman mongo.
+const MongoUsage = `usage: partman mongo plan|apply [-config FILE] [-uri URI] [-timeout DURATION]
+       partman mongo plan -offline [-config FILE]   the plan for an empty cluster, without a mongos`
+
+// IsHelp reports whether arg asks for usage.
+func IsHelp(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help"
+}
+
+// emptyState is a sharded cluster with nothing of the layout yet: no
+// database, collections or zone ranges; the shards the zones name exist,
+// in no zone.
+func emptyState(l *Layout) *State {
+	s := &State{Sharded: map[string]ShardedCollection{}, Collections: map[string]bson.D{},
+		Indexes: map[string][]bson.D{}, Shards: map[string][]string{}}
+	for _, t := range l.Collections {
+		for _, shards := range t.ZoneShards {
+			for _, sh := range shards {
+				s.Shards[sh] = nil
+			}
+		}
+	}
+	return s
 }

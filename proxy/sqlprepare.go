@@ -1,0 +1,64 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgerrcode"
+
+	"github.com/shardproxy/shardproxy/parser"
+)
+
+// SQL-level PREPARE and EXECUTE are supported inside a transaction, for a
+// query the router places on one shard: the statement is prepared on the
+// transaction's backend there and lasts until the transaction ends (the
+// backend is discarded clean when it goes back to the pool). This is what
+// pg_dump does for its catalog queries. Outside a transaction, a prepared
+// statement would outlive the backend lease (transaction pooling), so it
+// is refused.
+
+// sqlPrepare runs PREPARE name AS query. A returned error means the client
+// connection is unusable.
+func (s *session) sqlPrepare(ctx context.Context, st *parser.Statement, name string, query *parser.Statement) error {
+	if s.status == 'I' {
+		s.fail(refused("SQL PREPARE outside a transaction block is not supported through shardproxy: transaction pooling gives each transaction another backend",
+			"Use your driver's prepared statements (the extended protocol), or PREPARE inside BEGIN ... COMMIT, where it lasts until the transaction ends."))
+		return nil
+	}
+	plan, err := s.route(query, nil)
+	if err != nil {
+		s.fail(err)
+		return nil
+	}
+	if !plan.Single() || len(plan.KeyGuard) > 0 || plan.SQL != nil {
+		s.fail(refused("SQL PREPARE of a query that runs on several shards is not supported",
+			"Run the query itself (the proxy merges it), or prepare it with the driver's extended protocol."))
+		return nil
+	}
+	if err := s.txWrites(query, plan); err != nil {
+		s.fail(err)
+		return nil
+	}
+	b, err := s.txOn(ctx, plan.Shards[0])
+	if err != nil {
+		s.fail(err)
+		return nil
+	}
+	b.discard = true // the prepared statement must not outlive the lease
+	if s.sqlPrepared == nil {
+		s.sqlPrepared = map[string]*backend{}
+	}
+	s.sqlPrepared[name] = b
+	return s.exec(b, st.SQL, true)
+}
+
+// sqlExecute runs EXECUTE name on the backend that prepared it.
+func (s *session) sqlExecute(st *parser.Statement, name string) error {
+	b := s.sqlPrepared[name]
+	if b == nil || s.status == 'I' || !slices.Contains(s.txBackends(), b) {
+		s.fail(&pgError{code: pgerrcode.InvalidSQLStatementName, msg: fmt.Sprintf("prepared statement \"%s\" does not exist", name)})
+		return nil
+	}
+	return s.exec(b, st.SQL, true)
+}
