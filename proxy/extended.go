@@ -53,6 +53,8 @@ type portal struct {
 	scatter bool
 	// where is the backend holding it (single-shard portals).
 	where *backend
+	// sh: the result cache may answer it (extcache.go).
+	sh *sharedPortal
 }
 
 // replyKind says what the proxy does with the backend's reply to one message.
@@ -85,6 +87,8 @@ type extState struct {
 	writes  bool // the current request wrote on cur
 	ddl     bool // the current request ran DDL
 	wrote   []int
+	// pend is a shared portal whose Describe waits for its Execute (extcache.go).
+	pend *portal
 }
 
 func (s *session) ext() *extState {
@@ -99,6 +103,11 @@ func (s *session) extended(ctx context.Context, typ byte, body []byte) error {
 	x := s.ext()
 	if s.q.start.IsZero() {
 		s.q.begin() // one record per request, finished at Sync's ReadyForQuery
+	}
+	if x.pend != nil && typ != 'E' {
+		if err := s.extUnshare(ctx); err != nil { // extcache.go: a held Describe goes to a shard
+			return s.extFail(err)
+		}
 	}
 	if x.errored && typ != 'S' {
 		if typ == 'H' {
@@ -260,6 +269,9 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, a cross-shard merge) is not supported here in the extended protocol yet",
 			"Send it with the simple protocol, or add a shard key predicate.")
 	}
+	if s.extShare(p, scatter) { // extcache.go: the result cache may answer it
+		return nil
+	}
 	if scatter {
 		if s.status != 'I' {
 			if err := s.txWrites(ps.st, plan); err != nil {
@@ -418,6 +430,9 @@ func (s *session) extDescribe(ctx context.Context, body []byte) error {
 		s.emit(&pgproto3.NoData{})
 		return nil
 	}
+	if took, err := s.extDescribeShared(ctx, p); took || err != nil { // extcache.go
+		return err
+	}
 	if p.scatter {
 		return s.describeScatter(ctx, p)
 	}
@@ -530,6 +545,14 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 			return err
 		}
 		return s.set(ctx, p.ps.st)
+	}
+	if x.pend != nil && x.pend != p {
+		if err := s.extUnshare(ctx); err != nil {
+			return err
+		}
+	}
+	if took, err := s.extExecuteShared(ctx, p, m.MaxRows); took || err != nil { // extcache.go
+		return err
 	}
 	if p.scatter {
 		return s.executeScatter(ctx, p, m.MaxRows)

@@ -37,6 +37,17 @@ func (rc *readCache) touch(st *parser.Statement) {
 	rc.touched = append(rc.touched, st.Tables...)
 }
 
+// touchCopy records a COPY's writes: COPY FROM writes its table, COPY
+// (query) TO what a data-modifying query names. They are invalidated at
+// commit, as an INSERT's are.
+func (rc *readCache) touchCopy(c *parser.Copy) {
+	if c.From {
+		rc.touched = append(rc.touched, c.Table)
+		return
+	}
+	rc.touch(c.Query)
+}
+
 // settle invalidates what the session wrote once no transaction is open;
 // readyForQuery calls it before the client learns of the commit.
 func (s *session) settle() {
@@ -64,18 +75,7 @@ func (s *session) sharedRead(ctx context.Context, st *parser.Statement, sql stri
 	if rule == nil && !c.Consolidating() {
 		return s.direct(ctx, st, sql, plan)
 	}
-	k := append(s.rc.key[:0], s.user...)
-	k = append(k, 0)
-	k = append(k, s.database...)
-	k = append(k, 0)
-	for _, x := range s.sets {
-		k = append(k, x.sql...)
-		k = append(k, 0)
-	}
-	k = append(k, 0)
-	k = append(k, s.shardHint...)
-	k = append(k, 0)
-	k = append(k, sql...)
+	k := append(s.keyPrefix(), sql...)
 	s.rc.key = k
 	reply, err := c.Read(ctx, k, st.Tables, rule, func() ([]byte, error) {
 		start, flushes := len(s.out), s.rc.flushes
@@ -96,6 +96,23 @@ func (s *session) sharedRead(ctx context.Context, st *parser.Statement, sql stri
 		}
 	}
 	return err
+}
+
+// keyPrefix starts a cache key in s.rc.key: what besides the statement
+// changes its answer (user, database, settings, shard hint).
+func (s *session) keyPrefix() []byte {
+	k := append(s.rc.key[:0], s.user...)
+	k = append(k, 0)
+	k = append(k, s.database...)
+	k = append(k, 0)
+	for _, x := range s.sets {
+		k = append(k, x.sql...)
+		k = append(k, 0)
+	}
+	k = append(k, 0)
+	k = append(k, s.shardHint...)
+	k = append(k, 0)
+	return k
 }
 
 // direct runs a read outside a transaction on its shards.
