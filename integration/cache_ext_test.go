@@ -216,3 +216,117 @@ func TestCacheCopyInvalidates(t *testing.T) {
 		t.Fatalf("after COPY in a transaction: count = %d, want 3", n)
 	}
 }
+
+// TestCacheUntilWrite: with until_write, reads in a READ COMMITTED
+// transaction are answered from the cache until its first write (simple
+// and extended protocol); never after it, never after a SET, never in
+// REPEATABLE READ or SERIALIZABLE.
+func TestCacheUntilWrite(t *testing.T) {
+	ctx := context.Background()
+	p := startCacheProxy(t, "  until_write: true\n  rules:\n    - {name: users, tables: [users], ttl: 1m}\n    - {name: restaurants, tables: [restaurants], ttl: 1m, until_write: false}\n")
+	simple, ext := p.connect(t), p.connectMode(t, pgx.QueryExecModeCacheStatement)
+	const id, other = 930201, 930202
+	t.Cleanup(func() { deleteUsers(t, id, other) })
+	for _, q := range []string{
+		fmt.Sprintf("DELETE FROM users WHERE id IN (%d, %d)", id, other),
+		fmt.Sprintf("INSERT INTO users (id, name, email, city) VALUES (%d, 'v1', 'e', 'c'), (%d, 'o', 'e', 'c')", id, other),
+	} {
+		if _, err := simple.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	extName := func(q interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}) string {
+		var n string
+		if err := q.QueryRow(ctx, "SELECT name FROM users WHERE id = $1", int64(id)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	simpleName := func(q interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}) string {
+		var n string
+		if err := q.QueryRow(ctx, fmt.Sprintf("SELECT name FROM users WHERE id = %d", id)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	fill := func(want string) {
+		t.Helper()
+		if got := simpleName(simple); got != want {
+			t.Fatalf("simple read outside a transaction = %q, want %q", got, want)
+		}
+		if got := extName(ext); got != want {
+			t.Fatalf("extended read outside a transaction = %q, want %q", got, want)
+		}
+	}
+	behind := func(name string) {
+		t.Helper()
+		if err := shardExec(ctx, shardIndex(id), fmt.Sprintf("UPDATE users SET name = '%s' WHERE id = %d", name, id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill("v1")
+	behind("v2")
+	type txCase struct {
+		begin      string
+		set        bool // a SET LOCAL before the reads
+		cached     bool
+		writeFirst bool
+	}
+	for _, tc := range []txCase{
+		{begin: "BEGIN", cached: true},
+		{begin: "BEGIN ISOLATION LEVEL READ COMMITTED", cached: true},
+		{begin: "BEGIN ISOLATION LEVEL REPEATABLE READ"},
+		{begin: "BEGIN ISOLATION LEVEL SERIALIZABLE"},
+		{begin: "BEGIN", set: true},
+		{begin: "BEGIN", writeFirst: true},
+	} {
+		want := "v2"
+		if tc.cached {
+			want = "v1"
+		}
+		for _, c := range []*pgx.Conn{simple, ext} {
+			read := simpleName
+			if c == ext {
+				read = extName
+			}
+			tx, err := c.BeginTx(ctx, pgx.TxOptions{BeginQuery: tc.begin})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.set {
+				if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = '5min'"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.writeFirst {
+				// A write to another table: the transaction's reads still
+				// stop using the cache.
+				if _, err := tx.Exec(ctx, "UPDATE restaurants SET rating = rating WHERE id = -1"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := read(tx); got != want {
+				t.Errorf("%+v, extended %v: read in the transaction = %q, want %q", tc, c == ext, got, want)
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf("UPDATE users SET city = 'x' WHERE id = %d", other)); err != nil {
+				t.Fatal(err)
+			}
+			// After the transaction's first write: never from the cache.
+			if got := read(tx); got != "v2" {
+				t.Errorf("%+v, extended %v: read after the write = %q, want v2", tc, c == ext, got)
+			}
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// The rolled-back write invalidated (harmless): fill again
+			// and move the data behind the proxy's back again.
+			behind("v1")
+			fill("v1")
+			behind("v2")
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"time"
@@ -43,11 +44,23 @@ type sharedPortal struct {
 func (s *session) extShare(p *portal, scatter bool) bool {
 	c := s.srv.results
 	st := p.ps.st
-	if s.status != 'I' || s.x.writes || !c.Active() || st.Kind != parser.Select || st.Writes || p.plan.Write ||
+	if s.x.writes || !c.Active() || st.Kind != parser.Select || st.Writes || p.plan.Write ||
 		!st.Shareable() || parser.TimeLiteral(p.ps.query) {
 		return false
 	}
 	if !scatter && (!p.plan.Single() || len(p.plan.KeyGuard) > 0) {
+		return false
+	}
+	switch s.status {
+	case 'I':
+	case 'T': // until_write: single-shard reads, answered only by a hit
+		if scatter || s.rc.dirty || !s.readCommitted() {
+			return false
+		}
+		if r := c.Match(st); r == nil || !r.ServesUntilWrite() {
+			return false
+		}
+	default:
 		return false
 	}
 	for i, v := range p.bind.Parameters {
@@ -135,6 +148,19 @@ func (s *session) extExecuteShared(ctx context.Context, p *portal, maxRows uint3
 		return false, nil
 	}
 	x := s.x
+	if s.status == 'T' && maxRows == 0 && !x.writes {
+		hit := s.txLookup(ctx, p.ps.st, p.plan, p.ps.query, func() []byte { return s.extKey(p, sh.describe) })
+		if hit != nil {
+			sh.describe, x.pend = false, nil
+			if x.cur != nil && len(x.queue) > 0 {
+				x.queue = append(x.queue, reply{kind: rSynth, msg: bytes.Clone(hit)})
+			} else {
+				s.out = append(s.out, hit...)
+			}
+			s.q.tag(lastTag(hit))
+			return true, nil
+		}
+	}
 	if maxRows != 0 || x.writes || s.status != 'I' || x.cur != nil {
 		return false, s.extBindLate(ctx, p)
 	}
