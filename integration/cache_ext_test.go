@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // connectMode connects to p in pgx's query exec mode m.
@@ -328,5 +329,70 @@ func TestCacheUntilWrite(t *testing.T) {
 			fill("v1")
 			behind("v2")
 		}
+	}
+}
+
+// TestCacheWireScriptsMatchPostgres runs extended-protocol pipelines
+// through a proxy caching restaurants, twice (misses, then hits), and
+// straight against a shard: the transcripts must be equal. They cover the
+// held Describe (answered with the Execute, or before anything else that
+// follows it), row limits, a portal executed twice, binary results and a
+// transaction begun in the same pipeline.
+func TestCacheWireScriptsMatchPostgres(t *testing.T) {
+	ctx := context.Background()
+	p := startCacheProxy(t, "  rules:\n    - {name: restaurants, tables: [restaurants], ttl: 1m}\n")
+	c := p.connect(t)
+	if _, err := c.Exec(ctx, "INSERT INTO restaurants (id, name, city, cuisine, rating) VALUES (7781, 'A', 'Porto', 'grill', 4.5), (7782, 'B', 'Porto', 'fish', NULL), (7783, 'C', 'Lisboa', 'fish', 3.0) ON CONFLICT DO NOTHING"); err != nil {
+		t.Fatal(err)
+	}
+	text := func(s string) []byte { return []byte(s) }
+	q := &pgproto3.Parse{Name: "rq", Query: "SELECT id, name, rating FROM restaurants WHERE id >= $1 AND id <= 7783 ORDER BY id", ParameterOIDs: []uint32{20}}
+	bind := func(portal, from string, formats ...int16) *pgproto3.Bind {
+		return &pgproto3.Bind{DestinationPortal: portal, PreparedStatement: "rq", Parameters: [][]byte{text(from)}, ResultFormatCodes: formats}
+	}
+	scripts := map[string][]wireStep{
+		"describe, execute": {
+			{q, bind("", "7781"), &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}},
+			{bind("", "7782", 1), &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}},
+			{bind("", "7783", 0, 1, 0), &pgproto3.Execute{}, &pgproto3.Sync{}},
+		},
+		"two portals interleaved": {
+			{q, bind("p1", "7781"), &pgproto3.Describe{ObjectType: 'P', Name: "p1"}, bind("p2", "7782", 1),
+				&pgproto3.Describe{ObjectType: 'P', Name: "p2"}, &pgproto3.Execute{Portal: "p1"}, &pgproto3.Execute{Portal: "p2"}, &pgproto3.Sync{}},
+		},
+		"describe then flush then execute": {
+			{q, bind("", "7781"), &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Flush{}, &pgproto3.Execute{}, &pgproto3.Sync{}},
+		},
+		"row limit": {
+			{q, bind("", "7781"), &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{MaxRows: 2}, &pgproto3.Execute{}, &pgproto3.Sync{}},
+		},
+		"bad parameter": {
+			{q, bind("", "x"), &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}},
+			{bind("", "7783"), &pgproto3.Execute{}, &pgproto3.Sync{}},
+		},
+		"other messages after a held portal": {
+			{q, bind("p1", "7781"), &pgproto3.Describe{ObjectType: 'P', Name: "p1"}, &pgproto3.Describe{ObjectType: 'S', Name: "rq"},
+				&pgproto3.Execute{Portal: "p1"}, &pgproto3.Sync{}},
+			{bind("p1", "7782"), &pgproto3.Describe{ObjectType: 'P', Name: "p1"}, &pgproto3.Describe{ObjectType: 'P', Name: "p1"},
+				&pgproto3.Execute{Portal: "p1"}, &pgproto3.Execute{Portal: "p1"}, &pgproto3.Sync{}},
+			{bind("p1", "7783"), &pgproto3.Close{ObjectType: 'P', Name: "p1"}, &pgproto3.Sync{}},
+		},
+		"in a transaction": {
+			{&pgproto3.Query{String: "BEGIN"}},
+			{q, bind("", "7781"), &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}},
+			{&pgproto3.Query{String: "ROLLBACK"}},
+		},
+	}
+	direct := env.shards.Clusters[0].DSN("deliveryapp")
+	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", p.addr)
+	for name, steps := range scripts {
+		t.Run(name, func(t *testing.T) {
+			want := transcript(t, direct, steps)
+			for i := 0; i < 2; i++ {
+				if got := transcript(t, url, steps); got != want {
+					t.Fatalf("run %d through the caching proxy:\n%s\nstraight to Postgres:\n%s", i, got, want)
+				}
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"time"
@@ -15,16 +14,15 @@ import (
 // The result cache and consolidation in the extended protocol.
 //
 // A portal the cache may answer (a shareable read bound outside a
-// transaction) is bound lazily, as a scatter portal is: the proxy answers
-// the Bind with its own BindComplete and sends nothing to a shard. A
-// Describe of it is held until the next message. When that is the
-// portal's Execute without a row limit, the answer (RowDescription when it
-// was described, DataRows, CommandComplete) comes from the cache, from an
-// identical read in flight, or from one Bind/Describe/Execute/Sync on a
-// shard, whose reply is then shared. Anything else (another message
-// first, a row limit, a write earlier in the request, a backend already
-// held by the request) binds the portal on a shard as usual and the held
-// Describe goes with it: the portal is then not shared.
+// transaction) is held: its Bind, and a Describe of it, wait for the next
+// message. When that is the portal's Execute without a row limit, the
+// answer (BindComplete, RowDescription when it was described, DataRows,
+// CommandComplete) comes from the cache, from an identical read in
+// flight, or from one Bind/Describe/Execute/Sync on a shard, whose reply
+// (errors at Bind included) the client gets as Postgres would send it.
+// Anything else (another message first, a row limit, a write earlier in
+// the request, a backend already held by the request) binds the portal on
+// a shard as usual, the held Describe with it: it is then not shared.
 //
 // The key is the simple protocol's (user, database, settings, shard hint)
 // plus the statement's text and parameter types, the Bind's parameter
@@ -36,11 +34,13 @@ type sharedPortal struct {
 	rule *resultcache.Rule
 	// describe: a Describe of the portal waits to be answered.
 	describe bool
+	// bound: the client has had the portal's BindComplete (it ran once).
+	bound bool
 }
 
 // extShare decides at Bind whether the result cache may answer portal p
 // (plan routed; scatter: it runs on several shards). When it may, the
-// Bind is answered here and extShare reports true.
+// Bind is held and extShare reports true.
 func (s *session) extShare(p *portal, scatter bool) bool {
 	c := s.srv.results
 	st := p.ps.st
@@ -74,29 +74,31 @@ func (s *session) extShare(p *portal, scatter bool) bool {
 	}
 	p.sh = &sharedPortal{rule: rule}
 	p.scatter = scatter
-	s.emit(&pgproto3.BindComplete{})
+	s.x.pend = p
 	return true
 }
 
-// extDescribeShared holds a Describe of a shared portal until the next
-// message says whether its Execute follows.
+// extDescribeShared holds a Describe of a held portal until the next
+// message says whether its Execute follows. A portal that ran already is
+// bound on its shard to be described there.
 func (s *session) extDescribeShared(ctx context.Context, p *portal) (bool, error) {
 	if p.sh == nil {
 		return false, nil
 	}
-	if p.sh.describe { // described twice: answer the first now
-		if err := s.extUnshare(ctx); err != nil {
-			return true, err
-		}
-		return false, nil
+	if s.x.pend == p && !p.sh.describe {
+		p.sh.describe = true
+		return true, nil
 	}
-	p.sh.describe = true
-	s.x.pend = p
-	return true, nil
+	// Described twice, or after it ran: the first Describe is answered
+	// with the late Bind, this one as usual.
+	if err := s.extBindLate(ctx, p); err != nil {
+		return true, err
+	}
+	return false, nil
 }
 
-// extUnshare binds the portal whose Describe is held on a shard, as an
-// unshared portal, and sends the Describe with it.
+// extUnshare binds the held portal on its shard, as an unshared portal,
+// with its held Describe.
 func (s *session) extUnshare(ctx context.Context) error {
 	p := s.x.pend
 	s.x.pend = nil
@@ -106,8 +108,8 @@ func (s *session) extUnshare(ctx context.Context) error {
 	return s.extBindLate(ctx, p)
 }
 
-// extBindLate gives up sharing portal p: a deferred Bind goes to its
-// shard (its BindComplete was sent already), and a held Describe follows.
+// extBindLate gives up sharing portal p: its Bind goes to its shard, and a
+// held Describe follows.
 func (s *session) extBindLate(ctx context.Context, p *portal) error {
 	sh := p.sh
 	p.sh = nil
@@ -118,6 +120,9 @@ func (s *session) extBindLate(ctx context.Context, p *portal) error {
 		return nil
 	}
 	if p.scatter {
+		if !sh.bound {
+			s.emit(&pgproto3.BindComplete{}) // as a scatter portal's Bind is answered
+		}
 		if sh.describe {
 			return s.describeScatter(ctx, p)
 		}
@@ -130,7 +135,11 @@ func (s *session) extBindLate(ctx context.Context, p *portal) error {
 	}
 	s.ensurePrepared(b, p.ps)
 	x.wbuf = appendMsg(x.wbuf, p.bind)
-	x.queue = append(x.queue, reply{kind: rDrop})
+	if sh.bound {
+		x.queue = append(x.queue, reply{kind: rDrop})
+	} else {
+		x.queue = append(x.queue, reply{kind: rPass})
+	}
 	p.where = b
 	if sh.describe {
 		x.wbuf = appendMsg(x.wbuf, &pgproto3.Describe{ObjectType: 'P', Name: p.bind.DestinationPortal})
@@ -151,11 +160,16 @@ func (s *session) extExecuteShared(ctx context.Context, p *portal, maxRows uint3
 	if s.status == 'T' && maxRows == 0 && !x.writes {
 		hit := s.txLookup(ctx, p.ps.st, p.plan, p.ps.query, func() []byte { return s.extKey(p, sh.describe) })
 		if hit != nil {
-			sh.describe, x.pend = false, nil
+			var msg []byte
+			if !sh.bound {
+				msg = appendMsg(msg, &pgproto3.BindComplete{})
+			}
+			msg = append(msg, hit...)
+			sh.describe, sh.bound, x.pend = false, true, nil
 			if x.cur != nil && len(x.queue) > 0 {
-				x.queue = append(x.queue, reply{kind: rSynth, msg: bytes.Clone(hit)})
+				x.queue = append(x.queue, reply{kind: rSynth, msg: msg})
 			} else {
-				s.out = append(s.out, hit...)
+				s.out = append(s.out, msg...)
 			}
 			s.q.tag(lastTag(hit))
 			return true, nil
@@ -166,22 +180,29 @@ func (s *session) extExecuteShared(ctx context.Context, p *portal, maxRows uint3
 	}
 	// The portal stays shared: run again, it answers again (as a scatter
 	// portal does).
-	describe := sh.describe
-	sh.describe, x.pend = false, nil
+	describe, bound := sh.describe, sh.bound
+	sh.describe, sh.bound, x.pend = false, true, nil
 	c := s.srv.results
 	key := s.extKey(p, describe)
 	reply, err := c.Read(ctx, key, p.ps.st.Tables, sh.rule, func() ([]byte, error) {
 		start, flushes := len(s.out), s.rc.flushes
-		err := s.extFetch(ctx, p, describe)
+		err := s.extFetch(ctx, p, describe, !bound)
 		if err != nil || x.errored || s.rc.flushes != flushes || len(s.out) < start {
 			return nil, err
 		}
-		if reply := s.out[start:]; plainReply(reply) {
+		reply := s.out[start:]
+		if !bound && len(reply) >= 5 && reply[0] == '2' {
+			reply = reply[5:] // the BindComplete is not shared
+		}
+		if plainReply(reply) {
 			return reply, nil
 		}
 		return nil, nil
 	})
 	if reply != nil {
+		if !bound {
+			s.out = appendMsg(s.out, &pgproto3.BindComplete{})
+		}
 		s.out = append(s.out, reply...)
 		s.q.tag(lastTag(reply))
 		if len(s.out) >= flushAt {
@@ -225,10 +246,14 @@ func (s *session) extKey(p *portal, describe bool) []byte {
 	return k
 }
 
-// extFetch runs portal p on its shards and relays the reply: the portal's
-// RowDescription when describe, DataRows, CommandComplete (or the error).
-func (s *session) extFetch(ctx context.Context, p *portal, describe bool) error {
+// extFetch runs portal p on its shards and relays the reply: BindComplete
+// when bindComplete, the portal's RowDescription when describe, DataRows,
+// CommandComplete (or the error).
+func (s *session) extFetch(ctx context.Context, p *portal, describe, bindComplete bool) error {
 	if p.scatter {
+		if bindComplete {
+			s.out = appendMsg(s.out, &pgproto3.BindComplete{})
+		}
 		if describe {
 			if err := s.describeScatter(ctx, p); err != nil || s.x.errored {
 				return err
@@ -260,8 +285,12 @@ func (s *session) extFetch(ctx context.Context, p *portal, describe bool) error 
 			return &shardError{shard: b.pool.name, err: err}
 		}
 		switch typ {
-		case '1', '2': // ParseComplete, BindComplete: the client had its own
+		case '1': // an injected Parse's
 			continue
+		case '2':
+			if !bindComplete {
+				continue
+			}
 		case 'Z':
 			b.txStatus = body[0]
 			s.shardDone(b, sent)

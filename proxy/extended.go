@@ -104,8 +104,8 @@ func (s *session) extended(ctx context.Context, typ byte, body []byte) error {
 	if s.q.start.IsZero() {
 		s.q.begin() // one record per request, finished at Sync's ReadyForQuery
 	}
-	if x.pend != nil && typ != 'E' {
-		if err := s.extUnshare(ctx); err != nil { // extcache.go: a held Describe goes to a shard
+	if x.pend != nil && typ != 'E' && typ != 'D' {
+		if err := s.extUnshare(ctx); err != nil { // extcache.go: a held Bind goes to its shard
 			return s.extFail(err)
 		}
 	}
@@ -391,6 +391,11 @@ func (s *session) extDescribe(ctx context.Context, body []byte) error {
 		return protocolErr("malformed Describe message")
 	}
 	x := s.x
+	if x.pend != nil && (m.ObjectType != 'P' || x.portals[m.Name] != x.pend) {
+		if err := s.extUnshare(ctx); err != nil { // extcache.go: a held Bind goes first
+			return err
+		}
+	}
 	if m.ObjectType == 'S' {
 		ps, err := s.lookupStmt(m.Name)
 		if err != nil {
@@ -495,6 +500,11 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 	}
 	x := s.x
 	p, ok := x.portals[m.Portal]
+	if x.pend != nil && x.pend != p {
+		if err := s.extUnshare(ctx); err != nil { // extcache.go: a held Bind goes first
+			return err
+		}
+	}
 	if !ok {
 		return &pgError{code: pgerrcode.InvalidCursorName, msg: fmt.Sprintf("portal \"%s\" does not exist", m.Portal)}
 	}
@@ -545,11 +555,6 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 			return err
 		}
 		return s.set(ctx, p.ps.st)
-	}
-	if x.pend != nil && x.pend != p {
-		if err := s.extUnshare(ctx); err != nil {
-			return err
-		}
 	}
 	if took, err := s.extExecuteShared(ctx, p, m.MaxRows); took || err != nil { // extcache.go
 		return err
