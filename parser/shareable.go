@@ -149,3 +149,7 @@ func timeWord(s string) bool {
 	}
 	return false
 }
+
+// TimeParam reports whether a text parameter value reads as the current
+// time when cast to a date/time type (as TimeLiteral's literals).
+func TimeParam(v []byte) bool { return timeWord(string(v)) }

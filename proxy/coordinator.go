@@ -270,6 +270,7 @@ func (s *session) onCoordinator(ctx context.Context, st *parser.Statement, sql s
 	if !s.coordinatorTakes(st, routeErr) {
 		return false, nil
 	}
+	s.rc.touch(st) // results.go: its writes invalidate at commit
 	if err := s.coordinatorInTx(); err != nil {
 		s.fail(err)
 		return true, nil
@@ -306,6 +307,7 @@ func (s *session) bindOnCoordinator(ctx context.Context, p *portal, routeErr err
 	if !s.coordinatorTakes(ps.st, routeErr) {
 		return false, nil
 	}
+	s.rc.touch(ps.st) // results.go: its writes invalidate at commit
 	if err := s.coordinatorInTx(); err != nil {
 		return true, err
 	}

@@ -36,6 +36,7 @@ const copyLines = 16 << 10
 // client connection is unusable.
 func (s *session) copyStatement(ctx context.Context, st *parser.Statement, c *parser.Copy) error {
 	topo := s.srv.router.Topology()
+	s.rc.touchCopy(c) // results.go: invalidated at commit
 	var tb *router.Table
 	if c.Query == nil {
 		tb = topo.Lookup(c.Table)

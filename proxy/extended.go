@@ -53,6 +53,8 @@ type portal struct {
 	scatter bool
 	// where is the backend holding it (single-shard portals).
 	where *backend
+	// sh: the result cache may answer it (extcache.go).
+	sh *sharedPortal
 }
 
 // replyKind says what the proxy does with the backend's reply to one message.
@@ -85,6 +87,8 @@ type extState struct {
 	writes  bool // the current request wrote on cur
 	ddl     bool // the current request ran DDL
 	wrote   []int
+	// pend is a shared portal whose Describe waits for its Execute (extcache.go).
+	pend *portal
 }
 
 func (s *session) ext() *extState {
@@ -99,6 +103,11 @@ func (s *session) extended(ctx context.Context, typ byte, body []byte) error {
 	x := s.ext()
 	if s.q.start.IsZero() {
 		s.q.begin() // one record per request, finished at Sync's ReadyForQuery
+	}
+	if x.pend != nil && typ != 'E' && typ != 'D' {
+		if err := s.extUnshare(ctx); err != nil { // extcache.go: a held Bind goes to its shard
+			return s.extFail(err)
+		}
 	}
 	if x.errored && typ != 'S' {
 		if typ == 'H' {
@@ -260,6 +269,9 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 		return refused("a statement rewritten per shard (a multi-row INSERT split over shards, a cross-shard merge) is not supported here in the extended protocol yet",
 			"Send it with the simple protocol, or add a shard key predicate.")
 	}
+	if s.extShare(p, scatter) { // extcache.go: the result cache may answer it
+		return nil
+	}
 	if scatter {
 		if s.status != 'I' {
 			if err := s.txWrites(ps.st, plan); err != nil {
@@ -379,6 +391,11 @@ func (s *session) extDescribe(ctx context.Context, body []byte) error {
 		return protocolErr("malformed Describe message")
 	}
 	x := s.x
+	if x.pend != nil && (m.ObjectType != 'P' || x.portals[m.Name] != x.pend) {
+		if err := s.extUnshare(ctx); err != nil { // extcache.go: a held Bind goes first
+			return err
+		}
+	}
 	if m.ObjectType == 'S' {
 		ps, err := s.lookupStmt(m.Name)
 		if err != nil {
@@ -417,6 +434,9 @@ func (s *session) extDescribe(ctx context.Context, body []byte) error {
 	if local(p.ps) {
 		s.emit(&pgproto3.NoData{})
 		return nil
+	}
+	if took, err := s.extDescribeShared(ctx, p); took || err != nil { // extcache.go
+		return err
 	}
 	if p.scatter {
 		return s.describeScatter(ctx, p)
@@ -480,6 +500,11 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 	}
 	x := s.x
 	p, ok := x.portals[m.Portal]
+	if x.pend != nil && x.pend != p {
+		if err := s.extUnshare(ctx); err != nil { // extcache.go: a held Bind goes first
+			return err
+		}
+	}
 	if !ok {
 		return &pgError{code: pgerrcode.InvalidCursorName, msg: fmt.Sprintf("portal \"%s\" does not exist", m.Portal)}
 	}
@@ -530,6 +555,9 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 			return err
 		}
 		return s.set(ctx, p.ps.st)
+	}
+	if took, err := s.extExecuteShared(ctx, p, m.MaxRows); took || err != nil { // extcache.go
+		return err
 	}
 	if p.scatter {
 		return s.executeScatter(ctx, p, m.MaxRows)

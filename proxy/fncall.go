@@ -16,6 +16,7 @@ import (
 // write there. raw is the whole message.
 func (s *session) functionCall(ctx context.Context, raw []byte) error {
 	s.q.begin()
+	s.rc.dirty = true // results.go: it may write (until_write ends)
 	if s.status == 'E' {
 		s.sendError(inFailedTx())
 		return s.readyForQuery()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"strconv"
+	"strings"
 
 	"github.com/shardproxy/shardproxy/parser"
 	"github.com/shardproxy/shardproxy/router"
@@ -23,12 +24,22 @@ type readCache struct {
 	// invalidation too many is harmless).
 	touched []parser.Table
 	ddl     bool
+	// dirty: since the session was last idle a statement ran that is not
+	// a shareable read (it may have written), or a SET: a transaction's
+	// reads no longer use the cache (until_write).
+	dirty bool
 }
 
 // touch records that st runs: a write's tables are invalidated when it
 // commits (settle).
 func (rc *readCache) touch(st *parser.Statement) {
-	if st == nil || !st.Writes {
+	if st == nil {
+		return
+	}
+	if st.Kind != parser.Transaction && (st.Kind != parser.Select || st.Writes || !st.Shareable()) {
+		rc.dirty = true
+	}
+	if !st.Writes {
 		return
 	}
 	if st.Kind == parser.DDL {
@@ -37,10 +48,25 @@ func (rc *readCache) touch(st *parser.Statement) {
 	rc.touched = append(rc.touched, st.Tables...)
 }
 
+// touchCopy records a COPY's writes: COPY FROM writes its table, COPY
+// (query) TO what a data-modifying query names. They are invalidated at
+// commit, as an INSERT's are.
+func (rc *readCache) touchCopy(c *parser.Copy) {
+	rc.dirty = true
+	if c.From {
+		rc.touched = append(rc.touched, c.Table)
+		return
+	}
+	rc.touch(c.Query)
+}
+
 // settle invalidates what the session wrote once no transaction is open;
 // readyForQuery calls it before the client learns of the commit.
 func (s *session) settle() {
 	rc := &s.rc
+	if s.status == 'I' {
+		rc.dirty = false
+	}
 	if (len(rc.touched) == 0 && !rc.ddl) || s.status != 'I' {
 		return
 	}
@@ -64,18 +90,7 @@ func (s *session) sharedRead(ctx context.Context, st *parser.Statement, sql stri
 	if rule == nil && !c.Consolidating() {
 		return s.direct(ctx, st, sql, plan)
 	}
-	k := append(s.rc.key[:0], s.user...)
-	k = append(k, 0)
-	k = append(k, s.database...)
-	k = append(k, 0)
-	for _, x := range s.sets {
-		k = append(k, x.sql...)
-		k = append(k, 0)
-	}
-	k = append(k, 0)
-	k = append(k, s.shardHint...)
-	k = append(k, 0)
-	k = append(k, sql...)
+	k := append(s.keyPrefix(), sql...)
 	s.rc.key = k
 	reply, err := c.Read(ctx, k, st.Tables, rule, func() ([]byte, error) {
 		start, flushes := len(s.out), s.rc.flushes
@@ -96,6 +111,74 @@ func (s *session) sharedRead(ctx context.Context, st *parser.Statement, sql stri
 		}
 	}
 	return err
+}
+
+// keyPrefix starts a cache key in s.rc.key: what besides the statement
+// changes its answer (user, database, settings, shard hint).
+func (s *session) keyPrefix() []byte {
+	k := append(s.rc.key[:0], s.user...)
+	k = append(k, 0)
+	k = append(k, s.database...)
+	k = append(k, 0)
+	for _, x := range s.sets {
+		k = append(k, x.sql...)
+		k = append(k, 0)
+	}
+	k = append(k, 0)
+	k = append(k, s.shardHint...)
+	k = append(k, 0)
+	return k
+}
+
+// txRead answers a read inside a transaction from the result cache when
+// its rule has until_write, the transaction is READ COMMITTED and has run
+// nothing but shareable reads: no write yet. It reports whether it did;
+// otherwise (a miss included) the read runs in the transaction.
+func (s *session) txRead(ctx context.Context, st *parser.Statement, sql string, plan *router.Plan) bool {
+	reply := s.txLookup(ctx, st, plan, sql, func() []byte { return append(s.keyPrefix(), sql...) })
+	if reply == nil {
+		return false
+	}
+	s.out = append(s.out, reply...)
+	s.q.tag(lastTag(reply))
+	return true
+}
+
+// txLookup is txRead's lookup: the cached reply or nil. key builds the key.
+func (s *session) txLookup(ctx context.Context, st *parser.Statement, plan *router.Plan, text string, key func() []byte) []byte {
+	c := s.srv.results
+	if s.status != 'T' || s.rc.dirty || len(s.txSets) > 0 || st.Kind != parser.Select || st.Writes || plan.Write || !c.Active() {
+		return nil
+	}
+	r := c.Match(st)
+	if r == nil || !r.ServesUntilWrite() || !st.Shareable() || parser.TimeLiteral(text) || !s.readCommitted() {
+		return nil
+	}
+	k := key()
+	s.rc.key = k
+	return c.Lookup(ctx, k, st.Tables, r)
+}
+
+// readCommitted reports whether the open transaction is known to be READ
+// COMMITTED: its BEGIN and the session's settings name no other isolation
+// level (the servers' default_transaction_isolation must be Postgres's,
+// read committed: docs/caching.md).
+func (s *session) readCommitted() bool {
+	rc := func(sql string) bool {
+		l := strings.ToLower(sql)
+		return !strings.Contains(l, "isolation") || strings.Contains(strings.Join(strings.Fields(l), " "), "read committed")
+	}
+	for _, p := range s.txPrelude {
+		if !rc(p) {
+			return false
+		}
+	}
+	for _, x := range s.sets {
+		if !rc(x.sql) {
+			return false
+		}
+	}
+	return true
 }
 
 // direct runs a read outside a transaction on its shards.

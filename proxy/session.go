@@ -401,6 +401,9 @@ func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, 
 	}
 	s.noteWrite(st)
 	if s.status != 'I' {
+		if s.txRead(ctx, st, sql, plan) { // results.go: until_write
+			return nil
+		}
 		return s.inTransaction(ctx, st, sql, plan)
 	}
 	if st.Kind == parser.Select && !st.Writes && !plan.Write && s.srv.results.Active() {
@@ -441,6 +444,7 @@ func (s *session) anywhere(st *parser.Statement) bool {
 // transaction's backend and lasts for the transaction.
 func (s *session) set(ctx context.Context, st *parser.Statement) error {
 	s.noteSet(st)
+	s.rc.dirty = true // results.go: a transaction's SET ends until_write
 	if name, local := st.SetName(); strings.HasPrefix(name, "shardproxy.") || name == "all" {
 		if handled := s.setHint(name, local, st); handled {
 			return nil

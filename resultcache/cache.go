@@ -71,6 +71,10 @@ func New(cfg Config, log *slog.Logger) *Cache {
 	for i := range cfg.Rules {
 		r := cfg.Rules[i]
 		r.stats = &ruleStats{}
+		r.untilWrite = cfg.UntilWrite
+		if r.UntilWrite != nil {
+			r.untilWrite = *r.UntilWrite
+		}
 		for _, t := range r.Tables {
 			r.tables = append(r.tables, tableOf(t))
 		}
@@ -280,6 +284,37 @@ func (c *Cache) Read(ctx context.Context, key []byte, tables []parser.Table, r *
 	}
 	c.finish(f, reply, false)
 	return nil, err
+}
+
+// Lookup returns the current entry of key (rule r) or nil, and counts a
+// hit or a miss. It neither fills nor waits: a read inside a transaction
+// (until_write) uses it, and reads from its shards on a miss.
+func (c *Cache) Lookup(ctx context.Context, key []byte, tables []parser.Table, r *Rule) []byte {
+	var reply []byte
+	switch {
+	case r == nil:
+		return nil
+	case c.mem != nil:
+		h := maphash.Bytes(c.seed, key)
+		c.mu.Lock()
+		if e := c.mem.get(h, key); e != nil && c.currentEntry(e) {
+			reply = e.reply
+			c.mem.touch(e)
+		}
+		c.mu.Unlock()
+	case c.rds != nil:
+		var filled time.Time
+		reply, filled, _, _ = c.rds.get(ctx, key, tables)
+		if reply != nil && time.Since(filled) >= r.TTL {
+			reply = nil
+		}
+	}
+	if reply == nil {
+		r.stats.misses.Add(1)
+		return nil
+	}
+	r.stats.hits.Add(1)
+	return reply
 }
 
 // due reports whether an entry filled at filled is in the refresh-ahead

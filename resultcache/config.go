@@ -35,6 +35,10 @@ type Config struct {
 	// Rules select the statements whose results are cached. None by
 	// default: without rules only consolidation runs.
 	Rules []Rule `yaml:"rules"`
+	// UntilWrite lets reads inside a READ COMMITTED transaction be
+	// answered from the cache until the transaction's first write (as
+	// Readyset does); a rule may say otherwise. Default false.
+	UntilWrite bool `yaml:"until_write"`
 }
 
 // RedisConfig locates the Redis server shared by the proxies.
@@ -63,10 +67,17 @@ type Rule struct {
 	// TTL is how long an entry lives; writes through the proxy invalidate
 	// it sooner. Required.
 	TTL time.Duration `yaml:"ttl"`
+	// UntilWrite overrides the cache's until_write for this rule.
+	UntilWrite *bool `yaml:"until_write"`
 
-	tables []parser.Table
-	stats  *ruleStats
+	tables     []parser.Table
+	stats      *ruleStats
+	untilWrite bool
 }
+
+// ServesUntilWrite reports whether the rule's entries may answer reads
+// inside a transaction before its first write (until_write).
+func (r *Rule) ServesUntilWrite() bool { return r.untilWrite }
 
 // WithDefaults returns c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {

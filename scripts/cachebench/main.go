@@ -47,8 +47,9 @@ func main() {
 	dur := flag.Duration("T", 10*time.Second, "timed length of each run")
 	warm := flag.Duration("warmup", 2*time.Second, "untimed load before each run")
 	clients := flag.Int("clients", 8, "concurrent clients")
+	modes := flag.String("modes", "simple,extended", "protocols: simple (pgx simple protocol), extended (pgx's default: prepared statements, binary results)")
 	flag.Parse()
-	if err := run(*dur, *warm, *clients); err != nil {
+	if err := run(*dur, *warm, *clients, strings.Split(*modes, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(1)
 	}
@@ -62,7 +63,11 @@ type result struct {
 	reads, writes int
 }
 
-func run(dur, warm time.Duration, clients int) error {
+// extended: the load's clients use pgx's default mode (cached prepared
+// statements: Bind/Describe/Execute/Sync with $1 parameters).
+var extended bool
+
+func run(dur, warm time.Duration, clients int, modes []string) error {
 	ctx := context.Background()
 	set, err := localpg.Start(ctx, localpg.Options{N: nShards, Database: "deliveryapp"})
 	if err != nil {
@@ -84,35 +89,41 @@ func run(dur, warm time.Duration, clients int) error {
 		{"cache on, redis", fmt.Sprintf("  backend: redis\n  redis: {addr: %q}\n", rds.Addr()) + rules},
 	}
 	var out []result
-	for i, c := range configs {
-		srv, addr, err := startProxy(ctx, set, c.cache)
-		if err != nil {
-			return err
-		}
-		if i == 0 {
-			if err := load(ctx, addr); err != nil {
-				srv.Close()
+	loaded := false
+	for _, mode := range modes {
+		extended = mode == "extended"
+		for _, c := range configs {
+			srv, addr, err := startProxy(ctx, set, c.cache)
+			if err != nil {
 				return err
 			}
-		}
-		load := mix(addr, clients, 0.9)
-		load(ctx, warm, nil)
-		before := cacheStats(ctx, addr)
-		r := result{name: c.name}
-		load(ctx, dur, &r)
-		after := cacheStats(ctx, addr)
-		r.hitRatio = ratio(before, after)
-		out = append(out, r)
-		if c.name == "cache on, memory" {
-			h := result{name: "cache on, memory: reads only, warm (every read a hit)"}
-			only := mix(addr, clients, 1)
-			only(ctx, warm, nil)
+			c.name = mode + ": " + c.name
+			if !loaded {
+				loaded = true
+				if err := load(ctx, addr); err != nil {
+					srv.Close()
+					return err
+				}
+			}
+			load := mix(addr, clients, 0.9)
+			load(ctx, warm, nil)
 			before := cacheStats(ctx, addr)
-			only(ctx, dur, &h)
-			h.hitRatio = ratio(before, cacheStats(ctx, addr))
-			out = append(out, h)
+			r := result{name: c.name}
+			load(ctx, dur, &r)
+			after := cacheStats(ctx, addr)
+			r.hitRatio = ratio(before, after)
+			out = append(out, r)
+			if strings.HasSuffix(c.name, "cache on, memory") {
+				h := result{name: mode + ": cache on, memory: reads only, warm (every read a hit)"}
+				only := mix(addr, clients, 1)
+				only(ctx, warm, nil)
+				before := cacheStats(ctx, addr)
+				only(ctx, dur, &h)
+				h.hitRatio = ratio(before, cacheStats(ctx, addr))
+				out = append(out, h)
+			}
+			srv.Close()
 		}
-		srv.Close()
 	}
 	fmt.Printf("%d clients, %s per run after %s warm-up, %d shards; reads: users (%d) and restaurants (%d) by id, writes: INSERT into orders\n\n",
 		clients, dur, warm, nShards, users, restaurants)
@@ -167,6 +178,18 @@ func connect(ctx context.Context, addr, user, db string) (*pgx.Conn, error) {
 	return pgx.ConnectConfig(ctx, cc)
 }
 
+// connectLoad connects a load client in the protocol under test.
+func connectLoad(ctx context.Context, addr string) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", addr))
+	if err != nil {
+		return nil, err
+	}
+	if !extended {
+		cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	}
+	return pgx.ConnectConfig(ctx, cc)
+}
+
 func load(ctx context.Context, addr string) error {
 	c, err := connect(ctx, addr, "app", "deliveryapp")
 	if err != nil {
@@ -214,7 +237,7 @@ func mix(addr string, clients int, readShare float64) func(context.Context, time
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c, err := connect(ctx, addr, "app", "deliveryapp")
+				c, err := connectLoad(ctx, addr)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					return
@@ -231,10 +254,19 @@ func mix(addr string, clients int, readShare float64) func(context.Context, time
 					case x >= readShare:
 						id := orderID.Add(1)
 						uid := rnd.IntN(users) + 1
-						_, err = c.Exec(ctx, fmt.Sprintf("INSERT INTO orders (id, user_id, restaurant_id, total, status, created_at) VALUES (%d, %d, %d, 12.50, 'new', '2026-12-01')",
-							id, uid, rnd.IntN(restaurants)+1))
+						if extended {
+							_, err = c.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status, created_at) VALUES ($1, $2, $3, 12.50, 'new', '2026-12-01')",
+								id, uid, rnd.IntN(restaurants)+1)
+						} else {
+							_, err = c.Exec(ctx, fmt.Sprintf("INSERT INTO orders (id, user_id, restaurant_id, total, status, created_at) VALUES (%d, %d, %d, 12.50, 'new', '2026-12-01')",
+								id, uid, rnd.IntN(restaurants)+1))
+						}
 						w++
 						continue
+					case extended && x < readShare*5/9:
+						err = c.QueryRow(ctx, "SELECT name FROM users WHERE id = $1", rnd.IntN(users)+1).Scan(&name)
+					case extended:
+						err = c.QueryRow(ctx, "SELECT name FROM restaurants WHERE id = $1", rnd.IntN(restaurants)+1).Scan(&name)
 					case x < readShare*5/9:
 						err = c.QueryRow(ctx, fmt.Sprintf("SELECT name FROM users WHERE id = %d", rnd.IntN(users)+1)).Scan(&name)
 					default:
