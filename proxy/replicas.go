@@ -214,6 +214,13 @@ type replicaState struct {
 	// transaction's first statement.
 	roTx   bool
 	txMode parser.TxMode
+	// leased is the backend leased last, when relays (relayQueue calls)
+	// stood at relaysAtLease: whether a backend's replies have been
+	// relayed yet in a request (the extended 25006 retry, extretry.go).
+	leased                *backend
+	relays, relaysAtLease int
+	wbuf                  []byte
+	queue                 []reply
 }
 
 // noteWrite remembers that the session writes now (read-your-writes).
@@ -367,6 +374,7 @@ func (s *session) leaseFrom(ctx context.Context, p *pool) (*backend, error) {
 	if s.srv.sets != nil && !p.reads {
 		s.touchedPrimary(p.shard) // ryw.go
 	}
+	s.rs.leased, s.rs.relaysAtLease = b, s.rs.relays
 	return b, nil
 }
 
