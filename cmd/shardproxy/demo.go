@@ -213,7 +213,7 @@ func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen string, file
 	delete(ex, "admin_listen") // the demo serves it itself when the port is free
 	ex["admins"] = []string{"app"}
 	if len(replicas) > 0 {
-		ex["replicas"] = map[string]any{"read_from": "replicas", "balance": "round_robin", "failover_buffer": "5s"}
+		ex["replicas"] = map[string]any{"read_from": "replicas", "balance": "round_robin", "read_your_writes": "lsn", "failover_buffer": "5s"}
 	}
 	ex["coordinator"] = map[string]string{"dsn": set.Clusters[0].DSN(demoCoordinatorDB), "mode": "fallback"}
 	if files != nil {
