@@ -161,7 +161,10 @@ func run(writers, readers int, before, gap, after, interval, health time.Duratio
 		writers, readers, health)
 	fmt.Printf("primary killed at %.2fs, promote returned at %.2fs\n", killed.Sub(start).Seconds(), promoted.Sub(start).Seconds())
 	fmt.Printf("%8s %10s %10s %10s %10s\n", "t (s)", "writes/s", "write err", "reads/s", "read err")
-	buckets := int((after + before + gap + interval) / interval)
+	buckets := 0
+	if len(samples) > 0 {
+		buckets = int(samples[len(samples)-1].at.Sub(start)/interval) + 1
+	}
 	type bucket struct{ w, we, r, re int }
 	bs := make([]bucket, buckets+2)
 	var firstOK time.Time
