@@ -38,6 +38,8 @@ bench: build
 	$(GO) run ./scripts/mergebench
 	$(GO) run ./scripts/twopcbench
 	$(GO) run ./scripts/copybench
+	$(GO) run ./scripts/pgbenchcmp -replicas 2 -modes simple,extended -clients 8 -T 5 -rounds 1 -tls=false
+	$(GO) run ./scripts/failoverbench
 	@command -v redis-server >/dev/null 2>&1 || scripts/deps.sh
 	$(GO) run ./scripts/cachebench
 

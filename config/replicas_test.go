@@ -25,7 +25,7 @@ func TestParseReplicas(t *testing.T) {
 	}
 	r := f.Proxy.Replicas
 	if r.ReadFrom != "replicas" || r.Balance != "weighted" || r.MaxLag != 5*time.Second || r.MaxLagBytes != 1<<20 ||
-		r.ReadYourWrites != time.Second || r.FailoverBuffer != 5*time.Second || f.Proxy.Users[1].ReadFrom != "any" {
+		r.ReadYourWrites != "window" || r.ReadYourWritesWindow != time.Second || r.FailoverBuffer != 5*time.Second || f.Proxy.Users[1].ReadFrom != "any" {
 		t.Fatalf("replicas section: %+v", r)
 	}
 	s0 := f.Topology.Shards[0]
@@ -37,6 +37,30 @@ func TestParseReplicas(t *testing.T) {
 	}
 }
 
+// TestReadYourWritesModes: the modes, and the older duration form.
+func TestReadYourWritesModes(t *testing.T) {
+	for in, want := range map[string]struct {
+		mode   string
+		window time.Duration
+	}{
+		"read_your_writes: 1s, failover_buffer: 5s":                                  {"window", time.Second},
+		"read_your_writes: -1s, failover_buffer: 5s":                                 {"off", 2 * time.Second},
+		"read_your_writes: lsn, failover_buffer: 5s":                                 {"lsn", 2 * time.Second},
+		"read_your_writes: off, failover_buffer: 5s":                                 {"off", 2 * time.Second},
+		"read_your_writes: window, read_your_writes_window: 3s, failover_buffer: 5s": {"window", 3 * time.Second},
+		"failover_buffer: 1s":                                                        {"window", 2 * time.Second},
+	} {
+		doc := strings.Replace(withReplicas, "read_your_writes: 1s, failover_buffer: 5s", in, 1)
+		f, err := Parse([]byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if r := f.Proxy.Replicas; r.ReadYourWrites != want.mode || r.ReadYourWritesWindow != want.window {
+			t.Errorf("%s: got %q %v, want %q %v", in, r.ReadYourWrites, r.ReadYourWritesWindow, want.mode, want.window)
+		}
+	}
+}
+
 func TestParseReplicasErrors(t *testing.T) {
 	for name, c := range map[string]struct{ doc, want string }{
 		"unknown key":   {strings.Replace(withReplicas, "weight: 3", "wieght: 3", 1), "wieght"},
@@ -45,6 +69,7 @@ func TestParseReplicasErrors(t *testing.T) {
 		"duplicate":     {strings.Replace(withReplicas, "name: s0-east", "name: s0-r1", 1), "duplicate server name"},
 		"bad balance":   {strings.Replace(withReplicas, "balance: weighted", "balance: random", 1), "replicas.balance"},
 		"bad read_from": {strings.Replace(withReplicas, "read_from: any", "read_from: standby", 1), "user reporting: read_from"},
+		"bad ryw":       {strings.Replace(withReplicas, "read_your_writes: 1s", "read_your_writes: always", 1), "replicas.read_your_writes"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(c.doc))

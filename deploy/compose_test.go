@@ -188,7 +188,7 @@ func TestProxiesAndShards(t *testing.T) {
 	}
 	var pgs []string
 	for name, s := range c.Services {
-		if strings.HasPrefix(s.Image, "postgres:") {
+		if strings.HasPrefix(s.Image, "postgres:") && !strings.HasSuffix(name, "-replica") {
 			pgs = append(pgs, name)
 			found := false
 			for _, m := range mounts(t, s) {
@@ -221,6 +221,47 @@ func TestProxiesAndShards(t *testing.T) {
 	sort.Strings(hosts)
 	if len(pgs) != 3 || !slices.Equal(hosts, pgs) {
 		t.Errorf("shards point at %v, postgres services are %v; want the same 3", hosts, pgs)
+	}
+}
+
+// TestReplicas: every shard has one replica, a service that streams from
+// the shard's primary service (pg_basebackup -R from it), and the
+// primaries accept replication connections.
+func TestReplicas(t *testing.T) {
+	c := loadCompose(t)
+	f, _ := proxyConfig(t, c, "proxy1")
+	if f.Proxy.Replicas.ReadFrom != "replicas" {
+		t.Errorf("replicas.read_from %q, want replicas", f.Proxy.Replicas.ReadFrom)
+	}
+	for _, sh := range f.Topology.Shards {
+		pu, err := url.Parse(sh.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sh.Replicas) != 1 {
+			t.Errorf("shard %s has %d replicas, want 1", sh.Name, len(sh.Replicas))
+			continue
+		}
+		ru, err := url.Parse(sh.Replicas[0].DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, ok := c.Services[ru.Hostname()]
+		if !ok || !strings.HasPrefix(r.Image, "postgres:") {
+			t.Errorf("shard %s's replica %s is not a postgres service", sh.Name, ru.Hostname())
+			continue
+		}
+		if r.Environment["PRIMARY"] != pu.Hostname() || !strings.Contains(strings.Join(r.Command, " "), "pg_basebackup -h \"$$PRIMARY\"") ||
+			!strings.Contains(strings.Join(r.Command, " "), " -R ") {
+			t.Errorf("replica %s does not stream from %s: %v %v", ru.Hostname(), pu.Hostname(), r.Environment, r.Command)
+		}
+		found := false
+		for _, m := range mounts(t, c.Services[pu.Hostname()]) {
+			found = found || filepath.Base(m.host) == "replication.sh"
+		}
+		if !found {
+			t.Errorf("primary %s does not allow replication connections (deploy/replication.sh)", pu.Hostname())
+		}
 	}
 }
 

@@ -557,3 +557,33 @@ func (c *Cluster) Kill() error {
 	_, err := c.run(context.Background(), "pg_ctl", "-D", c.DataDir, "-m", "immediate", "-w", "stop")
 	return err
 }
+
+// Follow restarts the cluster as a streaming replica of primary (a former
+// primary rejoining after a failover, as an HA tool would do it): it stops
+// it, writes standby.signal and primary_conninfo, and starts it again on
+// its port. The cluster must not have diverged from primary (a clean stop
+// before primary was promoted).
+func (c *Cluster) Follow(ctx context.Context, primary *Cluster) error {
+	if err := c.Stop(); err != nil {
+		return err
+	}
+	settings := map[string]string{"hot_standby": "on",
+		"primary_conninfo": fmt.Sprintf("'host=127.0.0.1 port=%d user=postgres'", primary.Port)}
+	for k, v := range c.settings {
+		settings[k] = v
+	}
+	if err := c.writeConf(c.Port, false, settings); err != nil {
+		return err
+	}
+	signal := filepath.Join(c.DataDir, "standby.signal")
+	if err := os.WriteFile(signal, nil, 0o600); err != nil {
+		return err
+	}
+	if err := c.chown(signal); err != nil {
+		return err
+	}
+	if out, err := c.run(ctx, "pg_ctl", "-D", c.DataDir, "-l", filepath.Join(c.DataDir, "server.log"), "-w", "-t", "60", "start"); err != nil {
+		return fmt.Errorf("start %s as a replica of %s: %w\n%s", c.Name, primary.Name, err, out)
+	}
+	return nil
+}

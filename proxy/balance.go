@@ -76,13 +76,14 @@ func (p *pool) latency() float64 { return math.Float64frombits(p.load.ewma.Load(
 
 // pick chooses the pool for one read under strategy b: a replica in
 // rotation, or the write pool as well when withPrimary (read_from: any).
-// With no replica in rotation it returns the write pool. It allocates
-// nothing: the few candidates are walked in place.
-func (rs *replicaSet) pick(b balance, withPrimary bool) *pool {
+// With no replica in rotation it returns the write pool. A replica is
+// a candidate only once it has replayed need (read-your-writes by LSN; 0:
+// any). It allocates nothing: the few candidates are walked in place.
+func (rs *replicaSet) pick(b balance, withPrimary bool, need uint64) *pool {
 	primaryOK := withPrimary && rs.write.downErr.Load() == nil
 	n, total := 0, 0
 	for i := -1; i < len(rs.servers); i++ {
-		if _, w, ok := rs.candidate(i, primaryOK); ok {
+		if _, w, ok := rs.candidate(i, primaryOK, need); ok {
 			n++
 			total += w
 		}
@@ -94,7 +95,7 @@ func (rs *replicaSet) pick(b balance, withPrimary bool) *pool {
 	case balanceWeighted:
 		r := rand.IntN(total)
 		for i := -1; i < len(rs.servers); i++ {
-			if p, w, ok := rs.candidate(i, primaryOK); ok {
+			if p, w, ok := rs.candidate(i, primaryOK, need); ok {
 				if r -= w; r < 0 {
 					return p
 				}
@@ -109,7 +110,7 @@ func (rs *replicaSet) pick(b balance, withPrimary bool) *pool {
 		var best *pool
 		bestV := math.Inf(1)
 		for j := 0; j < n; j++ {
-			p := rs.nth((start+j)%n, primaryOK)
+			p := rs.nth((start+j)%n, primaryOK, need)
 			v := float64(p.load.busy.Load())
 			if b == balanceFastest {
 				v = p.latency()
@@ -120,24 +121,25 @@ func (rs *replicaSet) pick(b balance, withPrimary bool) *pool {
 		}
 		return best
 	default:
-		return rs.nth(int(rs.rr.Add(1)%uint32(n)), primaryOK)
+		return rs.nth(int(rs.rr.Add(1)%uint32(n)), primaryOK, need)
 	}
 }
 
 // candidate is the i-th possible read target: -1 is the write pool (when
-// primaryOK), i >= 0 the i-th server's read pool when it is in rotation.
-func (rs *replicaSet) candidate(i int, primaryOK bool) (*pool, int, bool) {
+// primaryOK), i >= 0 the i-th server's read pool when it is in rotation
+// and has replayed need.
+func (rs *replicaSet) candidate(i int, primaryOK bool, need uint64) (*pool, int, bool) {
 	if i < 0 {
 		return rs.write, rs.servers[rs.primary.Load()].weight, primaryOK
 	}
 	sv := rs.servers[i]
-	return sv.read, sv.weight, sv.inRotation()
+	return sv.read, sv.weight, sv.inRotation() && (need == 0 || sv.lsn.Load() >= need)
 }
 
 // nth is the k-th candidate (from 0).
-func (rs *replicaSet) nth(k int, primaryOK bool) *pool {
+func (rs *replicaSet) nth(k int, primaryOK bool, need uint64) *pool {
 	for i := -1; i < len(rs.servers); i++ {
-		if p, _, ok := rs.candidate(i, primaryOK); ok {
+		if p, _, ok := rs.candidate(i, primaryOK, need); ok {
 			if k == 0 {
 				return p
 			}

@@ -95,9 +95,14 @@ type ReplicasConfig struct {
 	// many bytes of WAL behind the primary. Default 16 MiB; negative: no
 	// limit on bytes.
 	MaxLagBytes int64 `yaml:"max_lag_bytes"`
-	// ReadYourWrites sends a session's reads to the primary for this long
-	// after it writes. Default 2s; a negative value turns it off.
-	ReadYourWrites time.Duration `yaml:"read_your_writes"`
+	// ReadYourWrites is where a session's reads go after it writes (see
+	// ryw.go): off; window (default): to the primary for
+	// ReadYourWritesWindow; lsn: to a replica only once it has replayed the
+	// session's writes, else to the primary. A duration (the older form)
+	// is the window mode with that window; a negative one is off.
+	ReadYourWrites string `yaml:"read_your_writes"`
+	// ReadYourWritesWindow is the window of the window mode. Default 2s.
+	ReadYourWritesWindow time.Duration `yaml:"read_your_writes_window"`
 	// FailoverBuffer is how long a statement for a shard with no usable
 	// primary waits for one (a promotion) before failing with 08006.
 	// Zero (default) fails at once.
@@ -211,9 +216,7 @@ func (c Config) WithDefaults() Config {
 	if c.Replicas.MaxLagBytes == 0 {
 		c.Replicas.MaxLagBytes = 16 << 20
 	}
-	if c.Replicas.ReadYourWrites == 0 {
-		c.Replicas.ReadYourWrites = 2 * time.Second
-	}
+	c.Replicas = c.Replicas.withRYWDefaults() // ryw.go
 	c.Cache = c.Cache.WithDefaults()
 	if c.BackendRoles == "" {
 		c.BackendRoles = BackendRolesShared
@@ -308,6 +311,9 @@ func (c Config) Validate() error {
 	}
 	if balanceOf(c.Replicas.Balance) == 0 {
 		errs = append(errs, fmt.Errorf("replicas.balance %q is not round_robin, least_connections, weighted or fastest_response", c.Replicas.Balance))
+	}
+	if rywModeOf(c.Replicas.ReadYourWrites) == 0 || c.Replicas.ReadYourWritesWindow < 0 {
+		errs = append(errs, fmt.Errorf("replicas.read_your_writes %q is not off, window, lsn or a duration (read_your_writes_window must be positive)", c.Replicas.ReadYourWrites))
 	}
 	if c.Replicas.FailoverBuffer < 0 {
 		errs = append(errs, errors.New("replicas.failover_buffer must be positive"))

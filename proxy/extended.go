@@ -130,7 +130,7 @@ func (s *session) extended(ctx context.Context, typ byte, body []byte) error {
 	case 'H':
 		return s.extFlush(true)
 	case 'S':
-		return s.extSync()
+		return s.extSync(ctx)
 	}
 	if err != nil {
 		return s.extFail(err)
@@ -614,12 +614,12 @@ func (s *session) extFlush(client bool) error {
 
 // extSync ends a request: the current backend gets Sync, replies are
 // relayed, and the backend goes back to the pool unless a transaction holds it.
-func (s *session) extSync() error {
+func (s *session) extSync(ctx context.Context) error {
 	x := s.ext()
 	if x.cur != nil {
 		x.wbuf = appendMsg(x.wbuf, &pgproto3.Sync{})
 		x.queue = append(x.queue, reply{kind: rSync})
-		if err := s.relayQueue(); err != nil {
+		if err := s.relaySync(ctx); err != nil { // extretry.go: 25006 after a failover
 			return err
 		}
 		if err := s.extRelease(); err != nil {
@@ -701,6 +701,7 @@ func (s *session) extRelease() error {
 func (s *session) relayQueue() error {
 	x := s.x
 	b := x.cur
+	s.rs.relays++ // replicas.go
 	sent := time.Now()
 	defer s.shardDone(b, sent)
 	if len(x.wbuf) > 0 {

@@ -127,14 +127,15 @@ type readPolicy struct {
 	from        readFrom
 	balance     balance
 	users       map[string]readFrom
-	ryw         time.Duration
+	ryw         rywMode
+	rywWindow   time.Duration
 	maxLag      time.Duration
 	maxLagBytes int64
 }
 
 func newReadPolicy(cfg Config) *readPolicy {
 	rp := &readPolicy{from: readFromOf(cfg.Replicas.ReadFrom), balance: balanceOf(cfg.Replicas.Balance),
-		users: map[string]readFrom{}, ryw: cfg.Replicas.ReadYourWrites,
+		users: map[string]readFrom{}, ryw: rywModeOf(cfg.Replicas.ReadYourWrites), rywWindow: cfg.Replicas.ReadYourWritesWindow,
 		maxLag: cfg.Replicas.MaxLag, maxLagBytes: cfg.Replicas.MaxLagBytes}
 	for _, u := range cfg.Users {
 		if f := readFromOf(u.ReadFrom); f != 0 {
@@ -201,12 +202,32 @@ type replicaState struct {
 	// flushes counts writes to the client, so that a reply can be known
 	// not to have reached it yet (and be taken back for a retry).
 	flushes int
+	// wrote: the request (or open transaction) sent a write; touched are
+	// the replicated shards whose primary it used (read-your-writes by
+	// LSN, ryw.go). need is, per shard, the primary's WAL position after
+	// the session's last write there.
+	wrote   bool
+	touched []int
+	need    []uint64
+	// roTx: the open transaction is read-only and runs on replicas where
+	// it may (readonly.go); txMode is what SET TRANSACTION said before the
+	// transaction's first statement.
+	roTx   bool
+	txMode parser.TxMode
+	// leased is the backend leased last, when relays (relayQueue calls)
+	// stood at relaysAtLease: whether a backend's replies have been
+	// relayed yet in a request (the extended 25006 retry, extretry.go).
+	leased                *backend
+	relays, relaysAtLease int
+	wbuf                  []byte
+	queue                 []reply
 }
 
 // noteWrite remembers that the session writes now (read-your-writes).
 func (s *session) noteWrite(st *parser.Statement) {
 	if s.srv.sets != nil && (st.Writes || st.SideEffects) {
 		s.rs.wroteAt = time.Now()
+		s.rs.wrote = true
 	}
 }
 
@@ -216,30 +237,40 @@ func readOnly(st *parser.Statement) bool {
 	return st.Kind == parser.Select && !st.Writes && !st.SideEffects && st.Session == parser.NoSessionUse
 }
 
-// readPool returns the pool a read-only statement outside a transaction
-// should run on when it may use a replica of shard, or nil for the shard's
-// write pool. It allocates nothing.
-func (s *session) readPool(st *parser.Statement, shard int) *pool {
-	sets := s.srv.sets
-	if sets == nil || sets[shard] == nil || s.status != 'I' || !readOnly(st) {
-		return nil
-	}
+// replicaPool is the replica pool the session's reads on shard may use
+// now, or nil for the primary. When read-your-writes by LSN rules out
+// every replica by what the health checks saw, check is a replica in
+// rotation whose replay position is worth checking on lease (leaseRead).
+func (s *session) replicaPool(shard int) (p, check *pool, need uint64) {
+	rs := s.srv.sets[shard]
 	rp := s.srv.readPolicy.Load()
 	from := rp.from
 	if f, ok := rp.users[s.user]; ok {
 		from = f
 	}
 	if from == readPrimary {
-		return nil
+		return nil, nil, 0
 	}
-	if rp.ryw > 0 && !s.rs.wroteAt.IsZero() && time.Since(s.rs.wroteAt) < rp.ryw {
-		return nil
+	switch rp.ryw {
+	case rywWindow:
+		if !s.rs.wroteAt.IsZero() && time.Since(s.rs.wroteAt) < rp.rywWindow {
+			return nil, nil, 0
+		}
+	case rywLSN:
+		if shard < len(s.rs.need) {
+			need = s.rs.need[shard]
+		}
 	}
-	p := sets[shard].pick(rp.balance, from == readAny)
-	if p == s.srv.pools[shard] {
-		return nil
+	p = rs.pick(rp.balance, from == readAny, need)
+	if p == s.srv.pools[shard] || p == rs.write {
+		if need > 0 {
+			if c := rs.pick(rp.balance, false, 0); c != rs.write {
+				return nil, c, need
+			}
+		}
+		return nil, nil, 0
 	}
-	return p
+	return p, nil, need
 }
 
 // replicated runs a single-shard statement outside a transaction on a
@@ -250,28 +281,31 @@ func (s *session) readPool(st *parser.Statement, shard int) *pool {
 // not reached the client yet.
 func (s *session) replicated(ctx context.Context, st *parser.Statement, shard int, sql string) error {
 	rs := s.srv.sets[shard]
-	p := s.readPool(st, shard)
-	if p == nil {
-		p = rs.write
-	}
 	before, flushes := len(s.out), s.rs.flushes
-	b, err := s.leaseFrom(ctx, p)
-	if err != nil && p != rs.write {
-		// The replica is unreachable: the primary answers.
-		b, err = s.leaseFrom(ctx, rs.write)
-		p = rs.write
+	p := rs.write
+	var b *backend
+	if s.status == 'I' && readOnly(st) {
+		// A replica when allowed and reachable, else the primary.
+		if b = s.leaseRead(ctx, shard); b != nil {
+			p = b.pool
+		}
 	}
-	if err != nil {
-		s.fail(err)
-		return nil
+	if b == nil {
+		var err error
+		if b, err = s.leaseFrom(ctx, p); err != nil {
+			s.fail(err)
+			return nil
+		}
 	}
-	err = s.exec(b, sql, false)
+	err := s.exec(b, sql, false)
 	s.release(b)
 	if err != nil || s.rs.flushes != flushes || len(s.out) < before {
 		return err
 	}
 	switch {
-	case s.q.sqlstate == "25006":
+	case s.q.sqlstate == "25006" && !(p == rs.write && s.sessionReadOnly()):
+		// (A session whose transactions are read-only by default gets
+		// 25006 from a healthy primary: that is the answer.)
 	case p != rs.write && (s.q.sqlstate == "08006" || strings.HasPrefix(s.q.sqlstate, "57P")):
 		// The replica went away or is shutting down mid-read: a read is
 		// safe to run again (its FATAL must not reach the client).
@@ -295,8 +329,8 @@ func (s *session) replicated(ctx context.Context, st *parser.Statement, shard in
 // read that may go to one (the primary's when that replica cannot be
 // reached), else the shard's write pool.
 func (s *session) leaseFor(ctx context.Context, st *parser.Statement, shard int) (*backend, error) {
-	if p := s.readPool(st, shard); p != nil {
-		if b, err := s.leaseFrom(ctx, p); err == nil {
+	if sets := s.srv.sets; sets != nil && sets[shard] != nil && s.status == 'I' && readOnly(st) {
+		if b := s.leaseRead(ctx, shard); b != nil {
 			return b, nil
 		}
 	}
@@ -337,6 +371,10 @@ func (s *session) leaseFrom(ctx context.Context, p *pool) (*backend, error) {
 	s.mu.Lock()
 	s.leased = append(s.leased, b)
 	s.mu.Unlock()
+	if s.srv.sets != nil && !p.reads {
+		s.touchedPrimary(p.shard) // ryw.go
+	}
+	s.rs.leased, s.rs.relaysAtLease = b, s.rs.relays
 	return b, nil
 }
 

@@ -11,6 +11,10 @@ import (
 type replicaMetrics struct {
 	retries   prometheus.Counter
 	failovers prometheus.Counter
+	// lsnReads and lsnChecks count read-your-writes by LSN's round trips:
+	// primary positions read after writes, replica positions checked on
+	// lease (ryw.go).
+	lsnReads, lsnChecks prometheus.Counter
 }
 
 func newReplicaMetrics() *replicaMetrics {
@@ -22,6 +26,14 @@ func newReplicaMetrics() *replicaMetrics {
 		failovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shardproxy_failovers_total",
 			Help: "Times a shard's writes moved to a newly promoted primary.",
+		}),
+		lsnReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardproxy_ryw_primary_lsn_reads_total",
+			Help: "Primary WAL positions read after a session's writes (read_your_writes: lsn).",
+		}),
+		lsnChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardproxy_ryw_replica_lsn_checks_total",
+			Help: "Replica replay positions checked on lease for read-your-writes (read_your_writes: lsn).",
 		}),
 	}
 }

@@ -44,7 +44,7 @@ func TestPickDistribution(t *testing.T) {
 	count := func(rs *replicaSet, b balance, any bool) map[string]int {
 		got := map[string]int{}
 		for i := 0; i < n; i++ {
-			p := rs.pick(b, any)
+			p := rs.pick(b, any, 0)
 			if p == rs.write {
 				got["primary"]++
 			} else {
@@ -115,7 +115,7 @@ func TestPickDistribution(t *testing.T) {
 func TestPickAllocs(t *testing.T) {
 	rs := testSet(t, 1, 1, 2)
 	for _, b := range []balance{balanceRoundRobin, balanceLeastConnections, balanceWeighted, balanceFastest} {
-		if a := testing.AllocsPerRun(1000, func() { rs.pick(b, true) }); a != 0 {
+		if a := testing.AllocsPerRun(1000, func() { rs.pick(b, true, 0) }); a != 0 {
 			t.Errorf("%v: %v allocations per pick", b, a)
 		}
 	}
@@ -125,7 +125,7 @@ func BenchmarkPick(b *testing.B) {
 	rs := testSet(b, 1, 1, 1)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		rs.pick(balanceRoundRobin, false)
+		rs.pick(balanceRoundRobin, false, 0)
 	}
 }
 

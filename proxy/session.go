@@ -86,6 +86,7 @@ func (s *session) flush() error {
 
 func (s *session) readyForQuery() error {
 	s.settle()
+	s.settleWrites() // ryw.go
 	s.srv.obs.finish(s)
 	s.state.capture, s.state.touched = false, false
 	if s.status == 'I' {
@@ -452,6 +453,8 @@ func (s *session) set(ctx context.Context, st *parser.Statement) error {
 	}
 	if s.status != 'I' {
 		if name, _ := st.SetName(); name == "transaction" {
+			// readonly.go: a read-only transaction may run on replicas
+			s.noteTxMode(st)
 			return s.onShardInTx(ctx, st.SQL) // SET TRANSACTION: modes a shard judges
 		}
 		if _, local := st.SetName(); !local {
@@ -704,7 +707,7 @@ func (s *session) txOn(ctx context.Context, shard int) (*backend, error) {
 // replays what the transaction said before its first routed statement
 // (BEGIN with its options, SAVEPOINTs, SET LOCALs).
 func (s *session) pin(ctx context.Context, shard int) (*backend, error) {
-	b, err := s.lease(ctx, shard)
+	b, err := s.leaseTx(ctx, shard) // readonly.go: a read-only transaction may use a replica
 	if err != nil {
 		return nil, err
 	}

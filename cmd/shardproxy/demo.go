@@ -278,7 +278,7 @@ func demoYAML(set *localpg.Set, replicas []*localpg.Cluster, listen, admin strin
 		}
 	}
 	if len(replicas) > 0 {
-		ex["replicas"] = map[string]any{"read_from": "replicas", "balance": "round_robin", "failover_buffer": "5s"}
+		ex["replicas"] = map[string]any{"read_from": "replicas", "balance": "round_robin", "read_your_writes": "lsn", "failover_buffer": "5s"}
 	}
 	ex["coordinator"] = map[string]string{"dsn": set.Clusters[0].DSN(demoCoordinatorDB), "mode": "fallback"}
 	if files != nil {

@@ -97,9 +97,15 @@ type server struct {
 // run every 100ms. It returns the proxy's address.
 func startProxy(t *testing.T, extra string, primary server, replicas ...server) string {
 	t.Helper()
+	return startProxyHealth(t, "{interval: 100ms, timeout: 1s, failures: 2, successes: 1}", extra, primary, replicas...)
+}
+
+// startProxyHealth is startProxy with the health section given.
+func startProxyHealth(t *testing.T, health, extra string, primary server, replicas ...server) string {
+	t.Helper()
 	var sb strings.Builder
 	sb.WriteString("users: [{name: app, auth: trust}]\nadmins: [app]\ndatabase: app\npool: {size: 8, acquire_timeout: 5s}\n")
-	sb.WriteString("health: {interval: 100ms, timeout: 1s, failures: 2, successes: 1}\n")
+	sb.WriteString("health: " + health + "\n")
 	sb.WriteString(extra + "\nshards:\n")
 	fmt.Fprintf(&sb, "  - name: s0\n    dsn: %q\n", primary.dsn)
 	if primary.weight != 0 {

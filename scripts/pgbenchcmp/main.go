@@ -190,7 +190,7 @@ func replicaProxy(ctx context.Context, set *localpg.Set, shard *localpg.Cluster,
 	}
 	srv, err := proxy.New(proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
 		Pool: proxy.PoolConfig{Size: 16}, Health: proxy.HealthConfig{Interval: 500 * time.Millisecond},
-		Replicas: proxy.ReplicasConfig{ReadFrom: "replicas", ReadYourWrites: -1}}, topo, nil)
+		Replicas: proxy.ReplicasConfig{ReadFrom: "replicas", ReadYourWrites: "off"}}, topo, nil)
 	if err != nil {
 		return target{}, nil, err
 	}
