@@ -27,6 +27,7 @@ import (
 	"github.com/shardproxy/shardproxy/partman"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
+	"github.com/shardproxy/shardproxy/topology"
 )
 
 func main() {
@@ -153,6 +154,13 @@ func serve(ctx context.Context, path string, f *config.File, log *slog.Logger, l
 		}
 	}()
 	srv.Warm(ctx)
+	if f.Metadata != nil {
+		dsn := topology.DefaultDSN(*f.Metadata, f.Proxy.Coordinator.DSN, topo)
+		if _, err := topology.Start(ctx, *f.Metadata, dsn, topo, srv, log.With("component", "topology")); err != nil {
+			return err
+		}
+		log.Info("topology from metadata", "version", srv.TopologyVersion())
+	}
 	if f.Partman.LoopInterval > 0 && len(f.Partman.Tables) > 0 {
 		runner := &partman.Runner{Config: f.Partman, Shards: topo.Shards, Logger: log.With("component", "partman")}
 		pm, err := partman.NewMetrics(reg)
