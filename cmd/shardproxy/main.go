@@ -43,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return demo(args[1:], stdout, stderr)
 		case "gen-cert":
 			return genCert(args[1:], stdout, stderr)
+		case "reshard":
+			return reshardCmd(args[1:], stdout, stderr)
 		case "help", "-h", "--help":
 			fmt.Fprint(stdout, usage)
 			return 0
@@ -77,6 +79,8 @@ const usage = `usage:
                                    start 4 local shards, load sample data, serve on 127.0.0.1:6432
                                    (-replicas: a streaming replica per shard serves reads;
                                     -tls: TLS required from clients and used to the shards)
+  shardproxy reshard [-config FILE] plan|start|status|cutover|verify|cleanup|abort
+                                   move buckets between shards online (docs/resharding.md)
   shardproxy gen-cert [-dir certs] [-hosts localhost,127.0.0.1] [-days 365]
                                    write a CA and a server certificate signed by it
 `
