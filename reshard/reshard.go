@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -265,18 +267,15 @@ func bucketFilter(tb Table, v int, buckets []int) string {
 }
 
 func (t *Tool) pgDump(ctx context.Context, dsn string, tables []Table) (string, error) {
-	bin := t.BinDir
-	if bin == "" {
-		var err error
-		if bin, err = localpg.BinDir(); err != nil {
-			return "", err
-		}
+	pgDump, err := t.pgDumpPath()
+	if err != nil {
+		return "", err
 	}
 	args := []string{"--schema-only", "--no-owner", "--no-privileges", "--no-publications", "--no-subscriptions", "-d", dsn}
 	for _, tb := range tables {
 		args = append(args, "-t", tableIdent(tb.Name))
 	}
-	out, err := exec.CommandContext(ctx, bin+"/pg_dump", args...).Output()
+	out, err := exec.CommandContext(ctx, pgDump, args...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -292,4 +291,30 @@ func (t *Tool) pgDump(ctx context.Context, dsn string, tables []Table) (string, 
 		}
 	}
 	return sb.String(), nil
+}
+
+// pgDumpPath finds pg_dump: in BinDir, beside the real initdb (the bin
+// directory may hold links to a few programs only), else in PATH.
+func (t *Tool) pgDumpPath() (string, error) {
+	bin := t.BinDir
+	if bin == "" {
+		var err error
+		if bin, err = localpg.BinDir(); err != nil {
+			return exec.LookPath("pg_dump")
+		}
+	}
+	if p := filepath.Join(bin, "pg_dump"); fileExists(p) {
+		return p, nil
+	}
+	if real, err := filepath.EvalSymlinks(filepath.Join(bin, "initdb")); err == nil {
+		if p := filepath.Join(filepath.Dir(real), "pg_dump"); fileExists(p) {
+			return p, nil
+		}
+	}
+	return exec.LookPath("pg_dump")
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
 }
