@@ -70,6 +70,10 @@ type Tool struct {
 	// Hold bounds how long the cutover holds writes (default 2s); Live is
 	// how fresh a proxy heartbeat must be to count (default 5s).
 	Hold, Live time.Duration
+	// SkipVerify leaves out the per-bucket comparison that Cutover runs
+	// while writes are held (it scans the moved buckets on both sides,
+	// which lengthens the pause on big tables).
+	SkipVerify bool
 	// BinDir holds pg_dump; empty: localpg.BinDir.
 	BinDir string
 }

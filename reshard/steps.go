@@ -217,7 +217,7 @@ func (t *Tool) WaitSynced(ctx context.Context) error {
 
 // Pause is what a cutover measured.
 type Pause struct {
-	Fence, Drain, CatchUp, Ack time.Duration
+	Fence, Drain, CatchUp, Verify, Ack time.Duration
 	Total                      time.Duration
 }
 
@@ -294,6 +294,12 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 		}
 	}
 	p.CatchUp = time.Since(begin) - p.Fence - p.Drain
+	if !t.SkipVerify {
+		if _, err := t.verify(cctx, st); err != nil {
+			return nil, fmt.Errorf("verify before publishing: %w", err)
+		}
+		p.Verify = time.Since(begin) - p.Fence - p.Drain - p.CatchUp
+	}
 	v, err := t.Store.Publish(cctx, st.Owners, cur.Version, "reshard")
 	if err != nil {
 		return nil, err
@@ -304,7 +310,7 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 		return nil, err
 	}
 	ackErr := t.waitProxies(ctx, live, func(px topology.Proxy) bool { return px.Version >= v })
-	p.Ack = time.Since(begin) - p.Fence - p.Drain - p.CatchUp
+	p.Ack = time.Since(begin) - p.Fence - p.Drain - p.CatchUp - p.Verify
 	p.Total = time.Since(begin)
 	// The sources no longer take writes for the moved buckets: stop the
 	// streams before anything deletes there.
@@ -313,9 +319,9 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 			return p, err
 		}
 	}
-	t.printf("cut over to version %d in %s (fence %s, drain %s, catch-up %s, proxies %s)\n",
+	t.printf("cut over to version %d in %s (fence %s, drain %s, catch-up %s, verify %s, proxies %s)\n",
 		v, p.Total.Round(time.Millisecond), p.Fence.Round(time.Millisecond), p.Drain.Round(time.Millisecond),
-		p.CatchUp.Round(time.Millisecond), p.Ack.Round(time.Millisecond))
+		p.CatchUp.Round(time.Millisecond), p.Verify.Round(time.Millisecond), p.Ack.Round(time.Millisecond))
 	if ackErr != nil {
 		return p, fmt.Errorf("version %d published, but not every proxy acknowledged it: %w", v, ackErr)
 	}

@@ -22,7 +22,8 @@ const reshardUsage = `usage: shardproxy reshard [-config FILE] COMMAND
   plan -to s0,s1,s2,s3   spread the buckets over these shards (bucket b on the (b mod n)-th)
   start                  schema onto the targets, copy and stream by logical replication
   status                 copy state and lag per move
-  cutover [-hold 2s]     hold writes, catch up, publish the new map, wait for every proxy
+  cutover [-hold 2s] [-verify=true]
+                         hold writes, catch up, compare, publish the new map, wait for every proxy
   verify                 per-bucket row counts and checksums, source against target
   cleanup [-batch 5000]  drop the streams, delete the moved rows from the sources
   abort                  drop the streams and the copied rows (before cutover)
@@ -60,10 +61,11 @@ func reshardCmd(args []string, stdout, stderr io.Writer) int {
 	to := sub.String("to", "", "plan: the shards to spread the buckets over, comma-separated")
 	hold := sub.Duration("hold", 2*time.Second, "cutover: the longest a write is held")
 	batch := sub.Int("batch", 5000, "cleanup: rows deleted per transaction")
+	verify := sub.Bool("verify", true, "cutover: compare the moved buckets while writes are held")
 	if err := sub.Parse(fs.Args()[1:]); err != nil {
 		return 2
 	}
-	tool.Hold = *hold
+	tool.Hold, tool.SkipVerify = *hold, !*verify
 	switch fs.Arg(0) {
 	case "plan":
 		if *to == "" {
