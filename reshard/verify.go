@@ -81,15 +81,34 @@ func (t *Tool) bucketSums(ctx context.Context, shard string, st *State, tb Table
 		return nil, err
 	}
 	defer c.Close(ctx)
+	// One scan: each row of the moved buckets names its bucket.
+	parent, key := "'shardproxy_meta.hash_int8'::regclass", "r."+ident(tb.Key)+"::bigint"
+	if tb.Text {
+		parent, key = "'shardproxy_meta.hash_text'::regclass", "r."+ident(tb.Key)+"::text"
+	}
+	sql := fmt.Sprintf(`SELECT b, count(*), coalesce(sum(h), 0)::text FROM (
+		SELECT (SELECT x FROM unnest($1::int[]) x WHERE satisfies_hash_partition(%s, %d, x, %s) LIMIT 1) AS b,
+			hashtextextended(r::text, 0)::numeric AS h
+		FROM %s r) s WHERE b IS NOT NULL GROUP BY b`, parent, st.Buckets, key, tableIdent(tb.Name))
+	rows, err := c.Query(ctx, sql, buckets)
+	if err != nil {
+		return nil, fmt.Errorf("verify %s on %s: %w", tb.Name, shard, err)
+	}
+	defer rows.Close()
 	out := map[int]sums{}
 	for _, b := range buckets {
+		out[b] = sums{sum: "0"}
+	}
+	for rows.Next() {
+		var b int
 		var s sums
-		err := c.QueryRow(ctx, "SELECT count(*), coalesce(sum(hashtextextended(r::text, 0)::numeric), 0)::text FROM "+
-			tableIdent(tb.Name)+" r WHERE "+bucketFilter(tb, st.Buckets, []int{b})).Scan(&s.rows, &s.sum)
-		if err != nil {
-			return nil, fmt.Errorf("verify %s on %s: %w", tb.Name, shard, err)
+		if err := rows.Scan(&b, &s.rows, &s.sum); err != nil {
+			return nil, err
 		}
 		out[b] = s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("verify %s on %s: %w", tb.Name, shard, err)
 	}
 	return out, nil
 }
