@@ -218,7 +218,7 @@ func (t *Tool) WaitSynced(ctx context.Context) error {
 // Pause is what a cutover measured.
 type Pause struct {
 	Fence, Drain, CatchUp, Verify, Ack time.Duration
-	Total                      time.Duration
+	Total                              time.Duration
 }
 
 // Cutover holds writes to the source shards at every live proxy, waits for
