@@ -3,6 +3,7 @@ package reshard_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
@@ -378,6 +380,60 @@ func TestReshardTwoToFour(t *testing.T) {
 		t.Errorf("count through the proxy %d (%v), want %d", total, err, len(want))
 	}
 	w.report(t, copyTime, n, pause)
+
+	// A fence nobody ends: a write to a fenced shard is held for its limit,
+	// then fails with 57014 and the session stays usable; reads flow; other
+	// shards' writes are not held; clearing the fence lets writes through.
+	store := topology.NewStore(c.meta, nil)
+	if _, err := store.SetFence(ctx, []string{"s0"}, 1000, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	fc := c.proxyConn(t, 0)
+	onShard := func(s int) int64 {
+		for id := int64(1 << 40); ; id++ {
+			if router.BucketOf(router.HashInt(userOf(int(id))), buckets)%4 == s {
+				return id
+			}
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := fc.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", onShard(0), userOf(int(onShard(0))))
+		if err != nil {
+			if pe := new(pgconn.PgError); !errors.As(err, &pe) || pe.Code != "57014" {
+				t.Fatalf("held write: %v, want SQLSTATE 57014", err)
+			}
+			break
+		}
+		// The proxy had not seen the fence yet: undo and retry.
+		if _, err := fc.Exec(ctx, "DELETE FROM orders WHERE user_id = $1 AND id = $2", userOf(int(onShard(0))), onShard(0)); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fence never held a write")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var one int
+	if err := fc.QueryRow(ctx, "SELECT 1 FROM orders WHERE user_id = $1 LIMIT 1", userOf(0)).Scan(&one); err != nil {
+		t.Fatalf("read under a fence: %v", err)
+	}
+	if _, err := fc.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", onShard(1), userOf(int(onShard(1)))); err != nil {
+		t.Fatalf("write to an unfenced shard: %v", err)
+	}
+	if err := store.ClearFences(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		_, err := fc.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", onShard(0), userOf(int(onShard(0))))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("write after the fence was cleared: %v", err)
+		}
+	}
 }
 
 func userOf(id int) int64 { return int64(id)*7919 + 13 }
