@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test stress demo bench lint deps clean compat
+.PHONY: all build test stress stress-reshard demo bench lint deps clean compat
 
 all: build
 
@@ -25,6 +25,11 @@ test: deps
 stress: deps
 	SHARDPROXY_CRASH_POINTS=3000 SHARDPROXY_TX_SCRIPTS=1000 $(GO) test -count=1 -timeout 120m \
 		-run 'TestTwoPhaseCrashRecovery|TestTransactionScriptsMatchPostgres' -v ./integration/
+	$(MAKE) stress-reshard
+
+# stress-reshard: 2 -> 4 shards with 200k rows under load (docs/resharding.md).
+stress-reshard: deps
+	SHARDPROXY_RESHARD_ROWS=200000 $(GO) test -count=1 -timeout 30m -run 'TestReshardTwoToFour' -v ./reshard/
 
 # make demo TLS=1: TLS required from clients and used to the shards.
 demo: build

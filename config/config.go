@@ -17,6 +17,7 @@ import (
 	partmongo "github.com/shardproxy/shardproxy/partman/mongo"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
+	"github.com/shardproxy/shardproxy/topology"
 )
 
 // File is the whole config file. The proxy and topology keys sit at the top
@@ -30,6 +31,9 @@ type File struct {
 	// Partman keeps partitioned tables ahead of their data (partman run,
 	// or the loop inside shardproxy).
 	Partman partman.Config `yaml:"partman"`
+	// Metadata, when present, keeps the bucket map versioned in Postgres
+	// (package topology; docs/resharding.md).
+	Metadata *topology.Config `yaml:"metadata"`
 }
 
 // Log configures logging.
@@ -112,6 +116,14 @@ func Parse(b []byte) (*File, error) {
 		// topology.
 		if _, err := f.Mongo.Resolve(&f.Topology); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if f.Metadata != nil {
+		if err := f.Metadata.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if f.Topology.Buckets == 0 {
+			errs = append(errs, errors.New("metadata: needs buckets (the bucket map is what it versions)"))
 		}
 	}
 	if err := f.Partman.Validate(); err != nil {

@@ -65,6 +65,9 @@ type Server struct {
 	coord      *coordRoute // coordinator.go; nil without a coordinator
 	limits     *limiter    // limits.go
 	roles      rolePools   // roles.go: pools of users with their own backend role
+
+	// placement is the bucket-map version and cutover fence (topology.go).
+	placement placementState
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards

@@ -1032,7 +1032,11 @@ func (s *session) route(st *parser.Statement, params router.Params) (*router.Pla
 	if st.Session == parser.TempTable {
 		return &router.Plan{Shards: []int{s.srv.router.Topology().Default}, Write: true, Reason: "temporary table: default shard"}, nil
 	}
-	return s.srv.router.RouteWith(st, params, router.RouteOptions{Shard: s.shardHint})
+	plan, err := s.srv.router.RouteWith(st, params, router.RouteOptions{Shard: s.shardHint})
+	if err != nil || !plan.Write {
+		return plan, err
+	}
+	return s.holdWrite(st, params, plan) // topology.go: resharding cutover
 }
 
 // setHint handles SET/RESET shardproxy.shard, the session's routing hint:

@@ -29,6 +29,14 @@ type Config struct {
 	Tables map[string]TableConfig `yaml:"tables"`
 	// DefaultShard holds tables that are not in Tables. Empty means the first shard.
 	DefaultShard string `yaml:"default_shard"`
+	// Buckets, when set, hashes hash-table keys into this many buckets
+	// (bucket b holds the keys for which satisfies_hash_partition(Buckets,
+	// b, key) is true), and BucketMap places buckets on shards. Without a
+	// bucket_map bucket b is on shard b mod len(Shards), which with
+	// Buckets a multiple of len(Shards) is today's placement. A metadata
+	// schema (package topology) may override the map at run time.
+	Buckets   int                 `yaml:"buckets"`
+	BucketMap []BucketRangeConfig `yaml:"bucket_map"`
 }
 
 // ShardConfig names one backend Postgres database.
@@ -113,7 +121,11 @@ type Topology struct {
 	// Tables by name as configured, lower case; "public." is dropped.
 	Tables  map[string]*Table
 	Default int
-	index   map[string]int
+	// Buckets is the number of buckets (0: hash mod len(Shards)), and
+	// BucketMap the configured map (version 0), nil without buckets.
+	Buckets   int
+	BucketMap *BucketMap
+	index     map[string]int
 	// schemaOnly maps the bare name of a table configured only with a
 	// schema (billing.invoices) to that entry: an unqualified reference may
 	// mean it, depending on search_path.
@@ -190,6 +202,14 @@ func NewTopology(c *Config) (*Topology, error) {
 			bad("default_shard: unknown shard %q", c.DefaultShard)
 		}
 		t.Default = i
+	}
+	bm, err := resolveBuckets(c, t.index)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	t.BucketMap = bm
+	if bm != nil {
+		t.Buckets = len(bm.Owner)
 	}
 	names := make([]string, 0, len(c.Tables))
 	for n := range c.Tables {

@@ -175,7 +175,7 @@ func (r *Router) valueShards(t *Table, v parser.Value, params Params) (shardSet,
 		// `key = NULL` matches nothing; an INSERTed NULL key goes where
 		// Postgres hash partitioning puts it: remainder 0.
 		if t.Strategy == Hash {
-			return shardSet{0}, true
+			return r.singles[r.shardOfNull()], true
 		}
 		return nil, false
 	}
@@ -186,13 +186,12 @@ func (r *Router) valueShards(t *Table, v parser.Value, params Params) (shardSet,
 		}
 		return r.rangeShards(t, []interval{iv}), true
 	}
-	n := len(r.topo.Shards)
 	if t.KeyText {
 		switch v.Kind {
 		case parser.StringLit, parser.ParamVal:
 			switch v.Cast {
 			case "", "text", "varchar":
-				return r.singles[PartitionOf(HashText(text), n)], true
+				return r.singles[r.shardOfHash(HashText(text))], true
 			}
 		}
 		return nil, false
@@ -210,7 +209,7 @@ func (r *Router) valueShards(t *Table, v parser.Value, params Params) (shardSet,
 		if err != nil {
 			return nil, false
 		}
-		return r.singles[PartitionOf(HashInt(i), n)], true
+		return r.singles[r.shardOfHash(HashInt(i))], true
 	}
 	return nil, false
 }

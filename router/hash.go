@@ -34,7 +34,7 @@ func PartitionOf(h uint64, modulus int) int {
 }
 
 func combine64(a, b uint64) uint64 {
-	a ^= b + 0x49a0f4dd15e5a8e7 + (a << 54) + (a >> 7)
+	a ^= b + 0x49a0f4dd15e5a8e3 + (a << 54) + (a >> 7) // hash_combine64, common/hashfn.h
 	return a
 }
 

@@ -55,6 +55,8 @@ type Router struct {
 	// keyPos is each sharded table's shard key position in its column
 	// order (table name -> 0-based; -1 where the shards disagree).
 	keyPos atomic.Pointer[map[string]int]
+	// placing is the bucket map in force (buckets.go); never nil.
+	placing atomic.Pointer[placement]
 }
 
 // SetColumnOrder gives the router each sharded table's column names in
@@ -96,6 +98,7 @@ func New(topo *Topology) *Router {
 		r.singles = append(r.singles, []int{i})
 		r.names = append(r.names, s.Name)
 	}
+	r.placing.Store(r.newPlacement(topo.BucketMap))
 	return r
 }
 
@@ -128,7 +131,8 @@ func (r *Router) Route(st *parser.Statement, params Params) (*Plan, error) {
 // belong elsewhere, an UPDATE of the shard key, and unsupported statement
 // kinds are still refused.
 func (r *Router) RouteWith(st *parser.Statement, params Params, opt RouteOptions) (*Plan, error) {
-	c := st.Memo(r, func() any { return r.compile(st) }).(*compiled)
+	// Plans are memoised per bucket map: a new map compiles afresh.
+	c := st.Memo(r.placing.Load(), func() any { return r.compile(st) }).(*compiled)
 	if c.hint == nil && opt.Shard == "" {
 		return c.route(r, params)
 	}
@@ -165,7 +169,8 @@ func (c *compiled) route(r *Router, params Params) (*Plan, error) {
 		p := *c.static
 		return &p, nil
 	case c.any:
-		i := int(r.rr.Add(1)-1) % len(r.topo.Shards)
+		serving := r.serving()
+		i := serving[int(r.rr.Add(1)-1)%len(serving)]
 		why := "no table: any shard"
 		if c.reference {
 			why = "reference table read: any shard"
@@ -227,7 +232,7 @@ func (r *Router) compileRoute(st *parser.Statement) *compiled {
 		}
 		return r.fixed(r.all, true, "DDL: every shard")
 	case parser.Explain:
-		inner := st.Inner.Memo(r, func() any { return r.compile(st.Inner) }).(*compiled)
+		inner := st.Inner.Memo(r.placing.Load(), func() any { return r.compile(st.Inner) }).(*compiled)
 		return &compiled{write: st.Writes, eval: func(params Params) (*Plan, error) {
 			p, err := inner.route(r, params)
 			if err != nil {
@@ -482,7 +487,7 @@ func (r *Router) plan(set shardSet, why string, write bool) *Plan {
 	p := &Plan{Write: write, Reason: why, names: r.names}
 	switch {
 	case set == nil:
-		p.Shards = r.all
+		p.Shards = r.serving()
 	case len(set) == 0:
 		p.Shards, p.NoRows = r.singles[0], true
 	default:

@@ -27,6 +27,7 @@ import (
 	"github.com/shardproxy/shardproxy/partman"
 	"github.com/shardproxy/shardproxy/proxy"
 	"github.com/shardproxy/shardproxy/router"
+	"github.com/shardproxy/shardproxy/topology"
 )
 
 func main() {
@@ -42,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return demo(args[1:], stdout, stderr)
 		case "gen-cert":
 			return genCert(args[1:], stdout, stderr)
+		case "reshard":
+			return reshardCmd(args[1:], stdout, stderr)
 		case "help", "-h", "--help":
 			fmt.Fprint(stdout, usage)
 			return 0
@@ -76,6 +79,8 @@ const usage = `usage:
                                    start 4 local shards, load sample data, serve on 127.0.0.1:6432
                                    (-replicas: a streaming replica per shard serves reads;
                                     -tls: TLS required from clients and used to the shards)
+  shardproxy reshard [-config FILE] plan|start|status|cutover|verify|cleanup|abort
+                                   move buckets between shards online (docs/resharding.md)
   shardproxy gen-cert [-dir certs] [-hosts localhost,127.0.0.1] [-days 365]
                                    write a CA and a server certificate signed by it
 `
@@ -153,6 +158,13 @@ func serve(ctx context.Context, path string, f *config.File, log *slog.Logger, l
 		}
 	}()
 	srv.Warm(ctx)
+	if f.Metadata != nil {
+		dsn := topology.DefaultDSN(*f.Metadata, f.Proxy.Coordinator.DSN, topo)
+		if _, err := topology.Start(ctx, *f.Metadata, dsn, topo, srv, log.With("component", "topology")); err != nil {
+			return err
+		}
+		log.Info("topology from metadata", "version", srv.TopologyVersion())
+	}
 	if f.Partman.LoopInterval > 0 && len(f.Partman.Tables) > 0 {
 		runner := &partman.Runner{Config: f.Partman, Shards: topo.Shards, Logger: log.With("component", "partman")}
 		pm, err := partman.NewMetrics(reg)

@@ -1,0 +1,666 @@
+package reshard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shardproxy/shardproxy/topology"
+)
+
+func (t *Tool) must(ctx context.Context, want ...string) (*State, error) {
+	st, err := t.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return nil, errors.New("no reshard planned: run reshard plan")
+	}
+	for _, w := range want {
+		if st.Phase == w {
+			return st, nil
+		}
+	}
+	return nil, fmt.Errorf("the reshard is %s, not %s", st.Phase, strings.Join(want, " or "))
+}
+
+// Start creates the schema on the targets, a publication with a row filter
+// per move on the source and a subscription on the target that copies the
+// rows and then streams changes. Resumable: what exists is kept.
+func (t *Tool) Start(ctx context.Context) error {
+	st, err := t.must(ctx, Planned, Copying)
+	if err != nil {
+		return err
+	}
+	st.Phase = Copying
+	if err := t.save(ctx, st); err != nil {
+		return err
+	}
+	for _, m := range st.Moves {
+		if err := t.startMove(ctx, st, m); err != nil {
+			return fmt.Errorf("%s -> %s: %w", m.From, m.To, err)
+		}
+		t.printf("copying %s -> %s (buckets %d)\n", m.From, m.To, len(m.Buckets))
+	}
+	return nil
+}
+
+func (t *Tool) startMove(ctx context.Context, st *State, m Move) error {
+	src, err := t.connect(ctx, m.From)
+	if err != nil {
+		return err
+	}
+	defer src.Close(ctx)
+	dst, err := t.connect(ctx, m.To)
+	if err != nil {
+		return err
+	}
+	defer dst.Close(ctx)
+	var level string
+	if err := src.QueryRow(ctx, "SHOW wal_level").Scan(&level); err != nil {
+		return err
+	}
+	if level != "logical" {
+		return fmt.Errorf("shard %s has wal_level %s: logical replication needs wal_level = logical", m.From, level)
+	}
+	// Schema: the tables missing on the target, as pg_dump prints them.
+	var missing []Table
+	for _, tb := range st.Tables {
+		var ok bool
+		if err := dst.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", tableIdent(tb.Name)).Scan(&ok); err != nil {
+			return err
+		}
+		if !ok {
+			missing = append(missing, tb)
+		}
+	}
+	if len(missing) > 0 {
+		sc, _ := t.shard(m.From)
+		ddl, err := t.pgDump(ctx, sc.DSN, missing)
+		if err != nil {
+			return err
+		}
+		if err := dst.PgConn().Exec(ctx, ddl).Close(); err != nil {
+			return fmt.Errorf("schema onto %s: %w", m.To, err)
+		}
+	}
+	if err := t.coverKey(ctx, src, st, m.From); err != nil {
+		return err
+	}
+	if _, err := src.Exec(ctx, hashHelpers); err != nil {
+		return err
+	}
+	if _, err := dst.Exec(ctx, hashHelpers); err != nil {
+		return err
+	}
+	var exists bool
+	if err := src.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)", pubName(m)).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		var parts []string
+		for _, tb := range st.Tables {
+			parts = append(parts, "TABLE "+tableIdent(tb.Name)+" WHERE "+bucketFilter(tb, st.Buckets, m.Buckets))
+		}
+		sql := "CREATE PUBLICATION " + ident(pubName(m)) + " FOR " + strings.Join(parts, ", ") +
+			" WITH (publish_via_partition_root = true)"
+		if _, err := src.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("create publication on %s: %w", m.From, err)
+		}
+	}
+	if err := dst.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_subscription WHERE subname = $1)", subName(m)).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		sc, _ := t.shard(m.From)
+		sql := "CREATE SUBSCRIPTION " + ident(subName(m)) + " CONNECTION " + literal(sc.DSN) +
+			" PUBLICATION " + ident(pubName(m)) + " WITH (copy_data = true, slot_name = " + literal(subName(m)) + ")"
+		if _, err := dst.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("create subscription on %s: %w", m.To, err)
+		}
+	}
+	return nil
+}
+
+// MoveStatus is one stream's progress.
+type MoveStatus struct {
+	Move
+	// Synced is true when every table finished its initial copy.
+	Synced bool
+	// Lag is how far the subscription's confirmed position trails the
+	// source's WAL, in bytes.
+	Lag int64
+}
+
+// Status prints and returns each move's copy state and lag.
+func (t *Tool) Status(ctx context.Context) ([]MoveStatus, error) {
+	st, err := t.Load(ctx)
+	if err != nil || st == nil {
+		if st == nil && err == nil {
+			t.printf("no reshard planned\n")
+		}
+		return nil, err
+	}
+	t.printPlan(st)
+	if st.Phase != Copying {
+		return nil, nil
+	}
+	var out []MoveStatus
+	for _, m := range st.Moves {
+		ms, err := t.moveStatus(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		t.printf("  %s -> %s: synced=%v lag=%d bytes\n", m.From, m.To, ms.Synced, ms.Lag)
+		out = append(out, ms)
+	}
+	return out, nil
+}
+
+func (t *Tool) moveStatus(ctx context.Context, m Move) (MoveStatus, error) {
+	ms := MoveStatus{Move: m}
+	dst, err := t.connect(ctx, m.To)
+	if err != nil {
+		return ms, err
+	}
+	defer dst.Close(ctx)
+	var notReady, tables int
+	err = dst.QueryRow(ctx, `SELECT count(*) FILTER (WHERE r.srsubstate <> 'r'), count(r.*)
+		FROM pg_subscription s LEFT JOIN pg_subscription_rel r ON r.srsubid = s.oid WHERE s.subname = $1`, subName(m)).Scan(&notReady, &tables)
+	if err != nil {
+		return ms, err
+	}
+	ms.Synced = notReady == 0 && tables > 0
+	src, err := t.connect(ctx, m.From)
+	if err != nil {
+		return ms, err
+	}
+	defer src.Close(ctx)
+	err = src.QueryRow(ctx, `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), -1)::bigint
+		FROM pg_replication_slots WHERE slot_name = $1`, subName(m)).Scan(&ms.Lag)
+	if errors.Is(err, pgx.ErrNoRows) {
+		ms.Lag = -1
+		err = nil
+	}
+	return ms, err
+}
+
+// WaitSynced waits until every move finished its initial copy.
+func (t *Tool) WaitSynced(ctx context.Context) error {
+	st, err := t.must(ctx, Copying)
+	if err != nil {
+		return err
+	}
+	for {
+		all := true
+		for _, m := range st.Moves {
+			ms, err := t.moveStatus(ctx, m)
+			if err != nil {
+				return err
+			}
+			all = all && ms.Synced
+		}
+		if all {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Pause is what a cutover measured.
+type Pause struct {
+	Fence, Drain, CatchUp, Verify, Ack time.Duration
+	Total                              time.Duration
+}
+
+// Cutover holds writes to the source shards at every live proxy, waits for
+// the writes in flight there to end and for each subscription to confirm
+// the source's current WAL position, drops the subscriptions, publishes
+// the new map and waits until every live proxy serves it, which releases
+// the held writes onto the new map. On any failure before the publish the
+// fence is cleared and nothing changed.
+func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
+	st, err := t.must(ctx, Copying)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.WaitSynced(ctx); err != nil {
+		return nil, err
+	}
+	hold, live := t.Hold, t.Live
+	if hold == 0 {
+		hold = 2 * time.Second
+	}
+	if live == 0 {
+		live = 5 * time.Second
+	}
+	cur, err := t.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Version != st.FromVersion {
+		return nil, fmt.Errorf("topology moved from version %d to %d since the plan: abort and plan again", st.FromVersion, cur.Version)
+	}
+	// A cutover gives up before the held writes time out at the proxies.
+	budget := hold - hold/4
+	cctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	p := &Pause{}
+	begin := time.Now()
+	var sources []string
+	seen := map[string]bool{}
+	for _, m := range st.Moves {
+		if !seen[m.From] {
+			seen[m.From] = true
+			sources = append(sources, m.From)
+		}
+	}
+	fence, err := t.Store.SetFence(ctx, sources, cur.Version+1, hold)
+	if err != nil {
+		return nil, err
+	}
+	published := false
+	defer func() {
+		if !published {
+			if err := t.Store.ClearFences(context.Background()); err != nil {
+				t.Log.Error("clear fence", "err", err)
+			}
+		}
+	}()
+	if err := t.waitProxies(cctx, live, func(px topology.Proxy) bool { return px.FenceID == fence || px.Version > cur.Version }); err != nil {
+		return nil, fmt.Errorf("proxies did not take the fence: %w", err)
+	}
+	p.Fence = time.Since(begin)
+	lsns := map[string]string{}
+	for _, s := range sources {
+		lsn, err := t.drain(cctx, s)
+		if err != nil {
+			return nil, fmt.Errorf("drain %s: %w", s, err)
+		}
+		lsns[s] = lsn
+	}
+	p.Drain = time.Since(begin) - p.Fence
+	for _, m := range st.Moves {
+		if err := t.waitConfirmed(cctx, m, lsns[m.From]); err != nil {
+			return nil, fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
+		}
+	}
+	p.CatchUp = time.Since(begin) - p.Fence - p.Drain
+	if !t.SkipVerify {
+		if _, err := t.verify(cctx, st); err != nil {
+			return nil, fmt.Errorf("verify before publishing: %w", err)
+		}
+		p.Verify = time.Since(begin) - p.Fence - p.Drain - p.CatchUp
+	}
+	v, err := t.Store.Publish(cctx, st.Owners, cur.Version, "reshard")
+	if err != nil {
+		return nil, err
+	}
+	published = true
+	st.Phase, st.ToVersion = CutOver, v
+	if err := t.save(ctx, st); err != nil {
+		return nil, err
+	}
+	ackErr := t.waitProxies(ctx, live, func(px topology.Proxy) bool { return px.Version >= v })
+	p.Ack = time.Since(begin) - p.Fence - p.Drain - p.CatchUp - p.Verify
+	p.Total = time.Since(begin)
+	// The sources no longer take writes for the moved buckets: stop the
+	// streams before anything deletes there.
+	for _, m := range st.Moves {
+		if err := t.dropMove(ctx, m); err != nil {
+			return p, err
+		}
+	}
+	t.printf("cut over to version %d in %s (fence %s, drain %s, catch-up %s, verify %s, proxies %s)\n",
+		v, p.Total.Round(time.Millisecond), p.Fence.Round(time.Millisecond), p.Drain.Round(time.Millisecond),
+		p.CatchUp.Round(time.Millisecond), p.Verify.Round(time.Millisecond), p.Ack.Round(time.Millisecond))
+	if ackErr != nil {
+		return p, fmt.Errorf("version %d published, but not every proxy acknowledged it: %w", v, ackErr)
+	}
+	return p, nil
+}
+
+// waitProxies waits until every proxy with a fresh heartbeat satisfies ok.
+func (t *Tool) waitProxies(ctx context.Context, live time.Duration, ok func(topology.Proxy) bool) error {
+	for {
+		ps, err := t.Store.Proxies(ctx, live)
+		if err != nil {
+			return err
+		}
+		var late []string
+		for _, px := range ps {
+			if !ok(px) {
+				late = append(late, px.ID)
+			}
+		}
+		if len(late) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", strings.Join(late, ", "), ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// drain waits until the transactions that hold a transaction id on the
+// source (they may have written moving rows before the fence) have ended,
+// prepared ones included, and returns the WAL position after them.
+func (t *Tool) drain(ctx context.Context, shard string) (string, error) {
+	c, err := t.connect(ctx, shard)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close(context.Background())
+	var pids []int32
+	var xids []string
+	rows, err := c.Query(ctx, `SELECT pid, backend_xid::text FROM pg_stat_activity
+		WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'`)
+	if err != nil {
+		return "", err
+	}
+	for rows.Next() {
+		var pid int32
+		var xid string
+		if err := rows.Scan(&pid, &xid); err != nil {
+			return "", err
+		}
+		pids, xids = append(pids, pid), append(xids, xid)
+	}
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	for {
+		var left int
+		err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_stat_activity a, unnest($1::int[], $2::text[]) AS w(pid, xid)
+			WHERE a.pid = w.pid AND a.backend_xid::text = w.xid) + (SELECT count(*) FROM pg_prepared_xacts)`, pids, xids).Scan(&left)
+		if err != nil {
+			return "", err
+		}
+		if left == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%d transactions still open: %w", left, ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	var lsn string
+	err = c.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn)
+	return lsn, err
+}
+
+// waitConfirmed waits until the move's slot has confirmed lsn.
+func (t *Tool) waitConfirmed(ctx context.Context, m Move, lsn string) error {
+	c, err := t.connect(ctx, m.From)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	for {
+		var done bool
+		err := c.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1", subName(m), lsn).Scan(&done)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// dropMove drops the move's subscription (and with it the slot on the
+// source) and its publication. Missing objects are fine.
+func (t *Tool) dropMove(ctx context.Context, m Move) error {
+	dst, err := t.connect(ctx, m.To)
+	if err != nil {
+		return err
+	}
+	defer dst.Close(ctx)
+	var exists bool
+	if err := dst.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_subscription WHERE subname = $1)", subName(m)).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		if _, err := dst.Exec(ctx, "DROP SUBSCRIPTION "+ident(subName(m))); err != nil {
+			// The source is unreachable: detach the slot and drop locally,
+			// leaving the slot to be reported.
+			_, _ = dst.Exec(ctx, "ALTER SUBSCRIPTION "+ident(subName(m))+" DISABLE")
+			_, _ = dst.Exec(ctx, "ALTER SUBSCRIPTION "+ident(subName(m))+" SET (slot_name = NONE)")
+			if _, err2 := dst.Exec(ctx, "DROP SUBSCRIPTION "+ident(subName(m))); err2 != nil {
+				return fmt.Errorf("drop subscription on %s: %w", m.To, err)
+			}
+		}
+	}
+	src, err := t.connect(ctx, m.From)
+	if err != nil {
+		return err
+	}
+	defer src.Close(ctx)
+	if _, err := src.Exec(ctx, "DROP PUBLICATION IF EXISTS "+ident(pubName(m))); err != nil {
+		return fmt.Errorf("drop publication on %s: %w", m.From, err)
+	}
+	_, err = src.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", subName(m))
+	return err
+}
+
+// Leftovers lists replication objects of reshards still on any shard.
+func (t *Tool) Leftovers(ctx context.Context) ([]string, error) {
+	var out []string
+	for _, sc := range t.Topo.Shards {
+		c, err := t.connect(ctx, sc.Name)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := c.Query(ctx, `SELECT 'slot ' || slot_name FROM pg_replication_slots WHERE slot_name LIKE 'shardproxy\_rs\_%'
+			UNION ALL SELECT 'publication ' || pubname FROM pg_publication WHERE pubname LIKE 'shardproxy\_rs\_%'
+			UNION ALL SELECT 'subscription ' || subname FROM pg_subscription WHERE subname LIKE 'shardproxy\_rs\_%'`)
+		if err == nil {
+			var names []string
+			names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			for _, n := range names {
+				out = append(out, sc.Name+": "+n)
+			}
+		}
+		c.Close(ctx)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Abort drops the streams and the rows copied to the targets and clears
+// any fence: the sources are left as they were. A reshard that has cut
+// over cannot be aborted (plan a reshard back instead).
+func (t *Tool) Abort(ctx context.Context) error {
+	st, err := t.must(ctx, Planned, Copying)
+	if err != nil {
+		return err
+	}
+	if err := t.Store.ClearFences(ctx); err != nil {
+		return err
+	}
+	for _, m := range st.Moves {
+		if err := t.dropMove(ctx, m); err != nil {
+			return err
+		}
+		if err := t.deleteBuckets(ctx, st, m.To, m.Buckets); err != nil {
+			return err
+		}
+	}
+	if err := t.restoreIdentity(ctx, st); err != nil {
+		return err
+	}
+	st.Phase = Aborted
+	if err := t.save(ctx, st); err != nil {
+		return err
+	}
+	return t.reportLeftovers(ctx)
+}
+
+func (t *Tool) reportLeftovers(ctx context.Context) error {
+	left, err := t.Leftovers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, l := range left {
+		t.printf("left behind: %s\n", l)
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("%d replication objects left behind", len(left))
+	}
+	return nil
+}
+
+// Cleanup, after a cutover, drops what is left of the streams and deletes
+// the moved rows from the sources in batches.
+func (t *Tool) Cleanup(ctx context.Context, batch int) error {
+	st, err := t.must(ctx, CutOver)
+	if err != nil {
+		return err
+	}
+	if batch <= 0 {
+		batch = 5000
+	}
+	for _, m := range st.Moves {
+		if err := t.dropMove(ctx, m); err != nil {
+			return err
+		}
+	}
+	if err := t.reportLeftovers(ctx); err != nil {
+		return err
+	}
+	for _, m := range st.Moves {
+		if err := t.deleteBatches(ctx, st, m.From, m.Buckets, batch); err != nil {
+			return err
+		}
+	}
+	if err := t.restoreIdentity(ctx, st); err != nil {
+		return err
+	}
+	st.Phase = Cleaned
+	return t.save(ctx, st)
+}
+
+func (t *Tool) deleteBuckets(ctx context.Context, st *State, shard string, buckets []int) error {
+	return t.deleteBatches(ctx, st, shard, buckets, 0)
+}
+
+// deleteBatches deletes the rows of buckets from shard's tables, batch rows
+// per transaction (0: all at once).
+func (t *Tool) deleteBatches(ctx context.Context, st *State, shard string, buckets []int, batch int) error {
+	c, err := t.connect(ctx, shard)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	for _, tb := range st.Tables {
+		var ok bool
+		if err := c.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", tableIdent(tb.Name)).Scan(&ok); err != nil || !ok {
+			continue
+		}
+		where := bucketFilter(tb, st.Buckets, buckets)
+		sql := "DELETE FROM " + tableIdent(tb.Name) + " WHERE " + where
+		if batch > 0 {
+			// (tableoid, ctid): a ctid alone repeats across partitions.
+			sql = "DELETE FROM " + tableIdent(tb.Name) + " WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM " + tableIdent(tb.Name) +
+				" WHERE " + where + fmt.Sprintf(" LIMIT %d)", batch)
+		}
+		total := int64(0)
+		for {
+			tag, err := c.Exec(ctx, sql)
+			if err != nil {
+				return fmt.Errorf("delete moved rows of %s on %s: %w", tb.Name, shard, err)
+			}
+			total += tag.RowsAffected()
+			if batch == 0 || tag.RowsAffected() == 0 {
+				break
+			}
+		}
+		t.printf("deleted %d rows of %s from %s\n", total, tb.Name, shard)
+	}
+	return nil
+}
+
+// coverKey makes each table's replica identity cover its shard key, which
+// a row filter on UPDATE and DELETE needs: where the identity (the primary
+// key) lacks the key, the table and its partitions go to REPLICA IDENTITY
+// FULL until cleanup or abort.
+func (t *Tool) coverKey(ctx context.Context, c *pgx.Conn, st *State, shard string) error {
+	for _, tb := range st.Tables {
+		var covered bool
+		err := c.QueryRow(ctx, `SELECT c.relreplident = 'f' OR EXISTS (
+			SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+			WHERE i.indrelid = c.oid AND a.attname = $2 AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)))
+			FROM pg_class c WHERE c.oid = to_regclass($1)`, tableIdent(tb.Name), tb.Key).Scan(&covered)
+		if err != nil {
+			return fmt.Errorf("replica identity of %s on %s: %w", tb.Name, shard, err)
+		}
+		if covered {
+			continue
+		}
+		if err := setIdentity(ctx, c, tb.Name, "FULL"); err != nil {
+			return fmt.Errorf("%s on %s: %w", tb.Name, shard, err)
+		}
+		st.IdentityFull = append(st.IdentityFull, shard+"\t"+tb.Name)
+		if err := t.save(ctx, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func setIdentity(ctx context.Context, c *pgx.Conn, table, to string) error {
+	rows, err := c.Query(ctx, "SELECT relid::regclass::text FROM pg_partition_tree(to_regclass($1))", tableIdent(table))
+	if err != nil {
+		return err
+	}
+	rels, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	if len(rels) == 0 {
+		rels = []string{tableIdent(table)}
+	}
+	for _, r := range rels {
+		// r is regclass output: already quoted where needed.
+		if _, err := c.Exec(ctx, "ALTER TABLE "+r+" REPLICA IDENTITY "+to); err != nil {
+			return fmt.Errorf("set replica identity %s: %w", to, err)
+		}
+	}
+	return nil
+}
+
+// restoreIdentity sets back what coverKey changed.
+func (t *Tool) restoreIdentity(ctx context.Context, st *State) error {
+	for _, e := range st.IdentityFull {
+		shard, table, _ := strings.Cut(e, "\t")
+		c, err := t.connect(ctx, shard)
+		if err != nil {
+			return err
+		}
+		err = setIdentity(ctx, c, table, "DEFAULT")
+		c.Close(ctx)
+		if err != nil {
+			return err
+		}
+	}
+	st.IdentityFull = nil
+	return nil
+}
