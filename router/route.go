@@ -55,6 +55,8 @@ type Router struct {
 	// keyPos is each sharded table's shard key position in its column
 	// order (table name -> 0-based; -1 where the shards disagree).
 	keyPos atomic.Pointer[map[string]int]
+	// servers: one shard per distinct server (cluster.go); nil: all.
+	servers atomic.Pointer[[]int]
 }
 
 // SetColumnOrder gives the router each sharded table's column names in
@@ -212,6 +214,12 @@ func (r *Router) fixed(shards []int, write bool, reason string) *compiled {
 }
 
 func (r *Router) compileRoute(st *parser.Statement) *compiled {
+	switch {
+	case st.Cluster:
+		return r.compileCluster()
+	case st.OnDefault:
+		return r.compileOnDefault(st)
+	}
 	switch st.Kind {
 	case parser.Unsupported:
 		return &compiled{err: refuseHard("Run it on a shard directly; see docs/routing.md.",

@@ -1,0 +1,70 @@
+package router
+
+import (
+	"fmt"
+
+	"github.com/shardproxy/shardproxy/parser"
+)
+
+// SetServers tells the router which shards share a Postgres server:
+// servers[i] names shard i's server (host:port). A cluster-wide statement
+// (roles, databases, tablespaces: parser.Statement.Cluster) then runs once
+// per distinct server, on the default shard for its server and on the
+// lowest-numbered shard for each other one. Without it every shard counts
+// as its own server. Safe to call while routing.
+func (r *Router) SetServers(servers []string) {
+	if len(servers) != len(r.topo.Shards) {
+		return
+	}
+	seen := map[string]bool{servers[r.topo.Default]: true}
+	out := []int{}
+	for i, srv := range servers {
+		if i == r.topo.Default || !seen[srv] {
+			seen[srv] = true
+			out = append(out, i)
+		}
+	}
+	r.servers.Store(&out)
+}
+
+// serverShards returns one shard per distinct server, ascending.
+func (r *Router) serverShards() []int {
+	if p := r.servers.Load(); p != nil {
+		return *p
+	}
+	return r.all
+}
+
+// compileOnDefault routes DO, CALL and MERGE: the default shard, when
+// every table the statement names is not in the config (or, read only, a
+// reference table, which the default shard holds in full).
+func (r *Router) compileOnDefault(st *parser.Statement) *compiled {
+	what := "DO/CALL"
+	target, merge := st.MergeTarget()
+	if merge {
+		what = "MERGE"
+	}
+	for _, t := range st.Tables {
+		tb := r.topo.Lookup(t)
+		if tb == nil {
+			continue
+		}
+		if tb.Strategy == Reference && (!merge || r.topo.Lookup(target) != tb) {
+			continue
+		}
+		if what == "MERGE" {
+			return &compiled{err: refuseHard("MERGE runs on the default shard into tables not in the config; for a configured table use INSERT ... ON CONFLICT, UPDATE and DELETE, or a /* shard: name */ comment.",
+				"MERGE into or from configured table %s is not supported", tb.Name)}
+		}
+		return &compiled{err: refuseHard("Run it on one shard with a /* shard: name */ comment.",
+			"%s naming configured table %s is not supported: it runs on the default shard only", what, tb.Name)}
+	}
+	return r.fixed([]int{r.topo.Default}, true, fmt.Sprintf("%s: default shard %s", what, r.names[r.topo.Default]))
+}
+
+// compileCluster routes a cluster-wide statement: once per server.
+func (r *Router) compileCluster() *compiled {
+	return &compiled{write: true, dynamic: true, eval: func(Params) (*Plan, error) {
+		return &Plan{Shards: r.serverShards(), Write: true, Reason: "roles, databases, tablespaces: once per server"}, nil
+	}}
+}
