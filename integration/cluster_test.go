@@ -68,11 +68,22 @@ func TestClusterWideStatements(t *testing.T) {
 	if _, err := c.Exec(ctx, "SELECT count(*) FROM users"); pgCode(err) != "42501" {
 		t.Fatalf("regress_cw_b reads users: %v, want 42501", err)
 	}
+	if _, err := c.Exec(ctx, "SET ROLE regress_cw_a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.QueryRow(ctx, "SELECT current_user::text").Scan(&user); err != nil || user != "regress_cw_a" {
+		t.Fatalf("current_user %q, %v; want regress_cw_a", user, err)
+	}
+	// RESET SESSION AUTHORIZATION resets the role as well, as in Postgres
+	// (on every backend the session leases next).
 	if _, err := c.Exec(ctx, "RESET SESSION AUTHORIZATION"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.QueryRow(ctx, "SELECT current_user::text").Scan(&user); err != nil || user == "regress_cw_b" {
-		t.Fatalf("current_user %q, %v after RESET SESSION AUTHORIZATION", user, err)
+	for i := 0; i < 3; i++ {
+		var role string
+		if err := c.QueryRow(ctx, "SELECT current_user::text, current_setting('role')").Scan(&user, &role); err != nil || user == "regress_cw_b" || user == "regress_cw_a" || role != "none" {
+			t.Fatalf("current_user %q, role %q, %v after RESET SESSION AUTHORIZATION", user, role, err)
+		}
 	}
 
 	// In a transaction: rolled back everywhere, or committed everywhere.
