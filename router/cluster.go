@@ -41,8 +41,8 @@ func (r *Router) serverShards() []int {
 func (r *Router) compileOnDefault(st *parser.Statement) *compiled {
 	what := "DO/CALL"
 	target, merge := st.MergeTarget()
-	if merge {
-		what = "MERGE"
+	if merge || st.Kind != parser.DDL {
+		what = "MERGE" // MERGE, or a statement with MERGE inside WITH
 	}
 	for _, t := range st.Tables {
 		tb := r.topo.Lookup(t)

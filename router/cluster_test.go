@@ -73,6 +73,7 @@ func TestDoCallMergeOnDefaultShard(t *testing.T) {
 		"DO $$BEGIN PERFORM 1; END$$", "CALL p(1)", "CALL p((SELECT max(x) FROM unlisted))",
 		"MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v",
 		"MERGE INTO t USING restaurants s ON t.id = s.id WHEN NOT MATCHED THEN INSERT VALUES (s.id)",
+		"WITH m AS (MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE) SELECT 1",
 	} {
 		p, err := routeOne(t, r, sql)
 		if err != nil || !reflect.DeepEqual(p.Shards, []int{0}) || !p.Write {
@@ -84,6 +85,7 @@ func TestDoCallMergeOnDefaultShard(t *testing.T) {
 		"MERGE INTO t USING orders o ON t.id = o.id WHEN MATCHED THEN DELETE",
 		"MERGE INTO restaurants r USING s ON r.id = s.id WHEN MATCHED THEN DELETE",
 		"CALL p((SELECT max(id) FROM orders))",
+		"WITH m AS (MERGE INTO orders t USING s ON t.id = s.id WHEN MATCHED THEN DELETE) SELECT 1",
 	} {
 		var u *Unsupported
 		if _, err := routeOne(t, r, sql); !errors.As(err, &u) || u.Hint == "" {

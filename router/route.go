@@ -266,6 +266,9 @@ type occ struct {
 }
 
 func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compiled {
+	if a.Opaque == "MERGE" {
+		return r.compileOnDefault(st) // MERGE inside WITH: like MERGE (cluster.go)
+	}
 	if a.Opaque != "" {
 		return &compiled{err: refuseHard("Run it on a shard directly; see docs/routing.md.",
 			"%s is not supported through shardproxy", a.Opaque)}
