@@ -80,3 +80,36 @@ func TestSyntaxErrorsMatchPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEveryShardErrorsMatchPostgres: an error of DDL sent to every shard
+// (in a transaction of the proxy's, or shard by shard for statements
+// that cannot run in one) is the statement's error as one Postgres gives
+// it: no CONTEXT naming a shard, no prefix.
+func TestEveryShardErrorsMatchPostgres(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	direct, err := shardConn(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(ctx)
+	c := mustConnect(t)
+	for _, sql := range []string{
+		"CREATE TABLE users (x int)",
+		"ALTER TABLE users ADD COLUMN id int",
+		"DROP TABLE no_such_table",
+		"CREATE INDEX CONCURRENTLY ON no_such_table (x)",
+		"CREATE DATABASE deliveryapp",
+	} {
+		_, derr := direct.Exec(ctx, sql)
+		_, perr := c.Exec(ctx, sql)
+		var want, got *pgconn.PgError
+		if !errors.As(derr, &want) || !errors.As(perr, &got) {
+			t.Fatalf("%s: Postgres %v, proxy %v; want errors", sql, derr, perr)
+		}
+		if got.Code != want.Code || got.Message != want.Message || got.Where != want.Where || got.Detail != want.Detail || got.Hint != want.Hint {
+			t.Errorf("%s: proxy %s %q (where %q, detail %q, hint %q); Postgres %s %q (where %q, detail %q, hint %q)", sql,
+				got.Code, got.Message, got.Where, got.Detail, got.Hint, want.Code, want.Message, want.Where, want.Detail, want.Hint)
+		}
+	}
+}
