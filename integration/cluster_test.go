@@ -253,3 +253,45 @@ func TestDoCallMergeOnDefaultShard(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCreateTableAsOnDefaultShard: CREATE TABLE AS and SELECT INTO of a
+// table not in the config put its rows on the default shard and an empty
+// table on every other shard (like any DDL), answer Postgres's tag, and
+// a later DROP TABLE works on every shard.
+func TestCreateTableAsOnDefaultShard(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := mustConnect(t)
+	seedRestaurants := shardInt(t, 0, "SELECT count(*) FROM restaurants")
+	for _, tc := range []struct {
+		create string
+		rows   int64
+	}{
+		{"CREATE TABLE cw_ctas AS SELECT g AS x FROM generate_series(1, 5) g", 5},
+		{"SELECT g AS x INTO TABLE cw_ctas FROM generate_series(1, 7) g", 7},
+		{"SELECT 1 AS x INTO cw_ctas UNION ALL SELECT 2", 2},
+		{"SELECT name AS x INTO cw_ctas FROM restaurants", seedRestaurants},
+	} {
+		c.Exec(ctx, "DROP TABLE IF EXISTS cw_ctas")
+		tag, err := c.Exec(ctx, tc.create)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.create, err)
+		}
+		// Postgres's tag: the rows made, not their sum over shards.
+		if tag.String() != fmt.Sprintf("SELECT %d", tc.rows) {
+			t.Errorf("%s: tag %q, want SELECT %d", tc.create, tag, tc.rows)
+		}
+		var n int64
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM cw_ctas").Scan(&n); err != nil || n != tc.rows {
+			t.Errorf("%s: %d rows through the proxy, %v; want %d", tc.create, n, err, tc.rows)
+		}
+		for i := 1; i < nShards; i++ {
+			if got := shardInt(t, i, "SELECT count(*) FROM cw_ctas"); got != 0 {
+				t.Errorf("%s: shard %d holds %d rows, want an empty table", tc.create, i, got)
+			}
+		}
+		if _, err := c.Exec(ctx, "DROP TABLE cw_ctas"); err != nil {
+			t.Fatalf("DROP TABLE after %s: %v", tc.create, err)
+		}
+	}
+}

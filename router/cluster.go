@@ -68,3 +68,36 @@ func (r *Router) compileCluster() *compiled {
 		return &Plan{Shards: r.serverShards(), Write: true, Reason: "roles, databases, tablespaces: once per server"}, nil
 	}}
 }
+
+// compileCreateFrom routes CREATE TABLE ... AS and SELECT ... INTO whose
+// query reads no configured table other than reference tables: the new
+// table is not in the config, so its rows live on the default shard; like
+// any DDL the table is created on every shard, empty on the others
+// (parser.Statement.EmptyCopy), so that later DDL on it (DROP TABLE)
+// works everywhere. The answer is the default shard's ("SELECT n"; the
+// others answer "SELECT 0"). nil: not such a statement.
+func (r *Router) compileCreateFrom(st *parser.Statement) *compiled {
+	if st.Kind != parser.DDL && st.Kind != parser.Select {
+		return nil
+	}
+	for _, t := range st.Tables {
+		if tb := r.topo.Lookup(t); tb != nil && tb.Strategy != Reference {
+			return nil // refused as before: over sharded tables
+		}
+	}
+	empty, target, ok := st.EmptyCopy()
+	if !ok || r.topo.Lookup(target) != nil {
+		return nil // a configured target: routed as before
+	}
+	if len(r.all) == 1 {
+		return r.fixed(r.all, true, "CREATE TABLE AS / SELECT INTO: default shard")
+	}
+	sqls := make([]string, len(r.all))
+	for i := range sqls {
+		sqls[i] = empty
+	}
+	sqls[r.topo.Default] = st.SQL
+	c := r.fixed(r.all, true, fmt.Sprintf("CREATE TABLE AS / SELECT INTO: rows on default shard %s, an empty table on the others", r.names[r.topo.Default]))
+	c.static.SQL = sqls
+	return c
+}

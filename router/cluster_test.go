@@ -93,3 +93,39 @@ func TestDoCallMergeOnDefaultShard(t *testing.T) {
 		}
 	}
 }
+
+func TestCreateFromQueryOnDefaultShard(t *testing.T) {
+	r := testRouter(t)
+	for sql, empty := range map[string]string{
+		"CREATE TABLE t AS SELECT a, b FROM u WHERE a > 1":                 "CREATE TABLE t AS SELECT * FROM (SELECT a, b FROM u WHERE a > 1) q LIMIT 0",
+		"SELECT a, nextval('s') AS n INTO TABLE t FROM u":                  "CREATE TABLE t AS SELECT * FROM (SELECT a, nextval('s') AS n FROM u) q LIMIT 0",
+		"SELECT 1 AS x INTO t UNION SELECT 2":                              "CREATE TABLE t AS SELECT * FROM (SELECT 1 AS x UNION SELECT 2) q LIMIT 0",
+		"CREATE TABLE IF NOT EXISTS t (x) AS SELECT name FROM restaurants": "CREATE TABLE IF NOT EXISTS t(x) AS SELECT * FROM (SELECT name FROM restaurants) q LIMIT 0",
+	} {
+		p, err := routeOne(t, r, sql)
+		if err != nil || !reflect.DeepEqual(p.Shards, []int{0, 1, 2, 3}) || len(p.SQL) != 4 {
+			t.Fatalf("%s: plan %+v, err %v", sql, p, err)
+		}
+		if p.SQL[0] != sql {
+			t.Errorf("%s: the default shard runs %q", sql, p.SQL[0])
+		}
+		for i := 1; i < 4; i++ {
+			if p.SQL[i] != empty {
+				t.Errorf("%s: shard %d runs %q, want %q", sql, i, p.SQL[i], empty)
+			}
+		}
+	}
+	// Over sharded tables, into a configured name, WITH NO DATA, temporary:
+	// as before (refused, or DDL on every shard as sent).
+	for _, sql := range []string{"CREATE TABLE t AS SELECT * FROM orders", "SELECT * INTO t FROM orders"} {
+		var u *Unsupported
+		if _, err := routeOne(t, r, sql); !errors.As(err, &u) {
+			t.Errorf("%s: %v, want a refusal", sql, err)
+		}
+	}
+	for _, sql := range []string{"CREATE TABLE t AS SELECT 1 WITH NO DATA", "CREATE MATERIALIZED VIEW m AS SELECT 1"} {
+		if p, err := routeOne(t, r, sql); err != nil || p.SQL != nil || len(p.Shards) != 4 {
+			t.Errorf("%s: plan %+v, err %v; want every shard as sent", sql, p, err)
+		}
+	}
+}

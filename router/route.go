@@ -220,6 +220,9 @@ func (r *Router) compileRoute(st *parser.Statement) *compiled {
 	case st.OnDefault:
 		return r.compileOnDefault(st)
 	}
+	if c := r.compileCreateFrom(st); c != nil {
+		return c
+	}
 	switch st.Kind {
 	case parser.Unsupported:
 		return &compiled{err: refuseHard("Run it on a shard directly; see docs/routing.md.",
