@@ -75,6 +75,11 @@ type Statement struct {
 	// Hints are the routing hints found in the statement's comments
 	// (`/* shard: s2 */`, `-- user_id: 42`), in order.
 	Hints []Hint
+	// Cluster: a statement on roles, databases or tablespaces, which
+	// belong to the server: it runs once per distinct server (cluster.go).
+	Cluster bool
+	// OnDefault: DO, CALL, MERGE: the default shard (cluster.go).
+	OnDefault bool
 
 	node    *pg.Node
 	version int32
@@ -338,6 +343,7 @@ func analyse(sql string, n *pg.Node) *Statement {
 		}
 		s.impure = !s.portableCalls()
 	}
+	s.reclassify(n)
 	return s
 }
 

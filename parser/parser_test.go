@@ -45,7 +45,7 @@ func TestKinds(t *testing.T) {
 		{"SHOW a", Show, 0, false},
 		{"EXPLAIN SELECT 1", Explain, 0, false},
 		{"EXPLAIN ANALYZE DELETE FROM t", Explain, 0, true},
-		{"MERGE INTO t USING u ON t.a = u.a WHEN MATCHED THEN DELETE", Unsupported, 0, false},
+		{"MERGE INTO t USING u ON t.a = u.a WHEN MATCHED THEN DELETE", Update, 0, true},
 		{"LISTEN x", Unsupported, 0, false},
 	}
 	for _, c := range cases {

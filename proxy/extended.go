@@ -182,7 +182,7 @@ func (s *session) extParse(ctx context.Context, body []byte) error {
 	switch {
 	case err == parser.ErrEmpty:
 	case err != nil:
-		return err
+		return s.shardParseError(ctx, m.Query, err) // syntax.go
 	case len(stmts) > 1:
 		return &pgError{code: pgerrcode.SyntaxError, msg: "cannot insert multiple commands into a prepared statement"}
 	default:

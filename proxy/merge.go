@@ -126,7 +126,14 @@ func (g *gatherer) step(i int) ([]byte, error) {
 		case 'E':
 			s.q.shardFailed(body)
 			if m.firstErr == nil {
-				m.firstErr = withShard(raw, body, b.pool.name)
+				if g.plan.Write {
+					// DDL and writes on several shards: every shard ran
+					// the same statement; its error is the statement's,
+					// worded as one Postgres would.
+					m.firstErr = bytes.Clone(raw)
+				} else {
+					m.firstErr = withShard(raw, body, b.pool.name)
+				}
 				g.cancelOthers(i)
 			}
 		case 'N', 'S':

@@ -90,6 +90,7 @@ func New(cfg Config, topo *router.Topology, log *slog.Logger) (*Server, error) {
 		}
 		s.pools = append(s.pools, p)
 	}
+	s.initServers()
 	sets, err := newReplicaSets(cfg, topo, s.pools)
 	if err != nil {
 		return nil, err

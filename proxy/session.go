@@ -313,7 +313,7 @@ func (s *session) simpleQuery(ctx context.Context, sql string) error {
 		s.out = append(s.out, 'I', 0, 0, 0, 4)
 		return s.readyForQuery()
 	case err != nil:
-		s.fail(err)
+		s.fail(s.shardParseError(ctx, sql, err)) // syntax.go
 		return s.readyForQuery()
 	case len(stmts) > 1:
 		if err := s.multi(ctx, stmts, sql); err != nil {

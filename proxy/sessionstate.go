@@ -288,7 +288,8 @@ func (s *session) keepValue(name, value string) {
 func (s *session) setStatement(st *parser.Statement, name string) {
 	kept := s.sets[:0]
 	for _, x := range s.sets {
-		if x.name != name && (name != "all" || roleSetting(x.name)) {
+		// SET/RESET SESSION AUTHORIZATION also resets the role.
+		if x.name != name && (name != "all" || roleSetting(x.name)) && (name != "session_authorization" || x.name != "role") {
 			kept = append(kept, x)
 		}
 	}

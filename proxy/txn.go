@@ -428,11 +428,11 @@ func (s *session) shardByShard(ctx context.Context, st *parser.Statement, text s
 
 // partial adds to a shard-by-shard failure which shards have the change.
 func (s *session) partial(err error, done, left []int) error {
-	e := errorResponse(err)
-	detail := "Applied on no shard."
-	if len(done) > 0 {
-		detail = fmt.Sprintf("Applied on shards %s; not on %s.", s.shardNames(done), s.shardNames(left))
+	if len(done) == 0 {
+		return err // applied nowhere: the statement's error, as Postgres words it
 	}
+	e := errorResponse(err)
+	detail := fmt.Sprintf("Applied on shards %s; not on %s.", s.shardNames(done), s.shardNames(left))
 	if e.Detail != "" {
 		detail = e.Detail + "\n" + detail
 	}

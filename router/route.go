@@ -57,6 +57,8 @@ type Router struct {
 	keyPos atomic.Pointer[map[string]int]
 	// placing is the bucket map in force (buckets.go); never nil.
 	placing atomic.Pointer[placement]
+	// servers: one shard per distinct server (cluster.go); nil: all.
+	servers atomic.Pointer[[]int]
 }
 
 // SetColumnOrder gives the router each sharded table's column names in
@@ -217,6 +219,15 @@ func (r *Router) fixed(shards []int, write bool, reason string) *compiled {
 }
 
 func (r *Router) compileRoute(st *parser.Statement) *compiled {
+	switch {
+	case st.Cluster:
+		return r.compileCluster()
+	case st.OnDefault:
+		return r.compileOnDefault(st)
+	}
+	if c := r.compileCreateFrom(st); c != nil {
+		return c
+	}
 	switch st.Kind {
 	case parser.Unsupported:
 		return &compiled{err: refuseHard("Run it on a shard directly; see docs/routing.md.",
@@ -263,6 +274,9 @@ type occ struct {
 }
 
 func (r *Router) compileQuery(st *parser.Statement, a *parser.Analysis) *compiled {
+	if a.Opaque == "MERGE" {
+		return r.compileOnDefault(st) // MERGE inside WITH: like MERGE (cluster.go)
+	}
 	if a.Opaque != "" {
 		return &compiled{err: refuseHard("Run it on a shard directly; see docs/routing.md.",
 			"%s is not supported through shardproxy", a.Opaque)}

@@ -181,8 +181,12 @@ fresh_clusters() {
   rm -rf "$PGC_ROOT"
   # pgcluster.sh's benchmark settings (fsync=off...) are kept, but wal_level=minimal
   # would make CREATE PUBLICATION warn: use the default replica level.
+  # shardproxy runs DDL on several shards (sp4) in a two-phase commit, which
+  # needs prepared transactions, as docs/pooling.md asks of every shard.
+  local extra=$'wal_level = replica\nmax_wal_senders = 10\nautovacuum = on'
+  [[ $BASE == sp* ]] && extra+=$'\nmax_prepared_transactions = 100'
   PGC_SHARED_BUFFERS=128MB PGC_MAX_CONNECTIONS=100 \
-  PGC_EXTRA_CONF=$'wal_level = replica\nmax_wal_senders = 10\nautovacuum = on' \
+  PGC_EXTRA_CONF=$extra \
     "$PGCLUSTER" start "$n" >/dev/null
   log "$n fresh cluster(s) on 127.0.0.1:$PGC_BASE_PORT.."
 }
