@@ -17,7 +17,8 @@ const (
 	NoSessionUse SessionUse = iota
 	// AdvisoryLock: a session-level advisory lock (pg_advisory_lock...).
 	AdvisoryLock
-	// TempTable: CREATE TEMP TABLE (lives until the connection ends).
+	// TempTable: CREATE TEMP TABLE/VIEW/SEQUENCE (lives until the
+	// connection ends).
 	TempTable
 	// SetConfig: a set_config(name, value, is_local) call anywhere in the
 	// statement whose is_local is not the constant true: it changes a
@@ -40,6 +41,12 @@ func (s *Statement) sessionUse() SessionUse {
 		return TempTable
 	}
 	if sel := s.node.GetSelectStmt(); sel != nil && sel.IntoClause != nil && sel.IntoClause.Rel != nil && sel.IntoClause.Rel.Relpersistence == "t" {
+		return TempTable
+	}
+	if v := s.node.GetViewStmt(); v != nil && v.View != nil && v.View.Relpersistence == "t" {
+		return TempTable
+	}
+	if q := s.node.GetCreateSeqStmt(); q != nil && q.Sequence != nil && q.Sequence.Relpersistence == "t" {
 		return TempTable
 	}
 	use := NoSessionUse
