@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -25,7 +26,7 @@ var sessionScript = []string{
 	"SELECT count(*), sum(id) FROM tt",
 	"SELECT 1",
 	"SELECT v FROM tt WHERE id = 7",
-	"CREATE TEMP TABLE tt (x int)", // 42P07
+	"CREATE TEMP TABLE tt (x int)",                        // 42P07
 	"DECLARE c0 CURSOR FOR SELECT id FROM tt ORDER BY id", // 25P01 outside a transaction
 	"BEGIN",
 	"DECLARE c1 SCROLL CURSOR FOR SELECT id FROM tt ORDER BY id",
@@ -398,5 +399,40 @@ func TestReservationsNeverLeak(t *testing.T) {
 		if err := base.QueryRow(ctx, probe).Scan(&v); err != nil || v != fresh {
 			t.Fatalf("after the run: %s %v, want %s", v, err, fresh)
 		}
+	}
+}
+
+// TestPortalsAcrossSyncMatchPostgres: a portal bound inside a transaction
+// lives until the transaction ends, so Execute with a row limit may resume
+// it after a Sync (JDBC's setFetchSize inside a transaction: `portal "C_3"
+// does not exist` was reported).
+func TestPortalsAcrossSyncMatchPostgres(t *testing.T) {
+	ctx := context.Background()
+	if _, err := mustConnect(t).Exec(ctx, "INSERT INTO restaurants (id, name, city, cuisine) VALUES (7777, 'Wire', 'Porto', 'grill') ON CONFLICT DO NOTHING"); err != nil {
+		t.Fatal(err)
+	}
+	q := "SELECT x FROM restaurants, generate_series(1, 7) x WHERE id = 7777 ORDER BY x"
+	scripts := map[string][]wireStep{
+		"setFetchSize in a transaction": {
+			{&pgproto3.Query{String: "BEGIN"}},
+			{&pgproto3.Parse{Name: "S_1", Query: q}, &pgproto3.Bind{DestinationPortal: "C_3", PreparedStatement: "S_1"},
+				&pgproto3.Describe{ObjectType: 'P', Name: "C_3"}, &pgproto3.Execute{Portal: "C_3", MaxRows: 3}, &pgproto3.Sync{}},
+			{&pgproto3.Execute{Portal: "C_3", MaxRows: 3}, &pgproto3.Sync{}},
+			{&pgproto3.Parse{Query: "SELECT 42"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}},
+			{&pgproto3.Execute{Portal: "C_3", MaxRows: 3}, &pgproto3.Sync{}},
+			{&pgproto3.Close{ObjectType: 'P', Name: "C_3"}, &pgproto3.Sync{}},
+			{&pgproto3.Query{String: "COMMIT"}},
+			{&pgproto3.Execute{Portal: "C_3", MaxRows: 3}, &pgproto3.Sync{}},
+		},
+	}
+	direct := env.shards.Clusters[0].DSN("deliveryapp")
+	for name, steps := range scripts {
+		t.Run(name, func(t *testing.T) {
+			want := transcript(t, direct, steps)
+			got := transcript(t, proxyURL("app", "app"), steps)
+			if got != want {
+				t.Fatalf("through the proxy:\n%s\nstraight to Postgres:\n%s", got, want)
+			}
+		})
 	}
 }

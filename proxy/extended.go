@@ -534,7 +534,7 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 	if p.scatter {
 		return s.executeScatter(ctx, p, m.MaxRows)
 	}
-	if p.where != x.cur {
+	if p.where != x.cur && !s.resumePortal(p) { // reserve.go
 		return &pgError{code: pgerrcode.InvalidCursorName, msg: fmt.Sprintf("portal \"%s\" does not exist", m.Portal)}
 	}
 	x.wbuf = appendMsg(x.wbuf, &pgproto3.Execute{Portal: m.Portal, MaxRows: m.MaxRows})

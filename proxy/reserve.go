@@ -667,3 +667,19 @@ func (s *session) tempReadsSharded(st *parser.Statement) error {
 	}
 	return nil
 }
+
+// resumePortal makes a portal bound in an earlier request of the open
+// transaction current again (JDBC's setFetchSize: Execute with a row
+// limit, Sync, then Execute of the same portal), finishing the current
+// backend's part first. It reports whether the portal's backend is
+// current.
+func (s *session) resumePortal(p *portal) bool {
+	if p.where == nil || !s.inTx(p.where) {
+		return false
+	}
+	if s.x.cur != nil && s.extRelease() != nil {
+		return false
+	}
+	s.useBackend(p.where)
+	return true
+}
