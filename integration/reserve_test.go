@@ -247,8 +247,12 @@ func TestSessionAdvisoryLocks(t *testing.T) {
 		}
 		return ok
 	}
+	before := reservedByReason(t)["advisory_lock"]
 	if !try(a) {
 		t.Fatal("a could not lock")
+	}
+	if got := reservedByReason(t)["advisory_lock"]; got != before+1 {
+		t.Errorf("reserved for advisory locks: %v, want %v", got, before+1)
 	}
 	for i := 0; i < 3; i++ {
 		if try(b) {
@@ -257,6 +261,9 @@ func TestSessionAdvisoryLocks(t *testing.T) {
 	}
 	if _, err := a.Exec(ctx, "SELECT pg_advisory_unlock(777)"); err != nil {
 		t.Fatal(err)
+	}
+	if got := reservedByReason(t)["advisory_lock"]; got != before {
+		t.Errorf("reserved for advisory locks after the unlock: %v, want %v", got, before)
 	}
 	if !try(b) {
 		t.Fatal("b could not lock after a unlocked")

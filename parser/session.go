@@ -24,6 +24,9 @@ const (
 	// statement whose is_local is not the constant true: it changes a
 	// setting for the rest of the session, like SET.
 	SetConfig
+	// AdvisoryUnlock: pg_advisory_unlock, _shared or _all: may end the
+	// session's last advisory lock.
+	AdvisoryUnlock
 )
 
 var sessionLockFuncs = map[string]bool{
@@ -56,8 +59,10 @@ func (s *Statement) sessionUse() SessionUse {
 			switch fn := ns[len(ns)-1]; {
 			case sessionLockFuncs[fn]:
 				use = AdvisoryLock
-			case fn == "set_config" && use == NoSessionUse && !localSetConfig(f):
+			case fn == "set_config" && (use == NoSessionUse || use == AdvisoryUnlock) && !localSetConfig(f):
 				use = SetConfig
+			case advisoryUnlockFuncs[fn] && use == NoSessionUse:
+				use = AdvisoryUnlock
 			}
 		}
 	})

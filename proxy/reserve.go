@@ -188,6 +188,17 @@ func (s *session) keepReserved(b *backend) bool {
 	if add&reasonTemp != 0 {
 		b.discard = false // the temporary tables stay the client's
 	}
+	had := r != nil && r.why&reasonLock != 0
+	if (add&reasonLock != 0 && !had || s.rsv.unlock && had) && b.txStatus == 'I' && !s.inTx(b) {
+		// pg_try_advisory_lock may have got nothing, an unlock may have
+		// ended the last lock: the backend's lock count decides.
+		if held, err := s.advisoryLocksHeld(b); err == nil && !held {
+			add &^= reasonLock
+			if had {
+				s.dropReason(shard, reasonLock)
+			}
+		}
+	}
 	if r == nil {
 		if add == 0 {
 			return false
@@ -203,11 +214,6 @@ func (s *session) keepReserved(b *backend) bool {
 	s.rsv.mu.Lock()
 	r.why |= add
 	s.rsv.mu.Unlock()
-	if s.rsv.unlock && r.why&reasonLock != 0 && b.txStatus == 'I' && !s.inTx(b) {
-		if held, err := s.advisoryLocksHeld(b); err == nil && !held {
-			s.dropReason(shard, reasonLock)
-		}
-	}
 	if r.why == 0 && !s.inTx(b) {
 		s.unreserve(shard)
 		return false

@@ -893,7 +893,7 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		s.noteWrite(st) // replicas.go: read-your-writes
 		s.rc.touch(st)
 		switch st.Session {
-		case parser.AdvisoryLock, parser.TempTable:
+		case parser.AdvisoryLock, parser.TempTable, parser.AdvisoryUnlock:
 			if err := s.reserveCheck(st); err != nil {
 				s.fail(err)
 				return nil
@@ -995,7 +995,7 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 // backend is discarded clean.
 func (s *session) sessionState(st *parser.Statement) error {
 	switch st.Session {
-	case parser.AdvisoryLock, parser.TempTable:
+	case parser.AdvisoryLock, parser.TempTable, parser.AdvisoryUnlock:
 		return s.reserveCheck(st) // reserve.go
 	case parser.SetConfig:
 		s.setConfigUsed()
