@@ -443,3 +443,22 @@ func TestPortalsAcrossSyncMatchPostgres(t *testing.T) {
 		})
 	}
 }
+
+// TestPsqlFetchCount: psql's FETCH_COUNT (BEGIN, DECLARE, FETCH FORWARD n,
+// CLOSE, COMMIT) over a query on one shard, and a clear refusal over a
+// query on several shards.
+func TestPsqlFetchCount(t *testing.T) {
+	seedUsers(t)
+	out, err := psql(t, "app", "-v", "FETCH_COUNT=3", "-At", "-c", "SELECT x FROM generate_series(1, 7) x ORDER BY x")
+	if err != nil || strings.Join(strings.Fields(out), ",") != "1,2,3,4,5,6,7" {
+		t.Fatalf("FETCH_COUNT over one shard: %v\n%s", err, out)
+	}
+	out, err = psql(t, "app", "-v", "FETCH_COUNT=2", "-At", "-c", "SELECT id FROM users WHERE id = 3")
+	if err != nil || strings.TrimSpace(out) != "3" {
+		t.Fatalf("FETCH_COUNT over a keyed read: %v\n%s", err, out)
+	}
+	out, _ = psql(t, "app", "-v", "FETCH_COUNT=2", "-At", "-c", "SELECT id FROM users ORDER BY id")
+	if !strings.Contains(out, "cursor over a query on several shards is not supported") {
+		t.Fatalf("FETCH_COUNT over several shards: %s", out)
+	}
+}

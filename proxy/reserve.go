@@ -689,3 +689,100 @@ func (s *session) resumePortal(p *portal) bool {
 	s.useBackend(p.where)
 	return true
 }
+
+// routeSessionSQL plans a cursor or SQL PREPARE/EXECUTE statement sent
+// through the extended protocol (the simple protocol's go through
+// sessionSQL): the shard of the cursor's query or of the cursor, the
+// default shard for PREPARE. ok says whether st was one of them.
+func (s *session) routeSessionSQL(st *parser.Statement, params router.Params) (plan *router.Plan, ok bool, err error) {
+	def := s.srv.router.Topology().Default
+	one := func(shard int) *router.Plan { return &router.Plan{Shards: []int{shard}, Reason: "session object"} }
+	if c, isCursor := st.Cursor(); isCursor {
+		switch {
+		case c.Op == parser.DeclareCursor:
+			p, err := s.route(c.Query, params)
+			if err != nil {
+				return nil, true, err
+			}
+			if !p.Single() || p.SQL != nil || len(p.KeyGuard) > 0 {
+				if !s.anywhere(c.Query) {
+					return nil, true, refused("a cursor over a query on several shards is not supported",
+						"Add a shard key predicate to the cursor's query, or read the rows without a cursor.")
+				}
+				p = one(def)
+			}
+			if c.Hold && s.reserveRefused() {
+				return nil, true, refused("a cursor WITH HOLD holds a backend for the client, which pool.reserve: refuse forbids",
+					"Declare the cursor without HOLD inside a transaction.")
+			}
+			return one(p.Shards[0]), true, nil
+		case c.All:
+			return nil, true, refused("CLOSE ALL is not supported in the extended protocol", "Send it as a simple query.")
+		}
+		ci, known := s.rsv.cursors[c.Name]
+		if !known {
+			return nil, true, noCursor(c.Name)
+		}
+		return one(ci.shard), true, nil
+	}
+	if _, q, isPrepare := st.Prepare(); isPrepare {
+		topo := s.srv.router.Topology()
+		for _, t := range q.Tables {
+			if tb := topo.Lookup(t); tb != nil && tb.Strategy != "reference" {
+				return nil, true, refused("SQL PREPARE of a statement on a sharded table is not supported",
+					"Use the extended protocol's own prepared statements, which route by the bound values.")
+			}
+		}
+		if s.reserveRefused() {
+			return nil, true, refused("a SQL prepared statement holds a backend for the client, which pool.reserve: refuse forbids",
+				"Use the extended protocol's own prepared statements.")
+		}
+		return one(def), true, nil
+	}
+	if name, isExecute := st.Execute(); isExecute {
+		shard, known := s.rsv.prepared[name]
+		if !known {
+			return nil, true, &pgError{code: pgerrcode.InvalidSQLStatementName, msg: fmt.Sprintf("prepared statement \"%s\" does not exist", name)}
+		}
+		return one(shard), true, nil
+	}
+	return nil, false, nil
+}
+
+// boundSessionSQL records what a cursor or SQL PREPARE statement bound in
+// the extended protocol does, once it is routed to plan: the cursor's or
+// statement's shard, and the reason its backend is kept. (A statement
+// that then fails leaves the record; the shard answers any later use with
+// Postgres's own error.)
+func (s *session) boundSessionSQL(st *parser.Statement, plan *router.Plan) {
+	if c, ok := st.Cursor(); ok {
+		switch c.Op {
+		case parser.DeclareCursor:
+			if s.rsv.cursors == nil {
+				s.rsv.cursors = map[string]cursorInfo{}
+			}
+			s.rsv.cursors[c.Name] = cursorInfo{shard: plan.Shards[0], hold: c.Hold}
+			if c.Hold {
+				s.noteReason(reasonCursor)
+			}
+		case parser.CloseCursor:
+			delete(s.rsv.cursors, c.Name)
+			for _, ci := range s.rsv.cursors {
+				if ci.shard == plan.Shards[0] && ci.hold {
+					return
+				}
+			}
+			s.dropReason(plan.Shards[0], reasonCursor)
+		}
+		return
+	}
+	if name, _, ok := st.Prepare(); ok {
+		if s.rsv.prepared == nil {
+			s.rsv.prepared = map[string]int{}
+		}
+		if _, dup := s.rsv.prepared[name]; !dup {
+			s.rsv.prepared[name] = plan.Shards[0]
+		}
+		s.noteReason(reasonPrepared)
+	}
+}
