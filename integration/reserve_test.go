@@ -462,3 +462,68 @@ func TestPsqlFetchCount(t *testing.T) {
 		t.Fatalf("FETCH_COUNT over several shards: %s", out)
 	}
 }
+
+// TestCursorsExtendedProtocol: DECLARE (with a bound parameter), FETCH and
+// CLOSE and SQL PREPARE/EXECUTE through the extended protocol (psycopg 3's
+// named cursors), inside and outside a transaction.
+func TestCursorsExtendedProtocol(t *testing.T) {
+	seedUsers(t)
+	ctx := context.Background()
+	c, err := connectExec(ctx, pgx.QueryExecModeCacheStatement)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	fetch := func(q string) []int64 {
+		t.Helper()
+		rows, err := c.Query(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		ns, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return ns
+	}
+	before := reservedByReason(t)["cursor"]
+	if _, err := c.Exec(ctx, "DECLARE xc CURSOR WITH HOLD FOR SELECT g::bigint FROM generate_series(1, $1::int) g", 5); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(fetch("FETCH 2 FROM xc"), fetch("FETCH ALL FROM xc")); got != "[1 2] [3 4 5]" {
+		t.Fatalf("held cursor: %s", got)
+	}
+	if got := reservedByReason(t)["cursor"]; got != before+1 {
+		t.Errorf("reserved for cursors: %v, want %v", got, before+1)
+	}
+	if _, err := c.Exec(ctx, "CLOSE xc"); err != nil {
+		t.Fatal(err)
+	}
+	if got := reservedByReason(t)["cursor"]; got != before {
+		t.Errorf("reserved for cursors after CLOSE: %v, want %v", got, before)
+	}
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "DECLARE kc CURSOR FOR SELECT id FROM users WHERE id = $1", 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(fetch("FETCH 5 FROM kc")); got != "[3]" {
+		t.Fatalf("keyed cursor in a transaction: %s", got)
+	}
+	if _, err := tx.Exec(ctx, "DECLARE ac CURSOR FOR SELECT id FROM users WHERE id > $1", 0); sqlstateOf(err) != "0A000" {
+		t.Fatalf("cursor over several shards: %v, want 0A000", err)
+	}
+	tx.Rollback(ctx)
+	if _, err := c.Exec(ctx, "FETCH 1 FROM kc"); sqlstateOf(err) != "34000" {
+		t.Fatalf("cursor after its transaction: %v, want 34000", err)
+	}
+	if _, err := c.Exec(ctx, "PREPARE xp AS SELECT 40 + 2"); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	if err := c.QueryRow(ctx, "EXECUTE xp", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 42 {
+		t.Fatalf("EXECUTE: %d %v", n, err)
+	}
+}

@@ -250,6 +250,7 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	}
 	p.plan = plan
 	s.q.plan = plan
+	s.boundSessionSQL(ps.st, plan) // reserve.go
 	if ps.st.Kind == parser.DDL {
 		// Column collations and order are reread once the DDL is done.
 		x.ddl = true

@@ -705,6 +705,9 @@ func (s *session) routeSessionSQL(st *parser.Statement, params router.Params) (p
 				return nil, true, err
 			}
 			if !p.Single() || p.SQL != nil || len(p.KeyGuard) > 0 {
+				if params == nil {
+					return p, true, nil // Describe before Bind: any shard of the query answers
+				}
 				if !s.anywhere(c.Query) {
 					return nil, true, refused("a cursor over a query on several shards is not supported",
 						"Add a shard key predicate to the cursor's query, or read the rows without a cursor.")

@@ -1010,6 +1010,9 @@ func (s *session) route(st *parser.Statement, params router.Params) (*router.Pla
 	if plan, ok, err := s.routeTemp(st); ok {
 		return plan, err
 	}
+	if plan, ok, err := s.routeSessionSQL(st, params); ok { // reserve.go
+		return plan, err
+	}
 	if st.Session == parser.TempTable {
 		if err := s.tempReadsSharded(st); err != nil {
 			return nil, err
