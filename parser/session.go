@@ -17,12 +17,16 @@ const (
 	NoSessionUse SessionUse = iota
 	// AdvisoryLock: a session-level advisory lock (pg_advisory_lock...).
 	AdvisoryLock
-	// TempTable: CREATE TEMP TABLE (lives until the connection ends).
+	// TempTable: CREATE TEMP TABLE/VIEW/SEQUENCE (lives until the
+	// connection ends).
 	TempTable
 	// SetConfig: a set_config(name, value, is_local) call anywhere in the
 	// statement whose is_local is not the constant true: it changes a
 	// setting for the rest of the session, like SET.
 	SetConfig
+	// AdvisoryUnlock: pg_advisory_unlock, _shared or _all: may end the
+	// session's last advisory lock.
+	AdvisoryUnlock
 )
 
 var sessionLockFuncs = map[string]bool{
@@ -42,6 +46,12 @@ func (s *Statement) sessionUse() SessionUse {
 	if sel := s.node.GetSelectStmt(); sel != nil && sel.IntoClause != nil && sel.IntoClause.Rel != nil && sel.IntoClause.Rel.Relpersistence == "t" {
 		return TempTable
 	}
+	if v := s.node.GetViewStmt(); v != nil && v.View != nil && v.View.Relpersistence == "t" {
+		return TempTable
+	}
+	if q := s.node.GetCreateSeqStmt(); q != nil && q.Sequence != nil && q.Sequence.Relpersistence == "t" {
+		return TempTable
+	}
 	use := NoSessionUse
 	walk(s.node.ProtoReflect(), func(m protoreflect.Message) {
 		if f, ok := m.Interface().(*pg.FuncCall); ok {
@@ -49,8 +59,10 @@ func (s *Statement) sessionUse() SessionUse {
 			switch fn := ns[len(ns)-1]; {
 			case sessionLockFuncs[fn]:
 				use = AdvisoryLock
-			case fn == "set_config" && use == NoSessionUse && !localSetConfig(f):
+			case fn == "set_config" && (use == NoSessionUse || use == AdvisoryUnlock) && !localSetConfig(f):
 				use = SetConfig
+			case advisoryUnlockFuncs[fn] && use == NoSessionUse:
+				use = AdvisoryUnlock
 			}
 		}
 	})

@@ -194,12 +194,13 @@ func (s *session) adminShow(what, arg string) error {
 		s.rows(cols, data)
 	case "POOLS":
 		var data [][]string
-		for _, p := range srv.pools {
+		reserved, _ := srv.reservedCounts() // reserve.go
+		for i, p := range srv.pools {
 			ps := p.snapshot()
 			data = append(data, []string{p.name, itoa(ps.size), itoa(ps.open), itoa(ps.idle), itoa(ps.open - ps.idle),
-				itoa(ps.waiting), strconv.FormatUint(p.connects.Load(), 10), strconv.FormatUint(p.connectErrors.Load(), 10)})
+				itoa(ps.waiting), strconv.FormatUint(p.connects.Load(), 10), strconv.FormatUint(p.connectErrors.Load(), 10), itoa(reserved[i])})
 		}
-		cols := textCols("shard", "size", "open", "idle", "in_use", "waiting", "connects", "connect_errors")
+		cols := textCols("shard", "size", "open", "idle", "in_use", "waiting", "connects", "connect_errors", "reserved")
 		for i := 1; i < len(cols); i++ {
 			cols[i].oid = oidInt8
 		}
@@ -209,7 +210,7 @@ func (s *session) adminShow(what, arg string) error {
 		srv.sessions.Range(func(k, v any) bool {
 			c := v.(*session)
 			data = append(data, []string{strconv.FormatUint(uint64(c.pid), 10), c.user, c.database, c.q.addr,
-				clientStateNames[c.q.state.Load()], fmtTime(c.q.connected), strconv.FormatUint(c.q.queries.Load(), 10)})
+				clientStateNames[c.q.state.Load()], fmtTime(c.q.connected), strconv.FormatUint(c.q.queries.Load(), 10), c.reservedSummary()})
 			return true
 		})
 		sort.Slice(data, func(i, j int) bool {
@@ -217,7 +218,7 @@ func (s *session) adminShow(what, arg string) error {
 			b, _ := strconv.ParseUint(data[j][0], 10, 32)
 			return a < b
 		})
-		cols := textCols("conn_id", "user", "database", "addr", "state", "connected", "queries")
+		cols := textCols("conn_id", "user", "database", "addr", "state", "connected", "queries", "reserved")
 		cols[0].oid, cols[6].oid = oidInt8, oidInt8
 		s.rows(cols, data)
 	case "SERVERS":

@@ -157,6 +157,11 @@ type PoolConfig struct {
 	// AcquireTimeout bounds waiting for a free backend when the pool is at
 	// Size; past it the client gets 53300. Default 10s.
 	AcquireTimeout time.Duration `yaml:"acquire_timeout"`
+	// Reserve is allow (default: a client with temporary tables, session
+	// advisory locks, cursors WITH HOLD or SQL prepared statements keeps
+	// its backend while they last, docs/pooling.md) or refuse (such
+	// statements are refused with 0A000).
+	Reserve string `yaml:"reserve"`
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -266,6 +271,9 @@ func (c Config) Validate() error {
 		if u.MaxClientConnections < 0 || u.QueryTimeout < 0 {
 			errs = append(errs, fmt.Errorf("user %s: max_client_connections and query_timeout must be positive", u.Name))
 		}
+	}
+	if r := c.Pool.Reserve; r != "" && r != "allow" && r != "refuse" {
+		errs = append(errs, fmt.Errorf("pool.reserve %q is not allow or refuse", r))
 	}
 	if c.Pool.Size < 0 {
 		errs = append(errs, errors.New("pool.size must be positive"))

@@ -259,6 +259,7 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	}
 	p.plan = plan
 	s.q.plan = plan
+	s.boundSessionSQL(ps.st, plan) // reserve.go
 	if ps.st.Kind == parser.DDL {
 		// Column collations and order are reread once the DDL is done.
 		x.ddl = true
@@ -562,7 +563,7 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 	if p.scatter {
 		return s.executeScatter(ctx, p, m.MaxRows)
 	}
-	if p.where != x.cur {
+	if p.where != x.cur && !s.resumePortal(p) { // reserve.go
 		return &pgError{code: pgerrcode.InvalidCursorName, msg: fmt.Sprintf("portal \"%s\" does not exist", m.Portal)}
 	}
 	x.wbuf = appendMsg(x.wbuf, &pgproto3.Execute{Portal: m.Portal, MaxRows: m.MaxRows})

@@ -358,6 +358,9 @@ func (s *session) leaseAllFor(ctx context.Context, st *parser.Statement, shards 
 // leaseFrom is lease from a given pool (a replica's read pool, or a
 // shard's write pool).
 func (s *session) leaseFrom(ctx context.Context, p *pool) (*backend, error) {
+	if b, ok, err := s.useReserved(p); ok { // reserve.go
+		return b, err
+	}
 	t := time.Now()
 	b, err := p.acquire(ctx)
 	s.waited(p.shard, t)

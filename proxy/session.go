@@ -69,6 +69,7 @@ type session struct {
 	lim sessionLimits // limits.go
 	// role is the backend role of the user, nil for the DSN's (roles.go).
 	role *backendRole
+	rsv  reserveState // reserve.go: backends kept for the client
 }
 
 type setting struct{ name, sql string }
@@ -89,6 +90,7 @@ func (s *session) readyForQuery() error {
 	s.settleWrites() // ryw.go
 	s.srv.obs.finish(s)
 	s.state.capture, s.state.touched = false, false
+	s.settleReserve()
 	if s.status == 'I' {
 		s.state.txSet = false
 	}
@@ -275,6 +277,7 @@ func (s *session) cleanup() {
 		s.release(s.tx)
 		s.tx = nil
 	}
+	s.releaseReserved()
 }
 
 func (s *session) cancelRunning() {
@@ -364,8 +367,13 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 		return s.set(ctx, st)
 	}
 	if name, all, ok := st.Deallocate(); ok {
-		s.deallocate(name, all)
+		if !s.deallocateSQL(ctx, name, all) {
+			s.deallocate(name, all)
+		}
 		return nil
+	}
+	if took, err := s.sessionSQL(ctx, st); took {
+		return err
 	}
 	if err := s.sessionState(st); err != nil {
 		s.fail(err)
@@ -407,7 +415,7 @@ func (s *session) routed(ctx context.Context, st *parser.Statement, sql string, 
 		}
 		return s.inTransaction(ctx, st, sql, plan)
 	}
-	if st.Kind == parser.Select && !st.Writes && !plan.Write && s.srv.results.Active() {
+	if st.Kind == parser.Select && !st.Writes && !plan.Write && s.srv.results.Active() && len(s.rsv.on) == 0 {
 		return s.sharedRead(ctx, st, sql, plan)
 	}
 	if plan.Single() && len(plan.KeyGuard) == 0 {
@@ -550,6 +558,9 @@ func (s *session) release(b *backend) {
 	s.mu.Unlock()
 	if (s.state.capture || s.state.txSet) && !b.broken && b.txStatus == 'I' && s.status == 'I' && !s.inTx(b) {
 		s.captureSettings(b)
+	}
+	if s.keepReserved(b) { // reserve.go
+		return
 	}
 	b.dirty = b.dirty || s.state.touched
 	if b.discard && !b.broken && b.txStatus == 'I' {
@@ -897,17 +908,17 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		target = s.tx.pool.shard
 	}
 	hint := "Send statements for different shards in separate queries."
-	temp, across := false, false
+	across := false
 	var sets []*parser.Statement // SETs that outlive the string (multiSets)
 	for _, st := range stmts {
 		s.noteWrite(st) // replicas.go: read-your-writes
 		s.rc.touch(st)
 		switch st.Session {
-		case parser.AdvisoryLock:
-			s.fail(s.sessionState(st))
-			return nil
-		case parser.TempTable:
-			temp = true
+		case parser.AdvisoryLock, parser.TempTable, parser.AdvisoryUnlock:
+			if err := s.reserveCheck(st); err != nil {
+				s.fail(err)
+				return nil
+			}
 		case parser.SetConfig:
 			s.setConfigUsed()
 		}
@@ -961,11 +972,6 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 			}
 		}
 	}
-	if temp {
-		// Whatever happens to the transaction, the backend is discarded
-		// clean when it goes back to the pool.
-		s.tempInTx = true
-	}
 	if s.tx != nil {
 		return s.execTx(sql)
 	}
@@ -1010,15 +1016,8 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 // backend is discarded clean.
 func (s *session) sessionState(st *parser.Statement) error {
 	switch st.Session {
-	case parser.AdvisoryLock:
-		return refused("session-level advisory locks cannot work under transaction pooling: the lock would stay on a pooled connection",
-			"Use pg_advisory_xact_lock inside a transaction.")
-	case parser.TempTable:
-		if s.status == 'I' {
-			return refused("a temporary table outside a transaction cannot work under transaction pooling: it would stay on a pooled connection",
-				"Create it inside a transaction with ON COMMIT DROP.")
-		}
-		s.tempInTx = true
+	case parser.AdvisoryLock, parser.TempTable, parser.AdvisoryUnlock:
+		return s.reserveCheck(st) // reserve.go
 	case parser.SetConfig:
 		s.setConfigUsed()
 	}
@@ -1029,7 +1028,16 @@ func (s *session) sessionState(st *parser.Statement) error {
 // to every shard: it is created on the default shard, where statements on
 // tables not in the config (the temporary table among them) go.
 func (s *session) route(st *parser.Statement, params router.Params) (*router.Plan, error) {
+	if plan, ok, err := s.routeTemp(st); ok {
+		return plan, err
+	}
+	if plan, ok, err := s.routeSessionSQL(st, params); ok { // reserve.go
+		return plan, err
+	}
 	if st.Session == parser.TempTable {
+		if err := s.tempReadsSharded(st); err != nil {
+			return nil, err
+		}
 		return &router.Plan{Shards: []int{s.srv.router.Topology().Default}, Write: true, Reason: "temporary table: default shard"}, nil
 	}
 	plan, err := s.srv.router.RouteWith(st, params, router.RouteOptions{Shard: s.shardHint})

@@ -11,14 +11,17 @@ settings.configure(
     INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "__main__"],
     DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "deliveryapp", "USER": "app",
                            "PASSWORD": "app", "HOST": host, "PORT": port,
-                           # Server-side cursors need DECLARE, refused until cursors land.
-                           "DISABLE_SERVER_SIDE_CURSORS": True}},
+                           # Server-side cursors over several shards are refused.
+                           "DISABLE_SERVER_SIDE_CURSORS": True},
+               # .iterator() on one shard: DECLARE ... NO SCROLL CURSOR WITH HOLD, FETCH, CLOSE.
+               "cursors": {"ENGINE": "django.db.backends.postgresql", "NAME": "deliveryapp", "USER": "app",
+                           "PASSWORD": "app", "HOST": host, "PORT": port}},
     USE_TZ=True, DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
 )
 django.setup()
 
 from django.core.management import call_command  # noqa: E402
-from django.db import connection, models, transaction  # noqa: E402
+from django.db import connection, connections, models, transaction  # noqa: E402
 
 
 class Order(models.Model):
@@ -58,4 +61,16 @@ assert Order.objects.filter(status="half").count() == 0
 # queryset.delete() over several shards.
 Order.objects.filter(id__gte=base, id__lt=base + 4).delete()
 assert Order.objects.filter(id__gte=base, id__lt=base + 8).count() == 4
+# .iterator() with a server-side cursor WITH HOLD (outside a transaction) on
+# one shard: the client keeps that backend across its FETCHes.
+Order.objects.bulk_create([Order(id=base + 100 + i, user_id=base + 100, restaurant_id=1, total=i, status="it")
+                           for i in range(5)])
+ids = [o.id for o in Order.objects.using("cursors").filter(user_id=base + 100).order_by("id").iterator(chunk_size=2)]
+assert ids == [base + 100 + i for i in range(5)], ids
+with transaction.atomic(using="cursors"):
+    ids = [o.id for o in Order.objects.using("cursors").filter(user_id=base + 100).order_by("id").iterator(chunk_size=2)]
+assert ids == [base + 100 + i for i in range(5)], ids
+with connections["cursors"].cursor() as c:
+    c.execute("SELECT count(*) FROM pg_cursors")
+    assert c.fetchone()[0] == 0
 print("OK")

@@ -59,8 +59,17 @@ with Session(engine) as s:
     assert n == 0, n
     left = s.scalar(select(func.count()).select_from(Order).where(Order.id >= base, Order.id < base + 8))
     assert left == 7, left
-    # stream_results (a server-side cursor) is refused until cursors land:
-    # the rest of this check needs none.
+# stream_results / yield_per: a psycopg2 named cursor (DECLARE inside the
+# transaction, FETCH FORWARD 2 at a time) on one shard.
+with engine.connect() as c:
+    got = [r[0] for r in c.execution_options(stream_results=True, yield_per=2).execute(
+        text("SELECT x FROM generate_series(1, 7) x ORDER BY x"))]
+    assert got == list(range(1, 8)), got
+with Session(engine) as s:
+    q = select(Order.id).where(Order.user_id == base + 1).order_by(Order.id)
+    plain = list(s.scalars(q))
+    got = list(s.scalars(q.execution_options(yield_per=1)))
+    assert got == plain, (got, plain)
 with engine.begin() as c:
     c.execute(text("DROP TABLE sa_notes"))
 print("OK")
