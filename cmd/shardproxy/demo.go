@@ -216,9 +216,9 @@ Try:
   SELECT * FROM orders ORDER BY created_at DESC LIMIT 5;    -- every shard, merged in order
   SELECT status, count(*), round(avg(total), 2) FROM orders GROUP BY status HAVING count(*) > 100 ORDER BY 2 DESC;  -- groups merged across shards
   SELECT count(DISTINCT restaurant_id) FROM orders;         -- exact: distinct values merged
-  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders;  -- no exact merge: runs on the coordinator
-  SELECT u.city, count(*) FROM orders o JOIN users u ON u.id = o.restaurant_id GROUP BY 1 ORDER BY 2 DESC LIMIT 5;  -- join not on the key: coordinator
-  EXPLAIN SELECT status, rank() OVER (ORDER BY total DESC) FROM orders LIMIT 3;  -- the coordinator's plan
+  SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders;  -- no exact merge: refused (0A000) for app,
+  -- whose least-privilege role (backend_roles: per_user) may not use the coordinator; shardproxy.yaml's
+  -- backend_roles: shared sends it to the coordinator (docs/operations.md, Backend roles)
   UPDATE orders o SET total = 0 FROM users u WHERE u.name = o.status;  -- still refused (0A000): writes never go to the coordinator
 
 Admin console (SHOW SHARDS, SHOW POOLS, SHOW CONFIG, SHOW QUERIES, SHOW ROUTE <sql>, RELOAD, ...):
