@@ -15,7 +15,7 @@ func TestCopyOutMerged(t *testing.T) {
 	ctx := context.Background()
 	c := mustConnect(t)
 	plain := plainCopyDB(t)
-	lo, hi := copyBase+40000, copyBase+41000
+	lo, hi := copyBase+83000, copyBase+84000
 	data := textFile(items(lo, 300))
 	if _, err := c.PgConn().CopyFrom(ctx, bytes.NewReader(data), "COPY order_items FROM STDIN"); err != nil {
 		t.Fatal(err)
