@@ -84,13 +84,20 @@ func TestLockTable(t *testing.T) {
 	}
 }
 
-// TestSQLPrepare: SQL PREPARE/EXECUTE of a one-shard query works inside a
-// transaction and lasts until it ends; outside one it is refused.
+// TestSQLPrepare: SQL PREPARE/EXECUTE of a query without sharded tables is
+// the session's (it outlives transactions, even rolled-back ones, as in
+// Postgres); of a one-shard query on a sharded table it works inside a
+// transaction, until the transaction ends; of a scatter query it is
+// refused.
 func TestSQLPrepare(t *testing.T) {
 	ctx := context.Background()
 	c := mustConnect(t)
-	if _, err := c.Exec(ctx, "PREPARE outside AS SELECT 1"); sqlState(err) != "0A000" {
-		t.Fatalf("PREPARE outside a transaction: %v, want 0A000", err)
+	if _, err := c.Exec(ctx, "PREPARE outside AS SELECT 1"); err != nil {
+		t.Fatalf("PREPARE outside a transaction: %v", err)
+	}
+	var one int
+	if err := c.QueryRow(ctx, "EXECUTE outside").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("EXECUTE outside: %d, %v", one, err)
 	}
 	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
 		t.Fatal(err)
@@ -98,10 +105,16 @@ func TestSQLPrepare(t *testing.T) {
 	if _, err := c.Exec(ctx, "PREPARE rels(name) AS SELECT count(*) FROM pg_catalog.pg_class WHERE relname = $1"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.Exec(ctx, "PREPARE one_user AS SELECT count(*) FROM users WHERE id = 42"); err != nil {
+		t.Fatal(err)
+	}
 	for range 2 {
 		var n int64
 		if err := c.QueryRow(ctx, "EXECUTE rels('users')").Scan(&n); err != nil || n != 1 {
 			t.Fatalf("EXECUTE: %d, %v", n, err)
+		}
+		if err := c.QueryRow(ctx, "EXECUTE one_user").Scan(&n); err != nil {
+			t.Fatalf("EXECUTE one_user: %d, %v", n, err)
 		}
 	}
 	if _, err := c.Exec(ctx, "PREPARE everywhere AS SELECT count(*) FROM users"); sqlState(err) != "0A000" {
@@ -110,13 +123,20 @@ func TestSQLPrepare(t *testing.T) {
 	if _, err := c.Exec(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
+	var n int64
+	if err := c.QueryRow(ctx, "EXECUTE rels('users')").Scan(&n); err != nil || n != 1 {
+		t.Errorf("EXECUTE after a rolled-back transaction: %d, %v (Postgres keeps it)", n, err)
+	}
 	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Exec(ctx, "EXECUTE rels('users')"); sqlState(err) != "26000" {
-		t.Errorf("EXECUTE after the transaction ended: %v, want 26000", err)
+	if _, err := c.Exec(ctx, "EXECUTE one_user"); sqlState(err) != "26000" {
+		t.Errorf("EXECUTE of a sharded one after the transaction ended: %v, want 26000", err)
 	}
 	if _, err := c.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "DEALLOCATE ALL"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -354,10 +354,13 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 	if tables, ok := st.Lock(); ok {
 		return s.lockTables(ctx, st, tables) // lock.go
 	}
-	if name, query, ok := st.SQLPrepare(); ok {
-		return s.sqlPrepare(ctx, st, name, query) // sqlprepare.go
+	// SQL PREPARE of a query on a sharded table, inside a transaction,
+	// lasts for the transaction (sqlprepare.go); any other goes to
+	// sessionSQL (reserve.go), which keeps it for the session.
+	if name, query, ok := st.SQLPrepare(); ok && s.status != 'I' && s.namesShardedTable(query) {
+		return s.sqlPrepare(ctx, st, name, query)
 	}
-	if name, ok := st.SQLExecute(); ok {
+	if name, ok := st.SQLExecute(); ok && s.sqlPrepared[name] != nil {
 		return s.sqlExecute(st, name)
 	}
 	switch st.Kind {

@@ -10,13 +10,27 @@ import (
 	"github.com/shardproxy/shardproxy/parser"
 )
 
-// SQL-level PREPARE and EXECUTE are supported inside a transaction, for a
-// query the router places on one shard: the statement is prepared on the
-// transaction's backend there and lasts until the transaction ends (the
-// backend is discarded clean when it goes back to the pool). This is what
-// pg_dump does for its catalog queries. Outside a transaction, a prepared
-// statement would outlive the backend lease (transaction pooling), so it
-// is refused.
+// SQL-level PREPARE of a query on a sharded table is supported inside a
+// transaction when the router places the query on one shard: the statement
+// is prepared on the transaction's backend there and lasts until the
+// transaction ends (the backend is discarded clean when it goes back to
+// the pool). A PREPARE of anything else (catalog queries, as pg_dump's,
+// tables not in the config) is the session's, on the default shard's
+// reserved backend (reserve.go).
+
+// namesShardedTable reports whether q names a sharded (not reference)
+// table that is not the client's temporary table.
+func (s *session) namesShardedTable(q *parser.Statement) bool {
+	topo := s.srv.router.Topology()
+	for _, t := range q.Tables {
+		if tb := topo.Lookup(t); tb != nil && tb.Strategy != "reference" {
+			if _, temp, _ := s.routeTemp(q); !temp {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // sqlPrepare runs PREPARE name AS query. A returned error means the client
 // connection is unusable.
