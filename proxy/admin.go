@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -371,7 +373,7 @@ func (srv *Server) configRows() [][]string {
 	for _, p := range srv.pools {
 		shards = append(shards, p.name+"="+net.JoinHostPort(p.config().Host, strconv.Itoa(int(p.config().Port)))+"/"+p.config().Database)
 	}
-	return [][]string{
+	rows := [][]string{
 		{"listen", c.Listen, "no"},
 		{"admin_listen", c.AdminListen, "no"},
 		{"database", c.Database, "no"},
@@ -392,6 +394,33 @@ func (srv *Server) configRows() [][]string {
 		{"shards", strings.Join(shards, " "), "no"},
 		{"coordinator", c.Coordinator.String(), "no"},
 	}
+	// Every other key of the running config, section by section, with
+	// secrets hidden; then the tables the router places.
+	shown := map[string]bool{}
+	for _, r := range rows {
+		shown[r[0]] = true
+	}
+	for _, r := range flattenConfig("", reflect.ValueOf(c), nil) {
+		if shown[r[0]] || strings.HasPrefix(r[0], "users[") || strings.HasPrefix(r[0], "health.") || strings.HasPrefix(r[0], "coordinator.") {
+			continue
+		}
+		rows = append(rows, r)
+	}
+	topo := srv.router.Topology()
+	names := make([]string, 0, len(topo.Tables))
+	for n := range topo.Tables {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		t := topo.Tables[n]
+		v := string(t.Strategy)
+		if t.Key != "" {
+			v += " (" + t.Key + ")"
+		}
+		rows = append(rows, []string{"tables." + n, v, "no"})
+	}
+	return rows
 }
 
 func itoa(n int) string     { return strconv.Itoa(n) }
