@@ -459,7 +459,7 @@ func TestMetricsCountersMove(t *testing.T) {
 		for _, m := range f.Metric {
 			for _, l := range m.Label {
 				switch l.GetName() {
-				case "shard", "route", "outcome", "state", "limit":
+				case "shard", "route", "outcome", "state", "limit", "reason":
 				default:
 					t.Errorf("%s has an unexpected label %s", name, l.GetName())
 				}

@@ -12,36 +12,61 @@ import (
 
 func TestSessionStateRefusedOrContained(t *testing.T) {
 	ctx := context.Background()
+	// Session advisory locks and temporary tables outside a transaction
+	// keep the client on its backend (reserve.go) and end with the
+	// session: another client never sees them.
 	c := mustConnect(t)
-	for _, q := range []string{"SELECT pg_advisory_lock(42)", "SELECT pg_try_advisory_lock(42)", "CREATE TEMP TABLE scratch (x int)"} {
-		if _, err := c.Exec(ctx, q); pgCode(err) != "0A000" {
-			t.Errorf("%s: %v, want 0A000", q, err)
+	for _, q := range []string{"SELECT pg_advisory_lock(42)", "CREATE TEMP TABLE scratch (x int)", "INSERT INTO scratch VALUES (1)"} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
 		}
 	}
+	var n int64
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM scratch").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("temp table across transactions: %d %v", n, err)
+	}
+	other := mustConnect(t)
+	var got bool
+	if err := other.QueryRow(ctx, "SELECT pg_try_advisory_lock(42)").Scan(&got); err != nil || got {
+		t.Fatalf("another client took the held advisory lock: %v %v", got, err)
+	}
+	if _, err := other.Exec(ctx, "SELECT count(*) FROM scratch"); pgCode(err) != "42P01" {
+		t.Fatalf("another client sees the temp table: %v", err)
+	}
+	c.Close(ctx)
+	other.Close(ctx)
+	def := env.topo.Default
+	deadline := time.Now().Add(5 * time.Second)
+	for shardInt(t, def, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 42") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("advisory lock survived its client")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	c = mustConnect(t)
 	// Transaction-scoped advisory locks are fine.
 	if _, err := c.Exec(ctx, "SELECT pg_advisory_xact_lock(42)"); err != nil {
 		t.Fatal(err)
 	}
 	// A temporary table inside a transaction works, and does not survive
-	// on the pooled backend afterwards.
+	// on the pooled backend afterwards when it is ON COMMIT DROP.
 	tx, err := c.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{"CREATE TEMP TABLE scratch (x int)", "INSERT INTO scratch VALUES (1), (2)"} {
+	for _, q := range []string{"CREATE TEMP TABLE scratch2 (x int) ON COMMIT DROP", "INSERT INTO scratch2 VALUES (1), (2)"} {
 		if _, err := tx.Exec(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	var n int64
-	if err := tx.QueryRow(ctx, "SELECT count(*) FROM scratch").Scan(&n); err != nil || n != 2 {
+	if err := tx.QueryRow(ctx, "SELECT count(*) FROM scratch2").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("temp table in tx: %d %v", n, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	def := env.topo.Default
-	if got := shardInt(t, def, "SELECT count(*) FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't'"); got != 0 {
+	if got := shardInt(t, def, "SELECT count(*) FROM pg_class WHERE relname = 'scratch2' AND relpersistence = 't'"); got != 0 {
 		t.Fatalf("temporary table survived on a pooled backend (%d)", got)
 	}
 }

@@ -68,6 +68,9 @@ type pool struct {
 	srv atomic.Pointer[server]
 	// reads marks a replica-set server's read pool (replicas.go).
 	reads bool
+	// replicated marks the write pool of a shard with replicas: its
+	// server can be stopped or demoted in a failover at any moment.
+	replicated bool
 	// load is what the read balancer looks at (balance.go).
 	load poolLoad
 	// buffer is how long acquire waits for a down pool to come back (or
@@ -140,9 +143,11 @@ func (p *pool) get(ctx context.Context) (*backend, error) {
 	for n := len(p.idle); n > 0; n = len(p.idle) {
 		b := p.idle[n-1]
 		p.idle = p.idle[:n-1]
-		// A replica's read pool always looks: a replica shutting down
-		// terminates its idle connections, and a read can go elsewhere.
-		if b.gen == p.gen.Load() && ((!p.reads && time.Since(b.idleSince) < time.Second) || b.alive()) {
+		// A replica set's pools always look: a server shutting down in a
+		// failover terminates its idle connections, and the request can
+		// go elsewhere (a read to another server, a write to the promoted
+		// primary) only if the dead connection is not used first.
+		if b.gen == p.gen.Load() && ((!p.reads && !p.replicated && time.Since(b.idleSince) < time.Second) || b.alive()) {
 			p.mu.Unlock()
 			return b, nil
 		}

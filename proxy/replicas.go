@@ -158,6 +158,7 @@ func newReplicaSets(cfg Config, topo *router.Topology, pools []*pool) ([]*replic
 			sets = make([]*replicaSet, len(topo.Shards))
 		}
 		rs := &replicaSet{shard: i, name: sh.Name, write: pools[i]}
+		pools[i].replicated = true
 		add := func(name, dsn string, weight int) error {
 			if weight == 0 {
 				weight = 1
