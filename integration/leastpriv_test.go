@@ -193,6 +193,10 @@ func TestAdminPermissions(t *testing.T) {
 	cfg := env.cfg
 	cfg.Admins = []string{"app", "trusty"}
 	cfg.AdminPermissions = map[string][]string{"app": {"show"}}
+	// Admin console users need no role on the shards, even when users
+	// reach the shards as themselves and the client sends startup
+	// settings (psql's application_name).
+	cfg.BackendRoles = proxy.BackendRolesPerUser
 	addr := startProxy(t, cfg, nil)
 	ctx := context.Background()
 	admin := func(user string) *pgx.Conn {
@@ -201,6 +205,7 @@ func TestAdminPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 		cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		cc.RuntimeParams["application_name"] = "psql"
 		c, err := pgx.ConnectConfig(ctx, cc)
 		if err != nil {
 			t.Fatalf("%s on the admin console: %v", user, err)

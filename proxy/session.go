@@ -1144,6 +1144,11 @@ func (s *session) startupSettings(params map[string]string) (map[string]string, 
 	if len(kv) == 0 {
 		return nil, nil
 	}
+	if s.q.admin {
+		// The admin console has no backends (and under backend_roles:
+		// per_user its users need no role on the shards).
+		return kv, nil
+	}
 	names := make([]string, 0, len(kv))
 	for k := range kv {
 		names = append(names, k)
