@@ -318,4 +318,13 @@ func TestRestoreThroughProxy(t *testing.T) {
 		sameRows(t, "pg_restore through the proxy", want, tableRows(t, dst))
 		checkDumpPlacement(t, "dumprest2")
 	})
+	t.Run("pg_restore -j", func(t *testing.T) {
+		// Parallel restore: pg_restore opens several sessions, loads the
+		// tables' data concurrently and builds indexes and constraints
+		// from other sessions than the ones that created the tables.
+		dst := dumpDB(t, "dumprest3")
+		runTool(t, "pg_restore", "-e", "-j", "3", "-d", dst, custom)
+		sameRows(t, "pg_restore -j 3 through the proxy", want, tableRows(t, dst))
+		checkDumpPlacement(t, "dumprest3")
+	})
 }
