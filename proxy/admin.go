@@ -459,34 +459,5 @@ func histValue(o any) *dto.Histogram {
 	return m.GetHistogram()
 }
 
-// mergeText says how a multi-shard answer is put together.
-func mergeText(p *router.Plan) string {
-	if p.Single() {
-		return ""
-	}
-	var parts []string
-	switch {
-	case p.Merge != nil && p.Merge.Grouped:
-		return p.MergeTree()
-	case p.Replicated:
-		parts = append(parts, "one copy's answer")
-	case len(p.Sort) > 0:
-		keys := make([]string, len(p.Sort))
-		for i, k := range p.Sort {
-			keys[i] = "col" + strconv.Itoa(k.Column+1)
-			if k.Column < 0 {
-				keys[i] = k.Name
-			}
-			if k.Desc {
-				keys[i] += " desc"
-			}
-		}
-		parts = append(parts, "merge sorted by "+strings.Join(keys, ", "))
-	default:
-		parts = append(parts, "concatenate")
-	}
-	if p.Limited {
-		parts = append(parts, "limit "+strconv.FormatInt(p.Limit, 10))
-	}
-	return strings.Join(parts, ", ")
-}
+// mergeText is the merge tree a multi-shard answer runs, on one line.
+func mergeText(p *router.Plan) string { return p.MergeTree() }

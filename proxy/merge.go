@@ -347,72 +347,144 @@ func mergeError(err error) error {
 	return &pgError{code: pgerrcode.InternalError, msg: fmt.Sprintf("merging rows across shards: %v", err)}
 }
 
-// pipeline builds the operator tree of a scatter over the primed shard
-// sources. It sends the client's RowDescription when the merge changes
-// the columns.
+// pipeline instantiates the plan's merge tree (router.Plan.Tree, where
+// every decision of how the shards' rows combine is made) over the
+// shards' row streams. What it adds is what only the shards' columns
+// tell: each column's type, its ordering and equality, the aggregates'
+// result types. The RowDescription of a rewritten statement goes out
+// here (the client's columns, not the shards').
 func (s *session) pipeline(g *gatherer, srcs []*shardRows) (fanout.Source, error) {
-	plan := g.plan
 	in := make([]fanout.Source, len(srcs))
 	for i, src := range srcs {
 		in[i] = src
 	}
-	limit := int64(-1)
-	if plan.Limited {
-		limit = plan.Limit
+	tb := treeBuilder{s: s, g: g, in: in, fields: g.m.fields}
+	root, err := tb.build(g.plan.Tree())
+	if err != nil {
+		return nil, err
 	}
-	sp := plan.Merge
-	if sp != nil && sp.Grouped {
-		return s.groupPipeline(g, in, limit)
-	}
-	var root fanout.Source
-	switch {
-	case plan.Replicated:
-		// Every copy returns the same rows: one shard's answer.
-		root = in[0]
-	case plan.Sort != nil:
-		ord, err := s.rowOrder(g.m.fields, plan.Sort, g)
-		if err != nil {
-			return nil, err
+	if g.plan.Merge != nil && g.withRowDesc {
+		switch {
+		case tb.changed && tb.fields != nil:
+			g.s.out = appendMsg(g.s.out, &pgproto3.RowDescription{Fields: tb.fields})
+		case !tb.changed && g.m.rowDesc != nil:
+			g.s.out = append(g.s.out, g.m.rowDesc...)
 		}
-		root = fanout.MergeSort(ord, in...)
-	default:
-		root = fanout.Concat(in...)
-	}
-	if plan.Dedupe {
-		kinds := make([]fanout.KeyKind, len(g.m.fields))
-		for i, f := range g.m.fields {
-			kind, ok := fanout.KeyKindOf(f.DataTypeOID)
-			if f.Format != 0 {
-				kind = kind.BinaryKind()
-			}
-			if !ok || !g.keyOK(f) {
-				return nil, refused(fmt.Sprintf("cannot compare column %q of type %d across shards for UNION", f.Name, f.DataTypeOID),
-					"Select columns of built-in scalar types, use UNION ALL, or add a shard key predicate.")
-			}
-			kinds[i] = kind
-		}
-		budget := &fanout.Budget{Max: int64(s.srv.live.Load().cfg.MergeMemoryMB) << 20}
-		root = fanout.Distinct(root, len(kinds), kinds, budget)
-	}
-	if limit >= 0 || plan.Offset > 0 {
-		root = fanout.Limit(root, plan.Offset, limit)
-	}
-	if sp != nil && sp.Hidden > 0 {
-		n := len(g.m.fields) - sp.Hidden
-		root = fanout.Strip(root, n)
-		if g.withRowDesc && g.m.fields != nil {
-			g.s.out = appendMsg(g.s.out, &pgproto3.RowDescription{Fields: g.m.fields[:n]})
-		}
-	} else if sp != nil && g.withRowDesc && g.m.rowDesc != nil {
-		g.s.out = append(g.s.out, g.m.rowDesc...)
 	}
 	return root, nil
 }
 
-// groupPipeline merges partial groups: Group, then HAVING, DISTINCT, the
-// final ORDER BY, OFFSET/LIMIT, and the hidden columns stripped.
-func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (fanout.Source, error) {
-	plan, sp, fields := g.plan, g.plan.Merge, g.m.fields
+// treeBuilder instantiates merge operators, carrying the columns of the
+// rows each operator yields.
+type treeBuilder struct {
+	s  *session
+	g  *gatherer
+	in []fanout.Source
+	// fields are the columns of the rows built so far; types, after a
+	// group merge, their types (computed columns included); exprs the
+	// group's expression columns.
+	fields  []pgproto3.FieldDescription
+	types   []uint32
+	exprs   []*fanout.Expr
+	changed bool // fields differ from the shards'
+	budget  *fanout.Budget
+}
+
+func (b *treeBuilder) memory() *fanout.Budget {
+	if b.budget == nil {
+		b.budget = &fanout.Budget{Max: int64(b.s.srv.live.Load().cfg.MergeMemoryMB) << 20}
+	}
+	return b.budget
+}
+
+func (b *treeBuilder) build(op *router.Op) (fanout.Source, error) {
+	if op == nil {
+		return nil, &pgError{code: pgerrcode.InternalError, msg: "a multi-shard plan without a merge"}
+	}
+	s, g := b.s, b.g
+	switch op.Kind {
+	case router.OpFirst:
+		return b.in[0], nil
+	case router.OpConcat:
+		return fanout.Concat(b.in...), nil
+	case router.OpMergeSort:
+		ord, err := s.rowOrder(b.fields, op.Sort, g)
+		if err != nil {
+			return nil, err
+		}
+		return fanout.MergeSort(ord, b.in...), nil
+	}
+	src, err := b.build(op.In)
+	if err != nil {
+		return nil, err
+	}
+	switch op.Kind {
+	case router.OpGroup, router.OpGroupSorted:
+		spec, err := b.group(op.Split)
+		if err != nil {
+			return nil, err
+		}
+		if op.Kind == router.OpGroupSorted {
+			return fanout.GroupSorted(src, spec, b.memory())
+		}
+		return fanout.Group(src, spec, b.memory())
+	case router.OpProject:
+		return fanout.Project(src, b.exprs, b.types), nil
+	case router.OpFilter:
+		return fanout.Filter(src, op.Having, b.types, s.srv.textByteOrder), nil
+	case router.OpDistinct:
+		width, what := op.Width, "DISTINCT"
+		if width < 0 {
+			width, what = len(b.fields), "UNION"
+		}
+		kinds := make([]fanout.KeyKind, width)
+		for i := range kinds {
+			f := b.fields[i]
+			typ := f.DataTypeOID
+			if b.types != nil {
+				typ = b.types[i]
+			}
+			kind, ok := fanout.KeyKindOf(typ)
+			if f.Format != 0 {
+				kind = kind.BinaryKind()
+			}
+			if !ok || !g.keyOK(f) {
+				hint := "Select columns of built-in scalar types, or add a shard key predicate."
+				if what == "UNION" {
+					hint = "Select columns of built-in scalar types, use UNION ALL, or add a shard key predicate."
+				}
+				return nil, refused(fmt.Sprintf("cannot compare column %q of type %d across shards for %s", f.Name, typ, what), hint)
+			}
+			kinds[i] = kind
+		}
+		return fanout.Distinct(src, width, kinds, b.memory()), nil
+	case router.OpSort:
+		final := make([]pgproto3.FieldDescription, len(b.fields))
+		copy(final, b.fields)
+		ord, err := s.rowOrder(final, op.Sort, g)
+		if err != nil {
+			return nil, err
+		}
+		return fanout.Sort(src, ord, b.memory()), nil
+	case router.OpLimit:
+		return fanout.Limit(src, op.Offset, op.Limit), nil
+	case router.OpStrip:
+		n := op.Width
+		if op.Hidden > 0 {
+			n = len(b.fields) - op.Hidden
+		}
+		if b.fields != nil {
+			b.fields, b.changed = b.fields[:n], true
+		}
+		return fanout.Strip(src, n), nil
+	}
+	return nil, &pgError{code: pgerrcode.InternalError, msg: fmt.Sprintf("unknown merge operator %d", op.Kind)}
+}
+
+// group reads a group merge's spec from the shards' columns and sets the
+// builder's columns to the merged ones.
+func (b *treeBuilder) group(sp *parser.Split) (fanout.GroupSpec, error) {
+	s, g, fields := b.s, b.g, b.fields
 	spec := fanout.GroupSpec{Scalar: sp.Scalar, TextByteOrder: s.srv.textByteOrder}
 	for _, c := range sp.Cols {
 		if (c.Agg == "min" || c.Agg == "max") && c.Col < len(fields) && !g.textOK(fields[c.Col]) {
@@ -421,16 +493,16 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 	}
 	for _, f := range fields {
 		if f.Format != 0 {
-			return nil, &pgError{code: pgerrcode.InternalError, msg: "a grouped merge needs text results from the shards"}
+			return spec, &pgError{code: pgerrcode.InternalError, msg: "a grouped merge needs text results from the shards"}
 		}
 	}
 	for _, k := range sp.Keys {
 		if k >= len(fields) {
-			return nil, &pgError{code: pgerrcode.InternalError, msg: "group key out of range of the shards' columns"}
+			return spec, &pgError{code: pgerrcode.InternalError, msg: "group key out of range of the shards' columns"}
 		}
 		kind, ok := fanout.KeyKindOf(fields[k].DataTypeOID)
 		if !ok || !g.keyOK(fields[k]) {
-			return nil, refused(fmt.Sprintf("cannot group by column %q of type %d across shards: its equality is not known to the proxy", fields[k].Name, fields[k].DataTypeOID),
+			return spec, refused(fmt.Sprintf("cannot group by column %q of type %d across shards: its equality is not known to the proxy", fields[k].Name, fields[k].DataTypeOID),
 				"Group by columns of built-in scalar types, or add a shard key predicate.")
 		}
 		spec.Keys = append(spec.Keys, k)
@@ -438,20 +510,19 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 	}
 	out := make([]pgproto3.FieldDescription, len(sp.Cols))
 	types := make([]uint32, len(sp.Cols))
-	var exprs []*fanout.Expr
 	for i, c := range sp.Cols {
 		if c.Agg == "expr" {
 			spec.Cols = append(spec.Cols, fanout.AggCol{Func: "expr"})
 			continue
 		}
 		if c.Col >= len(fields) || (c.Agg == "avg" && c.Count >= len(fields)) {
-			return nil, &pgError{code: pgerrcode.InternalError, msg: "merge column out of range of the shards' columns"}
+			return spec, &pgError{code: pgerrcode.InternalError, msg: "merge column out of range of the shards' columns"}
 		}
 		f := fields[c.Col]
 		col := fanout.AggCol{Func: c.Agg, Col: c.Col, Count: c.Count, Type: f.DataTypeOID}
 		typ, err := col.ResultType()
 		if err != nil {
-			return nil, err
+			return spec, err
 		}
 		spec.Cols = append(spec.Cols, col)
 		types[i] = typ
@@ -469,70 +540,18 @@ func (s *session) groupPipeline(g *gatherer, in []fanout.Source, limit int64) (f
 		}
 		typ, err := c.Expr.Type(types)
 		if err != nil {
-			return nil, err
+			return spec, err
 		}
 		types[i] = typ
 		out[i] = pgproto3.FieldDescription{Name: []byte(c.Name), DataTypeOID: typ, DataTypeSize: typeSize(typ), TypeModifier: c.Typmod}
-		if exprs == nil {
-			exprs = make([]*fanout.Expr, len(sp.Cols))
+		if b.exprs == nil {
+			b.exprs = make([]*fanout.Expr, len(sp.Cols))
 		}
-		exprs[i] = c.Expr
+		b.exprs[i] = c.Expr
 	}
 	g.types = types
-	budget := &fanout.Budget{Max: int64(s.srv.live.Load().cfg.MergeMemoryMB) << 20}
-	var root fanout.Source
-	var err error
-	if sp.ShardSort != nil {
-		// The shards return their groups in the final order: merge
-		// them in order and combine adjacent equal keys, streaming.
-		ord, oerr := s.rowOrder(fields, sp.ShardSort, g)
-		if oerr != nil {
-			return nil, oerr
-		}
-		root, err = fanout.GroupSorted(fanout.MergeSort(ord, in...), spec, budget)
-	} else {
-		root, err = fanout.Group(fanout.Concat(in...), spec, budget)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if exprs != nil {
-		root = fanout.Project(root, exprs, types)
-	}
-	if plan.Having != nil {
-		root = fanout.Filter(root, plan.Having, types, s.srv.textByteOrder)
-	}
-	if sp.Distinct {
-		kinds := make([]fanout.KeyKind, sp.Visible)
-		for i := range kinds {
-			kind, ok := fanout.KeyKindOf(types[i])
-			if !ok || !g.keyOK(out[i]) {
-				return nil, refused(fmt.Sprintf("cannot compare column %q of type %d across shards for DISTINCT", out[i].Name, types[i]),
-					"Select columns of built-in scalar types, or add a shard key predicate.")
-			}
-			kinds[i] = kind
-		}
-		root = fanout.Distinct(root, sp.Visible, kinds, budget)
-	}
-	if len(sp.Sort) > 0 && sp.ShardSort == nil {
-		finalFields := make([]pgproto3.FieldDescription, len(out))
-		copy(finalFields, out)
-		ord, err := s.rowOrder(finalFields, sp.Sort, g)
-		if err != nil {
-			return nil, err
-		}
-		root = fanout.Sort(root, ord, budget)
-	}
-	if limit >= 0 || plan.Offset > 0 {
-		root = fanout.Limit(root, plan.Offset, limit)
-	}
-	if sp.Visible < len(sp.Cols) {
-		root = fanout.Strip(root, sp.Visible)
-	}
-	if g.withRowDesc {
-		g.s.out = appendMsg(g.s.out, &pgproto3.RowDescription{Fields: out[:sp.Visible]})
-	}
-	return root, nil
+	b.fields, b.types, b.changed = out, types, true
+	return spec, nil
 }
 
 // rowOrder builds the ORDER BY comparison of DataRow bodies from the

@@ -229,87 +229,10 @@ func resolveCond(c *parser.Cond, params Params) (*fanout.Cond, error) {
 	return out, nil
 }
 
-// MergeTree renders the merge of a split statement on one line, root
-// first ("" when the plan has none).
+// MergeTree renders the merge tree (Tree) on one line, root first ("" for
+// a plan on one shard).
 func (p *Plan) MergeTree() string {
-	if p.Merge == nil {
-		return ""
-	}
-	lines := strings.Split(mergeString(p), "\n")[1:]
-	for i := range lines {
-		lines[i] = strings.TrimSpace(lines[i])
-	}
-	return strings.Join(lines, " <- ")
-}
-
-// mergeString renders a split's merge as an operator tree, root first,
-// for SHOW ROUTE and EXPLAIN.
-func mergeString(p *Plan) string {
-	sp := p.Merge
-	var lines []string
-	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
-	if sp.Grouped && sp.Visible < len(sp.Cols) {
-		add("strip to %d columns", sp.Visible)
-	}
-	if !sp.Grouped && sp.Hidden > 0 {
-		add("strip %d hidden columns", sp.Hidden)
-	}
-	if p.Limited || p.Offset > 0 {
-		lim := "all"
-		if p.Limited {
-			lim = fmt.Sprint(p.Limit)
-		}
-		add("limit %s offset %d", lim, p.Offset)
-	}
-	if sp.Grouped {
-		if len(sp.Sort) > 0 && sp.ShardSort == nil {
-			add("sort by %s", sortString(sp.Sort, "out"))
-		}
-		if sp.Distinct {
-			add("distinct")
-		}
-		if sp.Having != nil {
-			add("having %s", condString(sp.Having))
-		}
-		var cols []string
-		for _, c := range sp.Cols {
-			switch c.Agg {
-			case "":
-				cols = append(cols, fmt.Sprintf("col%d", c.Col+1))
-			case "avg":
-				cols = append(cols, fmt.Sprintf("avg(col%d/col%d)", c.Col+1, c.Count+1))
-			case "expr":
-				cols = append(cols, c.Expr.String())
-			default:
-				cols = append(cols, fmt.Sprintf("%s(col%d)", c.Agg, c.Col+1))
-			}
-		}
-		keys := make([]string, len(sp.Keys))
-		for i, k := range sp.Keys {
-			keys[i] = fmt.Sprintf("col%d", k+1)
-		}
-		what := "group by " + strings.Join(keys, ",")
-		if len(keys) == 0 {
-			what = "aggregate"
-		}
-		if sp.ShardSort != nil {
-			what = "group adjacent by " + strings.Join(keys, ",")
-		}
-		add("%s: %s", what, strings.Join(cols, ", "))
-		if sp.ShardSort != nil {
-			add("merge sort by %s", sortString(sp.ShardSort, "col"))
-		}
-	} else if len(sp.Sort) > 0 {
-		add("merge sort by %s", sortString(sp.Sort, "col"))
-	} else {
-		add("concatenate")
-	}
-	var b strings.Builder
-	b.WriteString("merge:")
-	for i, l := range lines {
-		fmt.Fprintf(&b, "\n%s%s", strings.Repeat("  ", i+1), l)
-	}
-	return b.String()
+	return strings.Join(treeLines(p.Tree()), " <- ")
 }
 
 func sortString(keys []parser.SortKey, col string) string {
@@ -335,28 +258,4 @@ func sortString(keys []parser.SortKey, col string) string {
 		}
 	}
 	return b.String()
-}
-
-func condString(c *parser.Cond) string {
-	switch c.Op {
-	case "and", "or":
-		parts := make([]string, len(c.Args))
-		for i, a := range c.Args {
-			parts[i] = condString(a)
-		}
-		return "(" + strings.Join(parts, " "+c.Op+" ") + ")"
-	case "not":
-		return "not " + condString(c.Args[0])
-	case "bool":
-		return fmt.Sprintf("out%d", c.Col+1)
-	case "null":
-		return fmt.Sprintf("out%d is null", c.Col+1)
-	case "notnull":
-		return fmt.Sprintf("out%d is not null", c.Col+1)
-	}
-	v := c.Val.Text
-	if c.Val.Kind == parser.ParamVal {
-		v = fmt.Sprintf("$%d", c.Val.Param)
-	}
-	return fmt.Sprintf("out%d %s %s", c.Col+1, c.Cmp, v)
 }

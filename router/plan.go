@@ -115,22 +115,13 @@ func (p *Plan) String() string {
 			b.WriteString("\nkey move: rows to " + p.shardName(p.KeyMove.Target))
 		}
 	}
-	switch {
-	case p.Merge != nil:
-		b.WriteString("\n")
-		b.WriteString(mergeString(p))
-	case len(p.Sort) > 0:
-		b.WriteString("\nmerge: sort by ")
-		b.WriteString(sortString(p.Sort, "col"))
-	}
-	if p.Dedupe {
-		b.WriteString("\ndedupe: true")
-	}
-	if p.Merge == nil && p.Limited && len(p.Shards) > 1 {
-		fmt.Fprintf(&b, "\nlimit: %d", p.Limit)
-	}
-	if p.Merge == nil && p.Offset > 0 {
-		fmt.Fprintf(&b, "\noffset: %d", p.Offset)
+	if t := p.Tree(); t != nil && !p.Write {
+		// (A write's merge is its RETURNING rows concatenated, or one
+		// copy's for reference tables: not printed.)
+		b.WriteString("\nmerge:")
+		for i, l := range treeLines(t) {
+			fmt.Fprintf(&b, "\n%s%s", strings.Repeat("  ", i+1), l)
+		}
 	}
 	for i, q := range p.SQL {
 		fmt.Fprintf(&b, "\nsql %s: %s", p.shardName(p.Shards[i]), q)

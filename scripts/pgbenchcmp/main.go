@@ -36,6 +36,12 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write the proxy's CPU profile (whole run) to this file")
 	withTLS := flag.Bool("tls", true, "also run pgbench through shardproxy over TLS (sslmode=require), to compare the proxy's CPU per transaction")
 	flag.Parse()
+	if *holdIdle != "" {
+		if err := runHoldIdle(*holdIdle, *idleConns); err != nil {
+			os.Exit(1)
+		}
+		return
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err == nil {
@@ -57,11 +63,12 @@ type target struct {
 	name string
 	url  string
 	cpu  func() time.Duration // middleman CPU so far; nil for direct
+	pid  int                  // middleman process; 0 for direct
 }
 
 func run(clientList, modeList string, secs, rounds, scale, replicas int, withTLS bool) error {
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: "bench", Settings: map[string]string{"max_connections": "300"}})
+	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: "bench", Settings: map[string]string{"max_connections": strconv.Itoa(maxConnections())}})
 	if err != nil {
 		return err
 	}
@@ -101,7 +108,7 @@ func run(clientList, modeList string, secs, rounds, scale, replicas int, withTLS
 
 	targets := []target{
 		{name: "direct", url: shard.DSN("bench")},
-		{name: "shardproxy", url: "postgres://bench@" + ln.Addr().String() + "/bench?sslmode=disable", cpu: func() time.Duration { return procCPU(os.Getpid()) }},
+		{name: "shardproxy", url: "postgres://bench@" + ln.Addr().String() + "/bench?sslmode=disable", cpu: func() time.Duration { return procCPU(os.Getpid()) }, pid: os.Getpid()},
 	}
 	if replicas > 0 {
 		t, stop, err := replicaProxy(ctx, set, shard, replicas)
@@ -122,6 +129,16 @@ func run(clientList, modeList string, secs, rounds, scale, replicas int, withTLS
 		fmt.Println("pgbouncer not used:", err)
 	}
 
+	if cs := atoiList(*latencyClients); len(cs) > 0 {
+		pids := map[string]int{}
+		for _, t := range targets {
+			if t.pid != 0 {
+				pids[t.name] = t.pid
+			}
+		}
+		latencyTable(targets, strings.Split(modeList, ","), cs, secs, pids)
+		return nil
+	}
 	type key struct {
 		target, mode string
 		clients      int
@@ -249,14 +266,16 @@ auth_type = trust
 auth_file = %s/users.txt
 pool_mode = transaction
 default_pool_size = 16
-max_client_conn = 500
+max_client_conn = %d
 logfile = %s/pgbouncer.log
 pidfile = %s/pgbouncer.pid
-`, shardPort, port, pbDir, pbDir, pbDir)
+`, shardPort, port, pbDir, 500+*idleConns+maxConnections(), pbDir, pbDir)
 	os.WriteFile(filepath.Join(pbDir, "pgbouncer.ini"), []byte(ini), 0o644)
 	var cmd *exec.Cmd
 	if os.Geteuid() == 0 {
-		cmd = exec.Command("runuser", "-u", "postgres", "--", bin, filepath.Join(pbDir, "pgbouncer.ini"))
+		// runuser's PAM session resets the open files limit to 1024:
+		// raise it again for the thousands of clients of -latency/-idle.
+		cmd = exec.Command("runuser", "-u", "postgres", "--", "sh", "-c", `ulimit -n "$(ulimit -Hn)"; exec "$0" "$1"`, bin, filepath.Join(pbDir, "pgbouncer.ini"))
 	} else {
 		cmd = exec.Command(bin, filepath.Join(pbDir, "pgbouncer.ini"))
 	}
@@ -288,7 +307,7 @@ pidfile = %s/pgbouncer.pid
 		return target{}, nil, fmt.Errorf("pgbouncer did not start (see %s/pgbouncer.log)", pbDir)
 	}
 	return target{name: "pgbouncer", url: fmt.Sprintf("postgres://bench@127.0.0.1:%d/bench?sslmode=disable", port),
-		cpu: func() time.Duration { return procCPU(pid) }}, stop, nil
+		cpu: func() time.Duration { return procCPU(pid) }, pid: pid}, stop, nil
 }
 
 // procCPU reads utime+stime of a process from /proc/PID/stat.
@@ -321,4 +340,16 @@ func lastLines(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// maxConnections is the shard's max_connections: enough for the largest
+// pgbench client count asked for when the clients connect directly.
+func maxConnections() int {
+	n := 300
+	for _, c := range atoiList(*latencyClients) {
+		if c+50 > n {
+			n = c + 50
+		}
+	}
+	return n
 }
