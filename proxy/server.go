@@ -404,7 +404,10 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		tc.SetNoDelay(true)
 	}
 	conn := newRawConn(c)
-	sess := &session{srv: s, conn: conn, rd: newFrameReader(conn, 16<<10), out: make([]byte, 0, 16<<10), txState: txState{status: 'I'}}
+	// A client's messages are small (large ones, COPY data, bypass the
+	// read buffer), and an idle client should cost little: a 4 KiB read
+	// buffer, and output and message buffers that grow on first use.
+	sess := &session{srv: s, conn: conn, rd: newFrameReader(conn, clientReadBuffer), txState: txState{status: 'I'}}
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("session panic", "err", fmt.Sprint(r), "user", sess.user)

@@ -184,10 +184,10 @@ func (s *session) startTLS(m *tlsMaterial, direct bool) error {
 	}
 	tc.SetDeadline(time.Time{})
 	if direct && tc.ConnectionState().NegotiatedProtocol != "postgresql" {
-		s.conn, s.rd = tc, newFrameReader(tc, 16<<10)
+		s.conn, s.rd = tc, newFrameReader(tc, clientReadBuffer)
 		return protocolErr("received direct SSL connection request without ALPN protocol negotiation extension")
 	}
-	s.conn, s.rd = tc, newFrameReader(tc, 16<<10)
+	s.conn, s.rd = tc, newFrameReader(tc, clientReadBuffer)
 	s.tls = &tlsState{conn: tc, m: m}
 	return nil
 }

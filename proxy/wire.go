@@ -22,15 +22,21 @@ type frameReader struct {
 	limit int
 }
 
+// clientReadBuffer is the read buffer of a client connection.
+const clientReadBuffer = 4 << 10
+
+// newFrameReader reads messages from r through a size-byte buffer; the
+// message buffer is allocated at the first message and grows to the
+// largest message read.
 func newFrameReader(r io.Reader, size int) *frameReader {
-	return &frameReader{r: bufio.NewReaderSize(r, size), buf: make([]byte, 0, 8192)}
+	return &frameReader{r: bufio.NewReaderSize(r, size)}
 }
 
 // next returns the next message's type and body, and the whole raw frame
 // (header included) for relaying without re-encoding.
 func (f *frameReader) next() (typ byte, body []byte, raw []byte, err error) {
 	if cap(f.buf) < 5 {
-		f.buf = make([]byte, 0, 8192)
+		f.buf = make([]byte, 0, 1024)
 	}
 	hdr := f.buf[:5]
 	if _, err = io.ReadFull(f.r, hdr); err != nil {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -157,6 +158,11 @@ func latencyTable(targets []target, modes []string, clients []int, secs int, pid
 			continue // direct: Postgres forks a backend per connection
 		}
 		before := procRSS(pid)
+		var m0, m1 runtime.MemStats
+		if pid == os.Getpid() {
+			runtime.GC()
+			runtime.ReadMemStats(&m0)
+		}
 		stop, err := holdIdleConns(t.url, *idleConns)
 		if err != nil {
 			fmt.Printf("| %s | %d | %s | | | | | |\n", t.name, *idleConns, err)
@@ -164,6 +170,12 @@ func latencyTable(targets []target, modes []string, clients []int, secs int, pid
 		}
 		time.Sleep(2 * time.Second)
 		after := procRSS(pid)
+		if pid == os.Getpid() {
+			runtime.GC()
+			runtime.ReadMemStats(&m1)
+			fmt.Printf("  %s: per idle connection %.1f KiB of goroutine stacks, %.1f KiB of live heap\n", t.name,
+				float64(m1.StackInuse-m0.StackInuse)/1024/float64(*idleConns), float64(m1.HeapInuse-m0.HeapInuse)/1024/float64(*idleConns))
+		}
 		r, ok := one(t, "extended", 10)
 		stop()
 		row := fmt.Sprintf("| %s | %d | %.1f | %.1f | %.1f |", t.name, *idleConns, float64(before)/(1<<20), float64(after)/(1<<20),
