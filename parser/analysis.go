@@ -573,7 +573,7 @@ func (b *builder) fromItem(n *pg.Node, s int, filtering bool) []int {
 		if rs.Alias != nil {
 			b.names[s][rs.Alias.Aliasname] = -1
 		}
-		if child >= 0 && rs.Alias != nil && plainSelect(rs.Subquery.GetSelectStmt()) {
+		if child >= 0 && rs.Alias != nil && (plainSelect(rs.Subquery.GetSelectStmt()) || b.groupedByKeys(child, rs.Subquery.GetSelectStmt())) {
 			return b.pullUp(child, s, rs.Alias.Aliasname, len(rs.Alias.Colnames) > 0, rs.Subquery.GetSelectStmt(), filtering)
 		}
 	case *pg.Node_RangeFunction:
@@ -664,6 +664,61 @@ func plainSelect(sel *pg.SelectStmt) bool {
 		}
 	}
 	return true
+}
+
+// groupedByKeys reports whether a FROM subquery groups (GROUP BY, DISTINCT
+// or DISTINCT ON) by the shard key of every sharded table in it, with no
+// LIMIT, OFFSET, window function, set operation or locking: then each
+// group lives on one shard, the subquery's rows are the union of what
+// each shard computes for its own rows, and it routes like its tables
+// pulled up into the enclosing level (a fan-out of the whole statement,
+// merged there as over a table).
+func (b *builder) groupedByKeys(child int, sel *pg.SelectStmt) bool {
+	if sel == nil || sel.Op != pg.SetOperation_SETOP_NONE || len(sel.ValuesLists) > 0 || sel.WithClause != nil ||
+		sel.LimitCount != nil || sel.LimitOffset != nil || len(sel.WindowClause) > 0 || len(sel.LockingClause) > 0 ||
+		sel.IntoClause != nil || len(sel.FromClause) == 0 {
+		return false
+	}
+	sc := b.a.Scopes[child]
+	if sc.GroupingSets {
+		return false
+	}
+	distinct := len(sel.DistinctClause) > 0 && !sc.Grouped // plain DISTINCT
+	if !sc.Grouped && !distinct {
+		return false
+	}
+	for _, t := range sel.TargetList {
+		if containsNode(t.ProtoReflect(), func(m protoreflect.Message) bool {
+			f, ok := m.Interface().(*pg.FuncCall)
+			return ok && f.Over != nil
+		}) {
+			return false
+		}
+	}
+	has := func(keys []ColumnKey, k ColumnKey) bool {
+		for _, x := range keys {
+			if x == k {
+				return true
+			}
+		}
+		return false
+	}
+	sharded := 0
+	for i, o := range b.a.Occurrences {
+		if o.Home != child {
+			continue
+		}
+		key := b.keyOf(o.Table)
+		if key == "" {
+			continue
+		}
+		sharded++
+		k := ColumnKey{i, key}
+		if sc.Grouped && !has(sc.GroupBy, k) || distinct && !has(sc.Distinct, k) {
+			return false
+		}
+	}
+	return sharded > 0
 }
 
 // pullUp makes a plain FROM subquery's tables part of scope s: their Home
@@ -1139,7 +1194,7 @@ func visit(m protoreflect.Message, fn func(protoreflect.Message) bool) {
 	if !m.IsValid() || !fn(m) {
 		return
 	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+	rangeFields(m, func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsList() && fd.Message() != nil:
 			l := v.List()

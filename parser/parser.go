@@ -391,7 +391,7 @@ func walk(m protoreflect.Message, fn func(protoreflect.Message)) {
 		return
 	}
 	fn(m)
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+	rangeFields(m, func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsList() && fd.Message() != nil:
 			l := v.List()
@@ -464,4 +464,21 @@ func (s *Statement) IsReset() bool {
 	v := s.node.GetVariableSetStmt()
 	return v != nil && (v.Kind == pg.VariableSetKind_VAR_RESET || v.Kind == pg.VariableSetKind_VAR_RESET_ALL ||
 		v.Kind == pg.VariableSetKind_VAR_SET_DEFAULT)
+}
+
+// rangeFields calls fn on m's populated fields in declaration order (the
+// order of the SQL text's parts, mostly), unlike Message.Range, whose order
+// is unspecified and changes between runs: what is found first (the first
+// configured table a message names) must not.
+func rangeFields(m protoreflect.Message, fn func(protoreflect.FieldDescriptor, protoreflect.Value) bool) {
+	fields := m.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if !m.Has(fd) {
+			continue
+		}
+		if !fn(fd, m.Get(fd)) {
+			return
+		}
+	}
 }

@@ -550,3 +550,11 @@ SELECT id, status, total - avg(total) OVER (PARTITION BY status) AS d FROM order
 SELECT o.id, u.name FROM orders o JOIN users u ON u.id = o.restaurant_id ORDER BY o.id LIMIT 25;
 -- refuse: an outer join of a sharded table to an unlisted-style range table, grouped
 SELECT e.kind, count(o.id) FROM events e LEFT JOIN orders o ON o.user_id = e.user_id GROUP BY e.kind ORDER BY e.kind;
+-- ordered: eager loading with a limit (Sequelize findAll({include, limit}), SQLAlchemy joinedload(...).limit()): the limit applies to the parent rows of all shards
+SELECT u.id, u.name, o.id AS oid, o.total FROM (SELECT id, name FROM users ORDER BY id LIMIT 2) AS u LEFT JOIN orders o ON u.id = o.user_id ORDER BY u.id, o.id;
+-- ordered: eager loading with a limit and an offset, the subquery aliased as an ORM writes it
+SELECT "User".id, "User".name, "orders".id AS "orders.id" FROM (SELECT "User".id, "User".name FROM users AS "User" ORDER BY "User".id LIMIT 3 OFFSET 1) AS "User" LEFT OUTER JOIN orders AS "orders" ON "User".id = "orders".user_id ORDER BY "User".id, "orders".id;
+-- multiset: a grouped subquery whose groups each live on one shard (grouped by the key)
+SELECT count(*) FROM (SELECT user_id, count(*) FROM orders GROUP BY user_id) t;
+-- multiset: the same with a filter on the groups
+SELECT count(*), sum(c) FROM (SELECT user_id, count(*) AS c FROM orders GROUP BY user_id HAVING count(*) > 2) t;
