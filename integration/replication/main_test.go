@@ -186,6 +186,7 @@ type replicaRow struct {
 	server, role, state string
 	writes, inRotation  bool
 	lagBytes            int64
+	inFlight            int64
 	routed              int64
 }
 
@@ -215,6 +216,7 @@ func showReplicas(t *testing.T, addr string) map[string]replicaRow {
 		r.server, r.role, r.state = s[1], s[4], s[5]
 		r.writes, r.inRotation = s[6] == "true", s[7] == "true"
 		fmt.Sscan(s[8], &r.lagBytes)
+		fmt.Sscan(s[10], &r.inFlight)
 		fmt.Sscan(s[12], &r.routed)
 		out[r.server] = r
 	}

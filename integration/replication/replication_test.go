@@ -174,31 +174,49 @@ func TestWeighted(t *testing.T) {
 }
 
 // TestLeastConnections: while one replica runs a long read, the next
-// reads all go to the other one (round robin would alternate).
+// reads all go to the other one (round robin would alternate). The long
+// read lasts until the test cancels it, so a slow machine cannot end it
+// before the other reads are done.
 func TestLeastConnections(t *testing.T) {
 	addr := startProxy(t, "replicas: {read_from: replicas, balance: least_connections, read_your_writes: -1s}",
 		dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
 	waitRotation(t, addr, "s0-r1", "s0-r2")
 	slow := connect(t, addr, pgx.QueryExecModeSimpleProtocol)
 	fast := connect(t, addr, pgx.QueryExecModeSimpleProtocol)
-	busy := make(chan int, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		var p int
-		slow.QueryRow(context.Background(), "SELECT inet_server_port() FROM one, pg_sleep(2)").Scan(&p)
-		busy <- p
+		slow.QueryRow(ctx, "SELECT inet_server_port() FROM one, pg_sleep(30)").Scan(&p)
 	}()
-	waitFor(t, 5*time.Second, "the long read in flight", func() bool {
+	defer func() {
+		// A CancelRequest through the proxy ends the long read.
+		slow.PgConn().CancelRequest(context.Background())
+		cancel()
+		<-done
+	}()
+	busy := ""
+	waitFor(t, 10*time.Second, "the long read in flight on a replica", func() bool {
 		rows := showReplicas(t, addr)
-		return rows["s0-r1"].routed+rows["s0-r2"].routed >= 1
+		for _, name := range []string{"s0-r1", "s0-r2"} {
+			if rows[name].inFlight == 1 {
+				busy = name
+				return true
+			}
+		}
+		return false
 	})
-	time.Sleep(100 * time.Millisecond)
-	got := reads(t, fast, 20, "SELECT inet_server_port() FROM one")
-	p := <-busy
-	if p != env.r1.Port && p != env.r2.Port {
-		t.Fatalf("long read ran on port %d", p)
+	busyPort, otherPort := env.r1.Port, env.r2.Port
+	if busy == "s0-r2" {
+		busyPort, otherPort = otherPort, busyPort
 	}
-	if len(got) != 1 || got[p] != 0 {
-		t.Fatalf("reads while port %d was busy: %v, want all on the other replica", p, got)
+	got := reads(t, fast, 20, "SELECT inet_server_port() FROM one")
+	if got[otherPort] != 20 {
+		t.Fatalf("reads while port %d was busy: %v, want all on the other replica %d", busyPort, got, otherPort)
+	}
+	if r := showReplicas(t, addr)[busy]; r.inFlight != 1 {
+		t.Fatalf("the long read ended before the other reads did: %+v", r)
 	}
 }
 
@@ -321,7 +339,7 @@ func TestStoppedReplica(t *testing.T) {
 // TestReadYourWrites: after a session writes, its reads go to the primary
 // (and see the write) for read_your_writes; then to replicas again.
 func TestReadYourWrites(t *testing.T) {
-	addr := startProxy(t, "replicas: {read_from: replicas, read_your_writes: 1s}",
+	addr := startProxy(t, "replicas: {read_from: replicas, read_your_writes: 2s}",
 		dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
 	waitRotation(t, addr, "s0-r1", "s0-r2")
 	for _, m := range modes {
@@ -352,7 +370,7 @@ func TestReadYourWrites(t *testing.T) {
 			if p := port(t, other, "SELECT inet_server_port() FROM one"); p == env.primary.Port {
 				t.Fatalf("a session that never wrote read from the primary")
 			}
-			time.Sleep(1100 * time.Millisecond)
+			time.Sleep(2100 * time.Millisecond) // past the window
 			if p := port(t, c, "SELECT inet_server_port() FROM one"); p == env.primary.Port {
 				t.Fatalf("read after the read_your_writes window ran on the primary")
 			}
@@ -371,7 +389,7 @@ func TestReadYourWrites(t *testing.T) {
 				t.Fatalf("read after a transaction that wrote ran on port %d, want the primary", p)
 			}
 			// So does a write in a multi-statement query string.
-			time.Sleep(1100 * time.Millisecond)
+			time.Sleep(2100 * time.Millisecond) // past the window
 			if m.mode == pgx.QueryExecModeSimpleProtocol {
 				if _, err := c.Exec(ctx, "UPDATE one SET x = 1; SELECT 1"); err != nil {
 					t.Fatal(err)
