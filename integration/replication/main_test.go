@@ -103,6 +103,13 @@ func startProxy(t *testing.T, extra string, primary server, replicas ...server) 
 // startProxyHealth is startProxy with the health section given.
 func startProxyHealth(t *testing.T, health, extra string, primary server, replicas ...server) string {
 	t.Helper()
+	addr, _ := startServer(t, health, extra, primary, replicas...)
+	return addr
+}
+
+// startServer is startProxyHealth that also returns the proxy.
+func startServer(t *testing.T, health, extra string, primary server, replicas ...server) (string, *proxy.Server) {
+	t.Helper()
 	var sb strings.Builder
 	sb.WriteString("users: [{name: app, auth: trust}]\nadmins: [app]\ndatabase: app\npool: {size: 8, acquire_timeout: 5s}\n")
 	sb.WriteString("health: " + health + "\n")
@@ -142,7 +149,7 @@ func startProxyHealth(t *testing.T, health, extra string, primary server, replic
 	ctx, cancel := context.WithCancel(context.Background())
 	go srv.Serve(ctx, ln)
 	t.Cleanup(func() { cancel(); srv.Close() })
-	return ln.Addr().String()
+	return ln.Addr().String(), srv
 }
 
 func dsnOf(c *localpg.Cluster) server { return server{dsn: c.DSN(database)} }
