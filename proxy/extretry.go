@@ -44,7 +44,7 @@ func (s *session) relaySync(ctx context.Context) error {
 	}
 	var nb *backend
 	if inTx {
-		if b.txStatus != 'E' {
+		if b.txStatus != 'E' || s.txReadOnly() {
 			return nil
 		}
 		var ok bool
@@ -93,7 +93,7 @@ func (s *session) txRetryableExt(b *backend) *replicaSet {
 	if b == nil || s.x.errored || s.rs.leased != b || s.rs.relays != s.rs.relaysAtLease {
 		return nil
 	}
-	return s.txRetryable(b, s.txReadOnly())
+	return s.txRetryable(b)
 }
 
 // retryableExt returns the replica set whose write pool b is from when

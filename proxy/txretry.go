@@ -21,13 +21,12 @@ import (
 // firstInTx runs sql, the open transaction's first routed statement, on
 // shard (a single-shard plan), retrying it on a new primary after a 25006.
 func (s *session) firstInTx(ctx context.Context, shard int, sql string) error {
-	ro := s.txReadOnly() // before pin resets what SET TRANSACTION said
 	b, err := s.txOn(ctx, shard)
 	if err != nil {
 		s.fail(err)
 		return nil
 	}
-	rs := s.txRetryable(b, ro)
+	rs := s.txRetryable(b)
 	if rs == nil {
 		return s.exec(b, sql, true)
 	}
@@ -35,7 +34,8 @@ func (s *session) firstInTx(ctx context.Context, shard int, sql string) error {
 	if err := s.exec(b, sql, true); err != nil {
 		return err
 	}
-	if s.q.sqlstate != "25006" || s.rs.flushes != flushes || len(s.out) < before || b.broken || b.txStatus != 'E' {
+	if s.q.sqlstate != "25006" || s.rs.flushes != flushes || len(s.out) < before || b.broken || b.txStatus != 'E' ||
+		s.txReadOnly() {
 		return nil
 	}
 	nb, ok := s.repin(ctx, rs, b)
@@ -51,17 +51,21 @@ func (s *session) firstInTx(ctx context.Context, shard int, sql string) error {
 }
 
 // txReadOnly reports whether the open transaction is read-only by its
-// modes (BEGIN READ ONLY, SET TRANSACTION, the session's defaults).
+// modes (BEGIN READ ONLY, SET LOCAL transaction_read_only, the session's
+// defaults). Asked only after a 25006: a SET TRANSACTION is the
+// transaction's first statement on a shard, so what it said (reset by
+// pin) never precedes a statement that txRetryable accepts.
 func (s *session) txReadOnly() bool {
 	return s.srv.sets != nil && s.txModeNow().ReadOnly > 0
 }
 
 // txRetryable returns the replica set whose write pool b is from when b
 // holds the open transaction and nothing else of it (its first backend,
-// no other shard joined, not read-only, no reserved backend): a 25006
-// there may be retried on a new primary.
-func (s *session) txRetryable(b *backend, readOnly bool) *replicaSet {
-	if s.srv.sets == nil || b == nil || b.pool.reads || readOnly || s.rs.roTx || s.tx != b || len(s.txMore) > 0 ||
+// no other shard joined, not a read-only transaction on replicas, no
+// reserved backend): a 25006 there may be retried on a new primary once
+// txReadOnly says the transaction is not read-only.
+func (s *session) txRetryable(b *backend) *replicaSet {
+	if s.srv.sets == nil || b == nil || b.pool.reads || s.rs.roTx || s.tx != b || len(s.txMore) > 0 ||
 		s.status != 'T' || s.q.sqlstate != "" || s.reservedOn(b.pool.shard) != nil {
 		return nil
 	}
