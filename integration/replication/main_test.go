@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
@@ -193,6 +194,7 @@ type replicaRow struct {
 	server, role, state string
 	writes, inRotation  bool
 	lagBytes            int64
+	lagSeconds          float64
 	inFlight            int64
 	routed              int64
 }
@@ -218,11 +220,16 @@ func showReplicas(t *testing.T, addr string) map[string]replicaRow {
 		s := make([]string, len(v))
 		for i, x := range v {
 			s[i] = fmt.Sprint(x)
+			if n, ok := x.(pgtype.Numeric); ok {
+				f, _ := n.Float64Value()
+				s[i] = fmt.Sprint(f.Float64)
+			}
 		}
 		var r replicaRow
 		r.server, r.role, r.state = s[1], s[4], s[5]
 		r.writes, r.inRotation = s[6] == "true", s[7] == "true"
 		fmt.Sscan(s[8], &r.lagBytes)
+		fmt.Sscan(s[9], &r.lagSeconds)
 		fmt.Sscan(s[10], &r.inFlight)
 		fmt.Sscan(s[12], &r.routed)
 		out[r.server] = r

@@ -275,6 +275,36 @@ func TestLag(t *testing.T) {
 	_ = ctx
 }
 
+// TestLagTime: with max_lag (time) and no byte limit, a replica whose
+// replay is paused behind received WAL falls out of rotation once its
+// last replayed transaction is max_lag old, shows that lag in SHOW
+// REPLICAS, and is back when replay resumes.
+func TestLagTime(t *testing.T) {
+	addr := startProxy(t, "replicas: {read_from: replicas, max_lag: 1s, max_lag_bytes: -1, read_your_writes: off}",
+		dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
+	waitRotation(t, addr, "s0-r1", "s0-r2")
+	t.Cleanup(func() { exec(t, env.r1, "SELECT pg_wal_replay_resume()") })
+	// A transaction replayed first: lag in time counts from the last one
+	// (pg_last_xact_replay_timestamp() is null before any).
+	exec(t, env.primary, "INSERT INTO filler VALUES ('lag-time-0')")
+	caughtUp(t)
+	exec(t, env.r1, "SELECT pg_wal_replay_pause()")
+	exec(t, env.primary, "INSERT INTO filler VALUES ('lag-time')")
+	waitRotation(t, addr, "s0-r2")
+	var lag float64
+	waitFor(t, 10*time.Second, "r1 lagging with lag_seconds over 1", func() bool {
+		r := showReplicas(t, addr)["s0-r1"]
+		lag = r.lagSeconds
+		return r.state == "lagging" && r.lagSeconds >= 1
+	})
+	c := connect(t, addr, pgx.QueryExecModeSimpleProtocol)
+	if got := reads(t, c, 10, "SELECT inet_server_port() FROM one"); got[env.r2.Port] != 10 {
+		t.Fatalf("reads with r1 %.1fs behind: %v, want all on r2", lag, got)
+	}
+	exec(t, env.r1, "SELECT pg_wal_replay_resume()")
+	waitRotation(t, addr, "s0-r1", "s0-r2")
+}
+
 // TestStoppedReplica: reads keep working while a replica stops (none
 // fails), go to the other one, and the replica is back once restarted.
 func TestStoppedReplica(t *testing.T) {
