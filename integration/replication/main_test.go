@@ -112,7 +112,10 @@ func startProxyHealth(t *testing.T, health, extra string, primary server, replic
 func startServer(t *testing.T, health, extra string, primary server, replicas ...server) (string, *proxy.Server) {
 	t.Helper()
 	var sb strings.Builder
-	sb.WriteString("users: [{name: app, auth: trust}]\nadmins: [app]\ndatabase: app\npool: {size: 8, acquire_timeout: 5s}\n")
+	if !strings.Contains("\n"+extra, "\nusers:") { // else extra lists them
+		sb.WriteString("users: [{name: app, auth: trust}]\n")
+	}
+	sb.WriteString("admins: [app]\ndatabase: app\npool: {size: 8, acquire_timeout: 5s}\n")
 	sb.WriteString("health: " + health + "\n")
 	sb.WriteString(extra + "\nshards:\n")
 	fmt.Fprintf(&sb, "  - name: s0\n    dsn: %q\n", primary.dsn)
@@ -163,7 +166,13 @@ var modes = []struct {
 
 func connect(t *testing.T, addr string, mode pgx.QueryExecMode) *pgx.Conn {
 	t.Helper()
-	cc, err := pgx.ParseConfig(fmt.Sprintf("postgres://app@%s/%s?sslmode=disable", addr, database))
+	return connectAs(t, addr, "app", mode)
+}
+
+// connectAs is connect as another user (trust).
+func connectAs(t *testing.T, addr, user string, mode pgx.QueryExecMode) *pgx.Conn {
+	t.Helper()
+	cc, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable", user, addr, database))
 	if err != nil {
 		t.Fatal(err)
 	}

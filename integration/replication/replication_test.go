@@ -135,7 +135,8 @@ func TestRouting(t *testing.T) {
 	}
 }
 
-// TestReadFromUser: a user's read_from overrides the proxy's.
+// TestReadFromPrimary: read_from primary keeps reads there; any spreads
+// them over the primary and the replicas.
 func TestReadFromPrimary(t *testing.T) {
 	addr := startProxy(t, "replicas: {read_from: primary}", dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
 	c := connect(t, addr, pgx.QueryExecModeSimpleProtocol)
@@ -150,6 +151,30 @@ func TestReadFromPrimary(t *testing.T) {
 		if got[p] < 30 {
 			t.Fatalf("read_from any: reads by port %v, want each server about a third", got)
 		}
+	}
+}
+
+// TestReadFromUser: a user's read_from overrides the proxy's, both ways.
+func TestReadFromUser(t *testing.T) {
+	addr := startProxy(t, "users: [{name: app, auth: trust}, {name: prim, auth: trust, read_from: primary}]\n"+
+		"replicas: {read_from: replicas, read_your_writes: off}", dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
+	waitRotation(t, addr, "s0-r1", "s0-r2")
+	for _, m := range modes {
+		app := connectAs(t, addr, "app", m.mode)
+		if got := reads(t, app, 20, "SELECT inet_server_port() FROM one"); got[env.r1.Port]+got[env.r2.Port] != 20 {
+			t.Fatalf("%s: proxy read_from replicas: reads by port %v", m.name, got)
+		}
+		prim := connectAs(t, addr, "prim", m.mode)
+		if got := reads(t, prim, 20, "SELECT inet_server_port() FROM one"); got[env.primary.Port] != 20 {
+			t.Fatalf("%s: user read_from primary: reads by port %v", m.name, got)
+		}
+	}
+	addr = startProxy(t, "users: [{name: app, auth: trust}, {name: rep, auth: trust, read_from: replicas}]\n"+
+		"replicas: {read_from: primary, read_your_writes: off}", dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
+	waitRotation(t, addr, "s0-r1", "s0-r2")
+	rep := connectAs(t, addr, "rep", pgx.QueryExecModeSimpleProtocol)
+	if got := reads(t, rep, 20, "SELECT inet_server_port() FROM one"); got[env.r1.Port]+got[env.r2.Port] != 20 {
+		t.Fatalf("user read_from replicas under a proxy on primary: reads by port %v", got)
 	}
 }
 
