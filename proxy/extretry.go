@@ -17,13 +17,19 @@ import (
 // the prepared statements the request uses first.
 
 // relaySync sends the current backend's request up to Sync and relays the
-// replies (extSync), retrying it on a new primary after a 25006.
+// replies (extSync), retrying it on a new primary after a 25006: outside a
+// transaction, or as the open transaction's first request on its first
+// shard (txretry.go), where the transaction is opened again on the new
+// primary first.
 func (s *session) relaySync(ctx context.Context) error {
 	x := s.x
 	b := x.cur
-	rs := s.retryableExt(b)
+	rs, inTx := s.retryableExt(b), false
 	if rs == nil {
-		return s.relayQueue()
+		if rs = s.txRetryableExt(b); rs == nil {
+			return s.relayQueue()
+		}
+		inTx = true
 	}
 	// The request as sent (kept in buffers the session reuses).
 	wbuf := append(s.rs.wbuf[:0], x.wbuf...)
@@ -33,26 +39,43 @@ func (s *session) relaySync(ctx context.Context) error {
 	if err := s.relayQueue(); err != nil {
 		return err
 	}
-	if s.q.sqlstate != "25006" || s.rs.flushes != flushes || len(s.out) < before || b.broken || b.txStatus != 'I' ||
-		s.status != 'I' || s.sessionReadOnly() {
+	if s.q.sqlstate != "25006" || s.rs.flushes != flushes || len(s.out) < before || b.broken {
 		return nil
 	}
-	if !rs.reprobe(ctx, s.srv) {
-		return nil
-	}
-	nb, err := s.leaseFrom(ctx, rs.write)
-	if err != nil {
-		return nil // the client keeps the 25006
+	var nb *backend
+	if inTx {
+		if b.txStatus != 'E' || s.txReadOnly() {
+			return nil
+		}
+		var ok bool
+		if nb, ok = s.repin(ctx, rs, b); !ok {
+			return nil // the client keeps the 25006; its transaction failed
+		}
+	} else {
+		if b.txStatus != 'I' || s.status != 'I' || s.sessionReadOnly() || !rs.reprobe(ctx, s.srv) {
+			return nil
+		}
+		var err error
+		if nb, err = s.leaseFrom(ctx, rs.write); err != nil {
+			return nil // the client keeps the 25006
+		}
 	}
 	nw, nq, ok := s.replayFor(nb, wbuf, queue)
 	if !ok {
-		s.release(nb)
+		if inTx {
+			s.unpin(nb, b)
+		} else {
+			s.release(nb)
+		}
 		return nil
 	}
 	for _, p := range x.portals {
 		if p.where == b {
 			p.where = nb
 		}
+	}
+	if inTx {
+		b.broken = true // its transaction failed; the pool closes it
 	}
 	s.release(b)
 	s.out = s.out[:before]
@@ -61,6 +84,16 @@ func (s *session) relaySync(ctx context.Context) error {
 	x.cur, x.wbuf, x.queue = nb, nw, nq
 	s.srv.repl.retries.Inc()
 	return s.relayQueue()
+}
+
+// txRetryableExt is txRetryable for the extended protocol: b holds the
+// open transaction, pinned in this request, and none of its replies has
+// been relayed yet.
+func (s *session) txRetryableExt(b *backend) *replicaSet {
+	if b == nil || s.x.errored || s.rs.leased != b || s.rs.relays != s.rs.relaysAtLease {
+		return nil
+	}
+	return s.txRetryable(b)
 }
 
 // retryableExt returns the replica set whose write pool b is from when

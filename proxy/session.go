@@ -665,6 +665,9 @@ func (s *session) inTransaction(ctx context.Context, st *parser.Statement, sql s
 		return nil
 	}
 	if plan.Single() && len(plan.KeyGuard) == 0 {
+		if s.tx == nil && s.srv.sets != nil {
+			return s.firstInTx(ctx, plan.Shards[0], sql) // txretry.go: 25006 after a failover
+		}
 		b, err := s.txOn(ctx, plan.Shards[0])
 		if err != nil {
 			s.fail(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
@@ -103,8 +104,18 @@ func startProxy(t *testing.T, extra string, primary server, replicas ...server) 
 // startProxyHealth is startProxy with the health section given.
 func startProxyHealth(t *testing.T, health, extra string, primary server, replicas ...server) string {
 	t.Helper()
+	addr, _ := startServer(t, health, extra, primary, replicas...)
+	return addr
+}
+
+// startServer is startProxyHealth that also returns the proxy.
+func startServer(t *testing.T, health, extra string, primary server, replicas ...server) (string, *proxy.Server) {
+	t.Helper()
 	var sb strings.Builder
-	sb.WriteString("users: [{name: app, auth: trust}]\nadmins: [app]\ndatabase: app\npool: {size: 8, acquire_timeout: 5s}\n")
+	if !strings.Contains("\n"+extra, "\nusers:") { // else extra lists them
+		sb.WriteString("users: [{name: app, auth: trust}]\n")
+	}
+	sb.WriteString("admins: [app]\ndatabase: app\npool: {size: 8, acquire_timeout: 5s}\n")
 	sb.WriteString("health: " + health + "\n")
 	sb.WriteString(extra + "\nshards:\n")
 	fmt.Fprintf(&sb, "  - name: s0\n    dsn: %q\n", primary.dsn)
@@ -142,7 +153,7 @@ func startProxyHealth(t *testing.T, health, extra string, primary server, replic
 	ctx, cancel := context.WithCancel(context.Background())
 	go srv.Serve(ctx, ln)
 	t.Cleanup(func() { cancel(); srv.Close() })
-	return ln.Addr().String()
+	return ln.Addr().String(), srv
 }
 
 func dsnOf(c *localpg.Cluster) server { return server{dsn: c.DSN(database)} }
@@ -155,7 +166,13 @@ var modes = []struct {
 
 func connect(t *testing.T, addr string, mode pgx.QueryExecMode) *pgx.Conn {
 	t.Helper()
-	cc, err := pgx.ParseConfig(fmt.Sprintf("postgres://app@%s/%s?sslmode=disable", addr, database))
+	return connectAs(t, addr, "app", mode)
+}
+
+// connectAs is connect as another user (trust).
+func connectAs(t *testing.T, addr, user string, mode pgx.QueryExecMode) *pgx.Conn {
+	t.Helper()
+	cc, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s@%s/%s?sslmode=disable", user, addr, database))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +203,8 @@ type replicaRow struct {
 	server, role, state string
 	writes, inRotation  bool
 	lagBytes            int64
+	lagSeconds          float64
+	inFlight            int64
 	routed              int64
 }
 
@@ -210,11 +229,17 @@ func showReplicas(t *testing.T, addr string) map[string]replicaRow {
 		s := make([]string, len(v))
 		for i, x := range v {
 			s[i] = fmt.Sprint(x)
+			if n, ok := x.(pgtype.Numeric); ok {
+				f, _ := n.Float64Value()
+				s[i] = fmt.Sprint(f.Float64)
+			}
 		}
 		var r replicaRow
 		r.server, r.role, r.state = s[1], s[4], s[5]
 		r.writes, r.inRotation = s[6] == "true", s[7] == "true"
 		fmt.Sscan(s[8], &r.lagBytes)
+		fmt.Sscan(s[9], &r.lagSeconds)
+		fmt.Sscan(s[10], &r.inFlight)
 		fmt.Sscan(s[12], &r.routed)
 		out[r.server] = r
 	}

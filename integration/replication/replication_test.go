@@ -135,7 +135,8 @@ func TestRouting(t *testing.T) {
 	}
 }
 
-// TestReadFromUser: a user's read_from overrides the proxy's.
+// TestReadFromPrimary: read_from primary keeps reads there; any spreads
+// them over the primary and the replicas.
 func TestReadFromPrimary(t *testing.T) {
 	addr := startProxy(t, "replicas: {read_from: primary}", dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
 	c := connect(t, addr, pgx.QueryExecModeSimpleProtocol)
@@ -150,6 +151,30 @@ func TestReadFromPrimary(t *testing.T) {
 		if got[p] < 30 {
 			t.Fatalf("read_from any: reads by port %v, want each server about a third", got)
 		}
+	}
+}
+
+// TestReadFromUser: a user's read_from overrides the proxy's, both ways.
+func TestReadFromUser(t *testing.T) {
+	addr := startProxy(t, "users: [{name: app, auth: trust}, {name: prim, auth: trust, read_from: primary}]\n"+
+		"replicas: {read_from: replicas, read_your_writes: off}", dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
+	waitRotation(t, addr, "s0-r1", "s0-r2")
+	for _, m := range modes {
+		app := connectAs(t, addr, "app", m.mode)
+		if got := reads(t, app, 20, "SELECT inet_server_port() FROM one"); got[env.r1.Port]+got[env.r2.Port] != 20 {
+			t.Fatalf("%s: proxy read_from replicas: reads by port %v", m.name, got)
+		}
+		prim := connectAs(t, addr, "prim", m.mode)
+		if got := reads(t, prim, 20, "SELECT inet_server_port() FROM one"); got[env.primary.Port] != 20 {
+			t.Fatalf("%s: user read_from primary: reads by port %v", m.name, got)
+		}
+	}
+	addr = startProxy(t, "users: [{name: app, auth: trust}, {name: rep, auth: trust, read_from: replicas}]\n"+
+		"replicas: {read_from: primary, read_your_writes: off}", dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
+	waitRotation(t, addr, "s0-r1", "s0-r2")
+	rep := connectAs(t, addr, "rep", pgx.QueryExecModeSimpleProtocol)
+	if got := reads(t, rep, 20, "SELECT inet_server_port() FROM one"); got[env.r1.Port]+got[env.r2.Port] != 20 {
+		t.Fatalf("user read_from replicas under a proxy on primary: reads by port %v", got)
 	}
 }
 
@@ -174,31 +199,49 @@ func TestWeighted(t *testing.T) {
 }
 
 // TestLeastConnections: while one replica runs a long read, the next
-// reads all go to the other one (round robin would alternate).
+// reads all go to the other one (round robin would alternate). The long
+// read lasts until the test cancels it, so a slow machine cannot end it
+// before the other reads are done.
 func TestLeastConnections(t *testing.T) {
 	addr := startProxy(t, "replicas: {read_from: replicas, balance: least_connections, read_your_writes: -1s}",
 		dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
 	waitRotation(t, addr, "s0-r1", "s0-r2")
 	slow := connect(t, addr, pgx.QueryExecModeSimpleProtocol)
 	fast := connect(t, addr, pgx.QueryExecModeSimpleProtocol)
-	busy := make(chan int, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		var p int
-		slow.QueryRow(context.Background(), "SELECT inet_server_port() FROM one, pg_sleep(2)").Scan(&p)
-		busy <- p
+		slow.QueryRow(ctx, "SELECT inet_server_port() FROM one, pg_sleep(30)").Scan(&p)
 	}()
-	waitFor(t, 5*time.Second, "the long read in flight", func() bool {
+	defer func() {
+		// A CancelRequest through the proxy ends the long read.
+		slow.PgConn().CancelRequest(context.Background())
+		cancel()
+		<-done
+	}()
+	busy := ""
+	waitFor(t, 10*time.Second, "the long read in flight on a replica", func() bool {
 		rows := showReplicas(t, addr)
-		return rows["s0-r1"].routed+rows["s0-r2"].routed >= 1
+		for _, name := range []string{"s0-r1", "s0-r2"} {
+			if rows[name].inFlight == 1 {
+				busy = name
+				return true
+			}
+		}
+		return false
 	})
-	time.Sleep(100 * time.Millisecond)
-	got := reads(t, fast, 20, "SELECT inet_server_port() FROM one")
-	p := <-busy
-	if p != env.r1.Port && p != env.r2.Port {
-		t.Fatalf("long read ran on port %d", p)
+	busyPort, otherPort := env.r1.Port, env.r2.Port
+	if busy == "s0-r2" {
+		busyPort, otherPort = otherPort, busyPort
 	}
-	if len(got) != 1 || got[p] != 0 {
-		t.Fatalf("reads while port %d was busy: %v, want all on the other replica", p, got)
+	got := reads(t, fast, 20, "SELECT inet_server_port() FROM one")
+	if got[otherPort] != 20 {
+		t.Fatalf("reads while port %d was busy: %v, want all on the other replica %d", busyPort, got, otherPort)
+	}
+	if r := showReplicas(t, addr)[busy]; r.inFlight != 1 {
+		t.Fatalf("the long read ended before the other reads did: %+v", r)
 	}
 }
 
@@ -255,6 +298,36 @@ func TestLag(t *testing.T) {
 	}
 	waitRotation(t, addr, "s0-r1", "s0-r2")
 	_ = ctx
+}
+
+// TestLagTime: with max_lag (time) and no byte limit, a replica whose
+// replay is paused behind received WAL falls out of rotation once its
+// last replayed transaction is max_lag old, shows that lag in SHOW
+// REPLICAS, and is back when replay resumes.
+func TestLagTime(t *testing.T) {
+	addr := startProxy(t, "replicas: {read_from: replicas, max_lag: 1s, max_lag_bytes: -1, read_your_writes: off}",
+		dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
+	waitRotation(t, addr, "s0-r1", "s0-r2")
+	t.Cleanup(func() { exec(t, env.r1, "SELECT pg_wal_replay_resume()") })
+	// A transaction replayed first: lag in time counts from the last one
+	// (pg_last_xact_replay_timestamp() is null before any).
+	exec(t, env.primary, "INSERT INTO filler VALUES ('lag-time-0')")
+	caughtUp(t)
+	exec(t, env.r1, "SELECT pg_wal_replay_pause()")
+	exec(t, env.primary, "INSERT INTO filler VALUES ('lag-time')")
+	waitRotation(t, addr, "s0-r2")
+	var lag float64
+	waitFor(t, 10*time.Second, "r1 lagging with lag_seconds over 1", func() bool {
+		r := showReplicas(t, addr)["s0-r1"]
+		lag = r.lagSeconds
+		return r.state == "lagging" && r.lagSeconds >= 1
+	})
+	c := connect(t, addr, pgx.QueryExecModeSimpleProtocol)
+	if got := reads(t, c, 10, "SELECT inet_server_port() FROM one"); got[env.r2.Port] != 10 {
+		t.Fatalf("reads with r1 %.1fs behind: %v, want all on r2", lag, got)
+	}
+	exec(t, env.r1, "SELECT pg_wal_replay_resume()")
+	waitRotation(t, addr, "s0-r1", "s0-r2")
 }
 
 // TestStoppedReplica: reads keep working while a replica stops (none
@@ -321,7 +394,7 @@ func TestStoppedReplica(t *testing.T) {
 // TestReadYourWrites: after a session writes, its reads go to the primary
 // (and see the write) for read_your_writes; then to replicas again.
 func TestReadYourWrites(t *testing.T) {
-	addr := startProxy(t, "replicas: {read_from: replicas, read_your_writes: 1s}",
+	addr := startProxy(t, "replicas: {read_from: replicas, read_your_writes: 2s}",
 		dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
 	waitRotation(t, addr, "s0-r1", "s0-r2")
 	for _, m := range modes {
@@ -352,7 +425,7 @@ func TestReadYourWrites(t *testing.T) {
 			if p := port(t, other, "SELECT inet_server_port() FROM one"); p == env.primary.Port {
 				t.Fatalf("a session that never wrote read from the primary")
 			}
-			time.Sleep(1100 * time.Millisecond)
+			time.Sleep(2100 * time.Millisecond) // past the window
 			if p := port(t, c, "SELECT inet_server_port() FROM one"); p == env.primary.Port {
 				t.Fatalf("read after the read_your_writes window ran on the primary")
 			}
@@ -371,7 +444,7 @@ func TestReadYourWrites(t *testing.T) {
 				t.Fatalf("read after a transaction that wrote ran on port %d, want the primary", p)
 			}
 			// So does a write in a multi-statement query string.
-			time.Sleep(1100 * time.Millisecond)
+			time.Sleep(2100 * time.Millisecond) // past the window
 			if m.mode == pgx.QueryExecModeSimpleProtocol {
 				if _, err := c.Exec(ctx, "UPDATE one SET x = 1; SELECT 1"); err != nil {
 					t.Fatal(err)
