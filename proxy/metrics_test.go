@@ -43,7 +43,7 @@ func TestMetricNamesAndLabels(t *testing.T) {
 		for _, m := range f.Metric {
 			for _, l := range m.Label {
 				switch l.GetName() {
-				case "shard", "route", "outcome", "state", "limit", "reason":
+				case "shard", "server", "route", "outcome", "state", "limit", "reason": // server: a configured replica or primary, bounded by the config
 				default:
 					t.Errorf("%s: label %s is not one of the bounded labels", name, l.GetName())
 				}
