@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/delivery"
@@ -48,7 +49,10 @@ func main() {
 	warm := flag.Duration("warmup", 2*time.Second, "untimed load before each run")
 	clients := flag.Int("clients", 8, "concurrent clients")
 	modes := flag.String("modes", "simple,extended", "protocols: simple (pgx simple protocol), extended (pgx's default: prepared statements, binary results)")
+	pw := flag.Bool("prewarm", true, "read every key once before the warm-up of runs with rules")
+	only := flag.String("runs", "", "run only the configurations whose name contains this (e.g. redis)")
 	flag.Parse()
+	runFilter, prewarmKeys = *only, *pw
 	if err := run(*dur, *warm, *clients, strings.Split(*modes, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(1)
@@ -61,7 +65,16 @@ type result struct {
 	hitRatio      string
 	p50, p99      time.Duration
 	reads, writes int
+	// redisErrors are the Redis operations that failed during the timed
+	// run (each one a read from Postgres, and Redis left alone for 1s).
+	redisErrors float64
 }
+
+// prewarmKeys: read every key once before a run with rules (-prewarm).
+var prewarmKeys bool
+
+// runFilter selects configurations by a part of their name (-runs).
+var runFilter string
 
 // extended: the load's clients use pgx's default mode (cached prepared
 // statements: Bind/Describe/Execute/Sync with $1 parameters).
@@ -89,23 +102,27 @@ func run(dur, warm time.Duration, clients int, modes []string) error {
 		{"cache on, redis", fmt.Sprintf("  backend: redis\n  redis: {addr: %q}\n", rds.Addr()) + rules},
 	}
 	var out []result
-	loaded := false
+	srv, _, addr, err := startProxy(ctx, set, "  consolidate: false\n")
+	if err != nil {
+		return err
+	}
+	err = load(ctx, addr)
+	srv.Close()
+	if err != nil {
+		return err
+	}
 	for _, mode := range modes {
 		extended = mode == "extended"
 		for _, c := range configs {
-			srv, addr, err := startProxy(ctx, set, c.cache)
+			if !strings.Contains(mode+": "+c.name, runFilter) {
+				continue
+			}
+			srv, reg, addr, err := startProxy(ctx, set, c.cache)
 			if err != nil {
 				return err
 			}
 			c.name = mode + ": " + c.name
-			if !loaded {
-				loaded = true
-				if err := load(ctx, addr); err != nil {
-					srv.Close()
-					return err
-				}
-			}
-			if strings.Contains(c.cache, "rules") {
+			if prewarmKeys && strings.Contains(c.cache, "rules") {
 				if err := prewarm(ctx, addr, clients); err != nil {
 					srv.Close()
 					return err
@@ -113,11 +130,12 @@ func run(dur, warm time.Duration, clients int, modes []string) error {
 			}
 			load := mix(addr, clients, 0.9)
 			load(ctx, warm, nil)
-			before := cacheStats(ctx, addr)
+			before, errsBefore := cacheStats(ctx, addr), counter(reg, "shardproxy_cache_backend_errors_total")
 			r := result{name: c.name}
 			load(ctx, dur, &r)
 			after := cacheStats(ctx, addr)
 			r.hitRatio = ratio(before, after)
+			r.redisErrors = counter(reg, "shardproxy_cache_backend_errors_total") - errsBefore
 			out = append(out, r)
 			if strings.HasSuffix(c.name, "cache on, memory") {
 				h := result{name: mode + ": cache on, memory: reads only, warm (every read a hit)"}
@@ -133,10 +151,10 @@ func run(dur, warm time.Duration, clients int, modes []string) error {
 	}
 	fmt.Printf("%d clients, %s per run after %s warm-up, %d shards; reads: users (%d) and restaurants (%d) by id, writes: INSERT into orders\n\n",
 		clients, dur, warm, nShards, users, restaurants)
-	fmt.Println("| run | TPS | reads | writes | hit ratio | read p50 | read p99 |")
-	fmt.Println("|---|---|---|---|---|---|---|")
+	fmt.Println("| run | TPS | reads | writes | hit ratio | read p50 | read p99 | redis errors |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range out {
-		fmt.Printf("| %s | %.0f | %d | %d | %s | %s | %s |\n", r.name, r.tps, r.reads, r.writes, r.hitRatio, ms(r.p50), ms(r.p99))
+		fmt.Printf("| %s | %.0f | %d | %d | %s | %s | %s | %.0f |\n", r.name, r.tps, r.reads, r.writes, r.hitRatio, ms(r.p50), ms(r.p99), r.redisErrors)
 	}
 	return nil
 }
@@ -145,7 +163,21 @@ func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) + " ms"
 }
 
-func startProxy(ctx context.Context, set *localpg.Set, cache string) (*proxy.Server, string, error) {
+// counter reads a counter (without labels) from reg; 0 when absent.
+func counter(reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+func startProxy(ctx context.Context, set *localpg.Set, cache string) (*proxy.Server, *prometheus.Registry, string, error) {
 	var sb strings.Builder
 	sb.WriteString("users: [{name: app, password: app}, {name: admin, password: admin}]\nadmins: [admin]\npool: {size: 8}\nshards:\n")
 	for i, dsn := range set.DSNs() {
@@ -156,23 +188,27 @@ func startProxy(ctx context.Context, set *localpg.Set, cache string) (*proxy.Ser
 	sb.WriteString("cache:\n" + cache)
 	f, err := config.Parse([]byte(sb.String()))
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	topo, err := router.NewTopology(&f.Topology)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	srv, err := proxy.New(f.Proxy, topo, nil)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
+	}
+	reg := prometheus.NewRegistry()
+	if err := srv.RegisterMetrics(reg); err != nil {
+		return nil, nil, "", err
 	}
 	srv.Warm(ctx)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	go srv.Serve(ctx, ln)
-	return srv, ln.Addr().String(), nil
+	return srv, reg, ln.Addr().String(), nil
 }
 
 func connect(ctx context.Context, addr, user, db string) (*pgx.Conn, error) {
