@@ -23,11 +23,13 @@ import (
 // read from Postgres meanwhile.
 const downFor = time.Second
 
-// downAfter is how many operations in a row must time out before Redis
-// counts as down. One slow answer (a busy machine: the scheduler, not
-// Redis) is a miss for that read alone; any other error (connection
-// refused, an error reply) marks Redis down at once.
-const downAfter = 3
+// downAfter is how long Redis must go without answering any operation
+// before a timeout marks it down. A slow answer on a busy machine (the
+// scheduler's stall, not Redis's: it delays every operation in flight at
+// once) is a miss for those reads alone; an unreachable Redis is marked
+// down after downAfter of timeouts. Any other error (connection refused,
+// an error reply) marks Redis down at once.
+const downAfter = time.Second
 
 // redisStore keeps entries, table generations and the fill locks in Redis,
 // shared by every proxy, and publishes invalidations.
@@ -47,7 +49,7 @@ type redisStore struct {
 	// write's invalidation is worth waiting for (a slow one lets other
 	// proxies serve entries older than the write).
 	wcl     *redis.Client
-	fails   atomic.Int32 // operations failed in a row
+	lastOK  atomic.Int64 // unix ns of the last operation Redis answered
 	cfg     RedisConfig
 	id      string
 	cancel  context.CancelFunc
@@ -78,6 +80,7 @@ func newRedisStore(c *Cache, cfg RedisConfig) *redisStore {
 		DialTimeout: wt, ReadTimeout: wt, WriteTimeout: wt, MaxRetries: -1, PoolSize: 4,
 		ContextTimeoutEnabled: true})
 	r.up.Store(true)
+	r.lastOK.Store(time.Now().UnixNano())
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	// Subscribe before serving, waiting (bounded) for Redis's confirmation:
@@ -135,14 +138,14 @@ func (r *redisStore) available(ctx context.Context) bool {
 }
 
 // failed records a Redis error: counted; when Redis is down (an error that
-// is not a timeout, or downAfter timeouts in a row) it is logged (at most
-// every 10s) and Redis is left alone for downFor.
+// is not a timeout, or a timeout after downAfter without an answer) it is
+// logged (at most every 10s) and Redis is left alone for downFor.
 func (r *redisStore) failed(op string, err error) {
 	r.c.backendErrors.Add(1)
-	if n := r.fails.Add(1); n < downAfter && isTimeout(err) {
+	now := time.Now()
+	if isTimeout(err) && now.UnixNano()-r.lastOK.Load() < int64(downAfter) {
 		return
 	}
-	now := time.Now()
 	r.down.Store(now.Add(downFor).UnixNano())
 	r.up.Store(false)
 	if last := r.lastLog.Load(); now.UnixNano()-last > int64(10*time.Second) && r.lastLog.CompareAndSwap(last, now.UnixNano()) {
@@ -158,9 +161,7 @@ func isTimeout(err error) bool {
 }
 
 func (r *redisStore) ok() {
-	if r.fails.Load() != 0 {
-		r.fails.Store(0)
-	}
+	r.lastOK.Store(time.Now().UnixNano())
 	if !r.up.Load() {
 		r.up.Store(true)
 		r.c.log.Info("result cache: redis available again")
@@ -225,6 +226,7 @@ func (r *redisStore) set(ctx context.Context, key, reply []byte, gens []uint64, 
 		r.failed("set", err)
 		return false
 	}
+	r.ok()
 	return true
 }
 
@@ -240,6 +242,7 @@ func (r *redisStore) lock(ctx context.Context, key []byte) bool {
 		r.failed("lock", err)
 		return true
 	}
+	r.ok()
 	return got
 }
 

@@ -50,9 +50,10 @@ func main() {
 	clients := flag.Int("clients", 8, "concurrent clients")
 	modes := flag.String("modes", "simple,extended", "protocols: simple (pgx simple protocol), extended (pgx's default: prepared statements, binary results)")
 	pw := flag.Bool("prewarm", true, "read every key once before the warm-up of runs with rules")
+	rt := flag.Duration("redis-timeout", 0, "cache.redis.timeout (0: the proxy's default); a short one provokes the timeouts of a loaded machine")
 	only := flag.String("runs", "", "run only the configurations whose name contains this (e.g. redis)")
 	flag.Parse()
-	runFilter, prewarmKeys = *only, *pw
+	runFilter, prewarmKeys, redisTimeout = *only, *pw, *rt
 	if err := run(*dur, *warm, *clients, strings.Split(*modes, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(1)
@@ -69,6 +70,9 @@ type result struct {
 	// run (each one a read from Postgres, and Redis left alone for 1s).
 	redisErrors float64
 }
+
+// redisTimeout is cache.redis.timeout when not 0 (-redis-timeout).
+var redisTimeout time.Duration
 
 // prewarmKeys: read every key once before a run with rules (-prewarm).
 var prewarmKeys bool
@@ -94,12 +98,16 @@ func run(dur, warm time.Duration, clients int, modes []string) error {
 	}
 	defer rds.Close()
 
+	rt := ""
+	if redisTimeout > 0 {
+		rt = ", timeout: " + redisTimeout.String()
+	}
 	rules := "  rules:\n    - {name: users, tables: [users], ttl: 1m}\n    - {name: restaurants, tables: [restaurants], ttl: 5m}\n"
 	configs := []struct{ name, cache string }{
 		{"cache off, consolidation off", "  consolidate: false\n"},
 		{"cache off, consolidation on (default)", "  consolidate: true\n"},
 		{"cache on, memory", "  backend: memory\n" + rules},
-		{"cache on, redis", fmt.Sprintf("  backend: redis\n  redis: {addr: %q}\n", rds.Addr()) + rules},
+		{"cache on, redis", fmt.Sprintf("  backend: redis\n  redis: {addr: %q%s}\n", rds.Addr(), rt) + rules},
 	}
 	var out []result
 	srv, _, addr, err := startProxy(ctx, set, "  consolidate: false\n")
