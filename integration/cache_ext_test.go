@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -415,6 +416,18 @@ func TestCacheUntilWriteScatter(t *testing.T) {
 	}
 	if shardIndex(lo) == shardIndex(lo+1) && shardIndex(lo) == shardIndex(lo+2) && shardIndex(lo) == shardIndex(hi) {
 		t.Fatal("the test's users all live on one shard: pick other ids")
+	}
+	// EXPLAIN of the cross-shard read names its rule.
+	var plan []string
+	rows, err := simple.Query(ctx, fmt.Sprintf("EXPLAIN SELECT name FROM users WHERE id BETWEEN %d AND %d ORDER BY id", lo, hi))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(plan, "  Result cache: rule users (ttl 1m0s)") {
+		t.Errorf("EXPLAIN does not name the cache rule:\n%s", strings.Join(plan, "\n"))
 	}
 	names := func(q interface {
 		Query(context.Context, string, ...any) (pgx.Rows, error)
