@@ -46,7 +46,7 @@ bench: build
 	$(GO) run ./scripts/pgbenchcmp -replicas 2 -modes simple,extended -clients 8 -T 5 -rounds 1 -tls=false
 	$(GO) run ./scripts/failoverbench
 	@command -v redis-server >/dev/null 2>&1 || scripts/deps.sh
-	$(GO) run ./scripts/cachebench
+	$(GO) run ./scripts/cachebench -client pgbench
 
 # compat runs PostgreSQL 15's own regression suite (pg_regress, the
 # `make installcheck` schedule) through shardproxy: sp1 = one shard, sp4 =

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -394,5 +395,105 @@ func TestCacheWireScriptsMatchPostgres(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCacheUntilWriteScatter: until_write answers cross-shard reads too
+// (a merged read over every shard, in the simple and the extended
+// protocol) from the cache in a READ COMMITTED transaction before its
+// first write; after it, and in REPEATABLE READ, they read the shards.
+func TestCacheUntilWriteScatter(t *testing.T) {
+	ctx := context.Background()
+	p := startCacheProxy(t, "  until_write: true\n  rules:\n    - {name: users, tables: [users], ttl: 1m}\n")
+	simple, ext := p.connect(t), p.connectMode(t, pgx.QueryExecModeCacheStatement)
+	const lo, hi = 930301, 930304
+	t.Cleanup(func() { deleteUsers(t, lo, lo+1, lo+2, hi) })
+	if _, err := simple.Exec(ctx, fmt.Sprintf("DELETE FROM users WHERE id BETWEEN %d AND %d", lo, hi)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := simple.Exec(ctx, fmt.Sprintf("INSERT INTO users (id, name, email, city) VALUES (%d, 'a1', 'e', 'c'), (%d, 'b', 'e', 'c'), (%d, 'c', 'e', 'c'), (%d, 'd', 'e', 'c')", lo, lo+1, lo+2, hi)); err != nil {
+		t.Fatal(err)
+	}
+	if shardIndex(lo) == shardIndex(lo+1) && shardIndex(lo) == shardIndex(lo+2) && shardIndex(lo) == shardIndex(hi) {
+		t.Fatal("the test's users all live on one shard: pick other ids")
+	}
+	// EXPLAIN of the cross-shard read names its rule.
+	var plan []string
+	rows, err := simple.Query(ctx, fmt.Sprintf("EXPLAIN SELECT name FROM users WHERE id BETWEEN %d AND %d ORDER BY id", lo, hi))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(plan, "  Result cache: rule users (ttl 1m0s)") {
+		t.Errorf("EXPLAIN does not name the cache rule:\n%s", strings.Join(plan, "\n"))
+	}
+	names := func(q interface {
+		Query(context.Context, string, ...any) (pgx.Rows, error)
+	}, extended bool, hi int64) string {
+		t.Helper()
+		var rows pgx.Rows
+		var err error
+		if extended {
+			rows, err = q.Query(ctx, "SELECT name FROM users WHERE id BETWEEN $1 AND $2 ORDER BY id", int64(lo), hi)
+		} else {
+			rows, err = q.Query(ctx, fmt.Sprintf("SELECT name FROM users WHERE id BETWEEN %d AND %d ORDER BY id", lo, hi))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(ns, ",")
+	}
+	behind := func(name string) {
+		t.Helper()
+		if err := shardExec(ctx, shardIndex(lo), fmt.Sprintf("UPDATE users SET name = '%s' WHERE id = %d", name, lo)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, extended := range []bool{false, true} {
+		c := simple
+		if extended {
+			c = ext
+		}
+		for _, tc := range []struct {
+			begin  string
+			cached bool
+		}{{"BEGIN", true}, {"BEGIN ISOLATION LEVEL REPEATABLE READ", false}} {
+			behind("a1")
+			if got := names(c, extended, hi); got != "a1,b,c,d" { // fills the entry
+				t.Fatalf("extended %v: read outside a transaction = %q", extended, got)
+			}
+			behind("a2")
+			tx, err := c.BeginTx(ctx, pgx.TxOptions{BeginQuery: tc.begin})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "a2,b,c,d"
+			if tc.cached {
+				want = "a1,b,c,d"
+			}
+			if got := names(tx, extended, hi); got != want {
+				t.Errorf("extended %v, %s: cross-shard read before a write = %q, want %q", extended, tc.begin, got, want)
+			}
+			// A miss (no entry for this range): held, then run in the
+			// transaction on the shards.
+			if got := names(tx, extended, hi-1); got != "a2,b,c" {
+				t.Errorf("extended %v, %s: uncached cross-shard read = %q, want the shards'", extended, tc.begin, got)
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf("UPDATE users SET city = 'x' WHERE id = %d", hi)); err != nil {
+				t.Fatal(err)
+			}
+			if got := names(tx, extended, hi); got != "a2,b,c,d" {
+				t.Errorf("extended %v, %s: cross-shard read after the write = %q, want the shards'", extended, tc.begin, got)
+			}
+			if err := tx.Rollback(ctx); err != nil { // invalidates users: the next case fills again
+				t.Fatal(err)
+			}
+		}
 	}
 }

@@ -109,8 +109,13 @@ func redisCache(t *testing.T) string {
 	if cacheRedis == nil {
 		t.Skip("no redis-server")
 	}
+	// timeout 1s: these tests check what is served, which needs Redis to
+	// answer; with the default 200ms a loaded machine's stall makes a read
+	// fall back to Postgres (correct, but then "b answers from the entry a
+	// filled" cannot be shown). resultcache's slowredis_test.go covers
+	// slow answers and timeouts.
 	return fmt.Sprintf(`  backend: redis
-  redis: {addr: %q, prefix: "%s:"}
+  redis: {addr: %q, prefix: "%s:", timeout: 1s}
   rules:
     - {name: users, tables: [users], ttl: 1m}
     - {name: restaurants, tables: [restaurants], ttl: 1m}
@@ -427,5 +432,85 @@ func TestCacheRedisRestartUnderLoad(t *testing.T) {
 	out := a.admin(t, "SHOW CACHE")
 	if !strings.Contains(out, " users ") {
 		t.Errorf("SHOW CACHE:\n%s", out)
+	}
+}
+
+// TestCacheWriteKindsInvalidate: each kind of write through one proxy
+// (INSERT, UPDATE, DELETE, TRUNCATE, DDL; COPY in TestCacheCopyInvalidates),
+// outside and inside a transaction, drops the entries another proxy
+// sharing the Redis serves: the read right after it equals the shard's
+// data, although the data also changed behind the proxies' back (which the
+// entry hides until then).
+func TestCacheWriteKindsInvalidate(t *testing.T) {
+	cache := redisCache(t) + "    - {name: inv, tables: [cache_inv], ttl: 1m}\n"
+	a, b := startCacheProxy(t, cache), startCacheProxy(t, cache)
+	ca, cb := a.connect(t), b.connect(t)
+	ctx := context.Background()
+	for _, q := range []string{"DROP TABLE IF EXISTS cache_inv", "CREATE TABLE cache_inv (id int PRIMARY KEY, v text)"} {
+		if _, err := cb.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { cb.Exec(context.Background(), "DROP TABLE IF EXISTS cache_inv") })
+	read := func() string {
+		t.Helper()
+		rows, err := ca.Query(ctx, "SELECT coalesce(string_agg(v, ',' ORDER BY id), '') FROM cache_inv WHERE id < 100")
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || len(vs) != 1 {
+			t.Fatal(vs, err)
+		}
+		return vs[0]
+	}
+	for i, w := range []string{
+		"INSERT INTO cache_inv VALUES (100, 'x') ON CONFLICT (id) DO NOTHING",
+		"UPDATE cache_inv SET v = 'y' WHERE id = 100",
+		"DELETE FROM cache_inv WHERE id = 100",
+		"CREATE INDEX ON cache_inv (v)",
+		"ALTER TABLE cache_inv ADD COLUMN IF NOT EXISTS extra int",
+		"TRUNCATE cache_inv",
+	} {
+		for _, inTx := range []bool{false, true} {
+			old, now := fmt.Sprintf("old%d", i), fmt.Sprintf("now%d", i)
+			if err := shardExec(ctx, 0, fmt.Sprintf("INSERT INTO cache_inv (id, v) VALUES (1, '%s') ON CONFLICT (id) DO UPDATE SET v = excluded.v", old)); err != nil {
+				t.Fatal(err)
+			}
+			b.admin(t, "CACHE CLEAR")      // the last round's entry
+			if got := read(); got != old { // fills the entry
+				t.Fatalf("%s: first read = %q, want %q", w, got, old)
+			}
+			if err := shardExec(ctx, 0, fmt.Sprintf("UPDATE cache_inv SET v = '%s' WHERE id = 1", now)); err != nil {
+				t.Fatal(err)
+			}
+			if got := read(); got != old {
+				t.Fatalf("%s: read before the write = %q, want the entry's %q", w, got, old)
+			}
+			if inTx {
+				tx, err := cb.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := tx.Exec(ctx, w); err != nil {
+					t.Fatalf("%s: %v", w, err)
+				}
+				if got := read(); got != old {
+					t.Errorf("%s in a transaction, not committed: read = %q, want %q", w, got, old)
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := cb.Exec(ctx, w); err != nil {
+				t.Fatalf("%s: %v", w, err)
+			}
+			want := now
+			if strings.HasPrefix(w, "TRUNCATE") {
+				want = ""
+			}
+			if got := read(); got != want {
+				t.Errorf("%s (transaction %v) through proxy b: read through a = %q, want %q", w, inTx, got, want)
+			}
+		}
 	}
 }

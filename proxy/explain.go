@@ -77,6 +77,9 @@ func (s *session) explainScatter(ctx context.Context, st *parser.Statement) (boo
 	}
 	out := []string{fmt.Sprintf("shardproxy: %s over %d shards (%s)", mergeName(mergeText(plan)), len(bs), s.shardNames(plan.Shards))}
 	out = append(out, "  Reason: "+plan.Reason)
+	if c := s.srv.cacheText(in, in.SQL); c != "" { // results.go
+		out = append(out, "  Result cache: "+c)
+	}
 	var total int64
 	counted := true
 	for i, b := range bs {

@@ -53,8 +53,8 @@ func (s *session) extShare(p *portal, scatter bool) bool {
 	}
 	switch s.status {
 	case 'I':
-	case 'T': // until_write: single-shard reads, answered only by a hit
-		if scatter || s.rc.dirty || !s.readCommitted() {
+	case 'T': // until_write: answered only by a hit (a miss binds late and runs in the transaction)
+		if s.rc.dirty || !s.readCommitted() {
 			return false
 		}
 		if r := c.Match(st); r == nil || !r.ServesUntilWrite() {

@@ -52,6 +52,12 @@ type RedisConfig struct {
 	// Timeout bounds one Redis operation; past it the proxy reads from
 	// Postgres. Default 200ms.
 	Timeout time.Duration `yaml:"timeout"`
+	// InvalidateTimeout bounds how long a write's commit waits for Redis
+	// to take its invalidation (the client's ReadyForQuery waits for it).
+	// Past it the invalidation is retried in the background, and other
+	// proxies may serve entries older than the write until it lands.
+	// Default 2s.
+	InvalidateTimeout time.Duration `yaml:"invalidate_timeout"`
 }
 
 // Rule caches statements selected by fingerprint or by the tables they read.
@@ -106,6 +112,9 @@ func (c Config) WithDefaults() Config {
 	if c.Redis.Timeout == 0 {
 		c.Redis.Timeout = 200 * time.Millisecond
 	}
+	if c.Redis.InvalidateTimeout == 0 {
+		c.Redis.InvalidateTimeout = 2 * time.Second
+	}
 	return c
 }
 
@@ -124,8 +133,8 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("cache.backend %q is not memory or redis", c.Backend))
 	}
-	if c.MemoryMB < 0 || c.FillWait < 0 || c.Redis.Timeout < 0 {
-		errs = append(errs, errors.New("cache.memory_mb, cache.fill_wait and cache.redis.timeout must be positive"))
+	if c.MemoryMB < 0 || c.FillWait < 0 || c.Redis.Timeout < 0 || c.Redis.InvalidateTimeout < 0 {
+		errs = append(errs, errors.New("cache.memory_mb, cache.fill_wait, cache.redis.timeout and cache.redis.invalidate_timeout must be positive"))
 	}
 	if c.RefreshAhead >= 1 {
 		errs = append(errs, fmt.Errorf("cache.refresh_ahead %v must be below 1", c.RefreshAhead))

@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,9 +19,17 @@ import (
 	"github.com/shardproxy/shardproxy/parser"
 )
 
-// downFor is how long the proxy stops asking a Redis that failed; queries
+// downFor is how long the proxy stops asking a Redis that is down; queries
 // read from Postgres meanwhile.
 const downFor = time.Second
+
+// downAfter is how long Redis must go without answering any operation
+// before a timeout marks it down. A slow answer on a busy machine (the
+// scheduler's stall, not Redis's: it delays every operation in flight at
+// once) is a miss for those reads alone; an unreachable Redis is marked
+// down after downAfter of timeouts. Any other error (connection refused,
+// an error reply) marks Redis down at once.
+const downAfter = time.Second
 
 // redisStore keeps entries, table generations and the fill locks in Redis,
 // shared by every proxy, and publishes invalidations.
@@ -33,8 +43,13 @@ const downFor = time.Second
 // MGET as the entry, so a write committed through any proxy is seen by
 // the next lookup on every proxy.
 type redisStore struct {
-	c       *Cache
-	cl      *redis.Client
+	c  *Cache
+	cl *redis.Client
+	// wcl sends invalidations, with the longer InvalidateTimeout: a
+	// write's invalidation is worth waiting for (a slow one lets other
+	// proxies serve entries older than the write).
+	wcl     *redis.Client
+	lastOK  atomic.Int64 // unix ns of the last operation Redis answered
 	cfg     RedisConfig
 	id      string
 	cancel  context.CancelFunc
@@ -60,7 +75,12 @@ func newRedisStore(c *Cache, cfg RedisConfig) *redisStore {
 	r.cl = redis.NewClient(&redis.Options{Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB,
 		DialTimeout: cfg.Timeout, ReadTimeout: cfg.Timeout, WriteTimeout: cfg.Timeout, MaxRetries: -1,
 		ContextTimeoutEnabled: true})
+	wt := max(cfg.InvalidateTimeout, cfg.Timeout)
+	r.wcl = redis.NewClient(&redis.Options{Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB,
+		DialTimeout: wt, ReadTimeout: wt, WriteTimeout: wt, MaxRetries: -1, PoolSize: 4,
+		ContextTimeoutEnabled: true})
 	r.up.Store(true)
+	r.lastOK.Store(time.Now().UnixNano())
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	// Subscribe before serving, waiting (bounded) for Redis's confirmation:
@@ -79,6 +99,7 @@ func newRedisStore(c *Cache, cfg RedisConfig) *redisStore {
 func (r *redisStore) close() {
 	r.cancel()
 	r.cl.Close()
+	r.wcl.Close()
 	r.wg.Wait()
 }
 
@@ -109,16 +130,22 @@ func (r *redisStore) available(ctx context.Context) bool {
 		return false
 	}
 	if r.hasPending.Load() {
-		return r.flushPending(ctx)
+		c, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		defer cancel()
+		return r.flushPending(c)
 	}
 	return true
 }
 
-// failed records a Redis error: counted, logged (at most every 10s), and
-// Redis is left alone for downFor.
+// failed records a Redis error: counted; when Redis is down (an error that
+// is not a timeout, or a timeout after downAfter without an answer) it is
+// logged (at most every 10s) and Redis is left alone for downFor.
 func (r *redisStore) failed(op string, err error) {
 	r.c.backendErrors.Add(1)
 	now := time.Now()
+	if isTimeout(err) && now.UnixNano()-r.lastOK.Load() < int64(downAfter) {
+		return
+	}
 	r.down.Store(now.Add(downFor).UnixNano())
 	r.up.Store(false)
 	if last := r.lastLog.Load(); now.UnixNano()-last > int64(10*time.Second) && r.lastLog.CompareAndSwap(last, now.UnixNano()) {
@@ -126,7 +153,15 @@ func (r *redisStore) failed(op string, err error) {
 	}
 }
 
+// isTimeout reports whether err is an operation that took too long
+// (rather than a Redis that refuses or answers with an error).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
 func (r *redisStore) ok() {
+	r.lastOK.Store(time.Now().UnixNano())
 	if !r.up.Load() {
 		r.up.Store(true)
 		r.c.log.Info("result cache: redis available again")
@@ -191,6 +226,7 @@ func (r *redisStore) set(ctx context.Context, key, reply []byte, gens []uint64, 
 		r.failed("set", err)
 		return false
 	}
+	r.ok()
 	return true
 }
 
@@ -206,6 +242,7 @@ func (r *redisStore) lock(ctx context.Context, key []byte) bool {
 		r.failed("lock", err)
 		return true
 	}
+	r.ok()
 	return got
 }
 
@@ -252,8 +289,14 @@ func (r *redisStore) invalidate(ctx context.Context, tables []parser.Table, all 
 	r.hasPending.Store(true)
 	r.mu.Unlock()
 	// Not skipped while Redis is marked down: a write's invalidation is
-	// worth a timeout, and Redis may be back for the other proxies.
-	c, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	// worth a timeout, and Redis may be back for the other proxies. While
+	// Redis is marked down, the short timeout: the background retry sends
+	// it when Redis is back.
+	wait := max(r.cfg.InvalidateTimeout, r.cfg.Timeout)
+	if time.Now().UnixNano() < r.down.Load() {
+		wait = r.cfg.Timeout
+	}
+	c, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	r.flushPending(c)
 }
@@ -266,7 +309,7 @@ func (r *redisStore) flushPending(ctx context.Context) bool {
 		r.hasPending.Store(false)
 		return true
 	}
-	pipe := r.cl.Pipeline()
+	pipe := r.wcl.Pipeline()
 	msg := []string{r.id}
 	if r.pendingAll {
 		pipe.Set(ctx, r.cfg.Prefix+"epoch", token(), 0)

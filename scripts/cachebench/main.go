@@ -1,24 +1,31 @@
 // Command cachebench measures the result cache (issue #20): a read-heavy
 // load through shardproxy on 4 local shards (90 % point reads of users and
-// restaurants by id, 10 % INSERTs into orders), with the cache off
-// (consolidation only), on in memory, and on in a real redis-server; and a
-// read-only run on a warm cache for the latency of a hit. It prints a
-// markdown table: TPS, hit ratio, and p50/p99 of the reads.
+// restaurants by id, 10 % writes: INSERTs into orders, or with -writes
+// users UPDATEs of users), with the cache off (consolidation off, then
+// on), on in memory, and on in a real redis-server; and a read-only run on
+// a warm cache for the latency of a hit. It prints a markdown table: TPS,
+// hit ratio (SHOW CACHE over the timed run), p50/p99 of the reads, and the
+// Redis operations that failed.
 //
-// The proxy runs in this process; clients are pgx in the simple protocol
-// (the cache's protocol). Slow: not part of `make test`.
+// The proxy runs in this process; the clients are pgx (-client pgx) or
+// pgbench with a custom script (-client pgbench: -M simple, and -M
+// prepared for the extended protocol). Slow: not part of `make test`.
 //
-//	go run ./scripts/cachebench                 # 8 clients, 10s per run
-//	go run ./scripts/cachebench -T 3s -clients 4
+//	go run ./scripts/cachebench -client pgbench   # as make bench runs it
+//	go run ./scripts/cachebench -T 3s -clients 4 -modes extended -runs redis
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +34,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/delivery"
@@ -48,7 +56,13 @@ func main() {
 	warm := flag.Duration("warmup", 2*time.Second, "untimed load before each run")
 	clients := flag.Int("clients", 8, "concurrent clients")
 	modes := flag.String("modes", "simple,extended", "protocols: simple (pgx simple protocol), extended (pgx's default: prepared statements, binary results)")
+	pw := flag.Bool("prewarm", true, "read every key once before the warm-up of runs with rules")
+	wr := flag.String("writes", "orders", "what the writes are: orders (INSERTs into a table no rule caches) or users (UPDATEs of a cached table: each invalidates every users entry)")
+	drv := flag.String("client", "pgx", "load clients: pgx (in-process) or pgbench (a custom script, -M simple for the simple mode, -M prepared for extended)")
+	rt := flag.Duration("redis-timeout", 0, "cache.redis.timeout (0: the proxy's default); a short one provokes the timeouts of a loaded machine")
+	only := flag.String("runs", "", "run only the configurations whose name contains this (e.g. redis)")
 	flag.Parse()
+	runFilter, prewarmKeys, redisTimeout, usePgbench, writeUsers = *only, *pw, *rt, *drv == "pgbench", *wr == "users"
 	if err := run(*dur, *warm, *clients, strings.Split(*modes, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(1)
@@ -61,7 +75,26 @@ type result struct {
 	hitRatio      string
 	p50, p99      time.Duration
 	reads, writes int
+	// redisErrors are the Redis operations that failed during the timed
+	// run (each one a read from Postgres, and Redis left alone for 1s).
+	redisErrors float64
 }
+
+// writeUsers: the writes UPDATE users (-writes users) instead of
+// inserting orders.
+var writeUsers bool
+
+// usePgbench: the load runs as pgbench with a custom script (-client).
+var usePgbench bool
+
+// redisTimeout is cache.redis.timeout when not 0 (-redis-timeout).
+var redisTimeout time.Duration
+
+// prewarmKeys: read every key once before a run with rules (-prewarm).
+var prewarmKeys bool
+
+// runFilter selects configurations by a part of their name (-runs).
+var runFilter string
 
 // extended: the load's clients use pgx's default mode (cached prepared
 // statements: Bind/Describe/Execute/Sync with $1 parameters).
@@ -81,31 +114,39 @@ func run(dur, warm time.Duration, clients int, modes []string) error {
 	}
 	defer rds.Close()
 
+	rt := ""
+	if redisTimeout > 0 {
+		rt = ", timeout: " + redisTimeout.String()
+	}
 	rules := "  rules:\n    - {name: users, tables: [users], ttl: 1m}\n    - {name: restaurants, tables: [restaurants], ttl: 5m}\n"
 	configs := []struct{ name, cache string }{
 		{"cache off, consolidation off", "  consolidate: false\n"},
 		{"cache off, consolidation on (default)", "  consolidate: true\n"},
 		{"cache on, memory", "  backend: memory\n" + rules},
-		{"cache on, redis", fmt.Sprintf("  backend: redis\n  redis: {addr: %q}\n", rds.Addr()) + rules},
+		{"cache on, redis", fmt.Sprintf("  backend: redis\n  redis: {addr: %q%s}\n", rds.Addr(), rt) + rules},
 	}
 	var out []result
-	loaded := false
+	srv, _, addr, err := startProxy(ctx, set, "  consolidate: false\n")
+	if err != nil {
+		return err
+	}
+	err = load(ctx, addr)
+	srv.Close()
+	if err != nil {
+		return err
+	}
 	for _, mode := range modes {
 		extended = mode == "extended"
 		for _, c := range configs {
-			srv, addr, err := startProxy(ctx, set, c.cache)
+			if !strings.Contains(mode+": "+c.name, runFilter) {
+				continue
+			}
+			srv, reg, addr, err := startProxy(ctx, set, c.cache)
 			if err != nil {
 				return err
 			}
 			c.name = mode + ": " + c.name
-			if !loaded {
-				loaded = true
-				if err := load(ctx, addr); err != nil {
-					srv.Close()
-					return err
-				}
-			}
-			if strings.Contains(c.cache, "rules") {
+			if prewarmKeys && strings.Contains(c.cache, "rules") {
 				if err := prewarm(ctx, addr, clients); err != nil {
 					srv.Close()
 					return err
@@ -113,11 +154,12 @@ func run(dur, warm time.Duration, clients int, modes []string) error {
 			}
 			load := mix(addr, clients, 0.9)
 			load(ctx, warm, nil)
-			before := cacheStats(ctx, addr)
+			before, errsBefore := cacheStats(ctx, addr), counter(reg, "shardproxy_cache_backend_errors_total")
 			r := result{name: c.name}
 			load(ctx, dur, &r)
 			after := cacheStats(ctx, addr)
 			r.hitRatio = ratio(before, after)
+			r.redisErrors = counter(reg, "shardproxy_cache_backend_errors_total") - errsBefore
 			out = append(out, r)
 			if strings.HasSuffix(c.name, "cache on, memory") {
 				h := result{name: mode + ": cache on, memory: reads only, warm (every read a hit)"}
@@ -131,12 +173,20 @@ func run(dur, warm time.Duration, clients int, modes []string) error {
 			srv.Close()
 		}
 	}
-	fmt.Printf("%d clients, %s per run after %s warm-up, %d shards; reads: users (%d) and restaurants (%d) by id, writes: INSERT into orders\n\n",
-		clients, dur, warm, nShards, users, restaurants)
-	fmt.Println("| run | TPS | reads | writes | hit ratio | read p50 | read p99 |")
-	fmt.Println("|---|---|---|---|---|---|---|")
+	by := "pgx"
+	if usePgbench {
+		by = "pgbench (-M simple / -M prepared)"
+	}
+	writes := "INSERT into orders"
+	if writeUsers {
+		writes = "UPDATE users"
+	}
+	fmt.Printf("%d %s clients, %s per run after %s warm-up, %d shards; reads: users (%d) and restaurants (%d) by id, writes: %s\n\n",
+		clients, by, dur, warm, nShards, users, restaurants, writes)
+	fmt.Println("| run | TPS | reads | writes | hit ratio | read p50 | read p99 | redis errors |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range out {
-		fmt.Printf("| %s | %.0f | %d | %d | %s | %s | %s |\n", r.name, r.tps, r.reads, r.writes, r.hitRatio, ms(r.p50), ms(r.p99))
+		fmt.Printf("| %s | %.0f | %d | %d | %s | %s | %s | %.0f |\n", r.name, r.tps, r.reads, r.writes, r.hitRatio, ms(r.p50), ms(r.p99), r.redisErrors)
 	}
 	return nil
 }
@@ -145,7 +195,21 @@ func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) + " ms"
 }
 
-func startProxy(ctx context.Context, set *localpg.Set, cache string) (*proxy.Server, string, error) {
+// counter reads a counter (without labels) from reg; 0 when absent.
+func counter(reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+func startProxy(ctx context.Context, set *localpg.Set, cache string) (*proxy.Server, *prometheus.Registry, string, error) {
 	var sb strings.Builder
 	sb.WriteString("users: [{name: app, password: app}, {name: admin, password: admin}]\nadmins: [admin]\npool: {size: 8}\nshards:\n")
 	for i, dsn := range set.DSNs() {
@@ -156,23 +220,27 @@ func startProxy(ctx context.Context, set *localpg.Set, cache string) (*proxy.Ser
 	sb.WriteString("cache:\n" + cache)
 	f, err := config.Parse([]byte(sb.String()))
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	topo, err := router.NewTopology(&f.Topology)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	srv, err := proxy.New(f.Proxy, topo, nil)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
+	}
+	reg := prometheus.NewRegistry()
+	if err := srv.RegisterMetrics(reg); err != nil {
+		return nil, nil, "", err
 	}
 	srv.Warm(ctx)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	go srv.Serve(ctx, ln)
-	return srv, ln.Addr().String(), nil
+	return srv, reg, ln.Addr().String(), nil
 }
 
 func connect(ctx context.Context, addr, user, db string) (*pgx.Conn, error) {
@@ -279,6 +347,9 @@ var orderID atomic.Int64
 // mix returns a load of clients for d with readShare of point reads (the
 // rest INSERTs into orders); with r, it records throughput and latencies.
 func mix(addr string, clients int, readShare float64) func(context.Context, time.Duration, *result) {
+	if usePgbench {
+		return pgbenchMix(addr, clients, readShare)
+	}
 	return func(ctx context.Context, d time.Duration, r *result) {
 		var mu sync.Mutex
 		var lat []time.Duration
@@ -306,10 +377,15 @@ func mix(addr string, clients int, readShare float64) func(context.Context, time
 					case x >= readShare:
 						id := orderID.Add(1)
 						uid := rnd.IntN(users) + 1
-						if extended {
+						switch {
+						case writeUsers && extended:
+							_, err = c.Exec(ctx, "UPDATE users SET city = $2 WHERE id = $1", uid, "moved")
+						case writeUsers:
+							_, err = c.Exec(ctx, fmt.Sprintf("UPDATE users SET city = 'moved' WHERE id = %d", uid))
+						case extended:
 							_, err = c.Exec(ctx, "INSERT INTO orders (id, user_id, restaurant_id, total, status, created_at) VALUES ($1, $2, $3, 12.50, 'new', '2026-12-01')",
 								id, uid, rnd.IntN(restaurants)+1)
-						} else {
+						default:
 							_, err = c.Exec(ctx, fmt.Sprintf("INSERT INTO orders (id, user_id, restaurant_id, total, status, created_at) VALUES (%d, %d, %d, 12.50, 'new', '2026-12-01')",
 								id, uid, rnd.IntN(restaurants)+1))
 						}
@@ -382,4 +458,86 @@ func ratio(before, after [2]int64) string {
 		return "-"
 	}
 	return strconv.FormatFloat(100*float64(h)/float64(h+m), 'f', 1, 64) + " %"
+}
+
+// pgbench scripts of the load: 5/9 of the reads users, 4/9 restaurants;
+// order ids random in a space large enough not to collide.
+const (
+	pgbUsers       = "\\set id random(1, 2000)\nSELECT name FROM users WHERE id = :id;\n"
+	pgbRestaurants = "\\set id random(1, 500)\nSELECT name FROM restaurants WHERE id = :id;\n"
+	pgbWrite       = "\\set oid random(1, 1000000000000)\n\\set uid random(1, 2000)\n\\set rid random(1, 500)\n" +
+		"INSERT INTO orders (id, user_id, restaurant_id, total, status, created_at) VALUES (:oid, :uid, :rid, 12.50, 'new', '2026-12-01');\n"
+	pgbWriteUsers = "\\set uid random(1, 2000)\nUPDATE users SET city = 'moved' WHERE id = :uid;\n"
+)
+
+// tpsLine is pgbench's throughput line.
+var tpsLine = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+// pgbenchMix is mix with pgbench as the clients: -f scripts weighted 50
+// (users) / 40 (restaurants) / 10 (writes) of 100 for readShare 0.9, a
+// per-transaction log (-l) for the reads' latencies.
+func pgbenchMix(addr string, clients int, readShare float64) func(context.Context, time.Duration, *result) {
+	return func(ctx context.Context, d time.Duration, r *result) {
+		dir, err := os.MkdirTemp("", "cachebench")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return
+		}
+		defer os.RemoveAll(dir)
+		write := func(name, body string) string {
+			f := filepath.Join(dir, name)
+			os.WriteFile(f, []byte(body), 0o644)
+			return f
+		}
+		reads := int(math.Round(readShare * 100))
+		args := []string{"-n", "-M", "simple", "-c", strconv.Itoa(clients), "-j", "2",
+			"-T", strconv.Itoa(max(1, int(math.Ceil(d.Seconds())))), "-l", "--log-prefix", filepath.Join(dir, "tx"),
+			"-f", write("users.sql", pgbUsers) + "@" + strconv.Itoa(reads*5/9),
+			"-f", write("restaurants.sql", pgbRestaurants) + "@" + strconv.Itoa(reads-reads*5/9)}
+		if extended {
+			args[2] = "prepared"
+		}
+		if reads < 100 {
+			w := pgbWrite
+			if writeUsers {
+				w = pgbWriteUsers
+			}
+			args = append(args, "-f", write("write.sql", w)+"@"+strconv.Itoa(100-reads))
+		}
+		args = append(args, fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", addr))
+		out, err := exec.CommandContext(ctx, "pgbench", args...).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pgbench: %v\n%s", err, out)
+			return
+		}
+		if r == nil {
+			return
+		}
+		// Log lines: client_id transaction_no time_us script_no epoch us.
+		logs, _ := filepath.Glob(filepath.Join(dir, "tx.*"))
+		var lat []time.Duration
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			for _, line := range strings.Split(string(b), "\n") {
+				f := strings.Fields(line)
+				if len(f) < 4 {
+					continue
+				}
+				us, _ := strconv.ParseInt(f[2], 10, 64)
+				if f[3] == "2" {
+					r.writes++
+				} else {
+					lat = append(lat, time.Duration(us)*time.Microsecond)
+				}
+			}
+		}
+		slices.Sort(lat)
+		r.reads = len(lat)
+		if m := tpsLine.FindSubmatch(out); m != nil {
+			r.tps, _ = strconv.ParseFloat(string(m[1]), 64)
+		}
+		if len(lat) > 0 {
+			r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+		}
+	}
 }
