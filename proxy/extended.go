@@ -55,6 +55,8 @@ type portal struct {
 	where *backend
 	// sh: the result cache may answer it (extcache.go).
 	sh *sharedPortal
+	// mc: a cross-shard portal read in parts (mcursor.go).
+	mc *mcursor
 }
 
 // replyKind says what the proxy does with the backend's reply to one message.
@@ -233,6 +235,7 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 		}
 	}
 	p := &portal{ps: ps, bind: bind}
+	s.closePortalCursor(x.portals[m.DestinationPortal]) // mcursor.go
 	x.portals[m.DestinationPortal] = p
 	s.q.st = ps.st
 	if local(ps) {
@@ -586,6 +589,7 @@ func (s *session) extClose(body []byte) error {
 	}
 	p, ok := x.portals[m.Name]
 	delete(x.portals, m.Name)
+	s.closePortalCursor(p) // mcursor.go
 	if ok && p.where != nil && p.where == x.cur {
 		x.wbuf = appendMsg(x.wbuf, &pgproto3.Close{ObjectType: 'P', Name: m.Name})
 		x.queue = append(x.queue, reply{kind: rPass})

@@ -267,7 +267,11 @@ func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withR
 	var root fanout.Source
 	if g.m.firstErr == nil {
 		var perr error
-		root, perr = s.pipeline(g, srcs)
+		in := make([]fanout.Source, len(srcs))
+		for i, src := range srcs {
+			in[i] = src
+		}
+		root, perr = s.pipeline(g, in)
 		if perr != nil {
 			g.m.firstErr = appendMsg(nil, errorResponse(perr))
 			g.cancelOthers(-1)
@@ -350,12 +354,8 @@ func mergeError(err error) error {
 // pipeline builds the operator tree of a scatter over the primed shard
 // sources. It sends the client's RowDescription when the merge changes
 // the columns.
-func (s *session) pipeline(g *gatherer, srcs []*shardRows) (fanout.Source, error) {
+func (s *session) pipeline(g *gatherer, in []fanout.Source) (fanout.Source, error) {
 	plan := g.plan
-	in := make([]fanout.Source, len(srcs))
-	for i, src := range srcs {
-		in[i] = src
-	}
 	limit := int64(-1)
 	if plan.Limited {
 		limit = plan.Limit

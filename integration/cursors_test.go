@@ -1,0 +1,349 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Cross-shard cursors: portals executed with a row limit and DECLARE over a
+// query on several shards, read through the merge in parts. Each test runs
+// the same statements through the proxy (orders hash-sharded over four
+// shards) and against one plain Postgres holding the same rows (a table
+// orders in the first cluster's postgres database), and compares.
+
+const (
+	curLo, curN = 960000, 300
+	curWhere    = "WHERE id BETWEEN 960000 AND 960299"
+)
+
+var curOnce sync.Once
+
+// curPlain is the plain Postgres of the cursor tests.
+func curPlain() string { return env.shards.Clusters[0].DSN("postgres") }
+
+// seedCursorRows writes the same rows through the proxy and into the plain
+// Postgres, once per test binary.
+func seedCursorRows(t *testing.T) {
+	t.Helper()
+	var err error
+	curOnce.Do(func() {
+		ctx := context.Background()
+		var sb strings.Builder
+		sb.WriteString("INSERT INTO orders (id, user_id, restaurant_id, total, status, created_at) VALUES ")
+		for i := 0; i < curN; i++ {
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			id := curLo + i
+			fmt.Fprintf(&sb, "(%d, %d, %d, %d.%02d, '%s', '2025-%02d-%02d 10:%02d:00+00')",
+				id, id, i%5, i%37, i%100, []string{"new", "paid", "sent"}[i%3], 1+i%12, 1+i%28, i%60)
+		}
+		insert := sb.String()
+		plain, cerr := pgconn.Connect(ctx, curPlain())
+		if cerr != nil {
+			err = cerr
+			return
+		}
+		defer plain.Close(ctx)
+		for _, q := range []string{
+			`CREATE TABLE IF NOT EXISTS orders (id bigint NOT NULL, user_id bigint NOT NULL, restaurant_id bigint NOT NULL,
+				total numeric(10,2) NOT NULL, status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, created_at))`,
+			"DELETE FROM orders " + curWhere,
+			insert,
+		} {
+			if _, err = plain.Exec(ctx, q).ReadAll(); err != nil {
+				return
+			}
+		}
+		c, cerr := connect(ctx, "app", "app")
+		if cerr != nil {
+			err = cerr
+			return
+		}
+		defer c.Close(ctx)
+		if _, err = c.Exec(ctx, "DELETE FROM orders "+curWhere); err != nil {
+			return
+		}
+		_, err = c.Exec(ctx, insert)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cursorTranscript is transcript for scripts whose steps may end with
+// Flush instead of Sync: such a step's replies are read up to the first
+// PortalSuspended, CommandComplete, ErrorResponse or CloseComplete after
+// its last Execute or Close.
+func cursorTranscript(t *testing.T, connString string, steps []wireStep) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, connString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hj, err := conn.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hj.Conn.Close()
+	fe := hj.Frontend
+	var sb strings.Builder
+	for _, step := range steps {
+		synced := false
+		for _, m := range step {
+			fe.Send(m)
+			switch m.(type) {
+			case *pgproto3.Sync, *pgproto3.Query:
+				synced = true
+			}
+		}
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		hj.Conn.SetDeadline(time.Now().Add(20 * time.Second))
+		for done := false; !done; {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatalf("receive: %v (so far:\n%s)", err, sb.String())
+			}
+			switch x := m.(type) {
+			case *pgproto3.ParseComplete:
+				sb.WriteString("ParseComplete\n")
+			case *pgproto3.BindComplete:
+				sb.WriteString("BindComplete\n")
+			case *pgproto3.CloseComplete:
+				sb.WriteString("CloseComplete\n")
+				done = !synced
+			case *pgproto3.NoData:
+				sb.WriteString("NoData\n")
+			case *pgproto3.RowDescription:
+				var cols []string
+				for _, f := range x.Fields {
+					cols = append(cols, fmt.Sprintf("%s:%d:%d", f.Name, f.DataTypeOID, f.Format))
+				}
+				fmt.Fprintf(&sb, "RowDescription %s\n", strings.Join(cols, ","))
+			case *pgproto3.DataRow:
+				var vals []string
+				for _, v := range x.Values {
+					vals = append(vals, string(v))
+				}
+				fmt.Fprintf(&sb, "DataRow %s\n", strings.Join(vals, "|"))
+			case *pgproto3.CommandComplete:
+				fmt.Fprintf(&sb, "CommandComplete %s\n", x.CommandTag)
+				done = !synced
+			case *pgproto3.PortalSuspended:
+				sb.WriteString("PortalSuspended\n")
+				done = !synced
+			case *pgproto3.ErrorResponse:
+				fmt.Fprintf(&sb, "ErrorResponse %s\n", x.Code)
+				done = !synced
+			case *pgproto3.ReadyForQuery:
+				fmt.Fprintf(&sb, "ReadyForQuery %c\n", x.TxStatus)
+				done = true
+			case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
+			default:
+				fmt.Fprintf(&sb, "%T\n", m)
+			}
+		}
+	}
+	return sb.String()
+}
+
+// TestCrossShardPortalsMatchPostgres: Execute with a row limit on merged
+// cross-shard portals (ORDER BY, LIMIT/OFFSET, GROUP BY) answers exactly
+// as one Postgres: maxRows rows then PortalSuspended, the next Execute
+// continuing, the last one's tag counting its own rows; in an implicit
+// transaction with Flush (pg-cursor) and in an explicit one across Syncs
+// with a one-shard statement in between (JDBC's fetch size); Close of a
+// half-read portal; an error.
+func TestCrossShardPortalsMatchPostgres(t *testing.T) {
+	seedCursorRows(t)
+	ordered := "SELECT id, total, created_at FROM orders " + curWhere + " ORDER BY created_at DESC, id"
+	limited := "SELECT id FROM orders " + curWhere + " ORDER BY total, id LIMIT 250 OFFSET 7"
+	grouped := "SELECT status, count(*), sum(total), max(id) FROM orders " + curWhere + " GROUP BY status ORDER BY status"
+	param := "SELECT id, status FROM orders WHERE id BETWEEN $1 AND $2 ORDER BY status DESC, id LIMIT $3"
+	exec := func(n uint32) *pgproto3.Execute { return &pgproto3.Execute{MaxRows: n} }
+	flush := &pgproto3.Flush{}
+	sync := &pgproto3.Sync{}
+	scripts := map[string][]wireStep{
+		"pg-cursor over an ORDER BY": {
+			{&pgproto3.Parse{Query: ordered}, &pgproto3.Bind{}, &pgproto3.Describe{ObjectType: 'P'}, exec(100), flush},
+			{exec(100), flush}, {exec(100), flush}, {exec(100), flush},
+			{&pgproto3.Close{ObjectType: 'P'}, sync},
+			{&pgproto3.Query{String: "SELECT count(*) FROM orders " + curWhere}},
+		},
+		"exactly the rows left": {
+			{&pgproto3.Parse{Query: limited}, &pgproto3.Bind{}, exec(125), flush},
+			{exec(125), flush}, {exec(125), sync},
+		},
+		"grouped, binary results": {
+			{&pgproto3.Parse{Query: grouped}, &pgproto3.Bind{ResultFormatCodes: []int16{0, 1, 0, 1}}, exec(2), flush},
+			{exec(2), sync},
+		},
+		"parameters and a limit": {
+			{&pgproto3.Parse{Query: param, ParameterOIDs: []uint32{20, 20, 20}},
+				&pgproto3.Bind{Parameters: [][]byte{[]byte("960010"), []byte("960100"), []byte("40")}}, exec(15), flush},
+			{exec(15), flush}, {exec(15), sync},
+		},
+		"explicit transaction, a one-shard statement in between": {
+			{&pgproto3.Query{String: "BEGIN"}},
+			{&pgproto3.Parse{Name: "S_1", Query: ordered}, &pgproto3.Bind{DestinationPortal: "C_3", PreparedStatement: "S_1"},
+				&pgproto3.Describe{ObjectType: 'P', Name: "C_3"}, &pgproto3.Execute{Portal: "C_3", MaxRows: 120}, sync},
+			{&pgproto3.Execute{Portal: "C_3", MaxRows: 120}, sync},
+			{&pgproto3.Parse{Query: "SELECT id, status FROM orders WHERE user_id = 960005"}, &pgproto3.Bind{}, exec(0), sync},
+			{&pgproto3.Query{String: "UPDATE orders SET status = 'upd' WHERE user_id = 960006"}},
+			{&pgproto3.Execute{Portal: "C_3", MaxRows: 120}, sync},
+			{&pgproto3.Execute{Portal: "C_3", MaxRows: 120}, sync},
+			{&pgproto3.Close{ObjectType: 'P', Name: "C_3"}, sync},
+			{&pgproto3.Query{String: "SELECT status FROM orders WHERE user_id = 960006"}},
+			{&pgproto3.Query{String: "ROLLBACK"}},
+			{&pgproto3.Execute{Portal: "C_3", MaxRows: 3}, sync},
+		},
+		"close a half-read portal, then another query": {
+			{&pgproto3.Parse{Query: ordered}, &pgproto3.Bind{}, exec(5), flush},
+			{&pgproto3.Close{ObjectType: 'P'}, flush},
+			{&pgproto3.Parse{Query: grouped}, &pgproto3.Bind{}, exec(0), sync},
+			{&pgproto3.Query{String: "BEGIN"}},
+			{&pgproto3.Parse{Name: "h", Query: limited}, &pgproto3.Bind{DestinationPortal: "p", PreparedStatement: "h"}, &pgproto3.Execute{Portal: "p", MaxRows: 3}, sync},
+			{&pgproto3.Close{ObjectType: 'P', Name: "p"}, sync},
+			{&pgproto3.Query{String: "COMMIT"}},
+		},
+		"an error at the first fetch": {
+			{&pgproto3.Parse{Query: "SELECT id, 1 / (id - 960123) FROM orders " + curWhere + " ORDER BY id"}, &pgproto3.Bind{}, exec(10), flush},
+			{sync},
+			{&pgproto3.Query{String: "BEGIN"}},
+			{&pgproto3.Parse{Query: "SELECT id, 1 / (id - 960123) FROM orders " + curWhere + " ORDER BY id"}, &pgproto3.Bind{}, exec(10), sync},
+			{&pgproto3.Query{String: "SELECT 1"}},
+			{&pgproto3.Query{String: "ROLLBACK"}},
+			{&pgproto3.Query{String: "SELECT count(*) FROM orders " + curWhere}},
+		},
+	}
+	for name, steps := range scripts {
+		t.Run(name, func(t *testing.T) {
+			want := cursorTranscript(t, curPlain(), steps)
+			got := cursorTranscript(t, proxyURL("app", "app"), steps)
+			if got != want {
+				t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
+			}
+			t.Logf("%d messages alike, %d rows", strings.Count(got, "\n"), strings.Count(got, "DataRow"))
+		})
+	}
+}
+
+// TestCrossShardCursorsMatchPostgres: DECLARE over a cross-shard query in a
+// transaction, FETCH n / NEXT / ALL, MOVE, CLOSE and CLOSE ALL, the same as
+// one Postgres; backward fetches, SCROLL and WITH HOLD refused with 0A000.
+func TestCrossShardCursorsMatchPostgres(t *testing.T) {
+	seedCursorRows(t)
+	q := func(sql string) wireStep { return wireStep{&pgproto3.Query{String: sql}} }
+	scripts := map[string][]wireStep{
+		"fetch, move, close": {
+			q("BEGIN"),
+			q("DECLARE c NO SCROLL CURSOR FOR SELECT id, total FROM orders " + curWhere + " ORDER BY total DESC, id"),
+			q("FETCH 3 FROM c"), q("FETCH NEXT FROM c"), q("FETCH FORWARD 2 IN c"), q("MOVE 250 IN c"), q("FETCH c"),
+			q("FETCH ALL FROM c"), q("FETCH 5 FROM c"), q("MOVE 1 IN c"),
+			q("DECLARE g CURSOR WITHOUT HOLD FOR SELECT status, count(*), avg(total) FROM orders " + curWhere + " GROUP BY status ORDER BY 2 DESC, 1"),
+			q("FETCH 2 FROM g"), q("CLOSE g"), q("FETCH 1 FROM g"),
+			q("ROLLBACK"),
+			q("BEGIN"),
+			q("DECLARE a CURSOR FOR SELECT id FROM orders " + curWhere + " ORDER BY id LIMIT 20 OFFSET 290"),
+			q("DECLARE b CURSOR FOR SELECT DISTINCT status FROM orders " + curWhere + " ORDER BY status"),
+			q("FETCH 4 FROM a"), q("FETCH ALL FROM b"), q("SELECT id FROM orders WHERE user_id = 960007"),
+			q("FETCH ALL FROM a"), q("CLOSE ALL"), q("FETCH a"),
+			q("COMMIT"),
+			q("FETCH 1 FROM a"),
+		},
+		"outside a transaction": {
+			q("DECLARE o CURSOR FOR SELECT id FROM orders " + curWhere + " ORDER BY id"),
+			q("SELECT 1"),
+		},
+	}
+	for name, steps := range scripts {
+		t.Run(name, func(t *testing.T) {
+			want := cursorTranscript(t, curPlain(), steps)
+			got := cursorTranscript(t, proxyURL("app", "app"), steps)
+			if got != want {
+				t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
+			}
+			t.Logf("%d messages alike, %d rows", strings.Count(got, "\n"), strings.Count(got, "DataRow"))
+		})
+	}
+	refusals := [][]wireStep{
+		{q("BEGIN"), q("DECLARE c CURSOR FOR SELECT id FROM orders " + curWhere + " ORDER BY id"), q("FETCH 2 FROM c"), q("FETCH PRIOR FROM c"), q("ROLLBACK")},
+		{q("BEGIN"), q("DECLARE c SCROLL CURSOR FOR SELECT id FROM orders " + curWhere), q("ROLLBACK")},
+		{q("DECLARE c CURSOR WITH HOLD FOR SELECT id FROM orders " + curWhere), q("SELECT 1")},
+	}
+	for i, steps := range refusals {
+		got := cursorTranscript(t, proxyURL("app", "app"), steps)
+		if !strings.Contains(got, "ErrorResponse 0A000") || strings.Count(got, "ReadyForQuery") != len(steps) {
+			t.Errorf("refusal %d:\n%s", i, got)
+		}
+	}
+}
+
+// clientOutput runs a client program and returns its output, failing the
+// test unless it exits cleanly.
+func clientOutput(t *testing.T, name string, env []string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// TestNodeCursorsMatchPostgres: pg-cursor and pg-query-stream over
+// cross-shard queries, through the proxy and against one Postgres.
+func TestNodeCursorsMatchPostgres(t *testing.T) {
+	seedCursorRows(t)
+	mods, _ := filepath.Abs("testdata/clients/node_modules")
+	_, err := exec.LookPath("node")
+	requireTool(t, "node and npm packages pg-cursor, pg-query-stream (npm install in integration/testdata/clients)",
+		err == nil && exists(filepath.Join(mods, "pg-cursor")) && exists(filepath.Join(mods, "pg-query-stream")))
+	run := func(url string) string {
+		return clientOutput(t, "node", []string{"NODE_PATH=" + mods}, "testdata/clients/node_cursor.js", url)
+	}
+	want := run(curPlain())
+	got := run(proxyURL("app", "app"))
+	if got != want || !strings.Contains(got, "OK") {
+		t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
+	}
+}
+
+// TestPsqlFetchCountAcrossShards: psql's FETCH_COUNT (DECLARE, FETCH
+// FORWARD n in a transaction) over a scatter read with ORDER BY prints what
+// it prints against one Postgres.
+func TestPsqlFetchCountAcrossShards(t *testing.T) {
+	seedCursorRows(t)
+	run := func(url string) string {
+		cmd := exec.Command("psql", "-X", "-v", "FETCH_COUNT=3", "-At", "-d", url,
+			"-c", "SELECT id, total FROM orders "+curWhere+" ORDER BY total, id LIMIT 40",
+			"-c", "SELECT status, count(*) FROM orders "+curWhere+" GROUP BY status ORDER BY status")
+		cmd.Env = append(os.Environ(), "PGPASSWORD=app", "PGCONNECT_TIMEOUT=10")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("psql: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	want := run(curPlain())
+	if got := run(proxyURL("app", "app")); got != want {
+		t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
+	}
+}
