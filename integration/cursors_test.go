@@ -347,3 +347,39 @@ func TestPsqlFetchCountAcrossShards(t *testing.T) {
 		t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
 	}
 }
+
+// TestPsycopgNamedCursorsMatchPostgres: psycopg 3 named cursors (DECLARE
+// with parameters in the extended protocol, Describe of the cursor,
+// FETCH FORWARD n) over cross-shard queries.
+func TestPsycopgNamedCursorsMatchPostgres(t *testing.T) {
+	seedCursorRows(t)
+	py := "/usr/bin/python3"
+	requireTool(t, "python3-psycopg (Debian)", exists(py) && exec.Command(py, "-c", "import psycopg").Run() == nil)
+	run := func(conninfo string) string {
+		return clientOutput(t, py, nil, "testdata/clients/psycopg_cursor.py", conninfo)
+	}
+	want := run(curPlain())
+	got := run(fmt.Sprintf("host=127.0.0.1 port=%s dbname=deliveryapp user=app password=app", portOf(env.addr)))
+	if got != want || !strings.Contains(got, "OK") {
+		t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
+	}
+}
+
+// TestJDBCFetchSizeMatchesPostgres: JDBC's setFetchSize in a transaction
+// over cross-shard queries (a portal resumed across Syncs), with a keyed
+// statement between two fetches.
+func TestJDBCFetchSizeMatchesPostgres(t *testing.T) {
+	seedCursorRows(t)
+	jar := "/usr/share/java/postgresql.jar"
+	_, err := exec.LookPath("java")
+	requireTool(t, "java and libpostgresql-jdbc-java (Debian)", err == nil && exists(jar))
+	run := func(url string) string {
+		return clientOutput(t, "java", nil, "-cp", jar, "testdata/clients/JdbcCursor.java", url)
+	}
+	plainPort := env.shards.Clusters[0].Port
+	want := run(fmt.Sprintf("jdbc:postgresql://127.0.0.1:%d/postgres?user=postgres&sslmode=disable", plainPort))
+	got := run(fmt.Sprintf("jdbc:postgresql://127.0.0.1:%s/deliveryapp?user=app&password=app&prepareThreshold=1&sslmode=disable", portOf(env.addr)))
+	if got != want || !strings.Contains(got, "OK") {
+		t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
+	}
+}

@@ -55,8 +55,11 @@ type portal struct {
 	where *backend
 	// sh: the result cache may answer it (extcache.go).
 	sh *sharedPortal
-	// mc: a cross-shard portal read in parts (mcursor.go).
-	mc *mcursor
+	// mc: a cross-shard portal read in parts; decl: a DECLARE over a
+	// cross-shard query (mcursor.go).
+	mc   *mcursor
+	decl *declared
+	cmd  *cursorCmd
 }
 
 // replyKind says what the proxy does with the backend's reply to one message.
@@ -253,6 +256,9 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	if err := s.sessionState(ps.st); err != nil {
 		return err
 	}
+	if took, err := s.bindDeclare(p); took { // mcursor.go
+		return err
+	}
 	plan, err := s.route(ps.st, bindParams{ps: ps, b: bind})
 	if err != nil {
 		if took, cerr := s.bindOnCoordinator(ctx, p, err); took {
@@ -433,7 +439,13 @@ func (s *session) extDescribe(ctx context.Context, body []byte) error {
 	}
 	p, ok := x.portals[m.Name]
 	if !ok {
+		if s.describeCursor(m.Name) { // mcursor.go
+			return nil
+		}
 		return &pgError{code: pgerrcode.InvalidCursorName, msg: fmt.Sprintf("portal \"%s\" does not exist", m.Name)}
+	}
+	if s.describeDeclare(p) { // mcursor.go
+		return nil
 	}
 	if local(p.ps) {
 		s.emit(&pgproto3.NoData{})
@@ -562,6 +574,9 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 	}
 	if took, err := s.extExecuteShared(ctx, p, m.MaxRows); took || err != nil { // extcache.go
 		return err
+	}
+	if p.decl != nil || p.cmd != nil {
+		return s.executeDeclare(ctx, p) // mcursor.go
 	}
 	if p.scatter {
 		return s.executeScatter(ctx, p, m.MaxRows)

@@ -64,8 +64,11 @@ type mcursor struct {
 	desc    []byte
 	formats []int16
 	types   []uint32
-	done    bool // every row was read
-	closed  bool // ended: by the client, an error or the transaction's end
+	// text: the merged rows are in text (a FETCH in the extended protocol
+	// may ask for binary: converted with the column types).
+	text   bool
+	done   bool // every row was read
+	closed bool // ended: by the client, an error or the transaction's end
 }
 
 // cursorState is the session's merged cursors.
@@ -289,6 +292,15 @@ func (s *session) openCursor(ctx context.Context, o cursorOpen) (*mcursor, error
 	if c.formats != nil {
 		c.desc = withFormats(c.desc, c.formats)
 	}
+	c.text = c.formats == nil && allText(o.bind.ResultFormatCodes)
+	if c.types == nil {
+		var rd pgproto3.RowDescription
+		if rd.Decode(c.desc[5:]) == nil {
+			for _, f := range rd.Fields {
+				c.types = append(c.types, f.DataTypeOID)
+			}
+		}
+	}
 	return c, nil
 }
 
@@ -350,7 +362,7 @@ func (s *session) cursorError(c *mcursor, err error) {
 // fetch sends up to n rows of c (n < 0: all) as DataRows, or skips them
 // (MOVE). It reports how many rows it read; ok is false when an error
 // ended the cursor (the client has it). err means the client is gone.
-func (s *session) fetch(c *mcursor, n int64, send bool) (got int64, ok bool, err error) {
+func (s *session) fetch(c *mcursor, n int64, send bool, formats []int16) (got int64, ok bool, err error) {
 	for n < 0 || got < n {
 		row, rerr := c.root.Next()
 		if rerr != nil {
@@ -365,8 +377,8 @@ func (s *session) fetch(c *mcursor, n int64, send bool) (got int64, ok bool, err
 		if !send {
 			continue
 		}
-		if c.formats != nil {
-			if row, rerr = toFormats(row, c.formats, c.types); rerr != nil {
+		if formats != nil {
+			if row, rerr = toFormats(row, formats, c.types); rerr != nil {
 				s.cursorError(c, rerr)
 				return got, false, nil
 			}
@@ -483,40 +495,8 @@ func (s *session) executePartial(ctx context.Context, p *portal, maxRows uint32)
 			return refused("fetching the RETURNING rows of a cross-shard write in parts (Execute with a row limit) is not supported",
 				"Fetch all rows at once (no row limit), or add a shard key predicate.")
 		}
-		bind, custom, formats := p.shardBind()
-		var oids []uint32
-		if custom {
-			var err error
-			if oids, err = shardParamTypes(p, p.plan); err != nil {
-				// Ask a shard for the types the client left out, as
-				// executeScatter does.
-				b, lerr := s.lease(ctx, p.plan.Shards[0])
-				if lerr != nil {
-					return lerr
-				}
-				lerr = learnParamTypes(b, p.ps)
-				s.release(b)
-				if lerr != nil {
-					return lerr
-				}
-				if oids, err = shardParamTypes(p, p.plan); err != nil {
-					return err
-				}
-			}
-		}
-		prepare := func(i int, b *backend, buf []byte) []byte {
-			if !custom {
-				return s.prepareOn(b, p.ps, buf)
-			}
-			sql := p.ps.query
-			if p.plan.SQL != nil {
-				sql = p.plan.SQL[i]
-			}
-			return appendMsg(buf, &pgproto3.Parse{Query: sql, ParameterOIDs: oids})
-		}
 		var err error
-		c, err = s.openCursor(ctx, cursorOpen{st: p.ps.st, plan: p.plan, bind: bind, prepare: prepare, formats: formats})
-		if err != nil || c == nil {
+		if c, err = s.openPortal(ctx, p); err != nil || c == nil {
 			return err
 		}
 		p.mc = c
@@ -528,7 +508,7 @@ func (s *session) executePartial(ctx context.Context, p *portal, maxRows uint32)
 	if maxRows == 0 {
 		limit = -1
 	}
-	got, ok, err := s.fetch(c, limit, true)
+	got, ok, err := s.fetch(c, limit, true, c.formats)
 	if err != nil || !ok {
 		return err
 	}
@@ -540,6 +520,43 @@ func (s *session) executePartial(ctx context.Context, p *portal, maxRows uint32)
 	tag := "SELECT " + strconv.FormatInt(got, 10)
 	s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte(tag)})
 	return nil
+}
+
+// openPortal opens the merged cursor of a scatter portal. A statement
+// error goes to the client and the result is nil.
+func (s *session) openPortal(ctx context.Context, p *portal) (*mcursor, error) {
+	bind, custom, formats := p.shardBind()
+	var oids []uint32
+	if custom {
+		var err error
+		if oids, err = shardParamTypes(p, p.plan); err != nil {
+			// Ask a shard for the types the client left out, as
+			// executeScatter does.
+			b, lerr := s.lease(ctx, p.plan.Shards[0])
+			if lerr != nil {
+				return nil, lerr
+			}
+			lerr = learnParamTypes(b, p.ps)
+			s.release(b)
+			if lerr != nil {
+				return nil, lerr
+			}
+			if oids, err = shardParamTypes(p, p.plan); err != nil {
+				return nil, err
+			}
+		}
+	}
+	prepare := func(i int, b *backend, buf []byte) []byte {
+		if !custom {
+			return s.prepareOn(b, p.ps, buf)
+		}
+		sql := p.ps.query
+		if p.plan.SQL != nil {
+			sql = p.plan.SQL[i]
+		}
+		return appendMsg(buf, &pgproto3.Parse{Query: sql, ParameterOIDs: oids})
+	}
+	return s.openCursor(ctx, cursorOpen{st: p.ps.st, plan: p.plan, bind: bind, prepare: prepare, formats: formats})
 }
 
 // closePortalCursor ends the merged cursor of a portal the client closes
@@ -614,21 +631,28 @@ func (s *session) cursorExists(name string) bool {
 	return one || s.mc.sql[name] != nil
 }
 
-// fetchMerged runs FETCH or MOVE forward on a merged cursor.
+// fetchMerged runs FETCH or MOVE forward on a merged cursor (in the
+// simple protocol: with its RowDescription).
 func (s *session) fetchMerged(c *mcursor, f parser.Cursor) error {
+	return s.fetchMergedAs(c, f, true, c.formats)
+}
+
+// fetchMergedAs is fetchMerged; desc sends the RowDescription first,
+// formats are the result formats of the rows sent.
+func (s *session) fetchMergedAs(c *mcursor, f parser.Cursor, desc bool, formats []int16) error {
 	if f.Backward || f.Count == 0 {
 		s.fail(refused("fetching backward (or re-reading the current row) from a cursor over several shards is not supported: the merge reads forward only",
 			"Use FETCH/MOVE FORWARD n or ALL, or add a shard key predicate to the cursor's query."))
 		return nil
 	}
-	if !f.Move {
+	if !f.Move && desc {
 		s.out = append(s.out, c.desc...)
 	}
 	var got int64
 	if !c.done {
 		var ok bool
 		var err error
-		if got, ok, err = s.fetch(c, f.Count, !f.Move); err != nil || !ok {
+		if got, ok, err = s.fetch(c, f.Count, !f.Move, formats); err != nil || !ok {
 			return err
 		}
 	}
@@ -674,4 +698,161 @@ func (s *session) declareOnCoordinator(ctx context.Context, c parser.Cursor, rou
 	}
 	plan := &router.Plan{Shards: []int{coordShard}, Reason: "coordinator"}
 	return true, s.declareMerged(ctx, c, plan, []*backend{b})
+}
+
+// declared is a DECLARE over a cross-shard query bound in the extended
+// protocol (psycopg's named cursors), opened at its Execute.
+type declared struct {
+	c    parser.Cursor
+	plan *router.Plan
+}
+
+// cursorCmd is a FETCH, MOVE or CLOSE of a merged cursor bound in the
+// extended protocol, with the result formats of its Bind.
+type cursorCmd struct {
+	c       *mcursor
+	f       parser.Cursor
+	formats []int16
+}
+
+// bindDeclare binds an extended-protocol DECLARE whose query runs on
+// several shards (with the bound parameters), or a FETCH, MOVE or CLOSE of
+// a merged cursor. It reports whether it took the statement; other cursor
+// statements go the one-shard way (reserve.go).
+func (s *session) bindDeclare(p *portal) (bool, error) {
+	c, ok := p.ps.st.Cursor()
+	if !ok {
+		return false, nil
+	}
+	if c.Op != parser.DeclareCursor {
+		mc := s.mc.sql[c.Name]
+		if mc == nil || c.All {
+			return false, nil
+		}
+		if c.Op == parser.FetchCursor && !allText(p.bind.ResultFormatCodes) && !mc.text {
+			return true, refused("this FETCH asks for result formats the cursor's rows cannot be converted to",
+				"FETCH in text, or declare the cursor without BINARY.")
+		}
+		p.cmd = &cursorCmd{c: mc, f: c, formats: p.bind.ResultFormatCodes}
+		if allText(p.cmd.formats) {
+			p.cmd.formats = mc.formats
+		}
+		s.emit(&pgproto3.BindComplete{})
+		return true, nil
+	}
+	plan, err := s.route(c.Query, bindParams{ps: p.ps, b: p.bind})
+	if err != nil || (plan.Single() && plan.SQL == nil && len(plan.KeyGuard) == 0) || s.anywhere(c.Query) {
+		return false, nil
+	}
+	switch {
+	case c.Hold:
+		return true, refused("a cursor WITH HOLD over a query on several shards is not supported",
+			"Declare it WITHOUT HOLD inside a transaction, or add a shard key predicate to the cursor's query.")
+	case s.status == 'I':
+		return true, &pgError{code: pgerrcode.NoActiveSQLTransaction, msg: "DECLARE CURSOR can only be used in transaction blocks"}
+	case c.Scroll:
+		return true, refused("a SCROLL cursor over a query on several shards is not supported: the merge reads forward only",
+			"Declare it NO SCROLL, or add a shard key predicate to the cursor's query.")
+	case c.QuerySQL == "":
+		return true, refused("this cursor's query cannot be sent to the shards", "Add a shard key predicate to the cursor's query.")
+	}
+	if err := s.txWrites(c.Query, plan); err != nil {
+		return true, err
+	}
+	p.decl = &declared{c: c, plan: plan}
+	s.emit(&pgproto3.BindComplete{})
+	return true, nil
+}
+
+// executeDeclare runs a cursor statement bound by bindDeclare. A DECLARE
+// opens the merged cursor: its query runs as a portal of its own with the
+// DECLARE's parameters.
+func (s *session) executeDeclare(ctx context.Context, p *portal) error {
+	if err := s.extFlush(false); err != nil || s.x.errored {
+		return err
+	}
+	if cmd := p.cmd; cmd != nil {
+		if cmd.c.closed {
+			return noCursor(cmd.f.Name)
+		}
+		if cmd.f.Op == parser.CloseCursor {
+			s.closeMerged(cmd.c)
+			return nil
+		}
+		return s.fetchMergedAs(cmd.c, cmd.f, false, cmd.formats)
+	}
+	d := p.decl
+	if s.cursorExists(d.c.Name) {
+		return &pgError{code: pgerrcode.DuplicateCursor, msg: fmt.Sprintf("cursor \"%s\" already exists", d.c.Name)}
+	}
+	inner := &prepared{query: d.c.QuerySQL, oids: p.ps.oids, st: d.c.Query, described: p.ps.described}
+	inner.global = s.srv.globalName(inner.query, inner.oids)
+	bind := *p.bind
+	bind.PreparedStatement = inner.global
+	bind.ResultFormatCodes = nil
+	if d.c.Binary {
+		bind.ResultFormatCodes = []int16{1}
+	}
+	c, err := s.openPortal(ctx, &portal{ps: inner, bind: &bind, plan: d.plan, scatter: true})
+	if err != nil || c == nil {
+		return err
+	}
+	if s.mc.sql == nil {
+		s.mc.sql = map[string]*mcursor{}
+	}
+	s.mc.sql[d.c.Name] = c
+	s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("DECLARE CURSOR")})
+	return nil
+}
+
+// describeDeclare answers Describe of a portal bound by bindDeclare. It
+// reports whether p is one.
+func (s *session) describeDeclare(p *portal) bool {
+	switch {
+	case p.decl != nil:
+		s.emit(&pgproto3.NoData{})
+	case p.cmd != nil:
+		if p.cmd.f.Op != parser.FetchCursor || p.cmd.f.Move || p.cmd.c.closed {
+			s.emit(&pgproto3.NoData{})
+			return true
+		}
+		var rd pgproto3.RowDescription
+		desc := p.cmd.c.desc
+		if p.cmd.formats != nil {
+			desc = withFormats(desc, p.cmd.formats)
+		}
+		if rd.Decode(desc[5:]) != nil {
+			return false
+		}
+		s.emit(&rd)
+	default:
+		return false
+	}
+	return true
+}
+
+// allText reports whether result format codes ask for text only.
+func allText(formats []int16) bool {
+	for _, f := range formats {
+		if f != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// describeCursor answers Describe of a portal that is a merged SQL cursor
+// (psycopg describes its named cursor after DECLARE). It reports whether
+// name is one.
+func (s *session) describeCursor(name string) bool {
+	c := s.mc.sql[name]
+	if c == nil {
+		return false
+	}
+	var rd pgproto3.RowDescription
+	if rd.Decode(c.desc[5:]) != nil {
+		return false
+	}
+	s.emit(&rd)
+	return true
 }
