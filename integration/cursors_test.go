@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -381,5 +382,134 @@ func TestJDBCFetchSizeMatchesPostgres(t *testing.T) {
 	got := run(fmt.Sprintf("jdbc:postgresql://127.0.0.1:%s/deliveryapp?user=app&password=app&prepareThreshold=1&sslmode=disable", portOf(env.addr)))
 	if got != want || !strings.Contains(got, "OK") {
 		t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
+	}
+}
+
+// shardsIdleInTx counts the shards' backends left idle in a transaction.
+func shardsIdleInTx(t *testing.T) int64 {
+	t.Helper()
+	var n int64
+	for i := range env.shards.Clusters {
+		n += shardInt(t, i, "SELECT count(*) FROM pg_stat_activity WHERE datname = 'deliveryapp' AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()")
+	}
+	return n
+}
+
+// TestCrossShardPortalErrorsAndCancel: an error in the middle of a merged
+// portal (a shard fails in its second batch), a cancel while a shard
+// computes a batch, and a client that leaves mid-portal each leave the
+// session usable and every backend out of its transaction.
+func TestCrossShardPortalErrorsAndCancel(t *testing.T) {
+	seedCursorRows(t)
+	ctx := context.Background()
+	open := func() *pgconn.HijackedConn {
+		conn, err := pgconn.Connect(ctx, proxyURL("app", "app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hj, err := conn.Hijack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hj
+	}
+	// until reads up to a message of one of the types, returning the
+	// types seen.
+	until := func(hj *pgconn.HijackedConn, stop ...string) []string {
+		t.Helper()
+		hj.Conn.SetDeadline(time.Now().Add(20 * time.Second))
+		var seen []string
+		for {
+			m, err := hj.Frontend.Receive()
+			if err != nil {
+				t.Fatalf("receive: %v after %v", err, seen)
+			}
+			name := fmt.Sprintf("%T", m)
+			if e, ok := m.(*pgproto3.ErrorResponse); ok {
+				name = "Error " + e.Code
+			}
+			if _, ok := m.(*pgproto3.DataRow); ok {
+				name = "DataRow"
+			}
+			if len(seen) == 0 || seen[len(seen)-1] != name {
+				seen = append(seen, name)
+			}
+			for _, s := range stop {
+				if strings.HasPrefix(name, s) {
+					return seen
+				}
+			}
+		}
+	}
+	send := func(hj *pgconn.HijackedConn, msgs ...pgproto3.FrontendMessage) {
+		for _, m := range msgs {
+			hj.Frontend.Send(m)
+		}
+		if err := hj.Frontend.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := "SELECT o.id, 1 / (g - 1800) FROM orders o, generate_series(1, 2000) g WHERE o.id BETWEEN 960000 AND 960003"
+	for _, explicit := range []bool{false, true} {
+		hj := open()
+		if explicit {
+			send(hj, &pgproto3.Query{String: "BEGIN"})
+			until(hj, "*pgproto3.ReadyForQuery")
+		}
+		send(hj, &pgproto3.Parse{Query: late}, &pgproto3.Bind{}, &pgproto3.Execute{MaxRows: 100}, &pgproto3.Flush{})
+		if got := until(hj, "*pgproto3.PortalSuspended", "Error"); fmt.Sprint(got) != "[*pgproto3.ParseComplete *pgproto3.BindComplete DataRow *pgproto3.PortalSuspended]" {
+			t.Fatalf("first fetch: %v", got)
+		}
+		send(hj, &pgproto3.Execute{}, &pgproto3.Sync{})
+		got := until(hj, "*pgproto3.ReadyForQuery")
+		if fmt.Sprint(got) != "[DataRow Error 22012 *pgproto3.ReadyForQuery]" {
+			t.Fatalf("error mid-portal (explicit %v): %v", explicit, got)
+		}
+		if explicit {
+			send(hj, &pgproto3.Query{String: "SELECT 1"})
+			if got := until(hj, "*pgproto3.ReadyForQuery"); got[0] != "Error 25P02" {
+				t.Fatalf("after the error in a transaction: %v", got)
+			}
+			send(hj, &pgproto3.Query{String: "ROLLBACK"})
+			until(hj, "*pgproto3.ReadyForQuery")
+		}
+		send(hj, &pgproto3.Query{String: "SELECT count(*) FROM orders " + curWhere})
+		if got := until(hj, "*pgproto3.ReadyForQuery"); fmt.Sprint(got) != "[*pgproto3.RowDescription DataRow *pgproto3.CommandComplete *pgproto3.ReadyForQuery]" {
+			t.Fatalf("after the error: %v", got)
+		}
+		hj.Conn.Close()
+	}
+
+	// A cancel while the shards compute a batch.
+	hj := open()
+	slow := "SELECT o.id, pg_sleep(0.01) FROM orders o " + curWhere + " ORDER BY o.id"
+	send(hj, &pgproto3.Parse{Query: slow}, &pgproto3.Bind{}, &pgproto3.Execute{MaxRows: 10}, &pgproto3.Flush{})
+	time.Sleep(300 * time.Millisecond)
+	cc, err := net.Dial("tcp", env.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel, _ := (&pgproto3.CancelRequest{ProcessID: hj.PID, SecretKey: hj.SecretKey}).Encode(nil)
+	cc.Write(cancel)
+	cc.Close()
+	if got := until(hj, "Error"); got[len(got)-1] != "Error 57014" {
+		t.Fatalf("cancel: %v", got)
+	}
+	send(hj, &pgproto3.Sync{})
+	until(hj, "*pgproto3.ReadyForQuery")
+	send(hj, &pgproto3.Query{String: "SELECT 1"})
+	if got := until(hj, "*pgproto3.ReadyForQuery"); got[0] != "*pgproto3.RowDescription" {
+		t.Fatalf("after the cancel: %v", got)
+	}
+	// A client that leaves with a portal half read.
+	send(hj, &pgproto3.Parse{Query: "SELECT id FROM orders " + curWhere + " ORDER BY id"}, &pgproto3.Bind{}, &pgproto3.Execute{MaxRows: 5}, &pgproto3.Flush{})
+	until(hj, "*pgproto3.PortalSuspended")
+	hj.Conn.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for shardsIdleInTx(t) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("backends left idle in a transaction: %d", shardsIdleInTx(t))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
