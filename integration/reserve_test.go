@@ -514,8 +514,15 @@ func TestCursorsExtendedProtocol(t *testing.T) {
 	if got := fmt.Sprint(fetch("FETCH 5 FROM kc")); got != "[3]" {
 		t.Fatalf("keyed cursor in a transaction: %s", got)
 	}
-	if _, err := tx.Exec(ctx, "DECLARE ac CURSOR FOR SELECT id FROM users WHERE id > $1", 0); sqlstateOf(err) != "0A000" {
-		t.Fatalf("cursor over several shards: %v, want 0A000", err)
+	// Over several shards the cursor reads through the merge (mcursor.go).
+	if _, err := tx.Exec(ctx, "DECLARE ac CURSOR FOR SELECT id FROM users WHERE id > $1 AND id <= 3 ORDER BY id", 0); err != nil {
+		t.Fatalf("cursor over several shards: %v", err)
+	}
+	if got := fmt.Sprint(fetch("FETCH 2 FROM ac"), fetch("FETCH ALL FROM ac")); got != "[1 2] [3]" {
+		t.Fatalf("cursor over several shards: %s", got)
+	}
+	if _, err := tx.Exec(ctx, "DECLARE hc CURSOR WITH HOLD FOR SELECT id FROM users WHERE id > $1", 0); sqlstateOf(err) != "0A000" {
+		t.Fatalf("held cursor over several shards: %v, want 0A000", err)
 	}
 	tx.Rollback(ctx)
 	if _, err := c.Exec(ctx, "FETCH 1 FROM kc"); sqlstateOf(err) != "34000" {
