@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -34,7 +35,7 @@ func curPlain() string { return env.shards.Clusters[0].DSN("postgres") }
 
 // seedCursorRows writes the same rows through the proxy and into the plain
 // Postgres, once per test binary.
-func seedCursorRows(t *testing.T) {
+func seedCursorRows(t testing.TB) {
 	t.Helper()
 	var err error
 	curOnce.Do(func() {
@@ -511,5 +512,82 @@ func TestCrossShardPortalErrorsAndCancel(t *testing.T) {
 			t.Fatalf("backends left idle in a transaction: %d", shardsIdleInTx(t))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// BenchmarkMergedPortal reads 100k merged rows (ORDER BY across four
+// shards) through the proxy at once (Execute without a limit) and through
+// a portal fetched 500 rows at a time (pg-cursor's way), and reports the
+// proxy's heap in use after the read.
+//
+//	go test ./integration/ -run '^$' -bench MergedPortal -benchtime 5x
+func BenchmarkMergedPortal(b *testing.B) {
+	seedCursorRows(b)
+	q := "SELECT o.id, g FROM orders o, generate_series(1, 1000) g WHERE o.id BETWEEN 960000 AND 960099 ORDER BY g, o.id"
+	for _, limit := range []uint32{0, 500} {
+		b.Run(fmt.Sprintf("maxRows=%d", limit), func(b *testing.B) {
+			ctx := context.Background()
+			conn, err := pgconn.Connect(ctx, proxyURL("app", "app"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			hj, err := conn.Hijack()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer hj.Conn.Close()
+			fe := hj.Frontend
+			for i := 0; i < b.N; i++ {
+				fe.Send(&pgproto3.Parse{Query: q})
+				fe.Send(&pgproto3.Bind{})
+				rows := 0
+				for done := false; !done; {
+					fe.Send(&pgproto3.Execute{MaxRows: limit})
+					fe.Send(&pgproto3.Flush{})
+					if err := fe.Flush(); err != nil {
+						b.Fatal(err)
+					}
+					for {
+						m, err := fe.Receive()
+						if err != nil {
+							b.Fatal(err)
+						}
+						if _, ok := m.(*pgproto3.DataRow); ok {
+							rows++
+							continue
+						}
+						if _, ok := m.(*pgproto3.PortalSuspended); ok {
+							break
+						}
+						if _, ok := m.(*pgproto3.CommandComplete); ok {
+							done = true
+							break
+						}
+						if e, ok := m.(*pgproto3.ErrorResponse); ok {
+							b.Fatal(e.Message)
+						}
+					}
+				}
+				fe.Send(&pgproto3.Sync{})
+				if err := fe.Flush(); err != nil {
+					b.Fatal(err)
+				}
+				for {
+					m, err := fe.Receive()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+						break
+					}
+				}
+				if rows != 100000 {
+					b.Fatalf("%d rows", rows)
+				}
+			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap_MB")
+		})
 	}
 }
