@@ -591,3 +591,30 @@ func BenchmarkMergedPortal(b *testing.B) {
 		})
 	}
 }
+
+// TestCoordinatorCursorMatchesPostgres: a cursor over a query only the
+// coordinator answers (percentile_cont) is declared there inside the
+// client's transaction and fetched in parts, like one Postgres.
+func TestCoordinatorCursorMatchesPostgres(t *testing.T) {
+	seedCursorRows(t)
+	addr, _ := startCoordinatorProxy(t)
+	url := "postgres://app:app@" + addr + "/deliveryapp?sslmode=disable"
+	q := func(sql string) wireStep { return wireStep{&pgproto3.Query{String: sql}} }
+	steps := []wireStep{
+		q("BEGIN"),
+		q("DECLARE pc CURSOR FOR SELECT status, percentile_cont(0.5) WITHIN GROUP (ORDER BY total) FROM orders " + curWhere + " GROUP BY status ORDER BY status"),
+		q("FETCH 2 FROM pc"), q("SELECT id FROM orders WHERE user_id = 960003"), q("FETCH ALL FROM pc"), q("CLOSE pc"),
+		q("COMMIT"),
+	}
+	want := cursorTranscript(t, curPlain(), steps)
+	var got string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		// The coordinator is provisioned in the background.
+		if got = cursorTranscript(t, url, steps); got == want || time.Now().After(deadline) {
+			break
+		}
+	}
+	if got != want {
+		t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
+	}
+}
