@@ -684,8 +684,12 @@ func (s *session) closeAllMerged() {
 // backend of the cursor's own, in a transaction of its own, ended with
 // the client's transaction. It reports whether it took the statement.
 func (s *session) declareOnCoordinator(ctx context.Context, c parser.Cursor, routeErr error) (bool, error) {
-	if s.status == 'I' || c.Hold || c.Scroll || !s.coordinatorTakes(c.Query, routeErr) {
+	if s.status == 'I' || c.Hold || c.Scroll || c.QuerySQL == "" || !s.coordinatorTakes(c.Query, routeErr) {
 		return false, nil
+	}
+	if s.cursorExists(c.Name) {
+		s.fail(&pgError{code: pgerrcode.DuplicateCursor, msg: fmt.Sprintf("cursor \"%s\" already exists", c.Name)})
+		return true, nil
 	}
 	if err := s.coordinatorInTx(); err != nil {
 		s.fail(err)
