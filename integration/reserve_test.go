@@ -445,8 +445,8 @@ func TestPortalsAcrossSyncMatchPostgres(t *testing.T) {
 }
 
 // TestPsqlFetchCount: psql's FETCH_COUNT (BEGIN, DECLARE, FETCH FORWARD n,
-// CLOSE, COMMIT) over a query on one shard, and a clear refusal over a
-// query on several shards.
+// CLOSE, COMMIT) over a query on one shard and over a query on several
+// shards.
 func TestPsqlFetchCount(t *testing.T) {
 	seedUsers(t)
 	out, err := psql(t, "app", "-v", "FETCH_COUNT=3", "-At", "-c", "SELECT x FROM generate_series(1, 7) x ORDER BY x")
@@ -457,9 +457,11 @@ func TestPsqlFetchCount(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != "3" {
 		t.Fatalf("FETCH_COUNT over a keyed read: %v\n%s", err, out)
 	}
-	out, _ = psql(t, "app", "-v", "FETCH_COUNT=2", "-At", "-c", "SELECT id FROM users ORDER BY id")
-	if !strings.Contains(out, "cursor over a query on several shards is not supported") {
-		t.Fatalf("FETCH_COUNT over several shards: %s", out)
+	// Over several shards the cursor reads through the merge
+	// (TestPsqlFetchCountAcrossShards compares it with one Postgres).
+	out, err = psql(t, "app", "-v", "FETCH_COUNT=2", "-At", "-c", "SELECT id FROM users WHERE id IN (3, 1, 2) ORDER BY id")
+	if err != nil || strings.Join(strings.Fields(out), ",") != "1,2,3" {
+		t.Fatalf("FETCH_COUNT over several shards: %v\n%s", err, out)
 	}
 }
 
@@ -512,8 +514,15 @@ func TestCursorsExtendedProtocol(t *testing.T) {
 	if got := fmt.Sprint(fetch("FETCH 5 FROM kc")); got != "[3]" {
 		t.Fatalf("keyed cursor in a transaction: %s", got)
 	}
-	if _, err := tx.Exec(ctx, "DECLARE ac CURSOR FOR SELECT id FROM users WHERE id > $1", 0); sqlstateOf(err) != "0A000" {
-		t.Fatalf("cursor over several shards: %v, want 0A000", err)
+	// Over several shards the cursor reads through the merge (mcursor.go).
+	if _, err := tx.Exec(ctx, "DECLARE ac CURSOR FOR SELECT id FROM users WHERE id > $1 AND id <= 3 ORDER BY id", 0); err != nil {
+		t.Fatalf("cursor over several shards: %v", err)
+	}
+	if got := fmt.Sprint(fetch("FETCH 2 FROM ac"), fetch("FETCH ALL FROM ac")); got != "[1 2] [3]" {
+		t.Fatalf("cursor over several shards: %s", got)
+	}
+	if _, err := tx.Exec(ctx, "DECLARE hc CURSOR WITH HOLD FOR SELECT id FROM users WHERE id > $1", 0); sqlstateOf(err) != "0A000" {
+		t.Fatalf("held cursor over several shards: %v, want 0A000", err)
 	}
 	tx.Rollback(ctx)
 	if _, err := c.Exec(ctx, "FETCH 1 FROM kc"); sqlstateOf(err) != "34000" {

@@ -29,15 +29,25 @@ type Cursor struct {
 	// Move: MOVE rather than FETCH. Backward: the fetch may go backward
 	// (BACKWARD, PRIOR, FIRST, LAST, ABSOLUTE, RELATIVE, a negative count).
 	Move, Backward bool
-	// Query is the cursor's query, for DECLARE.
-	Query *Statement
+	// Query is the cursor's query, for DECLARE; QuerySQL its text on its
+	// own (deparsed), "" when it cannot be rendered.
+	Query    *Statement
+	QuerySQL string
+	// Binary: DECLARE ... BINARY. Count is how many rows a forward FETCH
+	// or MOVE reads, -1 for ALL.
+	Binary bool
+	Count  int64
 }
 
 // Cursor option bits of DeclareCursorStmt.Options (Postgres's parsenodes.h).
 const (
+	cursorOptBinary = 0x0001
 	cursorOptScroll = 0x0002
 	cursorOptHold   = 0x0020
 )
+
+// fetchAll is FETCH ALL's count (Postgres's FETCH_ALL, LONG_MAX).
+const fetchAll = 1<<63 - 1
 
 type innerKey struct{}
 
@@ -59,8 +69,10 @@ func (s *Statement) Cursor() (Cursor, bool) {
 	switch x := s.node.Node.(type) {
 	case *pg.Node_DeclareCursorStmt:
 		d := x.DeclareCursorStmt
+		q, _ := pg.Deparse(&pg.ParseResult{Version: s.version, Stmts: []*pg.RawStmt{{Stmt: d.Query}}})
 		return Cursor{Op: DeclareCursor, Name: d.Portalname, Hold: d.Options&cursorOptHold != 0,
-			Scroll: d.Options&cursorOptScroll != 0, Query: s.inner(d.Query)}, true
+			Scroll: d.Options&cursorOptScroll != 0, Binary: d.Options&cursorOptBinary != 0,
+			Query: s.inner(d.Query), QuerySQL: q}, true
 	case *pg.Node_FetchStmt:
 		f := x.FetchStmt
 		back := f.HowMany < 0
@@ -68,7 +80,11 @@ func (s *Statement) Cursor() (Cursor, bool) {
 		case pg.FetchDirection_FETCH_BACKWARD, pg.FetchDirection_FETCH_ABSOLUTE, pg.FetchDirection_FETCH_RELATIVE:
 			back = true
 		}
-		return Cursor{Op: FetchCursor, Name: f.Portalname, Move: f.Ismove, Backward: back}, true
+		count := f.HowMany
+		if count == fetchAll {
+			count = -1
+		}
+		return Cursor{Op: FetchCursor, Name: f.Portalname, Move: f.Ismove, Backward: back, Count: count}, true
 	case *pg.Node_ClosePortalStmt:
 		c := x.ClosePortalStmt
 		return Cursor{Op: CloseCursor, Name: c.Portalname, All: c.Portalname == ""}, true

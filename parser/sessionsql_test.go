@@ -16,15 +16,19 @@ func TestCursorStatements(t *testing.T) {
 		sql  string
 		want Cursor
 	}{
-		{"DECLARE c CURSOR FOR SELECT 1", Cursor{Op: DeclareCursor, Name: "c"}},
-		{`DECLARE "_django_curs_1" NO SCROLL CURSOR WITH HOLD FOR SELECT * FROM orders WHERE user_id = 4`, Cursor{Op: DeclareCursor, Name: "_django_curs_1", Hold: true}},
-		{"declare C scroll cursor without hold for select 1", Cursor{Op: DeclareCursor, Name: "c", Scroll: true}},
-		{"FETCH 3 FROM c", Cursor{Op: FetchCursor, Name: "c"}},
-		{"FETCH FORWARD ALL FROM c", Cursor{Op: FetchCursor, Name: "c"}},
-		{"FETCH PRIOR FROM c", Cursor{Op: FetchCursor, Name: "c", Backward: true}},
-		{"FETCH ABSOLUTE 2 FROM c", Cursor{Op: FetchCursor, Name: "c", Backward: true}},
-		{"FETCH -2 FROM c", Cursor{Op: FetchCursor, Name: "c", Backward: true}},
-		{"MOVE 5 IN c", Cursor{Op: FetchCursor, Name: "c", Move: true}},
+		{"DECLARE c CURSOR FOR SELECT 1", Cursor{Op: DeclareCursor, Name: "c", QuerySQL: "SELECT 1"}},
+		{`DECLARE "_django_curs_1" NO SCROLL CURSOR WITH HOLD FOR SELECT * FROM orders WHERE user_id = 4`, Cursor{Op: DeclareCursor, Name: "_django_curs_1", Hold: true, QuerySQL: "SELECT * FROM orders WHERE user_id = 4"}},
+		{"declare C scroll cursor without hold for select 1", Cursor{Op: DeclareCursor, Name: "c", Scroll: true, QuerySQL: "SELECT 1"}},
+		{"FETCH 3 FROM c", Cursor{Op: FetchCursor, Name: "c", Count: 3}},
+		{"FETCH c", Cursor{Op: FetchCursor, Name: "c", Count: 1}},
+		{"FETCH NEXT FROM c", Cursor{Op: FetchCursor, Name: "c", Count: 1}},
+		{"FETCH ALL IN c", Cursor{Op: FetchCursor, Name: "c", Count: -1}},
+		{"DECLARE b BINARY CURSOR FOR SELECT 1", Cursor{Op: DeclareCursor, Name: "b", Binary: true, QuerySQL: "SELECT 1"}},
+		{"FETCH FORWARD ALL FROM c", Cursor{Op: FetchCursor, Name: "c", Count: -1}},
+		{"FETCH PRIOR FROM c", Cursor{Op: FetchCursor, Name: "c", Backward: true, Count: 1}},
+		{"FETCH ABSOLUTE 2 FROM c", Cursor{Op: FetchCursor, Name: "c", Backward: true, Count: 2}},
+		{"FETCH -2 FROM c", Cursor{Op: FetchCursor, Name: "c", Backward: true, Count: -2}},
+		{"MOVE 5 IN c", Cursor{Op: FetchCursor, Name: "c", Move: true, Count: 5}},
 		{"CLOSE c", Cursor{Op: CloseCursor, Name: "c"}},
 		{"CLOSE ALL", Cursor{Op: CloseCursor, All: true}},
 	}

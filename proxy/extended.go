@@ -55,6 +55,11 @@ type portal struct {
 	where *backend
 	// sh: the result cache may answer it (extcache.go).
 	sh *sharedPortal
+	// mc: a cross-shard portal read in parts; decl: a DECLARE over a
+	// cross-shard query (mcursor.go).
+	mc   *mcursor
+	decl *declared
+	cmd  *cursorCmd
 }
 
 // replyKind says what the proxy does with the backend's reply to one message.
@@ -233,6 +238,7 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 		}
 	}
 	p := &portal{ps: ps, bind: bind}
+	s.closePortalCursor(x.portals[m.DestinationPortal]) // mcursor.go
 	x.portals[m.DestinationPortal] = p
 	s.q.st = ps.st
 	if local(ps) {
@@ -248,6 +254,9 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 		return inFailedTx()
 	}
 	if err := s.sessionState(ps.st); err != nil {
+		return err
+	}
+	if took, err := s.bindDeclare(p); took { // mcursor.go
 		return err
 	}
 	plan, err := s.route(ps.st, bindParams{ps: ps, b: bind})
@@ -430,7 +439,13 @@ func (s *session) extDescribe(ctx context.Context, body []byte) error {
 	}
 	p, ok := x.portals[m.Name]
 	if !ok {
+		if s.describeCursor(m.Name) { // mcursor.go
+			return nil
+		}
 		return &pgError{code: pgerrcode.InvalidCursorName, msg: fmt.Sprintf("portal \"%s\" does not exist", m.Name)}
+	}
+	if s.describeDeclare(p) { // mcursor.go
+		return nil
 	}
 	if local(p.ps) {
 		s.emit(&pgproto3.NoData{})
@@ -560,6 +575,9 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 	if took, err := s.extExecuteShared(ctx, p, m.MaxRows); took || err != nil { // extcache.go
 		return err
 	}
+	if p.decl != nil || p.cmd != nil {
+		return s.executeDeclare(ctx, p) // mcursor.go
+	}
 	if p.scatter {
 		return s.executeScatter(ctx, p, m.MaxRows)
 	}
@@ -586,6 +604,7 @@ func (s *session) extClose(body []byte) error {
 	}
 	p, ok := x.portals[m.Name]
 	delete(x.portals, m.Name)
+	s.closePortalCursor(p) // mcursor.go
 	if ok && p.where != nil && p.where == x.cur {
 		x.wbuf = appendMsg(x.wbuf, &pgproto3.Close{ObjectType: 'P', Name: m.Name})
 		x.queue = append(x.queue, reply{kind: rPass})

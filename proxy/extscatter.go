@@ -86,26 +86,14 @@ func (p *portal) unnamedBind() *pgproto3.Bind {
 	return &b
 }
 
-func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32) error {
-	if maxRows != 0 && !p.ps.st.ReturnsRows() {
-		// A write without RETURNING has no rows to fetch in parts (pgjdbc
-		// sends Execute with a limit of 1 for such statements).
-		maxRows = 0
-	}
-	if maxRows != 0 {
-		return refused("fetching a cross-shard result in parts (Execute with a row limit) is not supported yet",
-			"Fetch all rows at once, or add a shard key predicate.")
-	}
-	if err := s.extFlush(false); err != nil || s.x.errored {
-		return err
-	}
+// shardBind returns the Bind each shard of a scatter portal runs: a split
+// statement (or a grouped merge, computed in text) runs as the unnamed
+// statement of each shard (custom); formats, when set, are the result
+// formats the merged text rows are converted to.
+func (p *portal) shardBind() (bind *pgproto3.Bind, custom bool, formats []int16) {
+	bind = p.unnamedBind()
 	plan := p.plan
-	bind := p.unnamedBind()
-	// A split statement (or a grouped merge, computed in text) runs as
-	// the unnamed statement of each shard: Parse, Bind, Execute.
-	custom := plan.SQL != nil || plan.Merge != nil
-	var oids []uint32
-	var formats []int16
+	custom = plan.SQL != nil || plan.Merge != nil
 	if custom {
 		bind.PreparedStatement = ""
 		switch sp := plan.Merge; {
@@ -120,6 +108,24 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 			bind.ResultFormatCodes = append(append([]int16(nil), bind.ResultFormatCodes...), make([]int16, sp.Hidden)...)
 		}
 	}
+	return bind, custom, formats
+}
+
+func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32) error {
+	if maxRows != 0 && !p.ps.st.ReturnsRows() {
+		// A write without RETURNING has no rows to fetch in parts (pgjdbc
+		// sends Execute with a limit of 1 for such statements).
+		maxRows = 0
+	}
+	if maxRows != 0 || p.mc != nil {
+		return s.executePartial(ctx, p, maxRows) // mcursor.go: the merge read in parts
+	}
+	if err := s.extFlush(false); err != nil || s.x.errored {
+		return err
+	}
+	plan := p.plan
+	bind, custom, formats := p.shardBind()
+	var oids []uint32
 	// Inside a transaction the statement runs on the transaction's
 	// backends (joining shards as needed); outside, a write on several
 	// shards runs in an implicit transaction of its own on each (BEGIN

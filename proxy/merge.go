@@ -267,7 +267,11 @@ func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withR
 	var root fanout.Source
 	if g.m.firstErr == nil {
 		var perr error
-		root, perr = s.pipeline(g, srcs)
+		in := make([]fanout.Source, len(srcs))
+		for i, src := range srcs {
+			in[i] = src
+		}
+		root, perr = s.pipeline(g, in)
 		if perr != nil {
 			g.m.firstErr = appendMsg(nil, errorResponse(perr))
 			g.cancelOthers(-1)
@@ -353,11 +357,7 @@ func mergeError(err error) error {
 // tell: each column's type, its ordering and equality, the aggregates'
 // result types. The RowDescription of a rewritten statement goes out
 // here (the client's columns, not the shards').
-func (s *session) pipeline(g *gatherer, srcs []*shardRows) (fanout.Source, error) {
-	in := make([]fanout.Source, len(srcs))
-	for i, src := range srcs {
-		in[i] = src
-	}
+func (s *session) pipeline(g *gatherer, in []fanout.Source) (fanout.Source, error) {
 	tb := treeBuilder{s: s, g: g, in: in, fields: g.m.fields}
 	root, err := tb.build(g.plan.Tree())
 	if err != nil {

@@ -405,16 +405,21 @@ func (s *session) cursor(ctx context.Context, st *parser.Statement, c parser.Cur
 	case parser.DeclareCursor:
 		plan, err := s.route(c.Query, nil)
 		if err != nil {
+			if took, cerr := s.declareOnCoordinator(ctx, c, err); took { // mcursor.go
+				return cerr
+			}
 			s.fail(err)
 			return nil
 		}
 		if !plan.Single() || plan.SQL != nil || len(plan.KeyGuard) > 0 {
 			if !s.anywhere(c.Query) {
-				s.fail(refused("a cursor over a query on several shards is not supported",
-					"Add a shard key predicate to the cursor's query, or read the rows without a cursor."))
-				return nil
+				return s.declareMerged(ctx, c, plan, nil) // mcursor.go: through the merge
 			}
 			plan = &router.Plan{Shards: []int{s.srv.router.Topology().Default}}
+		}
+		if s.mc.sql[c.Name] != nil {
+			s.fail(&pgError{code: pgerrcode.DuplicateCursor, msg: fmt.Sprintf("cursor \"%s\" already exists", c.Name)})
+			return nil
 		}
 		shard := plan.Shards[0]
 		if s.status != 'I' {
@@ -441,6 +446,9 @@ func (s *session) cursor(ctx context.Context, st *parser.Statement, c parser.Cur
 		s.rsv.cursors[c.Name] = cursorInfo{shard: shard, hold: c.Hold}
 		return nil
 	case parser.FetchCursor:
+		if mc := s.mc.sql[c.Name]; mc != nil {
+			return s.fetchMerged(mc, c) // mcursor.go
+		}
 		ci, ok := s.rsv.cursors[c.Name]
 		if !ok {
 			s.fail(noCursor(c.Name))
@@ -449,7 +457,12 @@ func (s *session) cursor(ctx context.Context, st *parser.Statement, c parser.Cur
 		return s.onShard(ctx, ci.shard, st.SQL)
 	}
 	// CLOSE name | ALL
+	if mc := s.mc.sql[c.Name]; mc != nil && !c.All {
+		s.closeMerged(mc) // mcursor.go
+		return nil
+	}
 	if c.All {
+		s.closeAllMerged() // mcursor.go
 		shards := map[int]bool{}
 		for _, ci := range s.rsv.cursors {
 			shards[ci.shard] = true

@@ -70,6 +70,7 @@ type session struct {
 	// role is the backend role of the user, nil for the DSN's (roles.go).
 	role *backendRole
 	rsv  reserveState // reserve.go: backends kept for the client
+	mc   cursorState  // mcursor.go: cross-shard cursors
 }
 
 type setting struct{ name, sql string }
@@ -86,6 +87,7 @@ func (s *session) flush() error {
 }
 
 func (s *session) readyForQuery() error {
+	s.settleCursors() // mcursor.go
 	s.settle()
 	s.settleWrites() // ryw.go
 	s.srv.obs.finish(s)
@@ -259,6 +261,7 @@ func (s *session) login(params map[string]string) error {
 // backend left mid-transaction is closed, never pooled.
 func (s *session) cleanup() {
 	s.leave()
+	s.dropCursors() // mcursor.go
 	if s.pid != 0 {
 		s.srv.sessions.Delete(s.pid)
 	}

@@ -37,6 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [ "${1:-}" != "--server-only" ] && { [ ! -d integration/testdata/clients/node_modules/pg ] || [ ! -d integration/testdata/clients/node_modules/pg-copy-streams ]; }; then
+if [ "${1:-}" != "--server-only" ] && { [ ! -d integration/testdata/clients/node_modules/pg ] || [ ! -d integration/testdata/clients/node_modules/pg-copy-streams ] \
+  || [ ! -d integration/testdata/clients/node_modules/pg-cursor ] || [ ! -d integration/testdata/clients/node_modules/pg-query-stream ]; }; then
   (cd integration/testdata/clients && npm install --silent --no-audit --no-fund >/dev/null)
 fi
