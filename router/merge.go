@@ -232,6 +232,9 @@ func resolveCond(c *parser.Cond, params Params) (*fanout.Cond, error) {
 // MergeTree renders the merge tree (Tree) on one line, root first ("" for
 // a plan on one shard).
 func (p *Plan) MergeTree() string {
+	if len(p.Shards) < 2 {
+		return ""
+	}
 	return strings.Join(treeLines(p.Tree()), " <- ")
 }
 

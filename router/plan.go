@@ -115,7 +115,8 @@ func (p *Plan) String() string {
 			b.WriteString("\nkey move: rows to " + p.shardName(p.KeyMove.Target))
 		}
 	}
-	if t := p.Tree(); t != nil && !p.Write {
+	if len(p.Shards) > 1 && !p.Write {
+		t := p.Tree()
 		// (A write's merge is its RETURNING rows concatenated, or one
 		// copy's for reference tables: not printed.)
 		b.WriteString("\nmerge:")

@@ -57,11 +57,10 @@ type Op struct {
 }
 
 // Tree is the merge a multi-shard plan runs: every decision of how the
-// shards' rows combine, root first. nil for a plan on one shard.
+// shards' rows combine, root first. (A plan on one shard has the trivial
+// tree, one source concatenated, for the callers that read a single
+// source through the merge: the coordinator's cursors.)
 func (p *Plan) Tree() *Op {
-	if len(p.Shards) < 2 {
-		return nil
-	}
 	limit := int64(-1)
 	if p.Limited {
 		limit = p.Limit
