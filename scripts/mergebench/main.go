@@ -12,9 +12,19 @@
 // the timed runs and after streaming every row (4 x -rows) in order through
 // the proxy, and prints markdown tables. Slow: not part of `make test`.
 //
+// Then (unless -coord=false) the coordinator measure of issue #17, in
+// coord.go: a fifth cluster holds one plain Postgres database with every
+// shard's rows and the coordinator database the proxy provisions; reads the
+// proxy's merge refuses (a join not on the key, a percentile, a global
+// window, a grouped subquery) are checked equal to the plain Postgres's
+// answer and timed through the proxy against it, interleaved, with the
+// proxy's RSS sampled meanwhile.
+//
 //	go run ./scripts/mergebench              # 4 x 1M rows, 30 runs per target
 //	go run ./scripts/mergebench -quick       # 4 x 100k rows, smoke run
 //	go run ./scripts/mergebench -keep -dir /tmp/mb   # keep (and later reuse) the loaded clusters
+//	go run ./scripts/mergebench -match '^(join|percentile|global|grouped)' -stream=false   # coordinator only (make bench-coord)
+//	go run ./scripts/mergebench -coord=false # ORDER BY merges only (make bench)
 package main
 
 import (
@@ -58,7 +68,7 @@ func main() {
 	keep := flag.Bool("keep", false, "leave the clusters running and their directory in place at exit")
 	dir := flag.String("dir", "", "the clusters' directory (default: a new temporary one); loaded data of the right size found there is reused")
 	quick := flag.Bool("quick", false, "smoke run: 100000 rows per shard, -n 5 unless -n is given")
-	match := flag.String("match", "", "time only the queries whose name matches this regexp (default: all)")
+	match := flag.String("match", "", "time only the queries (merge and coordinator) whose name matches this regexp (default: all)")
 	stream := flag.Bool("stream", true, "also stream every row in order through the proxy")
 	workers := flag.Int("workers", -1, "the shards' max_parallel_workers_per_gather (default: Postgres's, 2)")
 	coord := flag.Bool("coord", true, "also measure the coordinator's reads against one plain Postgres holding every row")
@@ -798,6 +808,9 @@ func (b *bench) report(rows int) {
 	fmt.Printf("\nshard 0's plans:\n")
 	for _, p := range b.plans {
 		fmt.Println("  ", p)
+	}
+	if len(b.qs) == 0 {
+		return
 	}
 	fmt.Printf("\n### Latency, ms (median / p95 of %d runs), %d shards x %d rows\n\n", b.n, nShards, rows)
 	fmt.Printf("| query | protocol | proxy | shard s0 | s1 | s2 | s3 | slowest shard (median) | 4 shards in parallel, direct | proxy / slowest shard | proxy / parallel direct | proxy CPU per query |\n")
