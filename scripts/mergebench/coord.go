@@ -319,6 +319,9 @@ func (cb *coordBench) routes(ctx context.Context, url string) error {
 			r.route = "proxy: " + strings.TrimSpace(string(rows[0][0]))
 		}
 		fmt.Printf("route %s: %s\n", q.name, r.route)
+		for _, l := range rows {
+			fmt.Printf("    %s\n", l[0])
+		}
 	}
 	return nil
 }

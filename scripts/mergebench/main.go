@@ -804,13 +804,13 @@ func (b *bench) mem(when string) {
 }
 
 func (b *bench) report(rows int) {
+	if len(b.qs) == 0 {
+		return
+	}
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
 	fmt.Printf("\nshard 0's plans:\n")
 	for _, p := range b.plans {
 		fmt.Println("  ", p)
-	}
-	if len(b.qs) == 0 {
-		return
 	}
 	fmt.Printf("\n### Latency, ms (median / p95 of %d runs), %d shards x %d rows\n\n", b.n, nShards, rows)
 	fmt.Printf("| query | protocol | proxy | shard s0 | s1 | s2 | s3 | slowest shard (median) | 4 shards in parallel, direct | proxy / slowest shard | proxy / parallel direct | proxy CPU per query |\n")
