@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 export CGO_ENABLED := 1
 
-.PHONY: all build test stress stress-reshard demo bench lint deps clean compat
+.PHONY: all build test stress stress-reshard demo bench bench-coord lint deps clean compat
 
 all: build
 
@@ -40,13 +40,20 @@ bench: build
 	@scripts/deps.sh --server-only
 	$(GO) test -run '^$$' -bench . -benchmem ./router/... ./parser/... ./fanout/... ./resultcache/...
 	scripts/bench.sh
-	$(GO) run ./scripts/mergebench
+	$(GO) run ./scripts/mergebench -coord=false
 	$(GO) run ./scripts/twopcbench
 	$(GO) run ./scripts/copybench
 	$(GO) run ./scripts/pgbenchcmp -replicas 2 -modes simple,extended -clients 8 -T 5 -rounds 1 -tls=false
 	$(GO) run ./scripts/failoverbench
 	@command -v redis-server >/dev/null 2>&1 || scripts/deps.sh
 	$(GO) run ./scripts/cachebench -client pgbench
+
+# bench-coord: the coordinator's reads (non-key join, percentile, global
+# window, grouped subquery) through the proxy vs one plain Postgres holding
+# all 4 x 1M rows (docs/benchmarks.md; 10-15 minutes on a loaded machine).
+bench-coord: build
+	@scripts/deps.sh --server-only
+	$(GO) run ./scripts/mergebench -match '^(join|percentile|global|grouped)' -stream=false
 
 # compat runs PostgreSQL 15's own regression suite (pg_regress, the
 # `make installcheck` schedule) through shardproxy: sp1 = one shard, sp4 =

@@ -12,9 +12,19 @@
 // the timed runs and after streaming every row (4 x -rows) in order through
 // the proxy, and prints markdown tables. Slow: not part of `make test`.
 //
+// Then (unless -coord=false) the coordinator measure of issue #17, in
+// coord.go: a fifth cluster holds one plain Postgres database with every
+// shard's rows and the coordinator database the proxy provisions; reads the
+// proxy's merge refuses (a join not on the key, a percentile, a global
+// window, a grouped subquery) are checked equal to the plain Postgres's
+// answer and timed through the proxy against it, interleaved, with the
+// proxy's RSS sampled meanwhile.
+//
 //	go run ./scripts/mergebench              # 4 x 1M rows, 30 runs per target
 //	go run ./scripts/mergebench -quick       # 4 x 100k rows, smoke run
 //	go run ./scripts/mergebench -keep -dir /tmp/mb   # keep (and later reuse) the loaded clusters
+//	go run ./scripts/mergebench -match '^(join|percentile|global|grouped)' -stream=false   # coordinator only (make bench-coord)
+//	go run ./scripts/mergebench -coord=false # ORDER BY merges only (make bench)
 package main
 
 import (
@@ -58,9 +68,11 @@ func main() {
 	keep := flag.Bool("keep", false, "leave the clusters running and their directory in place at exit")
 	dir := flag.String("dir", "", "the clusters' directory (default: a new temporary one); loaded data of the right size found there is reused")
 	quick := flag.Bool("quick", false, "smoke run: 100000 rows per shard, -n 5 unless -n is given")
-	match := flag.String("match", "", "time only the queries whose name matches this regexp (default: all)")
+	match := flag.String("match", "", "time only the queries (merge and coordinator) whose name matches this regexp (default: all)")
 	stream := flag.Bool("stream", true, "also stream every row in order through the proxy")
 	workers := flag.Int("workers", -1, "the shards' max_parallel_workers_per_gather (default: Postgres's, 2)")
+	coord := flag.Bool("coord", true, "also measure the coordinator's reads against one plain Postgres holding every row")
+	cn := flag.Int("cn", 7, "timed runs per coordinator query and target")
 	flag.Parse()
 	if *quick {
 		*rows = 100000
@@ -70,8 +82,8 @@ func main() {
 			*n = 5
 		}
 	}
-	if *n < 1 || *rows < 2000 {
-		fmt.Fprintln(os.Stderr, "mergebench: need -n >= 1 and -rows >= 2000")
+	if *n < 1 || *cn < 1 || *rows < 2000 {
+		fmt.Fprintln(os.Stderr, "mergebench: need -n >= 1, -cn >= 1 and -rows >= 2000")
 		os.Exit(2)
 	}
 	re, err := regexp.Compile(*match)
@@ -85,8 +97,14 @@ func main() {
 			qs = append(qs, q)
 		}
 	}
+	var cqs []coordQuery
+	for _, q := range coordQueries() {
+		if *coord && re.MatchString(q.name) {
+			cqs = append(cqs, q)
+		}
+	}
 	if err := run(context.Background(), options{rows: *rows, n: *n, warmup: *warmup, keep: *keep, dir: *dir,
-		qs: qs, stream: *stream, workers: *workers}); err != nil {
+		qs: qs, stream: *stream, workers: *workers, cqs: cqs, cn: *cn}); err != nil {
 		fmt.Fprintln(os.Stderr, "mergebench:", err)
 		os.Exit(1)
 	}
@@ -154,6 +172,8 @@ type options struct {
 	qs              []query
 	stream          bool
 	workers         int
+	cqs             []coordQuery // the coordinator measure's queries (none: not run)
+	cn              int          // its timed runs per query and target
 }
 
 func run(ctx context.Context, o options) error {
@@ -195,10 +215,34 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Printf("data ready in %.1fs\n", time.Since(t0).Seconds())
 
+	// The coordinator measure's fifth cluster: one plain Postgres with all
+	// the shards' rows, and the coordinator database the proxy provisions.
+	var plain *localpg.Cluster
+	coordDSN := ""
+	if len(o.cqs) > 0 {
+		pset, err := startPlain(ctx, o)
+		if err != nil {
+			return err
+		}
+		if o.keep {
+			defer fmt.Printf("plain Postgres and coordinator kept running: %s\n", pset.Clusters[0].DataDir)
+		} else {
+			defer pset.Stop()
+			pset.StopOnSignal()
+		}
+		plain = pset.Clusters[0]
+		t0 = time.Now()
+		if err := loadPlain(ctx, set.DSNs(), plain.DSN(plainDB), rows); err != nil {
+			return err
+		}
+		fmt.Printf("plain Postgres ready in %.1fs\n", time.Since(t0).Seconds())
+		coordDSN = plain.DSN(coordDB)
+	}
+
 	if ports, err = freePorts(2); err != nil {
 		return err
 	}
-	px, err := startProxy(ctx, set.DSNs(), ports[0], ports[1])
+	px, err := startProxy(ctx, set.DSNs(), coordDSN, ports[0], ports[1])
 	if err != nil {
 		return err
 	}
@@ -219,8 +263,18 @@ func run(ctx context.Context, o options) error {
 			b.stream(ctx, p)
 		}
 	}
+	var cb *coordBench
+	if plain != nil {
+		cb = &coordBench{px: px, n: o.cn, qs: o.cqs}
+		if err := cb.run(ctx, plain.DSN(plainDB)); err != nil {
+			return err
+		}
+	}
 	fmt.Printf("load average at end: %s\n", loadavg())
 	b.report(rows)
+	if cb != nil {
+		cb.report(rows)
+	}
 	return nil
 }
 
@@ -228,9 +282,10 @@ func run(ctx context.Context, o options) error {
 // previous -keep run left it with the right number of rows.
 //
 // The rows are generated on each shard with INSERT ... SELECT
-// generate_series and do not obey the hash placement of user_id: this
-// benchmark only reads, in an order that ignores the shard key, so where a
-// row lives does not matter; loading 4 x 1M rows server-side takes seconds.
+// generate_series (loading 4 x 1M rows server-side takes seconds), each
+// with a user_id that hashes to its shard: the ORDER BY queries would not
+// care, but the coordinator's hash partitions (and the proxy's per-shard
+// grouping by user_id) rely on every row being where its key says.
 func load(ctx context.Context, dsns []string, rows int) error {
 	errs := make([]error, len(dsns))
 	var wg sync.WaitGroup
@@ -261,6 +316,12 @@ func loadShard(ctx context.Context, i int, dsn string, rows int) error {
 			return fmt.Errorf("shard %d: %w", i, err)
 		}
 	}
+	if exists {
+		// Data from before the rows obeyed the hash placement has no users.
+		if err := c.QueryRow(ctx, "SELECT to_regclass('users') IS NOT NULL").Scan(&exists); err != nil {
+			return fmt.Errorf("shard %d: %w", i, err)
+		}
+	}
 	if exists && have == int64(rows) {
 		fmt.Printf("  shard %d: reusing %d rows\n", i, have)
 		return nil
@@ -268,20 +329,38 @@ func loadShard(ctx context.Context, i int, dsn string, rows int) error {
 	t0 := time.Now()
 	for _, sql := range []string{
 		"DROP TABLE IF EXISTS orders",
+		"DROP TABLE IF EXISTS users",
 		"CREATE TABLE orders (id bigint NOT NULL, user_id bigint NOT NULL, total numeric(10,2) NOT NULL, " +
 			"created_at timestamptz NOT NULL, status text NOT NULL)",
+		// users: the ids 1..100000 whose hash puts them on this shard (the
+		// proxy's hash is Postgres's PARTITION BY HASH, remainder i = shard
+		// i); country and referrer_id are not the key (the coordinator
+		// benchmark joins on referrer_id).
+		"CREATE TEMP TABLE hashcheck (k bigint) PARTITION BY HASH (k)",
+		"CREATE TABLE users (id bigint PRIMARY KEY, country text NOT NULL, referrer_id bigint NOT NULL)",
+		fmt.Sprintf(`INSERT INTO users
+SELECT u, (%s)[1 + u %% 20], 1 + (u * 7919) %% %d
+FROM generate_series(1, %d) u WHERE satisfies_hash_partition('hashcheck'::regclass, %d, %d, u::bigint)`,
+			countries, nUsers, nUsers, nShards, i),
 		fmt.Sprintf("SELECT setseed(%g)", 0.1*float64(i+1)),
-		// id: unique across shards (g*4+i); created_at: random over 2025;
-		// total: random, many ties at 2 decimals (hence ORDER BY total DESC, id).
+		// id: unique across shards (g*4+i); user_id: one of this shard's
+		// users, at random (so every row is where the proxy's hash puts it,
+		// and the coordinator's hash partitions hold exactly their rows);
+		// created_at: random over 2025; total: random, many ties at 2
+		// decimals (hence ORDER BY total DESC, id).
 		fmt.Sprintf(`INSERT INTO orders
-SELECT g*%d + %d, 1 + (random()*99999)::bigint, round((random()*500)::numeric, 2),
-       timestamptz '2025-01-01 00:00:00+00' + random() * interval '365 days',
-       (ARRAY['new','paid','preparing','delivered','cancelled'])[1 + floor(random()*5)::int]
-FROM generate_series(0, %d) g`, nShards, i, rows-1),
+SELECT g*%d + %d, u.id, r.total, r.created_at, r.status
+FROM (SELECT g, 1 + floor(random() * (SELECT count(*) FROM users))::bigint AS n,
+             round((random()*500)::numeric, 2) AS total,
+             timestamptz '2025-01-01 00:00:00+00' + random() * interval '365 days' AS created_at,
+             (ARRAY['new','paid','preparing','delivered','cancelled'])[1 + floor(random()*5)::int] AS status
+      FROM generate_series(0, %d) g) r
+JOIN (SELECT id, row_number() OVER (ORDER BY id) AS n FROM users) u USING (n)`, nShards, i, rows-1),
 		// The index serves ORDER BY created_at; ORDER BY total has none
 		// (each shard scans and top-N sorts all its rows).
 		"CREATE INDEX orders_created_at_idx ON orders (created_at)",
 		"VACUUM ANALYZE orders",
+		"VACUUM ANALYZE users",
 	} {
 		if _, err := c.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("shard %d: %s: %w", i, firstLine(sql), err)
@@ -301,8 +380,9 @@ type proxyProc struct {
 }
 
 // startProxy builds ./cmd/shardproxy into a temporary directory and runs it
-// with a generated config on 127.0.0.1:port (admin listener on adminPort).
-func startProxy(ctx context.Context, dsns []string, port, adminPort int) (_ *proxyProc, err error) {
+// with a generated config on 127.0.0.1:port (admin listener on adminPort),
+// with a coordinator database when coordDSN is not empty.
+func startProxy(ctx context.Context, dsns []string, coordDSN string, port, adminPort int) (_ *proxyProc, err error) {
 	dir, err := os.MkdirTemp("", "mergebench-")
 	if err != nil {
 		return nil, err
@@ -329,7 +409,10 @@ func startProxy(ctx context.Context, dsns []string, port, adminPort int) (_ *pro
 	for i, dsn := range dsns {
 		fmt.Fprintf(&y, "  - {name: s%d, dsn: %q}\n", i, dsn)
 	}
-	y.WriteString("tables:\n  orders: {strategy: hash, key: user_id}\n")
+	y.WriteString("tables:\n  orders: {strategy: hash, key: user_id}\n  users: {strategy: hash, key: id}\n")
+	if coordDSN != "" {
+		fmt.Fprintf(&y, "coordinator: {dsn: %q, mode: fallback}\n", coordDSN)
+	}
 	if _, err := config.Parse([]byte(y.String())); err != nil {
 		return nil, fmt.Errorf("generated config: %w", err)
 	}
@@ -721,6 +804,9 @@ func (b *bench) mem(when string) {
 }
 
 func (b *bench) report(rows int) {
+	if len(b.qs) == 0 {
+		return
+	}
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/1e6) }
 	fmt.Printf("\nshard 0's plans:\n")
 	for _, p := range b.plans {
