@@ -209,7 +209,8 @@ func local(ps *prepared) bool {
 		return true
 	}
 	_, _, dealloc := ps.st.Deallocate()
-	return dealloc
+	_, _, listen := ps.st.Listen() // listen.go
+	return dealloc || listen
 }
 
 func (s *session) extBind(ctx context.Context, body []byte) error {
@@ -546,6 +547,9 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 		if name, all, ok := p.ps.st.Deallocate(); ok {
 			s.deallocate(name, all)
 			return nil
+		}
+		if _, _, ok := p.ps.st.Listen(); ok {
+			return s.listenStmt(ctx, p.ps.st) // listen.go
 		}
 		if p.ps.st.Kind == parser.Transaction {
 			wasTx := x.cur != nil && s.inTx(x.cur)

@@ -70,6 +70,7 @@ type session struct {
 	// role is the backend role of the user, nil for the DSN's (roles.go).
 	role *backendRole
 	rsv  reserveState // reserve.go: backends kept for the client
+	ntf  *listenState // listen.go: LISTEN, nil until the first
 }
 
 type setting struct{ name, sql string }
@@ -95,6 +96,9 @@ func (s *session) readyForQuery() error {
 		s.state.txSet = false
 	}
 	s.out = append(s.out, 'Z', 0, 0, 0, 5, s.status)
+	if s.ntf != nil {
+		return s.flushListening() // listen.go: notifications go before ReadyForQuery
+	}
 	return s.flush()
 }
 
@@ -123,6 +127,7 @@ func (s *session) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		s.listenBusy() // listen.go
 		switch typ {
 		case 'Q':
 			if err := s.simpleQuery(ctx, string(bytes.TrimRight(body, "\x00"))); err != nil {
@@ -259,6 +264,7 @@ func (s *session) login(params map[string]string) error {
 // backend left mid-transaction is closed, never pooled.
 func (s *session) cleanup() {
 	s.leave()
+	s.closeListening() // listen.go
 	if s.pid != 0 {
 		s.srv.sessions.Delete(s.pid)
 	}
@@ -374,6 +380,9 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 			s.deallocate(name, all)
 		}
 		return nil
+	}
+	if _, _, ok := st.Listen(); ok {
+		return s.listenStmt(ctx, st) // listen.go
 	}
 	if took, err := s.sessionSQL(ctx, st); took {
 		return err
@@ -910,6 +919,11 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 	if s.tx != nil {
 		target = s.tx.pool.shard
 	}
+	for _, st := range stmts {
+		if _, _, ok := st.Listen(); ok {
+			return s.multiAcross(ctx, stmts) // listen.go: LISTEN is the proxy's
+		}
+	}
 	hint := "Send statements for different shards in separate queries."
 	across := false
 	var sets []*parser.Statement // SETs that outlive the string (multiSets)
@@ -1031,6 +1045,7 @@ func (s *session) sessionState(st *parser.Statement) error {
 // to every shard: it is created on the default shard, where statements on
 // tables not in the config (the temporary table among them) go.
 func (s *session) route(st *parser.Statement, params router.Params) (*router.Plan, error) {
+	s.noteNotify(st) // listen.go
 	if plan, ok, err := s.routeTemp(st); ok {
 		return plan, err
 	}

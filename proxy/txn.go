@@ -210,6 +210,7 @@ func (s *session) txEnd(ctx context.Context, commit, tag bool) error {
 	if s.status == 'E' {
 		commit = false
 	}
+	s.listenPreCommit(commit) // listen.go
 	var err error
 	relayed := false
 	switch {
@@ -233,6 +234,7 @@ func (s *session) txEnd(ctx context.Context, commit, tag bool) error {
 	if commit && err == nil {
 		s.keepTxSets()
 	}
+	s.listenTxEnd(commit && err == nil) // listen.go
 	s.tx, s.txMore = nil, nil
 	s.wrote = s.wrote[:0]
 	s.savepoints = s.savepoints[:0]
