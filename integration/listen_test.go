@@ -128,8 +128,8 @@ var listenScript = []listenStep{
 	{'B', "NOTIFY lt_a, 'still listening'", false},
 	{'A', "UNLISTEN lt_a", false},
 	{'B', "NOTIFY lt_a, 'not any more'", false},
-	{'A', `LISTEN "Mixed Case"`, false},
-	{'B', `NOTIFY "Mixed Case", 'quoted'`, false},
+	{'A', `LISTEN "lt_Mixed Case"`, false},
+	{'B', `NOTIFY "lt_Mixed Case", 'quoted'`, false},
 	{'B', "NOTIFY lt_b, 'it''s ünïcode, \"quoted\"; -- not a comment'", false},
 	{'B', "NOTIFY lt_b", false},
 	{'B', "SELECT pg_notify('lt_b', repeat('x', 8000))", false}, // 22023 payload string too long
