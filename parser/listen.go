@@ -65,6 +65,9 @@ func (s *Statement) Notifies() bool {
 // shard as a write (it names no table and is not portable), and a
 // statement calling pg_notify is a write too.
 func (s *Statement) classifyNotify() {
+	if s.node == nil {
+		return
+	}
 	switch {
 	case s.node.GetNotifyStmt() != nil:
 		s.Kind, s.What, s.Writes, s.impure = Update, "", true, true
