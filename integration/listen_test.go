@@ -505,3 +505,117 @@ func TestListenerReconnects(t *testing.T) {
 		}
 	}
 }
+
+// startProxyWith serves the package's shards through a proxy of its own
+// whose config is the package's with extra appended.
+func startProxyWith(t *testing.T, extra string) string {
+	t.Helper()
+	f, err := config.Parse([]byte(env.config + extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := router.NewTopology(&f.Topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := proxy.New(f.Proxy, topo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	go srv.Serve(ctx, ln)
+	t.Cleanup(func() { stop(); srv.Close() })
+	return fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", ln.Addr())
+}
+
+// TestNotifyInTransactions: a notification is delivered once, at the
+// COMMIT of its transaction, never before and never for a ROLLBACK; a
+// transaction that notifies and writes on another shard commits by
+// two-phase commit with the default shard deciding (Postgres cannot
+// PREPARE a transaction that notified), whether the default shard is the
+// first of the writers (s0) or not (s3).
+func TestNotifyInTransactions(t *testing.T) {
+	for _, def := range []int{0, 3} {
+		t.Run(fmt.Sprintf("default=s%d", def), func(t *testing.T) {
+			url := proxyURL("app", "app")
+			if def != 0 {
+				url = startProxyWith(t, fmt.Sprintf("default_shard: s%d\n", def))
+			}
+			notifyInTransactions(t, url, def)
+		})
+	}
+}
+
+func notifyInTransactions(t *testing.T, url string, def int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, na := connectNotified(ctx, t, url)
+	if _, err := a.Exec(ctx, "LISTEN lt_tx").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	other := int64(7090000)
+	for shardOfUser(other) == fmt.Sprintf("s%d", def) || (def == 3 && shardOfUser(other) != "s0") {
+		other++
+	}
+	b, _ := connectNotified(ctx, t, url)
+	exec := func(sql string) error {
+		_, err := b.Exec(ctx, sql).ReadAll()
+		return err
+	}
+	exec(fmt.Sprintf("DELETE FROM users WHERE id = %d", other))
+
+	for _, end := range []string{"ROLLBACK", "COMMIT"} {
+		for _, sql := range []string{"BEGIN", "NOTIFY lt_tx, 'default shard only'"} {
+			if err := exec(sql); err != nil {
+				t.Fatal(err)
+			}
+		}
+		na.await(a, -1, 200*time.Millisecond)
+		if ns := na.take(); len(ns) != 0 {
+			t.Fatalf("delivered before %s: %s", end, describeNotes(ns))
+		}
+		if err := exec(end); err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		if end == "COMMIT" {
+			want = 1
+		}
+		na.await(a, max(want, -1), 3*time.Second)
+		if ns := na.take(); len(ns) != want {
+			t.Fatalf("after %s: %s", end, describeNotes(ns))
+		}
+	}
+
+	for _, end := range []string{"ROLLBACK", "COMMIT"} {
+		for _, sql := range []string{"BEGIN",
+			fmt.Sprintf("INSERT INTO users (id, name, email, city) VALUES (%d, 'n', 'e', 'c')", other),
+			"SELECT pg_notify('lt_tx', 'two shards')"} {
+			if err := exec(sql); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := exec(end); err != nil {
+			t.Fatalf("%s of a transaction that notified and wrote on %s: %v", end, shardOfUser(other), err)
+		}
+		want := 0
+		if end == "COMMIT" {
+			want = 1
+		}
+		if want == 0 {
+			na.await(a, -1, 300*time.Millisecond)
+		} else {
+			na.await(a, 1, 3*time.Second)
+		}
+		if ns := na.take(); len(ns) != want {
+			t.Fatalf("after %s: %s", end, describeNotes(ns))
+		}
+		if n := shardInt(t, int(router.PartitionOf(router.HashInt(other), nShards)), "SELECT count(*) FROM users WHERE id = $1", other); n != int64(want) {
+			t.Fatalf("after %s the other shard holds %d rows", end, n)
+		}
+	}
+}

@@ -197,6 +197,7 @@ func (s *session) listenPreCommit(commit bool) {
 // listenTxEnd ends the transaction's LISTEN and UNLISTEN: kept when it
 // committed, undone or forgotten when not.
 func (s *session) listenTxEnd(committed bool) {
+	s.notified = false
 	l := s.ntf
 	if l == nil {
 		return
@@ -246,11 +247,37 @@ func (s *session) closeListening() {
 	close(s.ntf.done)
 }
 
-// noteNotify marks a request that notifies, for a listening session: its
-// ReadyForQuery waits for its own notifications.
+// noteNotify marks a transaction that notifies (notifierDecides) and, for
+// a listening session, a request that notifies: its ReadyForQuery waits
+// for its own notifications.
 func (s *session) noteNotify(st *parser.Statement) {
-	if s.ntf != nil && len(s.ntf.chans)+len(s.ntf.pending) > 0 && (st.Writes || st.SideEffects) && st.Notifies() {
+	if !st.Writes || !st.Notifies() {
+		return
+	}
+	if s.status != 'I' {
+		s.notified = true
+	}
+	if s.ntf != nil && len(s.ntf.chans)+len(s.ntf.pending) > 0 {
 		s.ntf.sent = true
+	}
+}
+
+// notifierDecides puts the default shard's backend first among the
+// writers of a transaction that notified: two-phase commit's first writer
+// decides and commits plainly, after the others prepared (twophase.go),
+// while Postgres refuses to PREPARE a transaction that notified. The
+// notification is delivered exactly when the transaction commits.
+func (s *session) notifierDecides(writers []*backend) {
+	if !s.notified {
+		return
+	}
+	def := s.srv.router.Topology().Default
+	for i, b := range writers {
+		if b.pool.shard == def && i > 0 {
+			copy(writers[1:i+1], writers[:i])
+			writers[0] = b
+			return
+		}
 	}
 }
 

@@ -71,6 +71,8 @@ type session struct {
 	role *backendRole
 	rsv  reserveState // reserve.go: backends kept for the client
 	ntf  *listenState // listen.go: LISTEN, nil until the first
+	// notified: the open transaction ran NOTIFY or pg_notify (listen.go).
+	notified bool
 }
 
 type setting struct{ name, sql string }

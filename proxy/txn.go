@@ -300,6 +300,7 @@ func (s *session) commitTx(ctx context.Context, all []*backend, relay bool) (rel
 		return true, nil
 	}
 	slices.SortFunc(writers, func(a, b *backend) int { return a.pool.shard - b.pool.shard })
+	s.notifierDecides(writers) // listen.go
 	return false, s.commitShards(ctx, writers)
 }
 
