@@ -46,6 +46,17 @@ func TestPsycopg(t *testing.T) {
 		fmt.Sprintf("host=127.0.0.1 port=%s dbname=deliveryapp user=app password=app", portOf(env.addr)), "800000")
 }
 
+// TestJDBCPreparedAfterErrors: server-prepared statements stay usable
+// after failing statements, in autocommit and in transactions, on several
+// connections at once (#13: "prepared statement "S_n" does not exist").
+func TestJDBCPreparedAfterErrors(t *testing.T) {
+	jar := "/usr/share/java/postgresql.jar"
+	_, err := exec.LookPath("java")
+	requireTool(t, "java and libpostgresql-jdbc-java (Debian)", err == nil && exists(jar))
+	url := fmt.Sprintf("jdbc:postgresql://127.0.0.1:%s/deliveryapp?user=app&password=app&prepareThreshold=1&sslmode=disable", portOf(env.addr))
+	runClient(t, "java", nil, "-cp", jar, "testdata/clients/JdbcPrepareErrors.java", url, "830000")
+}
+
 func TestJDBC(t *testing.T) {
 	jar := "/usr/share/java/postgresql.jar"
 	_, err := exec.LookPath("java")

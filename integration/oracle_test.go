@@ -420,12 +420,19 @@ func loadGoldenData(t *testing.T, both func(sql string, args ...any)) {
 
 // sessionLevel reports whether the proxy's session runs sql before the
 // router sees it (cursors, SQL PREPARE, DISCARD, LOCK: proxy/reserve.go,
-// lock.go), so the router's golden answer is not the proxy's; those have
-// their own differential tests (TestSessionSQLMatchesPostgres).
+// lock.go; LISTEN, UNLISTEN: listen.go), so the router's golden answer is
+// not the proxy's; those have their own differential tests
+// (TestSessionSQLMatchesPostgres, TestListenMatchesPostgres).
 func sessionLevel(sql string) bool {
-	first, _, _ := strings.Cut(strings.TrimSpace(sql), " ")
+	sql = strings.TrimSpace(sql)
+	if strings.HasPrefix(sql, "/*") {
+		if _, rest, ok := strings.Cut(sql, "*/"); ok {
+			sql = strings.TrimSpace(rest) // a hint comment
+		}
+	}
+	first, _, _ := strings.Cut(sql, " ")
 	switch strings.ToUpper(first) {
-	case "DECLARE", "FETCH", "MOVE", "CLOSE", "PREPARE", "EXECUTE", "DEALLOCATE", "DISCARD", "LOCK":
+	case "DECLARE", "FETCH", "MOVE", "CLOSE", "PREPARE", "EXECUTE", "DEALLOCATE", "DISCARD", "LOCK", "LISTEN", "UNLISTEN":
 		return true
 	}
 	return false

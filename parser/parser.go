@@ -303,7 +303,7 @@ func analyse(sql string, n *pg.Node) *Statement {
 			}
 		}
 	case *pg.Node_ListenStmt, *pg.Node_UnlistenStmt, *pg.Node_NotifyStmt:
-		s.Kind, s.What = Unsupported, "LISTEN/NOTIFY"
+		s.Kind, s.What = Unsupported, "LISTEN/UNLISTEN" // the proxy answers them (listen.go); NOTIFY: classifyNotify
 	case *pg.Node_CopyStmt:
 		// The simple protocol's COPY is the proxy's (Statement.Copy);
 		// what reaches the router is COPY anywhere else.
@@ -344,6 +344,7 @@ func analyse(sql string, n *pg.Node) *Statement {
 		s.impure = !s.portableCalls()
 	}
 	s.reclassify(n)
+	s.classifyNotify() // listen.go
 	return s
 }
 

@@ -78,6 +78,9 @@ type reply struct {
 	kind replyKind
 	msg  []byte    // for rSynth
 	ps   *prepared // for rDescribe of a statement: learn parameter types
+	// parsed names the statement an injected Parse (rDrop) prepares: a
+	// backend that skips or fails it does not have it (forgetSkipped).
+	parsed string
 }
 
 // extState is the session's extended-protocol state.
@@ -214,7 +217,8 @@ func local(ps *prepared) bool {
 		return true
 	}
 	_, _, dealloc := ps.st.Deallocate()
-	return dealloc
+	_, _, listen := ps.st.Listen() // listen.go
+	return dealloc || listen
 }
 
 func (s *session) extBind(ctx context.Context, body []byte) error {
@@ -392,7 +396,7 @@ func (s *session) ensurePrepared(b *backend, ps *prepared) {
 	}
 	b.stmts[ps.global] = true
 	s.x.wbuf = appendMsg(s.x.wbuf, &pgproto3.Parse{Name: ps.global, Query: ps.query, ParameterOIDs: ps.oids})
-	s.x.queue = append(s.x.queue, reply{kind: rDrop})
+	s.x.queue = append(s.x.queue, reply{kind: rDrop, parsed: ps.global})
 }
 
 func (s *session) extDescribe(ctx context.Context, body []byte) error {
@@ -561,6 +565,9 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 		if name, all, ok := p.ps.st.Deallocate(); ok {
 			s.deallocate(name, all)
 			return nil
+		}
+		if _, _, ok := p.ps.st.Listen(); ok {
+			return s.listenStmt(ctx, p.ps.st) // listen.go
 		}
 		if p.ps.st.Kind == parser.Transaction {
 			wasTx := x.cur != nil && s.inTx(x.cur)
@@ -738,6 +745,11 @@ func (s *session) relayQueue() error {
 	x.queue = x.queue[:0]
 	for _, r := range q {
 		if x.errored && r.kind != rSync {
+			// Postgres skips everything after an error until Sync: a
+			// Parse queued there never ran.
+			if r.parsed != "" {
+				delete(b.stmts, r.parsed)
+			}
 			continue
 		}
 		if r.kind == rSynth {
@@ -780,9 +792,9 @@ func (s *session) relayOne(b *backend, r reply) error {
 			s.out = append(s.out, raw...)
 			s.q.shardFailed(body)
 			x.errored = true
-			if r.kind == rDrop {
+			if r.parsed != "" {
 				// The injected Parse failed: the backend lacks the statement.
-				b.broken = b.broken || false
+				delete(b.stmts, r.parsed)
 			}
 			if r.kind != rSync {
 				return nil

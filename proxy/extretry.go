@@ -127,7 +127,7 @@ func (s *session) replayFor(nb *backend, wbuf []byte, queue []reply) (nw []byte,
 			if ps.global == name {
 				nb.stmts[name] = true
 				nw = appendMsg(nw, &pgproto3.Parse{Name: ps.global, Query: ps.query, ParameterOIDs: ps.oids})
-				nq = append(nq, reply{kind: rDrop})
+				nq = append(nq, reply{kind: rDrop, parsed: ps.global})
 				return true
 			}
 		}

@@ -100,7 +100,7 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 	m := s.obs.m
 	for _, c := range []prometheus.Collector{m.queriesVec, m.durationVec, m.shardDurationVec, m.poolWaitVec,
 		m.reloadsVec, m.slow, m.logDropped, m.fanout, m.rowsMerged, &stateCollector{s},
-		s.repl.retries, s.repl.failovers, s.repl.lsnReads, s.repl.lsnChecks, &serverCollector{s}, s.limits.hitsVec, reserveCollector{s}} {
+		s.repl.retries, s.repl.failovers, s.repl.lsnReads, s.repl.lsnChecks, &serverCollector{s}, s.limits.hitsVec, reserveCollector{s}, notifyCollector{s}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -365,6 +365,7 @@ func (s *session) discard(ctx context.Context, st *parser.Statement, what parser
 			return err
 		}
 		s.discardAll()
+		s.unlistenAll() // listen.go: DISCARD ALL includes UNLISTEN *
 		s.sets = nil
 		s.setsChanged()
 		if s.x != nil {

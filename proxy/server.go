@@ -68,6 +68,7 @@ type Server struct {
 
 	// placement is the bucket-map version and cutover fence (topology.go).
 	placement placementState
+	notify    notifyHub // listen.go: the listener connection
 }
 
 // New builds a server for cfg over topo. It does not connect to the shards

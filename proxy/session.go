@@ -71,6 +71,9 @@ type session struct {
 	role *backendRole
 	rsv  reserveState // reserve.go: backends kept for the client
 	mc   cursorState  // mcursor.go: cross-shard cursors
+	ntf  *listenState // listen.go: LISTEN, nil until the first
+	// notified: the open transaction ran NOTIFY or pg_notify (listen.go).
+	notified bool
 }
 
 type setting struct{ name, sql string }
@@ -97,6 +100,9 @@ func (s *session) readyForQuery() error {
 		s.state.txSet = false
 	}
 	s.out = append(s.out, 'Z', 0, 0, 0, 5, s.status)
+	if s.ntf != nil {
+		return s.flushListening() // listen.go: notifications go before ReadyForQuery
+	}
 	return s.flush()
 }
 
@@ -125,6 +131,7 @@ func (s *session) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		s.listenBusy() // listen.go
 		switch typ {
 		case 'Q':
 			if err := s.simpleQuery(ctx, string(bytes.TrimRight(body, "\x00"))); err != nil {
@@ -261,7 +268,8 @@ func (s *session) login(params map[string]string) error {
 // backend left mid-transaction is closed, never pooled.
 func (s *session) cleanup() {
 	s.leave()
-	s.dropCursors() // mcursor.go
+	s.dropCursors()    // mcursor.go
+	s.closeListening() // listen.go
 	if s.pid != 0 {
 		s.srv.sessions.Delete(s.pid)
 	}
@@ -377,6 +385,9 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 			s.deallocate(name, all)
 		}
 		return nil
+	}
+	if _, _, ok := st.Listen(); ok {
+		return s.listenStmt(ctx, st) // listen.go
 	}
 	if took, err := s.sessionSQL(ctx, st); took {
 		return err
@@ -916,6 +927,11 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 	if s.tx != nil {
 		target = s.tx.pool.shard
 	}
+	for _, st := range stmts {
+		if _, _, ok := st.Listen(); ok {
+			return s.multiAcross(ctx, stmts) // listen.go: LISTEN is the proxy's
+		}
+	}
 	hint := "Send statements for different shards in separate queries."
 	across := false
 	var sets []*parser.Statement // SETs that outlive the string (multiSets)
@@ -1037,6 +1053,7 @@ func (s *session) sessionState(st *parser.Statement) error {
 // to every shard: it is created on the default shard, where statements on
 // tables not in the config (the temporary table among them) go.
 func (s *session) route(st *parser.Statement, params router.Params) (*router.Plan, error) {
+	s.noteNotify(st) // listen.go
 	if plan, ok, err := s.routeTemp(st); ok {
 		return plan, err
 	}

@@ -210,6 +210,7 @@ func (s *session) txEnd(ctx context.Context, commit, tag bool) error {
 	if s.status == 'E' {
 		commit = false
 	}
+	s.listenPreCommit(commit) // listen.go
 	var err error
 	relayed := false
 	switch {
@@ -233,6 +234,7 @@ func (s *session) txEnd(ctx context.Context, commit, tag bool) error {
 	if commit && err == nil {
 		s.keepTxSets()
 	}
+	s.listenTxEnd(commit && err == nil) // listen.go
 	s.tx, s.txMore = nil, nil
 	s.wrote = s.wrote[:0]
 	s.savepoints = s.savepoints[:0]
@@ -298,6 +300,7 @@ func (s *session) commitTx(ctx context.Context, all []*backend, relay bool) (rel
 		return true, nil
 	}
 	slices.SortFunc(writers, func(a, b *backend) int { return a.pool.shard - b.pool.shard })
+	s.notifierDecides(writers) // listen.go
 	return false, s.commitShards(ctx, writers)
 }
 

@@ -116,6 +116,7 @@ func TestRoute(t *testing.T) {
 		{sql: "SELECT * FROM unknown_table", shards: []int{0}},
 		{sql: "SELECT * FROM unknown_table JOIN orders ON true", refuse: "not in the config"},
 		{sql: "LISTEN x", refuse: "LISTEN"},
+		{sql: "NOTIFY x, 'p'", shards: []int{0}},
 		{sql: "COPY orders FROM STDIN", refuse: "COPY"},
 		{sql: "SELECT * FROM events WHERE created_at >= '2025-02-01+00' AND created_at < '2025-03-01+00'", shards: []int{1}},
 		{sql: "SELECT * FROM events WHERE created_at BETWEEN '2025-02-01' AND '2025-08-01'", shards: []int{1, 2}},
