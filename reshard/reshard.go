@@ -76,6 +76,10 @@ type Tool struct {
 	SkipVerify bool
 	// BinDir holds pg_dump; empty: localpg.BinDir.
 	BinDir string
+	// IDs are the id sequences that take blocks of globally unique ids
+	// (metadata.ids): a target's copy of them gets its own block before
+	// it can take a write.
+	IDs []topology.IDConfig
 }
 
 func (t *Tool) printf(format string, args ...any) {

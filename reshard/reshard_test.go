@@ -311,12 +311,29 @@ func TestReshardTwoToFour(t *testing.T) {
 	if !strings.Contains(out.String(), "verify: 16 table buckets") || !strings.Contains(out.String(), ", 0 differ") {
 		t.Fatalf("the cutover did not verify the moved buckets:\n%s", out.String())
 	}
+	// Between cutover and cleanup the sources still hold the moved rows:
+	// reads across shards hide them there, in every shape.
+	if got := c.shardInt(t, 0, "SELECT count(*) FROM orders") + c.shardInt(t, 1, "SELECT count(*) FROM orders") +
+		c.shardInt(t, 2, "SELECT count(*) FROM orders") + c.shardInt(t, 3, "SELECT count(*) FROM orders"); got <= int64(len(w.expected())) {
+		t.Fatalf("the shards hold %d orders before cleanup: no stale rows to hide", got)
+	}
+	checkScatter(t, c, w.expected(), 200)
 	if err := tool.Cleanup(ctx, 500); err != nil {
 		t.Fatal(err)
 	}
 	if left, err := tool.Leftovers(ctx); err != nil || len(left) > 0 {
 		t.Fatalf("leftovers %v %v", left, err)
 	}
+	for i, p := range c.proxies {
+		deadline := time.Now().Add(10 * time.Second)
+		for len(p.StaleBuckets()) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if st := p.StaleBuckets(); len(st) > 0 {
+			t.Errorf("proxy %d still hides stale buckets after cleanup: %v", i, st)
+		}
+	}
+	checkScatter(t, c, w.expected(), 200)
 	for i := range c.set.Clusters {
 		if n := c.shardInt(t, i, "SELECT count(*) FROM pg_replication_slots"); n != 0 {
 			t.Errorf("shard %d keeps %d replication slots", i, n)
@@ -622,4 +639,45 @@ func (w *workload) report(t *testing.T, copyTime time.Duration, rows int, p *res
 	t.Logf("copy: %d rows in %s (%.0f rows/s, includes the subscription start)", rows, copyTime.Round(time.Millisecond), float64(rows)/copyTime.Seconds())
 	t.Logf("inserts during the move: %d; latency p50 %s p99 %s max %s", len(lat), q(0.5), q(0.99), q(1))
 	t.Logf("cutover: total %s (fence %s, drain %s, catch-up %s, verify %s, proxies %s)", p.Total, p.Fence, p.Drain, p.CatchUp, p.Verify, p.Ack)
+}
+
+// checkScatter reads the whole tables through both proxies, in both
+// protocols and by COPY, and compares with the acknowledged writes.
+func checkScatter(t *testing.T, c *cluster, want map[int64]int64, carts int64) {
+	t.Helper()
+	ctx := context.Background()
+	var sum int64
+	for _, v := range want {
+		sum += v
+	}
+	for i := range c.proxies {
+		conn := c.proxyConn(t, i)
+		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+			var n, s int64
+			if err := conn.QueryRow(ctx, "SELECT count(*), sum(v) FROM orders", mode).Scan(&n, &s); err != nil {
+				t.Fatalf("proxy %d: scatter count: %v", i, err)
+			}
+			if n != int64(len(want)) || s != sum {
+				t.Errorf("proxy %d (mode %v): count %d sum %d, want %d and %d", i, mode, n, s, len(want), sum)
+			}
+			var ids int64
+			if err := conn.QueryRow(ctx, "SELECT count(DISTINCT id) FROM orders o WHERE o.v >= $1", mode, 0).Scan(&ids); err != nil {
+				t.Fatalf("proxy %d: scatter count distinct: %v", i, err)
+			}
+			if ids != int64(len(want)) {
+				t.Errorf("proxy %d (mode %v): count(DISTINCT id) %d, want %d", i, mode, ids, len(want))
+			}
+			if err := conn.QueryRow(ctx, "SELECT count(*) FROM carts", mode).Scan(&n); err != nil || n != carts {
+				t.Errorf("proxy %d (mode %v): carts %d (%v), want %d", i, mode, n, err, carts)
+			}
+		}
+		var buf bytes.Buffer
+		tag, err := conn.PgConn().CopyTo(ctx, &buf, "COPY orders TO STDOUT")
+		if err != nil {
+			t.Fatalf("proxy %d: COPY TO: %v", i, err)
+		}
+		if lines := int64(strings.Count(buf.String(), "\n")); tag.RowsAffected() != int64(len(want)) || lines != int64(len(want)) {
+			t.Errorf("proxy %d: COPY orders TO STDOUT gave %d rows (%d lines), want %d", i, tag.RowsAffected(), lines, len(want))
+		}
+	}
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shardproxy/shardproxy/router"
 	"github.com/shardproxy/shardproxy/topology"
 )
 
@@ -87,6 +89,13 @@ func (t *Tool) startMove(ctx context.Context, st *State, m Move) error {
 		if err := dst.PgConn().Exec(ctx, ddl).Close(); err != nil {
 			return fmt.Errorf("schema onto %s: %w", m.To, err)
 		}
+	}
+	// The target's sequences came with the source's definition: each
+	// takes a block of ids of its own.
+	if sc, err := t.shard(m.To); err != nil {
+		return err
+	} else if err := t.Store.Refill(ctx, []router.ShardConfig{sc}, t.IDs); err != nil {
+		return err
 	}
 	if err := t.coverKey(ctx, src, st, m.From); err != nil {
 		return err
@@ -300,7 +309,17 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 		}
 		p.Verify = time.Since(begin) - p.Fence - p.Drain - p.CatchUp
 	}
-	v, err := t.Store.Publish(cctx, st.Owners, cur.Version, "reshard")
+	// The sources keep the moved rows until cleanup: the new version
+	// names them stale in the same transaction, so that no proxy routes
+	// by it without hiding them from reads across shards.
+	stale := map[string][]int{}
+	for _, m := range st.Moves {
+		stale[m.From] = append(stale[m.From], m.Buckets...)
+	}
+	for _, bs := range stale {
+		sort.Ints(bs)
+	}
+	v, err := t.Store.PublishStale(cctx, st.Owners, cur.Version, "reshard", stale)
 	if err != nil {
 		return nil, err
 	}
@@ -548,6 +567,11 @@ func (t *Tool) Cleanup(ctx context.Context, batch int) error {
 	}
 	for _, m := range st.Moves {
 		if err := t.deleteBatches(ctx, st, m.From, m.Buckets, batch); err != nil {
+			return err
+		}
+	}
+	for _, m := range st.Moves {
+		if err := t.Store.ClearStale(ctx, m.From); err != nil {
 			return err
 		}
 	}
