@@ -22,9 +22,10 @@ var ErrHideRows = errors.New("rows of this statement cannot be filtered")
 // or join (of a SELECT, a subquery, a CTE, UPDATE ... FROM, DELETE ...
 // USING) becomes (SELECT * FROM t WHERE cond) under the same name, the
 // target of UPDATE and DELETE gets AND cond, and COPY t TO becomes COPY
-// (SELECT ... FROM t WHERE cond) TO. It reports whether anything changed.
-// A table under TABLESAMPLE, and a filtered table that INSERT, MERGE or
-// another statement kind names, give ErrHideRows.
+// (SELECT ... FROM t WHERE cond) TO; an INSERT's target is written, not
+// read, and stays. It reports whether anything changed. Statements that
+// read no rows (DDL, COPY FROM) are returned unchanged; a filtered table
+// under TABLESAMPLE or as a MERGE target gives ErrHideRows.
 func HideRows(sql string, filter RowFilter) (string, bool, error) {
 	tree, err := pg.Parse(sql)
 	if err != nil {
@@ -36,13 +37,12 @@ func HideRows(sql string, filter RowFilter) (string, bool, error) {
 	h := &hider{filter: filter}
 	root := tree.Stmts[0].Stmt
 	switch {
-	case root.GetSelectStmt() != nil, root.GetUpdateStmt() != nil, root.GetDeleteStmt() != nil:
+	case root.GetSelectStmt() != nil, root.GetUpdateStmt() != nil, root.GetDeleteStmt() != nil, root.GetInsertStmt() != nil:
 	case root.GetCopyStmt() != nil && !root.GetCopyStmt().IsFrom:
 	case root.GetExplainStmt() != nil:
 	default:
-		// Other statements (INSERT, MERGE, DDL) are not filtered: a
-		// filtered table named in them is refused.
-		h.refuseAll = true
+		// DDL, COPY FROM and the like read no rows: unchanged.
+		return sql, false, nil
 	}
 	if err := h.walk(root.ProtoReflect()); err != nil {
 		return "", false, err
@@ -58,9 +58,8 @@ func HideRows(sql string, filter RowFilter) (string, bool, error) {
 }
 
 type hider struct {
-	filter    RowFilter
-	changed   bool
-	refuseAll bool
+	filter  RowFilter
+	changed bool
 }
 
 func rangeTable(rv *pg.RangeVar) Table {
@@ -137,20 +136,10 @@ func (h *hider) walk(m protoreflect.Message) error {
 		if rv := n.Relation.GetRangeVar(); rv != nil && h.filter(rangeTable(rv)) != "" {
 			return fmt.Errorf("%w: TABLESAMPLE of %s", ErrHideRows, rv.Relname)
 		}
-	case *pg.RangeVar:
-		if h.refuseAll && h.filter(rangeTable(n)) != "" {
-			return fmt.Errorf("%w: %s", ErrHideRows, n.Relname)
-		}
-	case *pg.InsertStmt, *pg.MergeStmt:
-		// A data-modifying CTE: its target is not filtered.
-		var rv *pg.RangeVar
-		if i, ok := n.(*pg.InsertStmt); ok {
-			rv = i.Relation
-		} else {
-			rv = n.(*pg.MergeStmt).Relation
-		}
-		if rv != nil && h.filter(rangeTable(rv)) != "" {
-			return fmt.Errorf("%w: INSERT or MERGE into %s", ErrHideRows, rv.Relname)
+	case *pg.MergeStmt:
+		// MERGE reads its target: refused rather than filtered.
+		if rv := n.Relation; rv != nil && h.filter(rangeTable(rv)) != "" {
+			return fmt.Errorf("%w: MERGE into %s", ErrHideRows, rv.Relname)
 		}
 	}
 	return nil

@@ -80,6 +80,23 @@ type Tool struct {
 	// (metadata.ids): a target's copy of them gets its own block before
 	// it can take a write.
 	IDs []topology.IDConfig
+	// Hook, when set, is called at named points of every step (Points):
+	// tests cancel the tool's context there to stop it as an interrupt
+	// would, and run the step again.
+	Hook func(point string)
+}
+
+// Points are the places Hook is called, in the order a reshard meets them.
+var Points = []string{
+	"start:schema", "start:publication", "start:subscribed",
+	"cutover:fenced", "cutover:drained", "cutover:caught-up", "cutover:published", "cutover:acked",
+	"cleanup:streams", "cleanup:batch",
+}
+
+func (t *Tool) at(point string) {
+	if t.Hook != nil {
+		t.Hook(point)
+	}
 }
 
 func (t *Tool) printf(format string, args ...any) {

@@ -63,7 +63,11 @@ bucket_map:
 tables:
   orders: {strategy: hash, key: user_id}
   carts:  {strategy: hash, key: session_id, key_type: text}
-metadata: {dsn: %q, poll: 200ms}
+  items:  {strategy: hash, key: user_id}
+metadata:
+  dsn: %q
+  poll: 200ms
+  ids: [{table: items, column: id, block: 1000}]
 `, buckets, evens(), odds(), c.meta)
 	f, err := config.Parse([]byte(sb.String()))
 	if err != nil {
@@ -77,6 +81,7 @@ metadata: {dsn: %q, poll: 200ms}
 		if _, err := exec(ctx, set.Clusters[i].DSN("app"),
 			"CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint NOT NULL, v int NOT NULL DEFAULT 0)",
 			"CREATE TABLE carts (session_id text PRIMARY KEY, n int NOT NULL)",
+			"CREATE TABLE items (id bigserial PRIMARY KEY, user_id bigint NOT NULL, note text)",
 			"CREATE TABLE hashcheck_i (k bigint) PARTITION BY HASH (k)",
 			"CREATE TABLE hashcheck_t (k text) PARTITION BY HASH (k)"); err != nil {
 			t.Fatal(err)
@@ -240,6 +245,8 @@ func TestReshardTwoToFour(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	itemIDs := map[int64]bool{}
+	addItems(t, c, 0, itemIDs)
 	before0 := c.shardInt(t, 0, "SELECT count(*) FROM orders")
 	before1 := c.shardInt(t, 1, "SELECT count(*) FROM orders")
 	if before0+before1 != int64(n) || before0 == 0 || before1 == 0 {
@@ -308,7 +315,7 @@ func TestReshardTwoToFour(t *testing.T) {
 			t.Errorf("proxy %d serves version %d", i, v)
 		}
 	}
-	if !strings.Contains(out.String(), "verify: 16 table buckets") || !strings.Contains(out.String(), ", 0 differ") {
+	if !strings.Contains(out.String(), "verify: 24 table buckets") || !strings.Contains(out.String(), ", 0 differ") {
 		t.Fatalf("the cutover did not verify the moved buckets:\n%s", out.String())
 	}
 	// Between cutover and cleanup the sources still hold the moved rows:
@@ -318,6 +325,7 @@ func TestReshardTwoToFour(t *testing.T) {
 		t.Fatalf("the shards hold %d orders before cleanup: no stale rows to hide", got)
 	}
 	checkScatter(t, c, w.expected(), 200)
+	addItems(t, c, 1, itemIDs) // on the new map: new shards, blocks of their own
 	if err := tool.Cleanup(ctx, 500); err != nil {
 		t.Fatal(err)
 	}
@@ -356,6 +364,35 @@ func TestReshardTwoToFour(t *testing.T) {
 		if got := c.shardInt(t, i, "SELECT count(*) FROM orders"); got == 0 {
 			t.Errorf("shard %d holds no orders", i)
 		}
+	}
+	// Ids from the proxy's blocks: unique across all four shards, every
+	// one RETURNING gave is there once.
+	items := map[int64]int{}
+	for i := range c.set.Clusters {
+		conn, err := pgx.Connect(ctx, c.set.Clusters[i].DSN("app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, _ := conn.Query(ctx, "SELECT id FROM items")
+		got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range got {
+			if j, dup := items[id]; dup {
+				t.Errorf("item id %d is on shards %d and %d", id, j, i)
+			}
+			items[id] = i
+		}
+	}
+	for id := range itemIDs {
+		if _, ok := items[id]; !ok {
+			t.Errorf("item %d (RETURNING) not found", id)
+		}
+	}
+	if len(items) != len(itemIDs)+2*copyItems {
+		t.Errorf("%d items on the shards, want %d", len(items), len(itemIDs)+2*copyItems)
 	}
 	// Every acknowledged write, exactly once, with its acknowledged updates.
 	got := map[int64]int64{}
@@ -679,5 +716,38 @@ func checkScatter(t *testing.T, c *cluster, want map[int64]int64, carts int64) {
 		if lines := int64(strings.Count(buf.String(), "\n")); tag.RowsAffected() != int64(len(want)) || lines != int64(len(want)) {
 			t.Errorf("proxy %d: COPY orders TO STDOUT gave %d rows (%d lines), want %d", i, tag.RowsAffected(), lines, len(want))
 		}
+	}
+}
+
+const copyItems = 50
+
+// addItems inserts items without their id through proxy i, in both
+// protocols (multi-row, RETURNING) and by COPY without the id column, and
+// records the ids RETURNING showed (which must be new).
+func addItems(t *testing.T, c *cluster, i int, ids map[int64]bool) {
+	t.Helper()
+	ctx := context.Background()
+	conn := c.proxyConn(t, i)
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+		for u := int64(0); u < 40; u += 4 {
+			rows, _ := conn.Query(ctx, "INSERT INTO items (user_id, note) VALUES ($1, 'a'), ($1, 'b'), ($2, 'c'), ($3, 'd') RETURNING id", mode, u, u+1, u+2)
+			got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+			if err != nil {
+				t.Fatalf("insert items through proxy %d: %v", i, err)
+			}
+			for _, id := range got {
+				if ids[id] {
+					t.Errorf("item id %d returned twice", id)
+				}
+				ids[id] = true
+			}
+		}
+	}
+	var sb strings.Builder
+	for u := 0; u < copyItems; u++ {
+		fmt.Fprintf(&sb, "%d\tcopied\n", 1000+u)
+	}
+	if _, err := conn.PgConn().CopyFrom(ctx, strings.NewReader(sb.String()), "COPY items (user_id, note) FROM STDIN"); err != nil {
+		t.Fatalf("COPY items through proxy %d: %v", i, err)
 	}
 }
