@@ -32,7 +32,7 @@ stress: deps
 # (docs/resharding.md).
 stress-reshard: deps
 	SHARDPROXY_RESHARD_ROWS=200000 $(GO) test -count=1 -timeout 30m -run 'TestReshardTwoToFour' -v ./reshard/
-	SHARDPROXY_RESHARD_CRASH=all SHARDPROXY_RESHARD_ROWS=20000 $(GO) test -count=1 -timeout 30m -run 'TestReshardCrashResume' -v ./reshard/
+	SHARDPROXY_RESHARD_CRASH=all SHARDPROXY_RESHARD_ROWS=20000 $(GO) test -tags stress -count=1 -timeout 30m -run 'TestReshardCrashResume' -v ./reshard/
 
 # make demo TLS=1: TLS required from clients and used to the shards.
 demo: build

@@ -257,9 +257,17 @@ func TestReshardTwoToFour(t *testing.T) {
 	defer func() { t.Log("tool output:\n" + out.String()) }()
 
 	// Abort: the sources stay as they were, the targets lose the copy.
+	// The first start is stopped mid-copy (its context cancelled once the
+	// first subscription exists) and run again.
 	if _, err := tool.Plan(ctx, []string{"s0", "s1", "s2", "s3"}); err != nil {
 		t.Fatal(err)
 	}
+	crash := &crasher{}
+	tool.Hook = crash.hook
+	if err := tool.Start(crash.arm("start:subscribed")); err == nil || !crash.hit {
+		t.Fatalf("start stopped mid-copy: hit %v, err %v", crash.hit, err)
+	}
+	crash.arm("")
 	if err := tool.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -301,10 +309,19 @@ func TestReshardTwoToFour(t *testing.T) {
 	}
 	copyTime := time.Since(copyStart)
 	time.Sleep(300 * time.Millisecond) // writes flow during catch-up
-	pause, err := tool.Cutover(wctx)
+	// The cutover is stopped right after it published the new map, before
+	// it recorded so; run again, it finishes that cutover.
+	pause, err := tool.Cutover(crash.arm("cutover:published"))
+	if err == nil || !crash.hit {
+		t.Fatalf("cutover stopped after publishing: hit %v, err %v", crash.hit, err)
+	}
+	t.Logf("cutover stopped after publishing: %v", err)
+	crash.arm("")
+	rest, err := tool.Cutover(wctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	pause.Ack, pause.Total = rest.Ack, pause.Fence+pause.Drain+pause.CatchUp+pause.Verify+rest.Ack
 	time.Sleep(300 * time.Millisecond) // and on the new map
 	w.stop()
 	if err := w.err(); err != nil {
@@ -326,11 +343,21 @@ func TestReshardTwoToFour(t *testing.T) {
 	}
 	checkScatter(t, c, w.expected(), 200)
 	addItems(t, c, 1, itemIDs) // on the new map: new shards, blocks of their own
+	// Cleanup stopped after its first delete batch: the moved rows left
+	// stay hidden, and cleanup run again finishes.
+	if err := tool.Cleanup(crash.arm("cleanup:batch"), 500); err == nil || !crash.hit {
+		t.Fatalf("cleanup stopped after a batch: hit %v, err %v", crash.hit, err)
+	}
+	crash.arm("")
+	checkScatter(t, c, w.expected(), 200)
 	if err := tool.Cleanup(ctx, 500); err != nil {
 		t.Fatal(err)
 	}
 	if left, err := tool.Leftovers(ctx); err != nil || len(left) > 0 {
 		t.Fatalf("leftovers %v %v", left, err)
+	}
+	if st, err := tool.Load(ctx); err != nil || st.Phase != reshard.Cleaned {
+		t.Fatalf("after cleanup: %+v %v", st, err)
 	}
 	for i, p := range c.proxies {
 		deadline := time.Now().Add(10 * time.Second)
@@ -749,5 +776,26 @@ func addItems(t *testing.T, c *cluster, i int, ids map[int64]bool) {
 	}
 	if _, err := conn.PgConn().CopyFrom(ctx, strings.NewReader(sb.String()), "COPY items (user_id, note) FROM STDIN"); err != nil {
 		t.Fatalf("COPY items through proxy %d: %v", i, err)
+	}
+}
+
+// crasher cancels the tool's context at one named point.
+type crasher struct {
+	point  string
+	hit    bool
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (c *crasher) arm(point string) context.Context {
+	c.point, c.hit = point, false
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c.ctx
+}
+
+func (c *crasher) hook(point string) {
+	if point == c.point && !c.hit {
+		c.hit = true
+		c.cancel()
 	}
 }

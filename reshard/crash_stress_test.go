@@ -1,3 +1,5 @@
+//go:build stress
+
 package reshard_test
 
 import (
@@ -20,9 +22,10 @@ import (
 // step again, and checks that every row is on exactly one shard, where the
 // map says, and that no replication slot, publication, subscription,
 // fence or stale bucket is left. A copy stopped midway is also aborted,
-// leaving the sources as they were. make test runs three points;
-// SHARDPROXY_RESHARD_CRASH=all (make stress-reshard) runs every point of
-// reshard.Points, resharding 2 -> 4 -> 2 -> ... shards.
+// leaving the sources as they were. Built with -tags stress (make
+// stress-reshard); TestReshardTwoToFour stops the tool at three points in
+// make test. SHARDPROXY_RESHARD_CRASH=all runs every point of
+// reshard.Points, resharding 2 -> 4 -> 2 -> ... shards; without it, three.
 func TestReshardCrashResume(t *testing.T) {
 	c := startCluster(t)
 	ctx := context.Background()
@@ -156,27 +159,6 @@ func TestReshardCrashResume(t *testing.T) {
 			t.Fatalf("round %d: cleanup again: %v", r, err)
 		}
 		c.checkRows(t, want, to)
-	}
-}
-
-// crasher cancels the tool's context at one named point.
-type crasher struct {
-	point  string
-	hit    bool
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-func (c *crasher) arm(point string) context.Context {
-	c.point, c.hit = point, false
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	return c.ctx
-}
-
-func (c *crasher) hook(point string) {
-	if point == c.point && !c.hit {
-		c.hit = true
-		c.cancel()
 	}
 }
 
