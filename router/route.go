@@ -134,14 +134,13 @@ func (r *Router) Route(st *parser.Statement, params Params) (*Plan, error) {
 // kinds are still refused.
 func (r *Router) RouteWith(st *parser.Statement, params Params, opt RouteOptions) (*Plan, error) {
 	// Plans are memoised per bucket map: a new map compiles afresh.
-	pl := r.placing.Load()
-	c := st.Memo(pl, func() any { return r.compile(st) }).(*compiled)
+	c := st.Memo(r.placing.Load(), func() any { return r.compile(st) }).(*compiled)
 	if c.hint == nil && opt.Shard == "" {
 		p, err := c.route(r, params)
-		if err != nil || pl.hider == nil {
-			return p, err
+		if pl := r.placing.Load(); err == nil && pl.hider != nil {
+			return r.hide(pl, st, p) // stale.go
 		}
-		return r.hide(pl, st, p) // stale.go
+		return p, err
 	}
 	return r.forced(st, c, params, opt)
 }
