@@ -27,9 +27,12 @@ stress: deps
 		-run 'TestTwoPhaseCrashRecovery|TestTransactionScriptsMatchPostgres' -v ./integration/
 	$(MAKE) stress-reshard
 
-# stress-reshard: 2 -> 4 shards with 200k rows under load (docs/resharding.md).
+# stress-reshard: 2 -> 4 shards with 200k rows under load, then the tool
+# stopped at every crash point of start, cutover and cleanup and resumed
+# (docs/resharding.md).
 stress-reshard: deps
 	SHARDPROXY_RESHARD_ROWS=200000 $(GO) test -count=1 -timeout 30m -run 'TestReshardTwoToFour' -v ./reshard/
+	SHARDPROXY_RESHARD_CRASH=all SHARDPROXY_RESHARD_ROWS=20000 $(GO) test -tags stress -count=1 -timeout 30m -run 'TestReshardCrashResume' -v ./reshard/
 
 # make demo TLS=1: TLS required from clients and used to the shards.
 demo: build

@@ -185,6 +185,12 @@ func (s *session) coordinatorTakes(st *parser.Statement, routeErr error) bool {
 	if c == nil || !errors.As(routeErr, &un) || s.shardHint != "" || !coordinatorRead(st) {
 		return false
 	}
+	if !s.srv.router.HashModN() {
+		// The coordinator's hash partitions are hash mod the shard count:
+		// after a reshard moved buckets (or while its sources still hold
+		// moved rows) they would read the wrong rows.
+		return false
+	}
 	if s.role != nil {
 		// The coordinator runs reads as its own DSN's user, which would
 		// give a least-privilege session (backend_roles, auth_query) that

@@ -930,9 +930,20 @@ func (s *session) copyOut(ctx context.Context, sql string, c *parser.Copy, tb *r
 				"Use COPY ... TO STDOUT (psql's \\copy) through shardproxy."))
 			return nil
 		}
-		for i := range topo.Shards {
-			shards = append(shards, i)
+		// The shards that hold rows: not a reshard's target before its
+		// cutover (it holds copied rows its source still owns).
+		shards = s.srv.router.Serving()
+	}
+	// A reshard's source still holds the rows it gave away until cleanup:
+	// each shard's statement hides them (router/stale.go).
+	sqls := make([]string, len(shards))
+	for i, sh := range shards {
+		q, err := s.srv.router.HideStale(sh, sql)
+		if err != nil {
+			s.fail(err)
+			return nil
 		}
+		sqls[i] = q
 	}
 	if !c.Stdio {
 		s.fail(refused("COPY (query) TO a server file or program over several shards is not supported",
@@ -958,7 +969,7 @@ func (s *session) copyOut(ctx context.Context, sql string, c *parser.Copy, tb *r
 			return nil
 		}
 	}
-	return s.concatCopy(bs, sql, c.Options)
+	return s.concatCopy(bs, sqls, c.Options)
 }
 
 // concatCopy sends a COPY TO STDOUT to every backend and relays their
@@ -966,10 +977,10 @@ func (s *session) copyOut(ctx context.Context, sql string, c *parser.Copy, tb *r
 // header once, the binary header once and its trailer once, one CopyDone
 // and the summed row count. Backends are read one at a time, so memory
 // stays at one message; the others wait, blocked on their sockets.
-func (s *session) concatCopy(bs []*backend, sql string, o parser.CopyOptions) error {
+func (s *session) concatCopy(bs []*backend, sqls []string, o parser.CopyOptions) error {
 	sent := time.Now()
 	for i, b := range bs {
-		if err := b.sendQuery(sql); err != nil {
+		if err := b.sendQuery(sqls[i]); err != nil {
 			for _, x := range bs[:i] {
 				x.broken = true
 				go x.cancel()

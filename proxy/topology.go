@@ -46,7 +46,9 @@ func (s *Server) ApplyTopology(st *topology.State) (int64, int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var err error
-	if st.Version > p.version && len(st.Owners) > 0 {
+	// A new version, or the same one whose stale buckets changed (a
+	// reshard's cleanup finished on a shard).
+	if len(st.Owners) > 0 && (st.Version > p.version || (st.Version == p.version && !sameStale(st.Stale, s.router.StaleBuckets()))) {
 		topo := s.router.Topology()
 		m, merr := st.BucketMap(topo)
 		if merr == nil {
@@ -134,3 +136,19 @@ func (s *session) fenced(f *writeFence, plan *router.Plan) bool {
 	}
 	return hit
 }
+
+func sameStale(a, b map[string][]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !slices.Equal(v, b[k]) {
+			return false
+		}
+	}
+	return true
+}
+
+// StaleBuckets lists, by shard name, the buckets a reshard's source still
+// holds rows of until cleanup: reads across shards hide them there.
+func (s *Server) StaleBuckets() map[string][]int { return s.router.StaleBuckets() }

@@ -76,6 +76,27 @@ type Tool struct {
 	SkipVerify bool
 	// BinDir holds pg_dump; empty: localpg.BinDir.
 	BinDir string
+	// IDs are the id sequences that take blocks of globally unique ids
+	// (metadata.ids): a target's copy of them gets its own block before
+	// it can take a write.
+	IDs []topology.IDConfig
+	// Hook, when set, is called at named points of every step (Points):
+	// tests cancel the tool's context there to stop it as an interrupt
+	// would, and run the step again.
+	Hook func(point string)
+}
+
+// Points are the places Hook is called, in the order a reshard meets them.
+var Points = []string{
+	"start:schema", "start:publication", "start:subscribed",
+	"cutover:fenced", "cutover:drained", "cutover:caught-up", "cutover:published", "cutover:acked",
+	"cleanup:streams", "cleanup:batch",
+}
+
+func (t *Tool) at(point string) {
+	if t.Hook != nil {
+		t.Hook(point)
+	}
 }
 
 func (t *Tool) printf(format string, args ...any) {

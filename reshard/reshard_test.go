@@ -63,7 +63,11 @@ bucket_map:
 tables:
   orders: {strategy: hash, key: user_id}
   carts:  {strategy: hash, key: session_id, key_type: text}
-metadata: {dsn: %q, poll: 200ms}
+  items:  {strategy: hash, key: user_id}
+metadata:
+  dsn: %q
+  poll: 200ms
+  ids: [{table: items, column: id, block: 1000}]
 `, buckets, evens(), odds(), c.meta)
 	f, err := config.Parse([]byte(sb.String()))
 	if err != nil {
@@ -77,6 +81,7 @@ metadata: {dsn: %q, poll: 200ms}
 		if _, err := exec(ctx, set.Clusters[i].DSN("app"),
 			"CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint NOT NULL, v int NOT NULL DEFAULT 0)",
 			"CREATE TABLE carts (session_id text PRIMARY KEY, n int NOT NULL)",
+			"CREATE TABLE items (id bigserial PRIMARY KEY, user_id bigint NOT NULL, note text)",
 			"CREATE TABLE hashcheck_i (k bigint) PARTITION BY HASH (k)",
 			"CREATE TABLE hashcheck_t (k text) PARTITION BY HASH (k)"); err != nil {
 			t.Fatal(err)
@@ -240,6 +245,8 @@ func TestReshardTwoToFour(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	itemIDs := map[int64]bool{}
+	addItems(t, c, 0, itemIDs)
 	before0 := c.shardInt(t, 0, "SELECT count(*) FROM orders")
 	before1 := c.shardInt(t, 1, "SELECT count(*) FROM orders")
 	if before0+before1 != int64(n) || before0 == 0 || before1 == 0 {
@@ -250,9 +257,17 @@ func TestReshardTwoToFour(t *testing.T) {
 	defer func() { t.Log("tool output:\n" + out.String()) }()
 
 	// Abort: the sources stay as they were, the targets lose the copy.
+	// The first start is stopped mid-copy (its context cancelled once the
+	// first subscription exists) and run again.
 	if _, err := tool.Plan(ctx, []string{"s0", "s1", "s2", "s3"}); err != nil {
 		t.Fatal(err)
 	}
+	crash := &crasher{}
+	tool.Hook = crash.hook
+	if err := tool.Start(crash.arm("start:subscribed")); err == nil || !crash.hit {
+		t.Fatalf("start stopped mid-copy: hit %v, err %v", crash.hit, err)
+	}
+	crash.arm("")
 	if err := tool.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -294,10 +309,19 @@ func TestReshardTwoToFour(t *testing.T) {
 	}
 	copyTime := time.Since(copyStart)
 	time.Sleep(300 * time.Millisecond) // writes flow during catch-up
-	pause, err := tool.Cutover(wctx)
+	// The cutover is stopped right after it published the new map, before
+	// it recorded so; run again, it finishes that cutover.
+	pause, err := tool.Cutover(crash.arm("cutover:published"))
+	if err == nil || !crash.hit {
+		t.Fatalf("cutover stopped after publishing: hit %v, err %v", crash.hit, err)
+	}
+	t.Logf("cutover stopped after publishing: %v", err)
+	crash.arm("")
+	rest, err := tool.Cutover(wctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	pause.Ack, pause.Total = rest.Ack, pause.Fence+pause.Drain+pause.CatchUp+pause.Verify+rest.Ack
 	time.Sleep(300 * time.Millisecond) // and on the new map
 	w.stop()
 	if err := w.err(); err != nil {
@@ -308,15 +332,43 @@ func TestReshardTwoToFour(t *testing.T) {
 			t.Errorf("proxy %d serves version %d", i, v)
 		}
 	}
-	if !strings.Contains(out.String(), "verify: 16 table buckets") || !strings.Contains(out.String(), ", 0 differ") {
+	if !strings.Contains(out.String(), "verify: 24 table buckets") || !strings.Contains(out.String(), ", 0 differ") {
 		t.Fatalf("the cutover did not verify the moved buckets:\n%s", out.String())
 	}
+	// Between cutover and cleanup the sources still hold the moved rows:
+	// reads across shards hide them there, in every shape.
+	if got := c.shardInt(t, 0, "SELECT count(*) FROM orders") + c.shardInt(t, 1, "SELECT count(*) FROM orders") +
+		c.shardInt(t, 2, "SELECT count(*) FROM orders") + c.shardInt(t, 3, "SELECT count(*) FROM orders"); got <= int64(len(w.expected())) {
+		t.Fatalf("the shards hold %d orders before cleanup: no stale rows to hide", got)
+	}
+	checkScatter(t, c, w.expected(), 200)
+	addItems(t, c, 1, itemIDs) // on the new map: new shards, blocks of their own
+	// Cleanup stopped after its first delete batch: the moved rows left
+	// stay hidden, and cleanup run again finishes.
+	if err := tool.Cleanup(crash.arm("cleanup:batch"), 500); err == nil || !crash.hit {
+		t.Fatalf("cleanup stopped after a batch: hit %v, err %v", crash.hit, err)
+	}
+	crash.arm("")
+	checkScatter(t, c, w.expected(), 200)
 	if err := tool.Cleanup(ctx, 500); err != nil {
 		t.Fatal(err)
 	}
 	if left, err := tool.Leftovers(ctx); err != nil || len(left) > 0 {
 		t.Fatalf("leftovers %v %v", left, err)
 	}
+	if st, err := tool.Load(ctx); err != nil || st.Phase != reshard.Cleaned {
+		t.Fatalf("after cleanup: %+v %v", st, err)
+	}
+	for i, p := range c.proxies {
+		deadline := time.Now().Add(10 * time.Second)
+		for len(p.StaleBuckets()) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if st := p.StaleBuckets(); len(st) > 0 {
+			t.Errorf("proxy %d still hides stale buckets after cleanup: %v", i, st)
+		}
+	}
+	checkScatter(t, c, w.expected(), 200)
 	for i := range c.set.Clusters {
 		if n := c.shardInt(t, i, "SELECT count(*) FROM pg_replication_slots"); n != 0 {
 			t.Errorf("shard %d keeps %d replication slots", i, n)
@@ -339,6 +391,35 @@ func TestReshardTwoToFour(t *testing.T) {
 		if got := c.shardInt(t, i, "SELECT count(*) FROM orders"); got == 0 {
 			t.Errorf("shard %d holds no orders", i)
 		}
+	}
+	// Ids from the proxy's blocks: unique across all four shards, every
+	// one RETURNING gave is there once.
+	items := map[int64]int{}
+	for i := range c.set.Clusters {
+		conn, err := pgx.Connect(ctx, c.set.Clusters[i].DSN("app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, _ := conn.Query(ctx, "SELECT id FROM items")
+		got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range got {
+			if j, dup := items[id]; dup {
+				t.Errorf("item id %d is on shards %d and %d", id, j, i)
+			}
+			items[id] = i
+		}
+	}
+	for id := range itemIDs {
+		if _, ok := items[id]; !ok {
+			t.Errorf("item %d (RETURNING) not found", id)
+		}
+	}
+	if len(items) != len(itemIDs)+2*copyItems {
+		t.Errorf("%d items on the shards, want %d", len(items), len(itemIDs)+2*copyItems)
 	}
 	// Every acknowledged write, exactly once, with its acknowledged updates.
 	got := map[int64]int64{}
@@ -622,4 +703,99 @@ func (w *workload) report(t *testing.T, copyTime time.Duration, rows int, p *res
 	t.Logf("copy: %d rows in %s (%.0f rows/s, includes the subscription start)", rows, copyTime.Round(time.Millisecond), float64(rows)/copyTime.Seconds())
 	t.Logf("inserts during the move: %d; latency p50 %s p99 %s max %s", len(lat), q(0.5), q(0.99), q(1))
 	t.Logf("cutover: total %s (fence %s, drain %s, catch-up %s, verify %s, proxies %s)", p.Total, p.Fence, p.Drain, p.CatchUp, p.Verify, p.Ack)
+}
+
+// checkScatter reads the whole tables through both proxies, in both
+// protocols and by COPY, and compares with the acknowledged writes.
+func checkScatter(t *testing.T, c *cluster, want map[int64]int64, carts int64) {
+	t.Helper()
+	ctx := context.Background()
+	var sum int64
+	for _, v := range want {
+		sum += v
+	}
+	for i := range c.proxies {
+		conn := c.proxyConn(t, i)
+		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+			var n, s int64
+			if err := conn.QueryRow(ctx, "SELECT count(*), sum(v) FROM orders", mode).Scan(&n, &s); err != nil {
+				t.Fatalf("proxy %d: scatter count: %v", i, err)
+			}
+			if n != int64(len(want)) || s != sum {
+				t.Errorf("proxy %d (mode %v): count %d sum %d, want %d and %d", i, mode, n, s, len(want), sum)
+			}
+			var ids int64
+			if err := conn.QueryRow(ctx, "SELECT count(DISTINCT id) FROM orders o WHERE o.v >= $1", mode, 0).Scan(&ids); err != nil {
+				t.Fatalf("proxy %d: scatter count distinct: %v", i, err)
+			}
+			if ids != int64(len(want)) {
+				t.Errorf("proxy %d (mode %v): count(DISTINCT id) %d, want %d", i, mode, ids, len(want))
+			}
+			if err := conn.QueryRow(ctx, "SELECT count(*) FROM carts", mode).Scan(&n); err != nil || n != carts {
+				t.Errorf("proxy %d (mode %v): carts %d (%v), want %d", i, mode, n, err, carts)
+			}
+		}
+		var buf bytes.Buffer
+		tag, err := conn.PgConn().CopyTo(ctx, &buf, "COPY orders TO STDOUT")
+		if err != nil {
+			t.Fatalf("proxy %d: COPY TO: %v", i, err)
+		}
+		if lines := int64(strings.Count(buf.String(), "\n")); tag.RowsAffected() != int64(len(want)) || lines != int64(len(want)) {
+			t.Errorf("proxy %d: COPY orders TO STDOUT gave %d rows (%d lines), want %d", i, tag.RowsAffected(), lines, len(want))
+		}
+	}
+}
+
+const copyItems = 50
+
+// addItems inserts items without their id through proxy i, in both
+// protocols (multi-row, RETURNING) and by COPY without the id column, and
+// records the ids RETURNING showed (which must be new).
+func addItems(t *testing.T, c *cluster, i int, ids map[int64]bool) {
+	t.Helper()
+	ctx := context.Background()
+	conn := c.proxyConn(t, i)
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+		for u := int64(0); u < 40; u += 4 {
+			rows, _ := conn.Query(ctx, "INSERT INTO items (user_id, note) VALUES ($1, 'a'), ($1, 'b'), ($2, 'c'), ($3, 'd') RETURNING id", mode, u, u+1, u+2)
+			got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+			if err != nil {
+				t.Fatalf("insert items through proxy %d: %v", i, err)
+			}
+			for _, id := range got {
+				if ids[id] {
+					t.Errorf("item id %d returned twice", id)
+				}
+				ids[id] = true
+			}
+		}
+	}
+	var sb strings.Builder
+	for u := 0; u < copyItems; u++ {
+		fmt.Fprintf(&sb, "%d\tcopied\n", 1000+u)
+	}
+	if _, err := conn.PgConn().CopyFrom(ctx, strings.NewReader(sb.String()), "COPY items (user_id, note) FROM STDIN"); err != nil {
+		t.Fatalf("COPY items through proxy %d: %v", i, err)
+	}
+}
+
+// crasher cancels the tool's context at one named point.
+type crasher struct {
+	point  string
+	hit    bool
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (c *crasher) arm(point string) context.Context {
+	c.point, c.hit = point, false
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c.ctx
+}
+
+func (c *crasher) hook(point string) {
+	if point == c.point && !c.hit {
+		c.hit = true
+		c.cancel()
+	}
 }

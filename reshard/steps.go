@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shardproxy/shardproxy/router"
 	"github.com/shardproxy/shardproxy/topology"
 )
 
@@ -88,6 +91,14 @@ func (t *Tool) startMove(ctx context.Context, st *State, m Move) error {
 			return fmt.Errorf("schema onto %s: %w", m.To, err)
 		}
 	}
+	// The target's sequences came with the source's definition: each
+	// takes a block of ids of its own.
+	if sc, err := t.shard(m.To); err != nil {
+		return err
+	} else if err := t.Store.Refill(ctx, []router.ShardConfig{sc}, t.IDs); err != nil {
+		return err
+	}
+	t.at("start:schema")
 	if err := t.coverKey(ctx, src, st, m.From); err != nil {
 		return err
 	}
@@ -112,6 +123,7 @@ func (t *Tool) startMove(ctx context.Context, st *State, m Move) error {
 			return fmt.Errorf("create publication on %s: %w", m.From, err)
 		}
 	}
+	t.at("start:publication")
 	if err := dst.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_subscription WHERE subname = $1)", subName(m)).Scan(&exists); err != nil {
 		return err
 	}
@@ -123,6 +135,7 @@ func (t *Tool) startMove(ctx context.Context, st *State, m Move) error {
 			return fmt.Errorf("create subscription on %s: %w", m.To, err)
 		}
 	}
+	t.at("start:subscribed")
 	return nil
 }
 
@@ -232,9 +245,6 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := t.WaitSynced(ctx); err != nil {
-		return nil, err
-	}
 	hold, live := t.Hold, t.Live
 	if hold == 0 {
 		hold = 2 * time.Second
@@ -244,6 +254,16 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	}
 	cur, err := t.current(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if cur.Version > st.FromVersion && slices.Equal(cur.Owners, st.Owners) {
+		// An earlier run published the new map and stopped before it
+		// recorded so: finish that cutover.
+		t.printf("version %d with the planned map is published: finishing the cutover\n", cur.Version)
+		p := &Pause{}
+		return p, t.finishCutover(ctx, st, cur.Version, live, p, time.Now())
+	}
+	if err := t.WaitSynced(ctx); err != nil {
 		return nil, err
 	}
 	if cur.Version != st.FromVersion {
@@ -278,6 +298,7 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	if err := t.waitProxies(cctx, live, func(px topology.Proxy) bool { return px.FenceID == fence || px.Version > cur.Version }); err != nil {
 		return nil, fmt.Errorf("proxies did not take the fence: %w", err)
 	}
+	t.at("cutover:fenced")
 	p.Fence = time.Since(begin)
 	lsns := map[string]string{}
 	for _, s := range sources {
@@ -288,44 +309,64 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 		lsns[s] = lsn
 	}
 	p.Drain = time.Since(begin) - p.Fence
+	t.at("cutover:drained")
 	for _, m := range st.Moves {
 		if err := t.waitConfirmed(cctx, m, lsns[m.From]); err != nil {
 			return nil, fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
 		}
 	}
 	p.CatchUp = time.Since(begin) - p.Fence - p.Drain
+	t.at("cutover:caught-up")
 	if !t.SkipVerify {
 		if _, err := t.verify(cctx, st); err != nil {
 			return nil, fmt.Errorf("verify before publishing: %w", err)
 		}
 		p.Verify = time.Since(begin) - p.Fence - p.Drain - p.CatchUp
 	}
-	v, err := t.Store.Publish(cctx, st.Owners, cur.Version, "reshard")
+	// The sources keep the moved rows until cleanup: the new version
+	// names them stale in the same transaction, so that no proxy routes
+	// by it without hiding them from reads across shards.
+	stale := map[string][]int{}
+	for _, m := range st.Moves {
+		stale[m.From] = append(stale[m.From], m.Buckets...)
+	}
+	for _, bs := range stale {
+		sort.Ints(bs)
+	}
+	v, err := t.Store.PublishStale(cctx, st.Owners, cur.Version, "reshard", stale)
 	if err != nil {
 		return nil, err
 	}
 	published = true
+	t.at("cutover:published")
+	return p, t.finishCutover(ctx, st, v, live, p, begin)
+}
+
+// finishCutover records the published version v, waits for the proxies
+// to serve it and drops the streams.
+func (t *Tool) finishCutover(ctx context.Context, st *State, v int64, live time.Duration, p *Pause, begin time.Time) error {
 	st.Phase, st.ToVersion = CutOver, v
 	if err := t.save(ctx, st); err != nil {
-		return nil, err
+		return err
 	}
 	ackErr := t.waitProxies(ctx, live, func(px topology.Proxy) bool { return px.Version >= v })
 	p.Ack = time.Since(begin) - p.Fence - p.Drain - p.CatchUp - p.Verify
 	p.Total = time.Since(begin)
+	t.at("cutover:acked")
 	// The sources no longer take writes for the moved buckets: stop the
 	// streams before anything deletes there.
 	for _, m := range st.Moves {
 		if err := t.dropMove(ctx, m); err != nil {
-			return p, err
+			return err
 		}
 	}
 	t.printf("cut over to version %d in %s (fence %s, drain %s, catch-up %s, verify %s, proxies %s)\n",
 		v, p.Total.Round(time.Millisecond), p.Fence.Round(time.Millisecond), p.Drain.Round(time.Millisecond),
 		p.CatchUp.Round(time.Millisecond), p.Verify.Round(time.Millisecond), p.Ack.Round(time.Millisecond))
 	if ackErr != nil {
-		return p, fmt.Errorf("version %d published, but not every proxy acknowledged it: %w", v, ackErr)
+		return fmt.Errorf("version %d published, but not every proxy acknowledged it: %w", v, ackErr)
 	}
-	return p, nil
+	return nil
 }
 
 // waitProxies waits until every proxy with a fresh heartbeat satisfies ok.
@@ -493,6 +534,11 @@ func (t *Tool) Abort(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if cur, err := t.current(ctx); err != nil {
+		return err
+	} else if cur.Version > st.FromVersion && slices.Equal(cur.Owners, st.Owners) {
+		return fmt.Errorf("version %d with the planned map is published (a cutover stopped after it): run reshard cutover again to finish it, then cleanup", cur.Version)
+	}
 	if err := t.Store.ClearFences(ctx); err != nil {
 		return err
 	}
@@ -546,8 +592,14 @@ func (t *Tool) Cleanup(ctx context.Context, batch int) error {
 	if err := t.reportLeftovers(ctx); err != nil {
 		return err
 	}
+	t.at("cleanup:streams")
 	for _, m := range st.Moves {
 		if err := t.deleteBatches(ctx, st, m.From, m.Buckets, batch); err != nil {
+			return err
+		}
+	}
+	for _, m := range st.Moves {
+		if err := t.Store.ClearStale(ctx, m.From); err != nil {
 			return err
 		}
 	}
@@ -589,6 +641,9 @@ func (t *Tool) deleteBatches(ctx context.Context, st *State, shard string, bucke
 				return fmt.Errorf("delete moved rows of %s on %s: %w", tb.Name, shard, err)
 			}
 			total += tag.RowsAffected()
+			if batch > 0 {
+				t.at("cleanup:batch")
+			}
 			if batch == 0 || tag.RowsAffected() == 0 {
 				break
 			}

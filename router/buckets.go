@@ -25,6 +25,10 @@ type BucketMap struct {
 	Version int64
 	// Owner[b] is the index of the shard that holds bucket b.
 	Owner []int
+	// Stale lists, by shard index, buckets the shard does not own but
+	// still holds rows of: a reshard's sources between its cutover and
+	// its cleanup. Reads across shards hide them there (stale.go).
+	Stale map[int][]int
 }
 
 // DefaultBucketMap places bucket b on shard b mod shards: with buckets a
@@ -179,6 +183,16 @@ func (t *Topology) CheckBucketMap(m *BucketMap) error {
 			return fmt.Errorf("bucket %d: shard index %d is not configured", b, o)
 		}
 	}
+	for sh, bs := range m.Stale {
+		if sh < 0 || sh >= len(t.Shards) {
+			return fmt.Errorf("stale buckets on shard index %d, which is not configured", sh)
+		}
+		for _, b := range bs {
+			if b < 0 || b >= len(m.Owner) || m.Owner[b] == sh {
+				return fmt.Errorf("stale bucket %d on shard %s: not a bucket it gave away", b, t.Shards[sh].Name)
+			}
+		}
+	}
 	return nil
 }
 
@@ -192,10 +206,12 @@ type placement struct {
 	// Scatters and reference-table reads go to these only, so a shard that
 	// is being filled by a reshard is not read before its cutover.
 	serving []int
+	// hider hides stale buckets on their old shards; nil: none.
+	hider *staleHider
 }
 
 func (r *Router) newPlacement(m *BucketMap) *placement {
-	p := &placement{buckets: m}
+	p := &placement{buckets: m, hider: r.newHider(m)}
 	if m == nil {
 		p.serving = r.all
 		return p

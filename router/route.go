@@ -136,7 +136,11 @@ func (r *Router) RouteWith(st *parser.Statement, params Params, opt RouteOptions
 	// Plans are memoised per bucket map: a new map compiles afresh.
 	c := st.Memo(r.placing.Load(), func() any { return r.compile(st) }).(*compiled)
 	if c.hint == nil && opt.Shard == "" {
-		return c.route(r, params)
+		p, err := c.route(r, params)
+		if pl := r.placing.Load(); err == nil && pl.hider != nil {
+			return r.hide(pl, st, p) // stale.go
+		}
+		return p, err
 	}
 	return r.forced(st, c, params, opt)
 }

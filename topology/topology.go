@@ -31,6 +31,9 @@ type Config struct {
 	// ProxyID names this proxy in the heartbeat table. Default: host name
 	// and process id.
 	ProxyID string `yaml:"proxy_id"`
+	// IDs lists the id columns whose sequences hand out ids unique across
+	// shards, in blocks kept in the metadata schema (ids.go).
+	IDs []IDConfig `yaml:"ids"`
 }
 
 // WithDefaults fills Poll.
@@ -45,6 +48,9 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	if c.Poll < 0 {
 		return errors.New("metadata.poll must be positive")
+	}
+	if err := validateIDs(c.IDs); err != nil {
+		return err
 	}
 	if c.DSN != "" {
 		if _, err := pgconn.ParseConfig(c.DSN); err != nil {
@@ -74,6 +80,10 @@ type State struct {
 	Owners []string
 	// Fence, when set, holds writes to some shards until a newer version.
 	Fence *Fence
+	// Stale lists, by shard name, the buckets a shard gave away at a
+	// cutover and still holds rows of until the reshard's cleanup: reads
+	// across shards hide them there.
+	Stale map[string][]int
 }
 
 // Fence is a cutover in progress: proxies hold new writes to Shards until
@@ -95,6 +105,16 @@ func (s *State) BucketMap(topo *router.Topology) (*router.BucketMap, error) {
 			return nil, fmt.Errorf("version %d: bucket %d is on shard %q, which is not in the config", s.Version, b, name)
 		}
 		m.Owner[b] = i
+	}
+	for name, bs := range s.Stale {
+		i, ok := topo.ShardIndex(name)
+		if !ok {
+			return nil, fmt.Errorf("version %d: stale buckets on shard %q, which is not in the config", s.Version, name)
+		}
+		if m.Stale == nil {
+			m.Stale = map[int][]int{}
+		}
+		m.Stale[i] = bs
 	}
 	return m, topo.CheckBucketMap(m)
 }
@@ -133,6 +153,10 @@ CREATE TABLE IF NOT EXISTS shardproxy_meta.proxies (
 	fence_id bigint NOT NULL DEFAULT 0,
 	started_at timestamptz NOT NULL DEFAULT now(),
 	seen_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS shardproxy_meta.stale_buckets (
+	shard text NOT NULL,
+	bucket int NOT NULL,
+	PRIMARY KEY (shard, bucket));
 CREATE TABLE IF NOT EXISTS shardproxy_meta.reshards (
 	id text PRIMARY KEY,
 	state jsonb NOT NULL,
@@ -176,7 +200,7 @@ func (s *Store) Init(ctx context.Context, seed []string) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('shardproxy_meta.init'))"); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, ddl); err != nil {
+		if _, err := tx.Exec(ctx, ddl+idsDDL); err != nil {
 			return fmt.Errorf("create metadata schema: %w", err)
 		}
 		var n int64
@@ -210,6 +234,13 @@ func publish(ctx context.Context, tx pgx.Tx, version int64, owners []string, not
 // zero, it fails when the current version is not after (a concurrent
 // change).
 func (s *Store) Publish(ctx context.Context, owners []string, after int64, note string) (int64, error) {
+	return s.PublishStale(ctx, owners, after, note, nil)
+}
+
+// PublishStale is Publish that also records, in the same transaction,
+// the buckets each shard gives away and still holds rows of (stale until
+// ClearStale): proxies never see the new map without them.
+func (s *Store) PublishStale(ctx context.Context, owners []string, after int64, note string, stale map[string][]int) (int64, error) {
 	c, err := s.Connect(ctx)
 	if err != nil {
 		return 0, err
@@ -227,10 +258,33 @@ func (s *Store) Publish(ctx context.Context, owners []string, after int64, note 
 		if after != 0 && cur != after {
 			return fmt.Errorf("topology is at version %d, not %d: another change ran", cur, after)
 		}
+		for shard, bs := range stale {
+			if _, err := tx.Exec(ctx, `INSERT INTO shardproxy_meta.stale_buckets (shard, bucket)
+				SELECT $1, b FROM unnest($2::int[]) AS b ON CONFLICT DO NOTHING`, shard, bs); err != nil {
+				return fmt.Errorf("record stale buckets: %w", err)
+			}
+		}
 		v, err = publish(ctx, tx, cur+1, owners, note)
 		return err
 	})
 	return v, err
+}
+
+// ClearStale forgets the stale buckets of shard (its moved rows are
+// deleted) and announces it.
+func (s *Store) ClearStale(ctx context.Context, shard string) error {
+	c, err := s.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "DELETE FROM shardproxy_meta.stale_buckets WHERE shard = $1", shard); err != nil {
+			return fmt.Errorf("clear stale buckets: %w", err)
+		}
+		_, err := tx.Exec(ctx, "SELECT pg_notify($1, 'stale')", Channel)
+		return err
+	})
 }
 
 // Load reads the current version and the active fence.
@@ -240,6 +294,26 @@ func (s *Store) Load(ctx context.Context, c *pgx.Conn) (*State, error) {
 		FROM shardproxy_meta.versions v ORDER BY v.version DESC LIMIT 1`).Scan(&st.Version, &st.Owners)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("load topology: %w", err)
+	}
+	rows, err := c.Query(ctx, "SELECT shard, array_agg(bucket ORDER BY bucket) FROM shardproxy_meta.stale_buckets GROUP BY shard")
+	if err != nil {
+		return nil, fmt.Errorf("load stale buckets: %w", err)
+	}
+	for rows.Next() {
+		var shard string
+		var bs []int32
+		if err := rows.Scan(&shard, &bs); err != nil {
+			return nil, fmt.Errorf("load stale buckets: %w", err)
+		}
+		if st.Stale == nil {
+			st.Stale = map[string][]int{}
+		}
+		for _, b := range bs {
+			st.Stale[shard] = append(st.Stale[shard], int(b))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load stale buckets: %w", err)
 	}
 	f := &Fence{}
 	var holdMS int64

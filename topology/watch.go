@@ -119,6 +119,13 @@ func Start(ctx context.Context, c Config, dsn string, topo *router.Topology, t T
 	if id == "" {
 		id = DefaultProxyID()
 	}
+	if len(c.IDs) > 0 {
+		// Every sequence gets its block before the first client's INSERT.
+		if err := s.Refill(ctx, topo.Shards, c.IDs); err != nil {
+			return nil, err
+		}
+		go s.refillLoop(ctx, topo.Shards, c.IDs, max(c.Poll, time.Second))
+	}
 	go s.Watch(ctx, id, c.Poll, t)
 	return s, nil
 }

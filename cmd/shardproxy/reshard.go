@@ -54,7 +54,7 @@ func reshardCmd(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := newLogger(f.Log, slog.LevelInfo, stderr)
-	tool := &reshard.Tool{Topo: topo, Log: log, Out: stdout,
+	tool := &reshard.Tool{Topo: topo, Log: log, Out: stdout, IDs: f.Metadata.IDs,
 		Store: topology.NewStore(topology.DefaultDSN(*f.Metadata, f.Proxy.Coordinator.DSN, topo), log)}
 	sub := flag.NewFlagSet(fs.Arg(0), flag.ContinueOnError)
 	sub.SetOutput(stderr)
