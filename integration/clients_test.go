@@ -57,6 +57,18 @@ func TestJDBCPreparedAfterErrors(t *testing.T) {
 	runClient(t, "java", nil, "-cp", jar, "testdata/clients/JdbcPrepareErrors.java", url, "830000")
 }
 
+// TestJDBCParseFailure: a server-prepared statement whose Parse fails on
+// the shard keeps failing with the shard's error when executed again (not
+// "prepared statement does not exist"), in autocommit and in a
+// transaction.
+func TestJDBCParseFailure(t *testing.T) {
+	jar := "/usr/share/java/postgresql.jar"
+	_, err := exec.LookPath("java")
+	requireTool(t, "java and libpostgresql-jdbc-java (Debian)", err == nil && exists(jar))
+	url := fmt.Sprintf("jdbc:postgresql://127.0.0.1:%s/deliveryapp?user=app&password=app&prepareThreshold=1&sslmode=disable", portOf(env.addr))
+	runClient(t, "java", nil, "-cp", jar, "testdata/clients/JdbcParseFail.java", url)
+}
+
 func TestJDBC(t *testing.T) {
 	jar := "/usr/share/java/postgresql.jar"
 	_, err := exec.LookPath("java")

@@ -266,6 +266,7 @@ func (s *session) extFetch(ctx context.Context, p *portal, describe, bindComplet
 		return err
 	}
 	defer s.release(b)
+	injected := injectedParse(b, p.ps)
 	buf := s.prepareOn(b, p.ps, nil)
 	buf = appendMsg(buf, p.unnamedBind())
 	if describe {
@@ -286,6 +287,7 @@ func (s *session) extFetch(ctx context.Context, p *portal, describe, bindComplet
 		}
 		switch typ {
 		case '1': // an injected Parse's
+			injected = false
 			continue
 		case '2':
 			if !bindComplete {
@@ -302,6 +304,11 @@ func (s *session) extFetch(ctx context.Context, p *portal, describe, bindComplet
 		case 'E':
 			s.q.shardFailed(body)
 			s.x.errored = true
+			if injected {
+				// The Parse failed (or was skipped): the backend lacks the
+				// statement, and the next Bind must prepare it again.
+				forgetParse(b, p.ps)
+			}
 		}
 		s.out = append(s.out, raw...)
 		if len(s.out) >= flushAt {

@@ -33,6 +33,7 @@ func (s *session) describeScatter(ctx context.Context, p *portal) error {
 	}
 	defer s.release(b)
 	var buf []byte
+	injected := injectedParse(b, p.ps)
 	buf = s.prepareOn(b, p.ps, buf)
 	buf = appendMsg(buf, p.unnamedBind())
 	buf = appendMsg(buf, &pgproto3.Describe{ObjectType: 'P'})
@@ -49,11 +50,16 @@ func (s *session) describeScatter(ctx context.Context, p *portal) error {
 			return &shardError{shard: b.pool.name, err: err}
 		}
 		switch typ {
+		case '1':
+			injected = false // the Parse succeeded
 		case 'T', 'n':
 			if failed == nil {
 				s.out = append(s.out, raw...)
 			}
 		case 'E':
+			if injected {
+				forgetParse(b, p.ps)
+			}
 			if failed == nil {
 				failed = bytes.Clone(raw)
 			}
@@ -69,6 +75,14 @@ func (s *session) describeScatter(ctx context.Context, p *portal) error {
 }
 
 // prepareOn appends a Parse of ps to buf when b lacks it.
+// injectedParse reports whether prepareOn will add a Parse for ps on b.
+// A reader that sees an ErrorResponse before that Parse's ParseComplete
+// must forget it (forgetParse): the backend skipped or rejected it.
+func injectedParse(b *backend, ps *prepared) bool { return !b.stmts[ps.global] }
+
+// forgetParse drops a statement the backend did not prepare after all.
+func forgetParse(b *backend, ps *prepared) { delete(b.stmts, ps.global) }
+
 func (s *session) prepareOn(b *backend, ps *prepared, buf []byte) []byte {
 	if b.stmts[ps.global] {
 		return buf
