@@ -27,14 +27,7 @@ import (
 func TestPostgresNumerics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: "fanout"})
-	if err != nil {
-		if localpg.InCI() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	defer set.Stop()
+	set := localpg.StartT(t, localpg.Options{N: 1, Database: "fanout"})
 	conn, err := pgconn.Connect(ctx, set.Clusters[0].DSN("fanout"))
 	if err != nil {
 		t.Fatal(err)

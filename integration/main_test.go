@@ -34,22 +34,11 @@ var env struct {
 const nShards = 4
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	localpg.Main(m, localpg.Options{N: nShards, Database: "deliveryapp"}, func(set *localpg.Set) int { return run(m, set) })
 }
 
-func run(m *testing.M) int {
+func run(m *testing.M, set *localpg.Set) int {
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: nShards, Database: "deliveryapp"})
-	if err != nil {
-		if localpg.InCI() {
-			fmt.Fprintln(os.Stderr, "FAIL: cannot start Postgres shards in CI:", err)
-			return 1
-		}
-		fmt.Fprintln(os.Stderr, "SKIP integration tests: cannot start Postgres:", err)
-		return 0
-	}
-	defer set.Stop()
-	set.StopOnSignal()
 	env.shards = set
 	stopRedis, err := startRedis(ctx)
 	if err != nil {

@@ -26,22 +26,10 @@ import (
 var shards *localpg.Set
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	set, err := localpg.Start(ctx, localpg.Options{N: 4, Database: "deliveryapp"})
-	cancel()
-	if err != nil {
-		if localpg.InCI() {
-			fmt.Fprintln(os.Stderr, "partman tests: cannot start Postgres:", err)
-			os.Exit(1)
-		}
-		fmt.Fprintln(os.Stderr, "partman tests: skipped, cannot start Postgres:", err)
-		os.Exit(0)
-	}
-	shards = set
-	set.StopOnSignal()
-	code := m.Run()
-	set.Stop()
-	os.Exit(code)
+	localpg.Main(m, localpg.Options{N: 4, Database: "deliveryapp"}, func(set *localpg.Set) int {
+		shards = set
+		return m.Run()
+	})
 }
 
 func shardConfigs(dsnSuffix string) []router.ShardConfig {

@@ -29,14 +29,7 @@ func TestOracle(t *testing.T) {
 		t.Skip("set SHARDPROXY_ORACLE=1 to run against real Postgres clusters")
 	}
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 5, Database: "oracle"})
-	if err != nil {
-		if localpg.InCI() {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	defer set.Stop()
+	set := localpg.StartT(t, localpg.Options{N: 5, Database: "oracle"})
 	topo := goldenTopology(t)
 	conns := make([]*pgx.Conn, 5) // 0-3: shards, 4: the oracle
 	for i, c := range set.Clusters {

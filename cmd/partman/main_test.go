@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -19,22 +18,10 @@ import (
 var shards *localpg.Set
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	set, err := localpg.Start(ctx, localpg.Options{N: 2, Database: "deliveryapp"})
-	cancel()
-	if err != nil {
-		if localpg.InCI() {
-			fmt.Fprintln(os.Stderr, "cmd/partman tests: cannot start Postgres:", err)
-			os.Exit(1)
-		}
-		fmt.Fprintln(os.Stderr, "cmd/partman tests: skipped, cannot start Postgres:", err)
-		os.Exit(0)
-	}
-	shards = set
-	set.StopOnSignal()
-	code := m.Run()
-	set.Stop()
-	os.Exit(code)
+	localpg.Main(m, localpg.Options{N: 2, Database: "deliveryapp"}, func(set *localpg.Set) int {
+		shards = set
+		return m.Run()
+	})
 }
 
 // writeConfig writes a config for the running shards plus, when extra is

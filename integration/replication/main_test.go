@@ -30,22 +30,14 @@ var env struct {
 
 const database = "app"
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) {
+	localpg.Main(m, localpg.Options{N: 2, Database: database}, func(set *localpg.Set) int { return run(m, set) })
+}
 
-func run(m *testing.M) int {
+func run(m *testing.M, set *localpg.Set) int {
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 2, Database: database})
-	if err != nil {
-		if localpg.InCI() {
-			fmt.Fprintln(os.Stderr, "FAIL: cannot start Postgres in CI:", err)
-			return 1
-		}
-		fmt.Fprintln(os.Stderr, "SKIP replication tests: cannot start Postgres:", err)
-		return 0
-	}
-	defer set.Stop()
-	set.StopOnSignal()
 	env.set, env.primary, env.other = set, set.Clusters[0], set.Clusters[1]
+	var err error
 	for _, c := range set.Clusters {
 		if err := schema(ctx, c.DSN(database)); err != nil {
 			fmt.Fprintln(os.Stderr, "schema:", err)
