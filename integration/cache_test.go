@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/localredis"
 	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/proxy/proxytest"
 )
 
 // cacheRedis is the redis-server shared by the cache tests (TestMain).
@@ -59,21 +59,11 @@ func startCacheProxy(t *testing.T, cache string) *cacheProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := proxy.New(f.Proxy, env.topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := proxytest.NewConfig(t, f.Proxy, env.topo)
 	if err := srv.RegisterMetrics(prometheus.NewRegistry()); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, ln)
-	t.Cleanup(func() { cancel(); srv.Close() })
-	return &cacheProxy{srv: srv, addr: ln.Addr().String()}
+	return &cacheProxy{srv: srv, addr: proxytest.Listen(t, srv)}
 }
 
 func (p *cacheProxy) connect(t *testing.T) *pgx.Conn {

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"github.com/shardproxy/shardproxy/coordinator"
 	"github.com/shardproxy/shardproxy/delivery"
 	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/proxy/proxytest"
 )
 
 // withAppRole creates the example's app role on every shard
@@ -337,18 +337,10 @@ func TestCoordinatorKeepsLeastPrivilege(t *testing.T) {
 	cfg := env.cfg
 	cfg.Users = []proxy.User{{Name: "app", Password: "app", BackendUser: "app", BackendPassword: "app"}, {Name: "trusty", Auth: "trust"}}
 	cfg.Coordinator = coordinator.Config{DSN: cl.DSN(coordinatorDB), Mode: "fallback"}.WithDefaults()
-	srv, err := proxy.New(cfg, env.topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := proxytest.NewConfig(t, cfg, env.topo)
 	srv.ProvisionCoordinator(ctx)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, ln)
-	t.Cleanup(srv.Close)
-	addr := ln.Addr().String()
+	addr := proxytest.Listen(t, srv)
+	var err error
 	const sql = "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total), pg_read_file('/etc/hostname') FROM orders"
 	trusty := connectTo(t, addr, "trusty", pgx.QueryExecModeSimpleProtocol)
 	for i := 0; i < 100; i++ { // provisioning runs in the background

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,9 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
-	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/proxy/proxytest"
 	"github.com/shardproxy/shardproxy/router"
 )
 
@@ -437,30 +435,12 @@ func TestListenerReconnects(t *testing.T) {
 	}
 	t.Cleanup(set.Stop)
 	yaml := fmt.Sprintf("users: [{name: app, password: app}]\npool: {size: 4, acquire_timeout: 5s}\nshards:\n  - {name: s0, dsn: %q}\n", set.DSNs()[0])
-	f, err := config.Parse([]byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo, err := router.NewTopology(&f.Topology)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(f.Proxy, topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := proxytest.New(t, yaml)
 	reg := prometheus.NewRegistry()
 	if err := srv.RegisterMetrics(reg); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(context.Background())
-	go srv.Serve(sctx, ln)
-	t.Cleanup(func() { stop(); srv.Close() })
-	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", ln.Addr())
+	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", proxytest.Listen(t, srv))
 
 	a, na := connectNotified(ctx, t, url)
 	if _, err := a.Exec(ctx, "LISTEN lt_r1; LISTEN lt_r2").ReadAll(); err != nil {
@@ -510,26 +490,8 @@ func TestListenerReconnects(t *testing.T) {
 // whose config is the package's with extra appended.
 func startProxyWith(t *testing.T, extra string) string {
 	t.Helper()
-	f, err := config.Parse([]byte(env.config + extra))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo, err := router.NewTopology(&f.Topology)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(f.Proxy, topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	go srv.Serve(ctx, ln)
-	t.Cleanup(func() { stop(); srv.Close() })
-	return fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", ln.Addr())
+	_, addr := proxytest.Serve(t, env.config+extra)
+	return fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", addr)
 }
 
 // TestNotifyInTransactions: a notification is delivered once, at the

@@ -3,16 +3,14 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/proxy"
-	"github.com/shardproxy/shardproxy/router"
+	"github.com/shardproxy/shardproxy/proxy/proxytest"
 )
 
 // oracleCluster is the rig of the differential (oracle) tests: five
@@ -56,27 +54,9 @@ func serveProxy(t *testing.T, cfg string) string {
 // that drive it (recovery, fault hooks).
 func serveProxyServer(t *testing.T, cfg string) (*proxy.Server, string) {
 	t.Helper()
-	ctx := context.Background()
-	f, err := config.Parse([]byte(cfg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo, err := router.NewTopology(&f.Topology)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(f.Proxy, topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Warm(ctx) // learns the shards' collation (C here): text may be ordered across shards
-	go srv.Serve(ctx, ln)
-	t.Cleanup(srv.Close)
-	return srv, ln.Addr().String()
+	srv := proxytest.New(t, cfg)
+	srv.Warm(context.Background()) // learns the shards' collation (C here): text may be ordered across shards
+	return srv, proxytest.Listen(t, srv)
 }
 
 // proxyURL is the proxy's address for user app.

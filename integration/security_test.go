@@ -17,6 +17,7 @@ import (
 	"github.com/shardproxy/shardproxy/certs"
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/proxy/proxytest"
 	"github.com/shardproxy/shardproxy/router"
 )
 
@@ -68,18 +69,7 @@ func startProxy(t *testing.T, cfg proxy.Config, topo *router.Topology) string {
 	if topo == nil {
 		topo = env.topo
 	}
-	srv, err := proxy.New(cfg, topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go srv.Serve(ctx, ln)
-	t.Cleanup(func() { cancel(); srv.Close() })
-	return ln.Addr().String()
+	return proxytest.Listen(t, proxytest.NewConfig(t, cfg, topo))
 }
 
 func tlsProxyConfig(p *pki, mode string) proxy.Config {

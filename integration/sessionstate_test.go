@@ -13,9 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/shardproxy/shardproxy/config"
-	"github.com/shardproxy/shardproxy/proxy"
-	"github.com/shardproxy/shardproxy/router"
+	"github.com/shardproxy/shardproxy/proxy/proxytest"
 )
 
 // sessionView is what one client sees of its session.
@@ -416,31 +414,14 @@ func TestLoginLeaseFailureIsAnError(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	f, err := config.Parse([]byte(fmt.Sprintf(`users: [{name: app, password: app}]
+	_, addr := proxytest.Serve(t, fmt.Sprintf(`users: [{name: app, password: app}]
 pool: {size: 2, acquire_timeout: 2s, connect_timeout: 2s}
 shards:
   - {name: s0, dsn: "postgres://postgres@%s/deliveryapp?sslmode=disable"}
-`, dead)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo, err := router.NewTopology(&f.Topology)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(f.Proxy, topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+`, dead))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	go srv.Serve(ctx, pln)
-	defer srv.Close()
-	cc, err := pgx.ParseConfig(fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", pln.Addr()))
+	cc, err := pgx.ParseConfig(fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", addr))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -17,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shardproxy/shardproxy/localpg"
-	"github.com/shardproxy/shardproxy/proxy"
+	"github.com/shardproxy/shardproxy/proxy/proxytest"
 	"github.com/shardproxy/shardproxy/router"
 )
 
@@ -176,17 +175,9 @@ func TestTwoPhaseCrashRecovery(t *testing.T) {
 	cfg := env.cfg
 	cfg.TwoPhase.GIDPrefix = "crashtest"
 	cfg.Admins = []string{"app"}
-	srv, err := proxy.New(cfg, env.topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ctx, ln)
-	defer srv.Close()
-	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", ln.Addr())
+	srv := proxytest.NewConfig(t, cfg, env.topo)
+	addr := proxytest.Listen(t, srv)
+	url := fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", addr)
 
 	// Checks go over one connection per shard (opening one per check
 	// would dominate the test's time).
@@ -263,7 +254,7 @@ func TestTwoPhaseCrashRecovery(t *testing.T) {
 		srv.SetFaultHook(nil)
 		if point == "decided" && seen[point] == 0 {
 			// The admin console lists the transaction in doubt.
-			admin, err := pgx.Connect(ctx, fmt.Sprintf("postgres://app:app@%s/shardproxy?sslmode=disable", ln.Addr()))
+			admin, err := pgx.Connect(ctx, fmt.Sprintf("postgres://app:app@%s/shardproxy?sslmode=disable", addr))
 			if err != nil {
 				t.Fatal(err)
 			}

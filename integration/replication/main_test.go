@@ -13,10 +13,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
 	"github.com/shardproxy/shardproxy/proxy"
-	"github.com/shardproxy/shardproxy/router"
+	"github.com/shardproxy/shardproxy/proxy/proxytest"
 )
 
 // env is shared by the tests of this package: shard s0 is a primary with
@@ -126,26 +125,8 @@ func startServer(t *testing.T, health, extra string, primary server, replicas ..
 	}
 	fmt.Fprintf(&sb, "  - {name: s1, dsn: %q}\n", env.other.DSN(database))
 	sb.WriteString("tables:\n  kv: {strategy: hash, key: id}\n")
-	f, err := config.Parse([]byte(sb.String()))
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, sb.String())
-	}
-	topo, err := router.NewTopology(&f.Topology)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(f.Proxy, topo, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go srv.Serve(ctx, ln)
-	t.Cleanup(func() { cancel(); srv.Close() })
-	return ln.Addr().String(), srv
+	srv, addr := proxytest.Serve(t, sb.String())
+	return addr, srv
 }
 
 func dsnOf(c *localpg.Cluster) server { return server{dsn: c.DSN(database)} }
