@@ -10,8 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/shardproxy/shardproxy/localpg"
 )
 
 // TestFailoverBuffer: while shard s0 has no writable primary (killed, not
@@ -21,19 +19,7 @@ import (
 // completes on the replica once it is promoted, with no error.
 func TestFailoverBuffer(t *testing.T) {
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: database})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer set.Stop()
-	prim := set.Clusters[0]
-	if err := schema(ctx, prim.DSN(database)); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := set.StartReplica(ctx, prim, "buffer-r1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	prim, rep := primaryWithReplica(t, "buffer-r1")
 	const health = "{interval: 100ms, timeout: 1s, failures: 2, successes: 1}"
 	short := startProxyHealth(t, health, "replicas: {read_from: replicas, failover_buffer: 1s, read_your_writes: off}",
 		dsnOf(prim), dsnOf(rep))

@@ -54,6 +54,24 @@ func run(m *testing.M, set *localpg.Set) int {
 	return m.Run()
 }
 
+// primaryWithReplica starts a primary of its own for one test, with the
+// tables, and a streaming replica of it named name; both stop when the test
+// ends (for tests that kill or promote them).
+func primaryWithReplica(t *testing.T, name string) (prim, rep *localpg.Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	set := localpg.StartT(t, localpg.Options{N: 1, Database: database})
+	prim = set.Clusters[0]
+	if err := schema(ctx, prim.DSN(database)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := set.StartReplica(ctx, prim, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prim, rep
+}
+
 // schema makes the tables the tests use, on a primary (its replicas get
 // them by replication).
 func schema(ctx context.Context, dsn string) error {

@@ -479,19 +479,7 @@ func TestRoleDetection(t *testing.T) {
 // primary, restarted, is never written again), reads never fail.
 func TestFailover(t *testing.T) {
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: database})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer set.Stop()
-	prim := set.Clusters[0]
-	if err := schema(ctx, prim.DSN(database)); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := set.StartReplica(ctx, prim, "failover-r1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	prim, rep := primaryWithReplica(t, "failover-r1")
 	addr := startProxy(t, "replicas: {read_from: replicas, failover_buffer: 10s, read_your_writes: -1s}",
 		dsnOf(prim), dsnOf(rep))
 	waitRotation(t, addr, "s0-r1")

@@ -9,8 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/shardproxy/shardproxy/localpg"
 )
 
 // TestRetry25006: the primary is stopped, its replica promoted, and the
@@ -26,19 +24,7 @@ import (
 // moves nothing.
 func TestRetry25006(t *testing.T) {
 	ctx := context.Background()
-	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: database})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer set.Stop()
-	prim := set.Clusters[0]
-	if err := schema(ctx, prim.DSN(database)); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := set.StartReplica(ctx, prim, "retry-r1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	prim, rep := primaryWithReplica(t, "retry-r1")
 	const write = "SELECT nextval('seq')::int * 0 + inet_server_port() FROM one"
 	type retryCase struct {
 		name     string
