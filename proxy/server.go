@@ -328,6 +328,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer s.wg.Done()
 		s.recoveryLoop(rctx, s.cfg.TwoPhase.RecoveryInterval)
 	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watchClients(rctx) // clientwatch.go
+	}()
 	go func() {
 		<-s.stopped
 		stopRecovery()

@@ -74,6 +74,7 @@ type session struct {
 	ntf  *listenState // listen.go: LISTEN, nil until the first
 	// notified: the open transaction ran NOTIFY or pg_notify (listen.go).
 	notified bool
+	cw       clientWatch // clientwatch.go: a client gone mid-statement
 }
 
 type setting struct{ name, sql string }
@@ -573,6 +574,9 @@ func (s *session) release(b *backend) {
 		}
 	}
 	s.mu.Unlock()
+	if s.cw.gone.Load() {
+		b.broken = true // clientwatch.go: canceled for a client that left
+	}
 	if (s.state.capture || s.state.txSet) && !b.broken && b.txStatus == 'I' && s.status == 'I' && !s.inTx(b) {
 		s.captureSettings(b)
 	}
