@@ -35,6 +35,9 @@ const clientCheckInterval = 500 * time.Millisecond
 type clientWatch struct {
 	// gone is set once the client's socket hung up mid-statement.
 	gone atomic.Bool
+	// cancels counts CancelRequests in flight to the session's backends
+	// (cancelwait.go).
+	cancels atomic.Int32
 	// seen is the watcher's own note (only its goroutine touches it): the
 	// session's statement count plus one when its statement was running at
 	// the last look, else 0.

@@ -50,6 +50,8 @@ type backend struct {
 	// host and port are the server b is connected to (for cancel).
 	host string
 	port uint16
+	// cancels are CancelRequests in flight to b (cancelwait.go).
+	cancels sync.WaitGroup
 }
 
 // pool holds idle backend connections to one shard. Waiters are served in

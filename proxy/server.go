@@ -435,5 +435,5 @@ func (s *Server) cancel(pid uint32, secret []byte) {
 	if string(sess.secret[:]) != string(secret) {
 		return
 	}
-	sess.cancelRunning()
+	sess.cancelLeased().Wait() // cancelwait.go: delivered before the client hears back
 }

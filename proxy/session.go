@@ -91,6 +91,7 @@ func (s *session) flush() error {
 }
 
 func (s *session) readyForQuery() error {
+	s.awaitCancels() // cancelwait.go
 	s.settleCursors() // mcursor.go
 	s.settle()
 	s.settleWrites() // ryw.go
@@ -293,12 +294,7 @@ func (s *session) cleanup() {
 }
 
 func (s *session) cancelRunning() {
-	s.mu.Lock()
-	bs := append([]*backend(nil), s.leased...)
-	s.mu.Unlock()
-	for _, b := range bs {
-		go b.cancel()
-	}
+	s.cancelLeased() // cancelwait.go
 }
 
 // simpleQuery answers one Query message.
@@ -574,6 +570,7 @@ func (s *session) release(b *backend) {
 		}
 	}
 	s.mu.Unlock()
+	b.cancels.Wait() // cancelwait.go: a late cancel must not meet b's next statement
 	if s.cw.gone.Load() {
 		b.broken = true // clientwatch.go: canceled for a client that left
 	}
