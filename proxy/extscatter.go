@@ -177,6 +177,7 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 		}
 	}
 	sent := time.Now()
+	var injected []*backend
 	for i, b := range bs {
 		var buf []byte
 		if implicit {
@@ -189,6 +190,9 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 			}
 			buf = appendMsg(buf, &pgproto3.Parse{Query: sql, ParameterOIDs: oids})
 		} else {
+			if injectedParse(b, p.ps) {
+				injected = append(injected, b)
+			}
 			buf = s.prepareOn(b, p.ps, buf)
 		}
 		buf = appendMsg(buf, bind)
@@ -215,6 +219,15 @@ func (s *session) executeScatter(ctx context.Context, p *portal, maxRows uint32)
 		}
 	}
 	m, shardErr, err := s.gather(bs, plan, sent, false, formats)
+	if err != nil || shardErr != nil || m.firstErr != nil {
+		// A Parse injected with this statement may have failed (a cancel
+		// that landed on it, an error on that shard): the backend may lack
+		// the statement its bookkeeping lists, and the next Bind would
+		// fail. Such a backend is closed, not pooled.
+		for _, b := range injected {
+			b.broken = true
+		}
+	}
 	if inTx {
 		for _, b := range bs {
 			if b.txStatus == 'E' {

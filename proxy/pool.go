@@ -50,6 +50,8 @@ type backend struct {
 	// host and port are the server b is connected to (for cancel).
 	host string
 	port uint16
+	// cancels are CancelRequests in flight to b (cancelwait.go).
+	cancels sync.WaitGroup
 }
 
 // pool holds idle backend connections to one shard. Waiters are served in
@@ -122,6 +124,9 @@ func (p *pool) config() *pgconn.Config { return p.cfgp.Load() }
 // waiting up to the acquire timeout.
 func (p *pool) acquire(ctx context.Context) (*backend, error) {
 	b, err := p.get(ctx)
+	if err != nil && p.replicated {
+		b, err = p.awaitPrimary(ctx, err) // failoverdial.go
+	}
 	if err == nil {
 		p.load.busy.Add(1)
 		p.load.routed.Add(1)

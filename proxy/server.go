@@ -328,6 +328,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer s.wg.Done()
 		s.recoveryLoop(rctx, s.cfg.TwoPhase.RecoveryInterval)
 	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watchClients(rctx) // clientwatch.go
+	}()
 	go func() {
 		<-s.stopped
 		stopRecovery()
@@ -430,5 +435,5 @@ func (s *Server) cancel(pid uint32, secret []byte) {
 	if string(sess.secret[:]) != string(secret) {
 		return
 	}
-	sess.cancelRunning()
+	sess.cancelLeased().Wait() // cancelwait.go: delivered before the client hears back
 }

@@ -74,6 +74,7 @@ type session struct {
 	ntf  *listenState // listen.go: LISTEN, nil until the first
 	// notified: the open transaction ran NOTIFY or pg_notify (listen.go).
 	notified bool
+	cw       clientWatch // clientwatch.go: a client gone mid-statement
 }
 
 type setting struct{ name, sql string }
@@ -90,6 +91,7 @@ func (s *session) flush() error {
 }
 
 func (s *session) readyForQuery() error {
+	s.awaitCancels() // cancelwait.go
 	s.settleCursors() // mcursor.go
 	s.settle()
 	s.settleWrites() // ryw.go
@@ -292,12 +294,7 @@ func (s *session) cleanup() {
 }
 
 func (s *session) cancelRunning() {
-	s.mu.Lock()
-	bs := append([]*backend(nil), s.leased...)
-	s.mu.Unlock()
-	for _, b := range bs {
-		go b.cancel()
-	}
+	s.cancelLeased() // cancelwait.go
 }
 
 // simpleQuery answers one Query message.
@@ -573,6 +570,10 @@ func (s *session) release(b *backend) {
 		}
 	}
 	s.mu.Unlock()
+	b.cancels.Wait() // cancelwait.go: a late cancel must not meet b's next statement
+	if s.cw.gone.Load() {
+		b.broken = true // clientwatch.go: canceled for a client that left
+	}
 	if (s.state.capture || s.state.txSet) && !b.broken && b.txStatus == 'I' && s.status == 'I' && !s.inTx(b) {
 		s.captureSettings(b)
 	}
