@@ -416,7 +416,8 @@ func TestLoginLeaseFailureIsAnError(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	f, err := config.Parse([]byte(fmt.Sprintf(`users: [{name: app, password: app}]
+	f, err := config.Parse([]byte(fmt.Sprintf(`backend_roles: shared
+users: [{name: app, password: app}]
 pool: {size: 2, acquire_timeout: 2s, connect_timeout: 2s}
 shards:
   - {name: s0, dsn: "postgres://postgres@%s/deliveryapp?sslmode=disable"}
