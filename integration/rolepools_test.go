@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +60,19 @@ func TestDefaultBackendRoleIsPerUser(t *testing.T) {
 	cfg.Users = []proxy.User{{Name: "app", Password: "app"}, {Name: "ops", Password: "ops"},
 		{Name: "nopw", Auth: "trust", BackendUser: "app"}, {Name: "ghost", Password: "ghost"}}
 	cfg.Admins = []string{"ops"}
-	addr := startProxy(t, cfg, nil)
+	var logs lockedBuffer
+	srv, err := proxy.New(cfg, env.topo, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	go srv.Serve(sctx, ln)
+	t.Cleanup(func() { cancel(); srv.Close() })
+	addr := ln.Addr().String()
 
 	c := connectTo(t, addr, "app", pgx.QueryExecModeSimpleProtocol)
 	var who string
@@ -83,11 +97,32 @@ func TestDefaultBackendRoleIsPerUser(t *testing.T) {
 			!strings.Contains(pe.Message, "refused backend role") {
 			t.Fatalf("%s: %v (hint %q), want FATAL %s with a hint about %q", tc.user, err, hintOf(err), tc.want, tc.hint)
 		}
+		if line := "shard refused backend role\" user=" + tc.user; !strings.Contains(logs.String(), line) {
+			t.Fatalf("no log line %q in:\n%s", line, logs.String())
+		}
 	}
 	// ops has no role on the shards either: the admin console does not care.
 	if rows := adminRows(t, addr, "SHOW SHARDS"); len(rows) != len(env.shards.Clusters) {
 		t.Fatalf("SHOW SHARDS as ops: %d rows", len(rows))
 	}
+}
+
+// lockedBuffer is a log destination safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func hintOf(err error) string {

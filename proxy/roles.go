@@ -217,9 +217,9 @@ type poolFigure struct {
 	connects, connectErrors   uint64
 }
 
-// poolFigures sums the pools by shard and backend user: the default pools
-// under the DSN's user, each role's pools (a shard's write pool and its
-// replicas' read pools together) under the role.
+// poolFigures sums the pools by name (a shard's, or a replica's for a read
+// pool) and backend user: the default pools under the DSN's user, each
+// role's pools under the role, the roles past maxRoleSeries together.
 func (s *Server) poolFigures() []poolFigure {
 	var out []poolFigure
 	at := map[[2]string]int{}
