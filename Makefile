@@ -47,6 +47,8 @@ bench: build
 	$(GO) run ./scripts/twopcbench
 	$(GO) run ./scripts/copybench
 	$(GO) run ./scripts/pgbenchcmp -replicas 2 -modes simple,extended -clients 8 -T 5 -rounds 1 -tls=false
+	# pgbench -S over TLS: proxy CPU per transaction with and without client TLS (docs/benchmarks.md)
+	$(GO) run ./scripts/pgbenchcmp -modes simple,prepared -clients 8 -T 5 -rounds 1
 	$(GO) run ./scripts/failoverbench
 	@command -v redis-server >/dev/null 2>&1 || scripts/deps.sh
 	$(GO) run ./scripts/cachebench -client pgbench

@@ -49,7 +49,7 @@ type cacheProxy struct {
 func startCacheProxy(t *testing.T, cache string) *cacheProxy {
 	t.Helper()
 	var sb strings.Builder
-	sb.WriteString("users: [{name: app, password: app}, {name: admin, password: adminpw}]\nadmins: [admin]\npool: {size: 6, acquire_timeout: 5s}\nshards:\n")
+	sb.WriteString("backend_roles: shared\nusers: [{name: app, password: app}, {name: admin, password: adminpw}]\nadmins: [admin]\npool: {size: 6, acquire_timeout: 5s}\nshards:\n")
 	for i, dsn := range env.shards.DSNs() {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, dsn)
 	}

@@ -132,7 +132,7 @@ func TestClusterWideOncePerServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { admin.Exec(context.Background(), "DROP DATABASE IF EXISTS cw_second WITH (FORCE)") })
-	cfg := fmt.Sprintf("users: [{name: app, password: app}]\nshards:\n  - {name: s0, dsn: %q}\n  - {name: s1, dsn: %q}\n",
+	cfg := fmt.Sprintf("backend_roles: shared\nusers: [{name: app, password: app}]\nshards:\n  - {name: s0, dsn: %q}\n  - {name: s1, dsn: %q}\n",
 		cl.DSN("deliveryapp"), cl.DSN("cw_second"))
 	addr := serveProxy(t, cfg)
 	c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://app:app@%s/deliveryapp?sslmode=disable", addr))

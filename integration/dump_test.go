@@ -41,7 +41,7 @@ func dumpDB(t *testing.T, db string) string {
 	t.Helper()
 	ctx := context.Background()
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "database: %s\nusers: [{name: app, auth: trust}]\npool: {size: 4}\nshards:\n", db)
+	fmt.Fprintf(&sb, "database: %s\nbackend_roles: shared\nusers: [{name: app, auth: trust}]\npool: {size: 4}\nshards:\n", db)
 	for i := 0; i < nShards; i++ {
 		if err := shardExec(ctx, i, "DROP DATABASE IF EXISTS "+db); err != nil {
 			t.Fatal(err)

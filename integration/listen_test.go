@@ -434,7 +434,7 @@ func TestListenerReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(set.Stop)
-	yaml := fmt.Sprintf("users: [{name: app, password: app}]\npool: {size: 4, acquire_timeout: 5s}\nshards:\n  - {name: s0, dsn: %q}\n", set.DSNs()[0])
+	yaml := fmt.Sprintf("backend_roles: shared\nusers: [{name: app, password: app}]\npool: {size: 4, acquire_timeout: 5s}\nshards:\n  - {name: s0, dsn: %q}\n", set.DSNs()[0])
 	srv := proxytest.New(t, yaml)
 	reg := prometheus.NewRegistry()
 	if err := srv.RegisterMetrics(reg); err != nil {

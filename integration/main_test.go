@@ -48,7 +48,7 @@ func run(m *testing.M, set *localpg.Set) int {
 	defer stopRedis()
 
 	var sb strings.Builder
-	sb.WriteString("users: [{name: app, password: app}, {name: trusty, auth: trust}]\npool: {size: 8, acquire_timeout: 5s}\nshards:\n")
+	sb.WriteString("backend_roles: shared\nusers: [{name: app, password: app}, {name: trusty, auth: trust}]\npool: {size: 8, acquire_timeout: 5s}\nshards:\n")
 	for i, dsn := range set.DSNs() {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, dsn)
 	}

@@ -89,7 +89,8 @@ func (o *obsProxy) yaml() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var sb strings.Builder
-	fmt.Fprintf(&sb, `users: [{name: app, password: app}, {name: admin, password: adminpw}, {name: trusty, auth: trust}]
+	fmt.Fprintf(&sb, `backend_roles: shared
+users: [{name: app, password: app}, {name: admin, password: adminpw}, {name: trusty, auth: trust}]
 admins: [admin]
 pool: {size: %d, acquire_timeout: 5s}
 health: {interval: %s, timeout: %s, failures: %d, successes: %d}
@@ -464,7 +465,7 @@ func TestMetricsCountersMove(t *testing.T) {
 		for _, m := range f.Metric {
 			for _, l := range m.Label {
 				switch l.GetName() {
-				case "shard", "route", "outcome", "state", "limit", "reason":
+				case "shard", "route", "outcome", "state", "limit", "reason", "user":
 				default:
 					t.Errorf("%s has an unexpected label %s", name, l.GetName())
 				}

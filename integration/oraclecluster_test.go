@@ -32,7 +32,7 @@ func startOracleCluster(t *testing.T, database, tables string) *oracleCluster {
 	t.Helper()
 	set := localpg.StartT(t, localpg.Options{N: 5, Database: database})
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "database: %s\nusers: [{name: app, auth: trust}]\npool: {size: 4}\ndefault_shard: s1\nshards:\n", database)
+	fmt.Fprintf(&sb, "database: %s\nbackend_roles: shared\nusers: [{name: app, auth: trust}]\npool: {size: 4}\ndefault_shard: s1\nshards:\n", database)
 	for i := 0; i < 4; i++ {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, set.Clusters[i].DSN(database))
 	}

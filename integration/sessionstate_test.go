@@ -414,7 +414,8 @@ func TestLoginLeaseFailureIsAnError(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	_, addr := proxytest.Serve(t, fmt.Sprintf(`users: [{name: app, password: app}]
+	_, addr := proxytest.Serve(t, fmt.Sprintf(`backend_roles: shared
+users: [{name: app, password: app}]
 pool: {size: 2, acquire_timeout: 2s, connect_timeout: 2s}
 shards:
   - {name: s0, dsn: "postgres://postgres@%s/deliveryapp?sslmode=disable"}

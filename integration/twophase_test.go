@@ -456,7 +456,7 @@ func TestPgbenchInitSharded(t *testing.T) {
 	_, err := exec.LookPath("pgbench")
 	requireTool(t, "pgbench", err == nil)
 	var sb strings.Builder
-	sb.WriteString("users: [{name: app, password: app}]\npool: {size: 8}\nshards:\n")
+	sb.WriteString("backend_roles: shared\nusers: [{name: app, password: app}]\npool: {size: 8}\nshards:\n")
 	for i, dsn := range env.shards.DSNs() {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, dsn)
 	}
@@ -501,7 +501,7 @@ func TestWithoutPreparedTransactions(t *testing.T) {
 	ctx := context.Background()
 	set := localpg.StartT(t, localpg.Options{N: 2, Database: "nompt", Settings: map[string]string{"max_prepared_transactions": "0"}})
 	var sb strings.Builder
-	sb.WriteString("database: nompt\nusers: [{name: app, auth: trust}]\nshards:\n")
+	sb.WriteString("database: nompt\nbackend_roles: shared\nusers: [{name: app, auth: trust}]\nshards:\n")
 	for i, c := range set.Clusters {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, c.DSN("nompt"))
 	}
@@ -556,7 +556,7 @@ func TestTwoPhaseShardStops(t *testing.T) {
 	ctx := context.Background()
 	set := localpg.StartT(t, localpg.Options{N: 2, Database: "stops"})
 	var sb strings.Builder
-	sb.WriteString("database: stops\nusers: [{name: app, auth: trust}]\npool: {connect_timeout: 2s}\ntwo_phase: {recovery_interval: 1h}\nshards:\n")
+	sb.WriteString("database: stops\nbackend_roles: shared\nusers: [{name: app, auth: trust}]\npool: {connect_timeout: 2s}\ntwo_phase: {recovery_interval: 1h}\nshards:\n")
 	for i, c := range set.Clusters {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, c.DSN("stops"))
 	}

@@ -196,14 +196,15 @@ func (s *session) adminShow(what, arg string) error {
 		s.rows(cols, data)
 	case "POOLS":
 		var data [][]string
-		reserved, _ := srv.reservedCounts() // reserve.go
-		for i, p := range srv.pools {
+		reserved := srv.reservedByPool() // roles.go
+		for _, p := range srv.allPools() {
 			ps := p.snapshot()
 			data = append(data, []string{p.name, itoa(ps.size), itoa(ps.open), itoa(ps.idle), itoa(ps.open - ps.idle),
-				itoa(ps.waiting), strconv.FormatUint(p.connects.Load(), 10), strconv.FormatUint(p.connectErrors.Load(), 10), itoa(reserved[i])})
+				itoa(ps.waiting), strconv.FormatUint(p.connects.Load(), 10), strconv.FormatUint(p.connectErrors.Load(), 10), itoa(reserved[p]),
+				p.config().User})
 		}
-		cols := textCols("shard", "size", "open", "idle", "in_use", "waiting", "connects", "connect_errors", "reserved")
-		for i := 1; i < len(cols); i++ {
+		cols := textCols("shard", "size", "open", "idle", "in_use", "waiting", "connects", "connect_errors", "reserved", "user")
+		for i := 1; i < len(cols)-1; i++ {
 			cols[i].oid = oidInt8
 		}
 		s.rows(cols, data)
@@ -224,7 +225,7 @@ func (s *session) adminShow(what, arg string) error {
 		cols[0].oid, cols[6].oid = oidInt8, oidInt8
 		s.rows(cols, data)
 	case "SERVERS":
-		s.rows(textCols("shard", "backend_pid", "state", "conn_id", "user"), srv.servers())
+		s.rows(textCols("shard", "backend_pid", "state", "conn_id", "user", "backend_user"), srv.servers())
 	case "STATS":
 		s.rows([]column{{"scope", oidText}, {"name", oidText}, {"queries", oidInt8}, {"errors", oidInt8},
 			{"total_ms", oidNumeric}, {"avg_ms", oidNumeric}}, srv.statsRows())
@@ -322,10 +323,11 @@ func (s *session) showRoute(sql string) error {
 // leased by sessions.
 func (srv *Server) servers() [][]string {
 	var data [][]string
-	for _, p := range srv.pools {
+	for _, p := range srv.allPools() {
+		user := p.config().User
 		p.mu.Lock()
 		for _, b := range p.idle {
-			data = append(data, []string{p.name, strconv.FormatUint(uint64(b.pid), 10), "idle", "", ""})
+			data = append(data, []string{p.name, strconv.FormatUint(uint64(b.pid), 10), "idle", "", "", user})
 		}
 		p.mu.Unlock()
 	}
@@ -334,7 +336,7 @@ func (srv *Server) servers() [][]string {
 		c.mu.Lock()
 		for _, b := range c.leased {
 			data = append(data, []string{b.pool.name, strconv.FormatUint(uint64(b.pid), 10), "active",
-				strconv.FormatUint(uint64(c.pid), 10), c.user})
+				strconv.FormatUint(uint64(c.pid), 10), c.user, b.pool.config().User})
 		}
 		c.mu.Unlock()
 		return true

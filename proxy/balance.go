@@ -58,6 +58,7 @@ type poolLoad struct {
 // observe adds one latency sample (a statement's round trip, or a health
 // probe's) to the pool's moving average.
 func (p *pool) observe(d time.Duration) {
+	p = p.root() // a backend role's pool: its base's figures
 	x := d.Seconds()
 	for {
 		old := p.load.ewma.Load()

@@ -53,8 +53,8 @@ type Config struct {
 	// time (limits.go). Reloadable.
 	Limits `yaml:",inline"`
 	// BackendRoles is which role each user reaches the shards as
-	// (roles.go): per_user (its own, least privilege) or shared (the
-	// shard DSN's user; the default, for configs written before it).
+	// (roles.go): per_user (its own, least privilege; the default) or
+	// shared (the shard DSN's user).
 	BackendRoles string `yaml:"backend_roles"`
 	// AdminPermissions says what each admin may run on the admin console
 	// (admin_perms.go). Reloadable.
@@ -224,7 +224,7 @@ func (c Config) WithDefaults() Config {
 	c.Replicas = c.Replicas.withRYWDefaults() // ryw.go
 	c.Cache = c.Cache.WithDefaults()
 	if c.BackendRoles == "" {
-		c.BackendRoles = BackendRolesShared
+		c.BackendRoles = BackendRolesPerUser
 	}
 	for i := range c.Users {
 		if c.Users[i].Auth == "" {

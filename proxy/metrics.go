@@ -116,15 +116,15 @@ var (
 	descClients = prometheus.NewDesc("shardproxy_client_connections",
 		"Client connections by state (startup covers the handshake and authentication).", []string{"state"}, nil)
 	descPoolSize = prometheus.NewDesc("shardproxy_pool_size",
-		"Most backend connections the pool may open to a shard (pool.size).", []string{"shard"}, nil)
+		"Most backend connections the pool may open to a shard (pool.size), by backend role.", []string{"shard", "user"}, nil)
 	descPoolConns = prometheus.NewDesc("shardproxy_pool_connections",
-		"Open backend connections by state (idle, in_use).", []string{"shard", "state"}, nil)
+		"Open backend connections by state (idle, in_use) and backend role.", []string{"shard", "state", "user"}, nil)
 	descPoolWaiting = prometheus.NewDesc("shardproxy_pool_waiting_clients",
-		"Clients waiting for a free backend connection.", []string{"shard"}, nil)
+		"Clients waiting for a free backend connection, by backend role.", []string{"shard", "user"}, nil)
 	descConnects = prometheus.NewDesc("shardproxy_backend_connects_total",
-		"Backend connections opened.", []string{"shard"}, nil)
+		"Backend connections opened, by backend role.", []string{"shard", "user"}, nil)
 	descConnectErrors = prometheus.NewDesc("shardproxy_backend_connect_errors_total",
-		"Backend connection attempts that failed.", []string{"shard"}, nil)
+		"Backend connection attempts that failed, by backend role.", []string{"shard", "user"}, nil)
 	descShardUp = prometheus.NewDesc("shardproxy_shard_up",
 		"1 when the health checker considers the shard up, 0 when down.", []string{"shard"}, nil)
 	descCacheHits = prometheus.NewDesc("shardproxy_parse_cache_hits_total",
@@ -160,14 +160,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for i, n := range states {
 		ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(n), clientStateNames[i])
 	}
+	for _, f := range s.poolFigures() { // roles.go: one series per shard and backend role
+		ch <- prometheus.MustNewConstMetric(descPoolSize, prometheus.GaugeValue, float64(f.size), f.shard, f.user)
+		ch <- prometheus.MustNewConstMetric(descPoolConns, prometheus.GaugeValue, float64(f.idle), f.shard, "idle", f.user)
+		ch <- prometheus.MustNewConstMetric(descPoolConns, prometheus.GaugeValue, float64(f.open-f.idle), f.shard, "in_use", f.user)
+		ch <- prometheus.MustNewConstMetric(descPoolWaiting, prometheus.GaugeValue, float64(f.waiting), f.shard, f.user)
+		ch <- prometheus.MustNewConstMetric(descConnects, prometheus.CounterValue, float64(f.connects), f.shard, f.user)
+		ch <- prometheus.MustNewConstMetric(descConnectErrors, prometheus.CounterValue, float64(f.connectErrors), f.shard, f.user)
+	}
 	for _, p := range s.pools {
-		ps := p.snapshot()
-		ch <- prometheus.MustNewConstMetric(descPoolSize, prometheus.GaugeValue, float64(ps.size), p.name)
-		ch <- prometheus.MustNewConstMetric(descPoolConns, prometheus.GaugeValue, float64(ps.idle), p.name, "idle")
-		ch <- prometheus.MustNewConstMetric(descPoolConns, prometheus.GaugeValue, float64(ps.open-ps.idle), p.name, "in_use")
-		ch <- prometheus.MustNewConstMetric(descPoolWaiting, prometheus.GaugeValue, float64(ps.waiting), p.name)
-		ch <- prometheus.MustNewConstMetric(descConnects, prometheus.CounterValue, float64(p.connects.Load()), p.name)
-		ch <- prometheus.MustNewConstMetric(descConnectErrors, prometheus.CounterValue, float64(p.connectErrors.Load()), p.name)
 		up := 1.0
 		if p.downErr.Load() != nil {
 			up = 0

@@ -43,7 +43,8 @@ func TestMetricNamesAndLabels(t *testing.T) {
 		for _, m := range f.Metric {
 			for _, l := range m.Label {
 				switch l.GetName() {
-				case "shard", "server", "route", "outcome", "state", "limit", "reason": // server: a configured replica or primary, bounded by the config
+				case "shard", "server", "route", "outcome", "state", "limit", "reason", // server: a configured replica or primary, bounded by the config
+					"user": // a backend role: configured users, at most maxRoleSeries of them (roles.go)
 				default:
 					t.Errorf("%s: label %s is not one of the bounded labels", name, l.GetName())
 				}

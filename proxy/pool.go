@@ -96,6 +96,15 @@ type pool struct {
 	// holds the shard down; dial counts.
 	downErr                 atomic.Pointer[shardError]
 	connects, connectErrors atomic.Uint64
+
+	// base is the default pool a backend role's pool stands in for
+	// (roles.go), nil for a default pool: the role's pool follows its
+	// base's health and failover retargets.
+	base    *pool
+	role    *backendRole
+	baseGen atomic.Uint64
+	// loggedIn: a role's pool has logged into its shard once (checkRole).
+	loggedIn atomic.Bool
 }
 
 type leaseResult struct {
@@ -128,14 +137,19 @@ func (p *pool) acquire(ctx context.Context) (*backend, error) {
 		b, err = p.awaitPrimary(ctx, err) // failoverdial.go
 	}
 	if err == nil {
-		p.load.busy.Add(1)
-		p.load.routed.Add(1)
+		r := p.root()
+		r.load.busy.Add(1)
+		r.load.routed.Add(1)
 	}
 	return b, err
 }
 
 func (p *pool) get(ctx context.Context) (*backend, error) {
-	if e := p.downErr.Load(); e != nil {
+	if p.base != nil {
+		if err := p.follow(ctx); err != nil {
+			return nil, err
+		}
+	} else if e := p.downErr.Load(); e != nil {
 		if err := p.awaitUp(ctx, e); err != nil {
 			return nil, err
 		}
@@ -196,7 +210,7 @@ func (p *pool) get(ctx context.Context) (*backend, error) {
 	select {
 	case r := <-ch:
 		if r.b != nil {
-			p.load.busy.Add(1) // release counts it back
+			p.root().load.busy.Add(1) // release counts it back
 			p.release(r.b)
 		}
 	default:
@@ -210,8 +224,8 @@ func (p *pool) get(ctx context.Context) (*backend, error) {
 // release returns a backend. A broken one, or one not idle outside a
 // transaction, is closed and its slot freed.
 func (p *pool) release(b *backend) {
-	p.load.busy.Add(-1)
-	if p.downErr.Load() != nil {
+	p.root().load.busy.Add(-1)
+	if p.downErr.Load() != nil || p.base != nil && p.base.downErr.Load() != nil {
 		b.broken = true // the shard went down while b was leased
 	}
 	if b.broken || b.txStatus != 'I' || b.gen != p.gen.Load() {

@@ -288,7 +288,7 @@ func (s *session) replicated(ctx context.Context, st *parser.Statement, shard in
 	if s.status == 'I' && readOnly(st) {
 		// A replica when allowed and reachable, else the primary.
 		if b = s.leaseRead(ctx, shard); b != nil {
-			p = b.pool
+			p = b.pool.root()
 		}
 	}
 	if b == nil {
@@ -359,6 +359,8 @@ func (s *session) leaseAllFor(ctx context.Context, st *parser.Statement, shards 
 // leaseFrom is lease from a given pool (a replica's read pool, or a
 // shard's write pool).
 func (s *session) leaseFrom(ctx context.Context, p *pool) (*backend, error) {
+	// A session with a backend role leases from the role's own pool (roles.go).
+	p = s.asRole(p)
 	if b, ok, err := s.useReserved(p); ok { // reserve.go
 		return b, err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -37,8 +39,8 @@ func TestValidateSecurityOptions(t *testing.T) {
 	if err := base().Validate(); err != nil {
 		t.Fatalf("base: %v", err)
 	}
-	if c := base(); c.BackendRoles != BackendRolesShared {
-		t.Fatalf("default backend_roles %q, want shared (configs written before it)", c.BackendRoles)
+	if c := base(); c.BackendRoles != BackendRolesPerUser {
+		t.Fatalf("default backend_roles %q, want per_user (each user its own role, like PgBouncer)", c.BackendRoles)
 	}
 	for _, tc := range []struct {
 		name string
@@ -47,7 +49,7 @@ func TestValidateSecurityOptions(t *testing.T) {
 	}{
 		{"per_user", func(c *Config) { c.BackendRoles = BackendRolesPerUser }, ""},
 		{"bad mode", func(c *Config) { c.BackendRoles = "superuser" }, `backend_roles: "superuser"`},
-		{"password alone, shared", func(c *Config) { c.Users[1].BackendPassword = "x" }, "backend_password without backend_user"},
+		{"password alone, shared", func(c *Config) { c.BackendRoles = BackendRolesShared; c.Users[1].BackendPassword = "x" }, "backend_password without backend_user"},
 		{"password alone, per_user", func(c *Config) { c.BackendRoles = BackendRolesPerUser; c.Users[1].BackendPassword = "x" }, ""},
 		{"perms", func(c *Config) { c.AdminPermissions = map[string][]string{"a": {"show", "recover"}} }, ""},
 		{"perms of a non-admin", func(c *Config) { c.AdminPermissions = map[string][]string{"b": {"show"}} }, "b is not in admins"},
@@ -134,5 +136,69 @@ func TestPassThroughRecoversClientKey(t *testing.T) {
 	}
 	if _, err := parseVerifier("md5abc"); err == nil {
 		t.Fatal("an md5 password parsed as a SCRAM verifier")
+	}
+}
+
+// TestRolePoolFollowsBase: a backend role's pool fails at once with the
+// base's 08006 while the health checker holds the base down (no dial:
+// connect_errors stays 0), and dials the base's new server, as the role,
+// after a failover retarget.
+func TestRolePoolFollowsBase(t *testing.T) {
+	s := testSession(t, nil)
+	srv := s.srv
+	base := srv.pools[0]
+	role := backendRole{user: "app", password: "pw"}
+	s.role = &role
+	p := s.sessionPool(0)
+	if p == base || p.base != base || s.sessionPool(0) != p {
+		t.Fatal("the session does not lease from one pool of its role")
+	}
+	if c := p.config(); c.User != "app" || c.Password != "pw" || c.Host != base.config().Host || c.Port != base.config().Port {
+		t.Fatalf("role pool dials %s@%s:%d", c.User, c.Host, c.Port)
+	}
+	base.downErr.Store(&shardError{shard: base.name, err: errors.New("marked down after 3 failed health checks")})
+	for i := 0; i < 3; i++ {
+		_, err := p.acquire(context.Background())
+		if r := errorResponse(err); r.Code != "08006" || !strings.Contains(r.Message, "marked down") {
+			t.Fatalf("lease on a down shard: %v (%s)", err, r.Code)
+		}
+	}
+	if n := p.connectErrors.Load(); n != 0 {
+		t.Fatalf("the role's pool dialed a down shard %d times", n)
+	}
+	base.downErr.Store(nil)
+
+	// A failover: the base now dials another server.
+	gen := p.gen.Load()
+	moved := base.config().Copy()
+	moved.Port = 3
+	base.retarget(&server{cfg: moved})
+	if err := p.follow(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c := p.config(); c.Port != 3 || c.User != "app" || c.Password != "pw" || p.gen.Load() == gen {
+		t.Fatalf("after the retarget the role pool dials %s@:%d (gen %d, was %d)", c.User, c.Port, p.gen.Load(), gen)
+	}
+	if base.config().User != "x" {
+		t.Fatalf("the base pool's user changed to %q", base.config().User)
+	}
+}
+
+// TestPoolFiguresBounded: the pool metrics name each backend role up to
+// maxRoleSeries; the pools of roles past it are summed under "_other".
+func TestPoolFiguresBounded(t *testing.T) {
+	srv := testSession(t, nil).srv
+	for i := 0; i < maxRoleSeries+10; i++ {
+		for _, base := range srv.pools {
+			srv.rolePool(backendRole{user: fmt.Sprintf("r%03d", i)}, base)
+		}
+	}
+	users := map[string]int{}
+	for _, f := range srv.poolFigures() {
+		users[f.user]++
+	}
+	if len(users) != maxRoleSeries+2 || users["x"] != 2 || users["_other"] != 2 || users["r000"] != 2 {
+		t.Fatalf("%d users in the pool metrics (%v), want %d roles, the DSN's x and _other, one series per shard each",
+			len(users), users["_other"], maxRoleSeries)
 	}
 }

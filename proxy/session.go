@@ -242,6 +242,9 @@ func (s *session) login(params map[string]string) error {
 	if err := s.loggedIn(); err != nil {
 		return err
 	}
+	if err := s.checkRole(); err != nil { // roles.go
+		return err
+	}
 	s.out = appendMsg(s.out, &pgproto3.AuthenticationOk{})
 	reported, err := s.startupSettings(params)
 	if err != nil {

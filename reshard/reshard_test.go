@@ -52,7 +52,7 @@ func startCluster(t *testing.T) *cluster {
 	set := localpg.StartT(t, localpg.Options{N: 4, Database: "app", Settings: map[string]string{"wal_level": "logical"}})
 	c := &cluster{set: set, meta: set.Clusters[0].DSN("app")}
 	var sb strings.Builder
-	sb.WriteString("database: app\nusers: [{name: trusty, auth: trust}]\npool: {size: 8, acquire_timeout: 5s}\nshards:\n")
+	sb.WriteString("database: app\nbackend_roles: shared\nusers: [{name: trusty, auth: trust}]\npool: {size: 8, acquire_timeout: 5s}\nshards:\n")
 	for i, dsn := range set.DSNs() {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, dsn)
 	}

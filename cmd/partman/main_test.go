@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 func writeConfig(t *testing.T, extra bool) string {
 	t.Helper()
 	var b strings.Builder
-	b.WriteString("users: [{name: app, auth: trust}]\nshards:\n")
+	b.WriteString("backend_roles: shared\nusers: [{name: app, auth: trust}]\nshards:\n")
 	for _, c := range shards.Clusters {
 		fmt.Fprintf(&b, "  - {name: %s, dsn: %q}\n", c.Name, c.DSN("deliveryapp"))
 	}

@@ -13,7 +13,8 @@ import (
 	"github.com/shardproxy/shardproxy/router"
 )
 
-const reloadBase = `users: [{name: app, password: app}]
+const reloadBase = `backend_roles: shared
+users: [{name: app, password: app}]
 shards:
   - {name: s0, dsn: "postgres://postgres@127.0.0.1:1/db"}
   - {name: s1, dsn: "postgres://postgres@127.0.0.1:2/db"}

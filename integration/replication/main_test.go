@@ -124,6 +124,9 @@ func startServer(t *testing.T, health, extra string, primary server, replicas ..
 	if !strings.Contains("\n"+extra, "\nusers:") { // else extra lists them
 		sb.WriteString("users: [{name: app, auth: trust}]\n")
 	}
+	if !strings.Contains("\n"+extra, "\nbackend_roles:") { // users reach the shards as the DSN's postgres
+		sb.WriteString("backend_roles: shared\n")
+	}
 	sb.WriteString("admins: [app]\ndatabase: app\npool: {size: 8, acquire_timeout: 5s}\n")
 	sb.WriteString("health: " + health + "\n")
 	sb.WriteString(extra + "\nshards:\n")

@@ -211,7 +211,7 @@ func counter(reg *prometheus.Registry, name string) float64 {
 
 func startProxy(ctx context.Context, set *localpg.Set, cache string) (*proxy.Server, *prometheus.Registry, string, error) {
 	var sb strings.Builder
-	sb.WriteString("users: [{name: app, password: app}, {name: admin, password: admin}]\nadmins: [admin]\npool: {size: 8}\nshards:\n")
+	sb.WriteString("backend_roles: shared\nusers: [{name: app, password: app}, {name: admin, password: admin}]\nadmins: [admin]\npool: {size: 8}\nshards:\n")
 	for i, dsn := range set.DSNs() {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, dsn)
 	}

@@ -74,7 +74,7 @@ func run(n, rounds int) error {
 	if err != nil {
 		return err
 	}
-	srv, err := proxy.New(proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
+	srv, err := proxy.New(proxy.Config{Database: "bench", BackendRoles: proxy.BackendRolesShared, Users: []proxy.User{{Name: "bench", Auth: "trust"}},
 		Pool: proxy.PoolConfig{Size: 8}}, topo, nil)
 	if err != nil {
 		return err

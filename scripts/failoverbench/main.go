@@ -72,7 +72,7 @@ func run(writers, readers int, before, gap, after, interval, health time.Duratio
 	if err != nil {
 		return err
 	}
-	srv, err := proxy.New(proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
+	srv, err := proxy.New(proxy.Config{Database: "bench", BackendRoles: proxy.BackendRolesShared, Users: []proxy.User{{Name: "bench", Auth: "trust"}},
 		Pool:     proxy.PoolConfig{Size: 16},
 		Health:   proxy.HealthConfig{Interval: health, Timeout: time.Second, Failures: 2, Successes: 1},
 		Replicas: proxy.ReplicasConfig{ReadFrom: "replicas", ReadYourWrites: "off", FailoverBuffer: 10 * time.Second}}, topo, nil)

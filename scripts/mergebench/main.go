@@ -405,7 +405,7 @@ func startProxy(ctx context.Context, dsns []string, coordDSN string, port, admin
 	p := &proxyProc{addr: fmt.Sprintf("127.0.0.1:%d", port), admin: fmt.Sprintf("127.0.0.1:%d", adminPort), dir: dir}
 	var y strings.Builder
 	fmt.Fprintf(&y, "listen: %s\nadmin_listen: %s\ndatabase: %s\n", p.addr, p.admin, database)
-	y.WriteString("users: [{name: bench, auth: trust}]\npool: {size: 4}\nlog: {level: warn}\nshards:\n")
+	y.WriteString("backend_roles: shared\nusers: [{name: bench, auth: trust}]\npool: {size: 4}\nlog: {level: warn}\nshards:\n")
 	for i, dsn := range dsns {
 		fmt.Fprintf(&y, "  - {name: s%d, dsn: %q}\n", i, dsn)
 	}

@@ -84,7 +84,7 @@ func run(clientList, modeList string, secs, rounds, scale, replicas int, withTLS
 	if err != nil {
 		return err
 	}
-	cfg := proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
+	cfg := proxy.Config{Database: "bench", BackendRoles: proxy.BackendRolesShared, Users: []proxy.User{{Name: "bench", Auth: "trust"}},
 		Pool: proxy.PoolConfig{Size: 16}, Cache: resultcache.Config{Consolidate: consolidate}}
 	if withTLS {
 		// allow: the same server answers the plaintext and the TLS target.
@@ -205,7 +205,7 @@ func replicaProxy(ctx context.Context, set *localpg.Set, shard *localpg.Cluster,
 	if err != nil {
 		return target{}, nil, err
 	}
-	srv, err := proxy.New(proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
+	srv, err := proxy.New(proxy.Config{Database: "bench", BackendRoles: proxy.BackendRolesShared, Users: []proxy.User{{Name: "bench", Auth: "trust"}},
 		Pool: proxy.PoolConfig{Size: 16}, Health: proxy.HealthConfig{Interval: 500 * time.Millisecond},
 		Replicas: proxy.ReplicasConfig{ReadFrom: "replicas", ReadYourWrites: "off"}}, topo, nil)
 	if err != nil {

@@ -277,6 +277,7 @@ start_shardproxy() {
   {
     echo "listen: 127.0.0.1:$MW_PORT"
     echo "database: regression"
+    echo "backend_roles: shared"
     echo "users: [{name: postgres, auth: trust}]"
     echo "pool: {size: 20}"
     echo "log: {level: info, max_per_second: 1000, burst: 1000}"

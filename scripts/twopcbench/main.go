@@ -61,7 +61,7 @@ func run(clients, secs, rounds, users int) error {
 	if err != nil {
 		return err
 	}
-	srv, err := proxy.New(proxy.Config{Database: "bench", Users: []proxy.User{{Name: "bench", Auth: "trust"}},
+	srv, err := proxy.New(proxy.Config{Database: "bench", BackendRoles: proxy.BackendRolesShared, Users: []proxy.User{{Name: "bench", Auth: "trust"}},
 		Pool: proxy.PoolConfig{Size: 16}, TwoPhase: proxy.TwoPhaseConfig{RecoveryInterval: time.Hour}}, topo, nil)
 	if err != nil {
 		return err
