@@ -283,6 +283,7 @@ func (s *session) releaseReserved() {
 func (s *session) discardAll() {
 	s.releaseReserved()
 	s.rsv.temps, s.rsv.cursors, s.rsv.prepared = nil, nil, nil
+	s.sqlStmts = nil // sqlprepare.go
 }
 
 // routeTemp routes a statement naming one of the client's temporary
