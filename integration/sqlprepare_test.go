@@ -294,3 +294,27 @@ func TestFanoutParseFailureMatchesPostgres(t *testing.T) {
 	both("DROP FUNCTION sqlp_twice(numeric)")
 	alike(before) // failing again once the function is gone
 }
+
+// TestJDBCFanoutParseFailureMatchesPostgres: JDBC server-prepared
+// statements over a cross-shard query that fails to parse on every shard,
+// then succeeds once its function exists, then fails again: the same
+// output as against one Postgres. (pgjdbc describes the portal before its
+// first Execute, so its failing Parse meets one shard first;
+// TestFanoutParseFailureMatchesPostgres sends Execute without Describe,
+// which reaches every shard.)
+func TestJDBCFanoutParseFailureMatchesPostgres(t *testing.T) {
+	seedCursorRows(t)
+	jar := "/usr/share/java/postgresql.jar"
+	_, err := exec.LookPath("java")
+	requireTool(t, "java and libpostgresql-jdbc-java (Debian)", err == nil && exists(jar))
+	run := func(url string) string {
+		return clientOutput(t, "java", nil, "-cp", jar, "testdata/clients/JdbcFanoutParseFail.java", url)
+	}
+	plainPort := env.shards.Clusters[0].Port
+	want := run(fmt.Sprintf("jdbc:postgresql://127.0.0.1:%d/postgres?user=postgres&prepareThreshold=1&sslmode=disable", plainPort))
+	got := run(fmt.Sprintf("jdbc:postgresql://127.0.0.1:%s/deliveryapp?user=app&password=app&prepareThreshold=1&sslmode=disable", portOf(env.addr)))
+	if got != want || !strings.Contains(got, "OK") || !strings.Contains(got, "960020=") {
+		t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
+	}
+	t.Log(got)
+}
