@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -317,4 +318,37 @@ func TestJDBCFanoutParseFailureMatchesPostgres(t *testing.T) {
 		t.Fatalf("through the proxy:\n%s\nplain Postgres:\n%s", got, want)
 	}
 	t.Log(got)
+}
+
+// TestSQLPrepareExtendedProtocol: PREPARE/EXECUTE sent through the
+// extended protocol (Parse/Bind/Execute of their text, as pgjdbc sends
+// every statement): a statement of the session's SQL PREPAREs is refused
+// there with 0A000 and the session goes on; PREPARE on a sharded table
+// too; a name the session has is a duplicate.
+func TestSQLPrepareExtendedProtocol(t *testing.T) {
+	seedCursorRows(t)
+	ctx := context.Background()
+	c := mustConnect(t)
+	defer c.Close(ctx)
+	ext := func(sql string) string {
+		_, err := c.PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Close()
+		return sqlState(err)
+	}
+	if _, err := c.Exec(ctx, "PREPARE sp(bigint) AS SELECT id FROM orders WHERE user_id = $1"); err != nil {
+		t.Fatal(err)
+	}
+	for sql, want := range map[string]string{
+		"EXECUTE sp(960001)": "0A000",
+		"PREPARE ep(bigint) AS SELECT id FROM orders WHERE user_id = $1": "0A000",
+		"PREPARE sp AS SELECT 1": "42P05",
+		"EXECUTE nope":           "26000",
+	} {
+		if got := ext(sql); got != want {
+			t.Errorf("%s in the extended protocol: %q, want %s", sql, got, want)
+		}
+	}
+	var id int64
+	if err := c.QueryRow(ctx, "EXECUTE sp(960001)", pgx.QueryExecModeSimpleProtocol).Scan(&id); err != nil || id != 960001 {
+		t.Fatalf("EXECUTE as a simple query after the refusals: %d %v", id, err)
+	}
 }
