@@ -69,7 +69,7 @@ var sessionScript = []string{
 	"EXECUTE p1(21)",
 	"PREPARE p1 AS SELECT 1", // 42P05
 	"PREPARE p2 AS SELECT count(*) FROM tt",
-	"SELECT name, statement FROM pg_prepared_statements WHERE from_sql ORDER BY name",
+	"EXECUTE p1(4, 5)", // 42601 (pg_prepared_statements does not list the proxy's: docs/pooling.md)
 	"DEALLOCATE p1",
 	"EXECUTE p1(4)", // 26000
 	"EXECUTE p2",

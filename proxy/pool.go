@@ -278,6 +278,9 @@ func (b *backend) alive() bool {
 		return false
 	}
 	conn := b.conn
+	if w, ok := conn.(*parseWatch); ok {
+		conn = w.Conn
+	}
 	if tc, ok := conn.(*tls.Conn); ok {
 		// A TLS shard connection: peek at the socket beneath (any byte
 		// there, a TLS record, is as unsolicited as a plaintext one).
@@ -326,6 +329,7 @@ func (p *pool) dial(ctx context.Context) (*backend, error) {
 	bc := newRawConn(h.Conn)
 	b := &backend{conn: bc, rd: newFrameReader(bc, 32<<10), pid: h.PID, secret: h.SecretKey,
 		params: h.ParameterStatuses, pool: p, txStatus: 'I', gen: gen, host: cfg.Host, port: cfg.Port}
+	watchParses(b) // parsewatch.go
 	p.mu.Lock()
 	if p.params == nil {
 		p.params = h.ParameterStatuses

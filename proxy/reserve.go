@@ -283,6 +283,7 @@ func (s *session) releaseReserved() {
 func (s *session) discardAll() {
 	s.releaseReserved()
 	s.rsv.temps, s.rsv.cursors, s.rsv.prepared = nil, nil, nil
+	s.sqlStmts = nil // sqlprepare.go
 }
 
 // routeTemp routes a statement naming one of the client's temporary
@@ -742,12 +743,15 @@ func (s *session) routeSessionSQL(st *parser.Statement, params router.Params) (p
 		}
 		return one(ci.shard), true, nil
 	}
-	if _, q, isPrepare := st.Prepare(); isPrepare {
+	if name, q, isPrepare := st.Prepare(); isPrepare {
+		if _, dup := s.sqlStmts[name]; dup { // sqlprepare.go
+			return nil, true, &pgError{code: pgerrcode.DuplicatePreparedStatement, msg: fmt.Sprintf("prepared statement \"%s\" already exists", name)}
+		}
 		topo := s.srv.router.Topology()
 		for _, t := range q.Tables {
 			if tb := topo.Lookup(t); tb != nil && tb.Strategy != "reference" {
-				return nil, true, refused("SQL PREPARE of a statement on a sharded table is not supported",
-					"Use the extended protocol's own prepared statements, which route by the bound values.")
+				return nil, true, refused("SQL PREPARE of a statement on a sharded table is not supported in the extended protocol",
+					"Send PREPARE and EXECUTE as simple queries (EXECUTE routes by its arguments), or use the driver's own prepared statements.")
 			}
 		}
 		if s.reserveRefused() {
@@ -758,6 +762,10 @@ func (s *session) routeSessionSQL(st *parser.Statement, params router.Params) (p
 	}
 	if name, isExecute := st.Execute(); isExecute {
 		shard, known := s.rsv.prepared[name]
+		if _, sql := s.sqlStmts[name]; sql && !known {
+			return nil, true, refused("EXECUTE of a statement prepared with SQL PREPARE is not supported in the extended protocol",
+				"Send EXECUTE as a simple query (it routes by its arguments), or use the driver's own prepared statements.")
+		}
 		if !known {
 			return nil, true, &pgError{code: pgerrcode.InvalidSQLStatementName, msg: fmt.Sprintf("prepared statement \"%s\" does not exist", name)}
 		}

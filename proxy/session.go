@@ -32,9 +32,9 @@ const flushAt = 64 << 10
 type session struct {
 	// txState is the client's transaction (txn.go).
 	txState
-	// sqlPrepared are the SQL PREPAREs of the open transaction, by name
+	// sqlStmts are the session's SQL prepared statements, by name
 	// (sqlprepare.go).
-	sqlPrepared map[string]*backend
+	sqlStmts map[string]*sqlStmt
 	// copyTo formats merged rows while a COPY (query) TO runs (copymerge.go).
 	copyTo *copyTo
 
@@ -365,14 +365,9 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 	if tables, ok := st.Lock(); ok {
 		return s.lockTables(ctx, st, tables) // lock.go
 	}
-	// SQL PREPARE of a query on a sharded table, inside a transaction,
-	// lasts for the transaction (sqlprepare.go); any other goes to
-	// sessionSQL (reserve.go), which keeps it for the session.
-	if name, query, ok := st.SQLPrepare(); ok && s.status != 'I' && s.namesShardedTable(query) {
-		return s.sqlPrepare(ctx, st, name, query)
-	}
-	if name, ok := st.SQLExecute(); ok && s.sqlPrepared[name] != nil {
-		return s.sqlExecute(st, name)
+	// SQL PREPARE/EXECUTE: the session's statements (sqlprepare.go).
+	if took, err := s.sqlPrepareStmt(ctx, st); took {
+		return err
 	}
 	switch st.Kind {
 	case parser.Transaction:
@@ -935,6 +930,9 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		if _, _, ok := st.Listen(); ok {
 			return s.multiAcross(ctx, stmts) // listen.go: LISTEN is the proxy's
 		}
+		if hasSQLPrepared(st) {
+			return s.multiAcross(ctx, stmts) // sqlprepare.go
+		}
 	}
 	hint := "Send statements for different shards in separate queries."
 	across := false
@@ -1126,7 +1124,8 @@ func (s *session) endTransaction() {
 
 // deallocate answers DEALLOCATE for statements of the extended protocol:
 // like Close, it removes the client's view only (backend statements are
-// shared). SQL PREPARE is refused, so these are the only statements.
+// shared). It also drops the session's SQL prepared statements
+// (sqlprepare.go).
 func (s *session) deallocate(name string, all bool) {
 	x := s.ext()
 	tag := "DEALLOCATE"
@@ -1135,7 +1134,10 @@ func (s *session) deallocate(name string, all bool) {
 		for k := range x.stmts {
 			delete(x.stmts, k)
 		}
+		s.sqlStmts = nil // sqlprepare.go
 		tag = "DEALLOCATE ALL"
+	case s.sqlStmts[name] != nil:
+		delete(s.sqlStmts, name)
 	default:
 		if _, ok := x.stmts[name]; !ok {
 			s.fail(&pgError{code: pgerrcode.InvalidSQLStatementName, msg: fmt.Sprintf("prepared statement \"%s\" does not exist", name)})

@@ -20,6 +20,8 @@ type frameReader struct {
 	// messages (max_query_bytes): a larger one is skipped unbuffered and
 	// next returns *errTooLarge (limits.go).
 	limit int
+	// watch, on a backend's reader, follows its Parses (parsewatch.go).
+	watch *parseWatch
 }
 
 // clientReadBuffer is the read buffer of a client connection.
@@ -61,6 +63,9 @@ func (f *frameReader) next() (typ byte, body []byte, raw []byte, err error) {
 	raw = f.buf[:total]
 	if _, err = io.ReadFull(f.r, raw[5:]); err != nil {
 		return 0, nil, nil, err
+	}
+	if f.watch != nil {
+		f.watch.saw(raw[0])
 	}
 	return raw[0], raw[5:], raw, nil
 }

@@ -1,0 +1,182 @@
+package parser
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Prepared is the query of a SQL PREPARE, as the session keeps it to run
+// with an EXECUTE's arguments (Bind). It does not change once made.
+type Prepared struct {
+	Name string
+	// Declared is the number of parameter types PREPARE listed.
+	Declared int
+	query    *pg.Node
+	version  int32
+}
+
+// SQLPrepared returns the query of a SQL PREPARE name [(types)] AS query.
+func (s *Statement) SQLPrepared() (*Prepared, bool) {
+	if s == nil || s.node == nil {
+		return nil, false
+	}
+	p := s.node.GetPrepareStmt()
+	if p == nil || p.Query == nil {
+		return nil, false
+	}
+	return &Prepared{Name: p.Name, Declared: len(p.Argtypes), query: p.Query, version: s.version}, true
+}
+
+// Execution is a SQL EXECUTE name [(args)].
+type Execution struct {
+	Name string
+	args []*pg.Node
+}
+
+// SQLExecution returns the statement name and arguments of a SQL EXECUTE.
+func (s *Statement) SQLExecution() (*Execution, bool) {
+	if s == nil || s.node == nil {
+		return nil, false
+	}
+	e := s.node.GetExecuteStmt()
+	if e == nil {
+		return nil, false
+	}
+	return &Execution{Name: e.Name, args: e.Params}, true
+}
+
+// Args is the number of arguments.
+func (e *Execution) Args() int { return len(e.args) }
+
+// ArgError is an EXECUTE argument Postgres rejects, with its SQLSTATE.
+type ArgError struct {
+	Code, Message string
+}
+
+func (e *ArgError) Error() string { return e.Message }
+
+// checkArg refuses what Postgres refuses in an EXECUTE argument, which is
+// evaluated on its own: column references (there is no table), subqueries,
+// aggregate and window functions, parameters.
+func checkArg(n *pg.Node) error {
+	var err error
+	walk(n.ProtoReflect(), func(m protoreflect.Message) {
+		if err != nil {
+			return
+		}
+		switch v := m.Interface().(type) {
+		case *pg.ColumnRef:
+			var parts []string
+			for _, f := range v.Fields {
+				if sv := f.GetString_(); sv != nil {
+					parts = append(parts, sv.Sval)
+				} else {
+					parts = append(parts, "*")
+				}
+			}
+			err = &ArgError{Code: "42703", Message: fmt.Sprintf("column \"%s\" does not exist", strings.Join(parts, "."))}
+			if len(parts) > 1 {
+				err = &ArgError{Code: "42P01", Message: fmt.Sprintf("missing FROM-clause entry for table \"%s\"", parts[0])}
+			}
+		case *pg.SubLink:
+			err = &ArgError{Code: "0A000", Message: "cannot use subquery in EXECUTE parameter"}
+		case *pg.ParamRef:
+			err = &ArgError{Code: "42P02", Message: fmt.Sprintf("there is no parameter $%d", v.Number)}
+		case *pg.FuncCall:
+			name := ""
+			if k := len(v.Funcname); k > 0 && v.Funcname[k-1].GetString_() != nil {
+				name = v.Funcname[k-1].GetString_().Sval
+			}
+			switch {
+			case v.Over != nil:
+				err = &ArgError{Code: "42P20", Message: "window functions are not allowed in EXECUTE parameters"}
+			case v.AggStar || v.AggDistinct || v.AggFilter != nil || len(v.AggOrder) > 0 || v.AggWithinGroup || aggregates[name]: // shape.go
+				err = &ArgError{Code: "42803", Message: "aggregate functions are not allowed in EXECUTE parameters"}
+			}
+		}
+	})
+	return err
+}
+
+// ErrTypeName means a parameter type could not be read as a type name.
+var ErrTypeName = errors.New("parameter type is not a type name")
+
+// parseTypeName parses a type's name as Postgres prints it (regtype output:
+// quoted and qualified where needed).
+func parseTypeName(t string) (*pg.TypeName, error) {
+	tree, err := pg.Parse("SELECT NULL::" + t)
+	if err != nil || len(tree.Stmts) != 1 {
+		return nil, fmt.Errorf("%w: %q", ErrTypeName, t)
+	}
+	sel := tree.Stmts[0].Stmt.GetSelectStmt()
+	if sel == nil || len(sel.TargetList) != 1 {
+		return nil, fmt.Errorf("%w: %q", ErrTypeName, t)
+	}
+	tc := sel.TargetList[0].GetResTarget().GetVal().GetTypeCast()
+	if tc == nil || tc.TypeName == nil {
+		return nil, fmt.Errorf("%w: %q", ErrTypeName, t)
+	}
+	return tc.TypeName, nil
+}
+
+// Bind returns the text of the prepared query with each $n replaced by
+// the n-th argument cast to types[n-1], the parameter's type as Postgres
+// resolved it at PREPARE: `(arg)::type`. The caller has checked that
+// there are as many arguments as types. An argument Postgres would
+// reject is an *ArgError.
+func (p *Prepared) Bind(e *Execution, types []string) (string, error) {
+	if len(types) == 0 {
+		e = &Execution{Name: e.Name}
+	}
+	for _, a := range e.args {
+		if err := checkArg(a); err != nil {
+			return "", err
+		}
+	}
+	q := proto.Clone(p.query).(*pg.Node)
+	var refs []*pg.Node
+	walk(q.ProtoReflect(), func(m protoreflect.Message) {
+		if n, ok := m.Interface().(*pg.Node); ok && n.GetParamRef() != nil {
+			refs = append(refs, n)
+		}
+	})
+	for _, n := range refs {
+		k := int(n.GetParamRef().Number)
+		if k < 1 || k > len(e.args) || k > len(types) {
+			return "", &ArgError{Code: "42P02", Message: fmt.Sprintf("there is no parameter $%d", k)}
+		}
+		tn, err := parseTypeName(types[k-1])
+		if err != nil {
+			return "", err
+		}
+		arg := proto.Clone(e.args[k-1]).(*pg.Node)
+		n.Node = &pg.Node_TypeCast{TypeCast: &pg.TypeCast{Arg: arg, TypeName: tn, Location: -1}}
+	}
+	sql, err := pg.Deparse(&pg.ParseResult{Version: p.version, Stmts: []*pg.RawStmt{{Stmt: q}}})
+	if err != nil {
+		return "", fmt.Errorf("deparse: %w", err)
+	}
+	return sql, nil
+}
+
+// CheckSQL is the text that checks a PREPARE on a shard as Postgres
+// would: the same statement under name, whose parameter types the caller
+// then reads from pg_prepared_statements.
+func (s *Statement) CheckSQL(name string) (string, error) {
+	p := s.node.GetPrepareStmt()
+	if p == nil {
+		return "", errors.New("not a PREPARE")
+	}
+	c := proto.Clone(p).(*pg.PrepareStmt)
+	c.Name = name
+	sql, err := pg.Deparse(&pg.ParseResult{Version: s.version, Stmts: []*pg.RawStmt{{Stmt: &pg.Node{Node: &pg.Node_PrepareStmt{PrepareStmt: c}}}}})
+	if err != nil {
+		return "", fmt.Errorf("deparse: %w", err)
+	}
+	return sql, nil
+}
