@@ -931,6 +931,9 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		if _, _, ok := st.Listen(); ok {
 			return s.multiAcross(ctx, stmts) // listen.go: LISTEN is the proxy's
 		}
+		if _, ok := st.Cursor(); ok {
+			return s.multiAcross(ctx, stmts) // cursors are the proxy's (reserve.go, mcursor.go)
+		}
 	}
 	hint := "Send statements for different shards in separate queries."
 	across := false
