@@ -70,6 +70,14 @@ func TestCursorEdgeCasesMatchPostgres(t *testing.T) {
 			q("BEGIN"), q("FETCH 1 FROM d"), q("ROLLBACK"),
 			q("BEGIN"), q("DECLARE c CURSOR FOR " + cross), q("FETCH 1 FROM c"), q("COMMIT"),
 		},
+		"cursors opened by functions": {
+			q("CREATE OR REPLACE FUNCTION drivers3_declares(int) RETURNS void LANGUAGE sql AS 'DECLARE fc CURSOR FOR SELECT generate_series(1, $1)'"),
+			q("CREATE OR REPLACE FUNCTION drivers3_opens(int) RETURNS refcursor LANGUAGE plpgsql AS " +
+				"'DECLARE r refcursor := ''rc''; BEGIN OPEN r FOR SELECT g, g * 2 FROM generate_series(1, $1) g; RETURN r; END'"),
+			q("BEGIN"), q("SELECT drivers3_declares(7)"), q("FETCH 2 FROM fc"), q("MOVE 2 IN fc"), q("FETCH ALL FROM fc"), q("CLOSE fc"), q("FETCH 1 FROM fc"), q("ROLLBACK"),
+			q("BEGIN"), q("SELECT id FROM orders WHERE user_id = 960005"), q("SELECT drivers3_opens(5)"), q("FETCH 3 FROM rc"), q("FETCH ALL FROM rc"), q("CLOSE rc"), q("COMMIT"),
+			q("FETCH 1 FROM rc"), q("CLOSE rc"),
+		},
 		"writes while a cursor is open": {
 			q("BEGIN"),
 			q("DECLARE c CURSOR FOR " + cross), q("FETCH 3 FROM c"),

@@ -1,5 +1,7 @@
 package proxy
 
+import "context"
+
 // Cursors and savepoints.
 //
 // Postgres drops a cursor (and a protocol portal) opened inside a
@@ -41,4 +43,18 @@ func (s *session) cursorsReleased(depth int) {
 			s.rsv.cursors[name] = ci
 		}
 	}
+}
+
+// unknownCursor runs FETCH, MOVE or CLOSE of a cursor the client did not
+// declare through the proxy. Inside a transaction a function may have
+// opened it (a SQL function's DECLARE, a PL/pgSQL refcursor), on the
+// default shard where a statement naming no table runs: the statement goes
+// there, and the shard answers (34000 when it has no such cursor either).
+// Outside a transaction no such cursor can exist on a pooled backend.
+func (s *session) unknownCursor(ctx context.Context, name, sql string) error {
+	if s.status == 'I' {
+		s.fail(noCursor(name))
+		return nil
+	}
+	return s.onShard(ctx, s.srv.router.Topology().Default, sql)
 }

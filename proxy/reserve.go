@@ -453,8 +453,7 @@ func (s *session) cursor(ctx context.Context, st *parser.Statement, c parser.Cur
 		}
 		ci, ok := s.rsv.cursors[c.Name]
 		if !ok {
-			s.fail(noCursor(c.Name))
-			return nil
+			return s.unknownCursor(ctx, c.Name, st.SQL) // cursorsp.go
 		}
 		return s.onShard(ctx, ci.shard, st.SQL)
 	}
@@ -480,8 +479,7 @@ func (s *session) cursor(ctx context.Context, st *parser.Statement, c parser.Cur
 	}
 	ci, ok := s.rsv.cursors[c.Name]
 	if !ok {
-		s.fail(noCursor(c.Name))
-		return nil
+		return s.unknownCursor(ctx, c.Name, st.SQL) // cursorsp.go
 	}
 	delete(s.rsv.cursors, c.Name)
 	return s.closeOn(ctx, ci.shard, st.SQL, false)
