@@ -262,3 +262,22 @@ func TestCursorsLeaveNothingOnBackends(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainDeclareCursor: EXPLAIN DECLARE ... CURSOR is routed like the
+// cursor's query (one shard, or every shard for a cross-shard query) and
+// answered with a plan, in and outside a transaction.
+func TestExplainDeclareCursor(t *testing.T) {
+	seedCursorRows(t)
+	q := func(sql string) wireStep { return wireStep{&pgproto3.Query{String: sql}} }
+	got := cursorTranscript(t, proxyURL("app", "app"), []wireStep{
+		q("EXPLAIN (COSTS OFF) DECLARE c SCROLL CURSOR FOR SELECT id FROM orders WHERE user_id = 960003"),
+		q("BEGIN"),
+		q("EXPLAIN (COSTS OFF) DECLARE c CURSOR FOR SELECT id FROM orders WHERE user_id = 960003"),
+		q("EXPLAIN (COSTS OFF) DECLARE c CURSOR FOR SELECT id FROM orders " + curWhere + " ORDER BY id"),
+		q("DECLARE c CURSOR FOR SELECT id FROM orders WHERE user_id = 960003"), q("FETCH ALL FROM c"),
+		q("COMMIT"),
+	})
+	if strings.Contains(got, "ErrorResponse") || strings.Count(got, "CommandComplete EXPLAIN") != 3 || !strings.Contains(got, "DataRow 960003\n") {
+		t.Fatalf("want three plans and the cursor's row:\n%s", got)
+	}
+}
