@@ -37,3 +37,13 @@ func (s *Statement) ExplainAround(query string) (sql string, structured bool, er
 	sql, err = pg.Deparse(&pg.ParseResult{Version: s.version, Stmts: []*pg.RawStmt{{Stmt: node}}})
 	return sql, structured, err
 }
+
+// ExplainsCursor reports whether s is EXPLAIN DECLARE ... CURSOR FOR q (its
+// Inner is q).
+func (s *Statement) ExplainsCursor() bool {
+	if s.Kind != Explain || s.node == nil {
+		return false
+	}
+	ex := s.node.GetExplainStmt()
+	return ex != nil && ex.Query.GetDeclareCursorStmt() != nil
+}

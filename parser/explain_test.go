@@ -26,3 +26,18 @@ func TestExplainAround(t *testing.T) {
 		t.Error("a SELECT is not an EXPLAIN")
 	}
 }
+
+func TestExplainDeclareRoutesItsQuery(t *testing.T) {
+	stmts, err := Parse("EXPLAIN (COSTS OFF) DECLARE c SCROLL CURSOR FOR SELECT id FROM orders WHERE user_id = 5")
+	if err != nil || len(stmts) != 1 {
+		t.Fatal(stmts, err)
+	}
+	st := stmts[0]
+	if st.Kind != Explain || !st.ExplainsCursor() || st.Inner == nil || st.Inner.Kind != Select {
+		t.Fatalf("kind %v, cursor %v, inner %+v", st.Kind, st.ExplainsCursor(), st.Inner)
+	}
+	plain, _ := Parse("EXPLAIN SELECT 1")
+	if plain[0].ExplainsCursor() {
+		t.Fatal("EXPLAIN SELECT taken for EXPLAIN DECLARE")
+	}
+}

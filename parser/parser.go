@@ -296,7 +296,11 @@ func analyse(sql string, n *pg.Node) *Statement {
 		s.Kind = Show
 	case *pg.Node_ExplainStmt:
 		s.Kind = Explain
-		s.Inner = analyse(sql, x.ExplainStmt.Query)
+		q := x.ExplainStmt.Query
+		if d := q.GetDeclareCursorStmt(); d != nil {
+			q = d.Query // EXPLAIN DECLARE: the plan of the cursor's query, routed like it
+		}
+		s.Inner = analyse(sql, q)
 		for _, o := range x.ExplainStmt.Options {
 			if d := o.GetDefElem(); d != nil && d.Defname == "analyze" {
 				s.Writes = s.Inner.Writes

@@ -26,7 +26,7 @@ import (
 func (s *session) explainScatter(ctx context.Context, st *parser.Statement) (bool, error) {
 	in := st.Inner
 	if st.Kind != parser.Explain || in == nil || in.Kind != parser.Select || in.Writes || s.status != 'I' ||
-		len(st.Hints) > 0 || s.shardHint != "" {
+		len(st.Hints) > 0 || s.shardHint != "" || st.ExplainsCursor() {
 		return false, nil
 	}
 	plan, err := s.route(in, nil)

@@ -97,6 +97,9 @@ type extState struct {
 	wrote   []int
 	// pend is a shared portal whose Describe waits for its Execute (extcache.go).
 	pend *portal
+	// implicitTx: the proxy's transaction stands for the request's
+	// implicit one and ends at Sync (pipetx.go).
+	implicitTx bool
 }
 
 func (s *session) ext() *extState {
@@ -158,6 +161,7 @@ func (s *session) extFail(err error) error {
 		return ferr
 	}
 	if !x.errored {
+		s.pipelineUndo() // pipetx.go
 		s.fail(err)
 		x.errored = true
 	}
@@ -286,6 +290,11 @@ func (s *session) extBind(ctx context.Context, body []byte) error {
 	if s.extShare(p, scatter) { // extcache.go: the result cache may answer it
 		return nil
 	}
+	if s.pipelineWantsTx(ps.st, ps.st.Writes || plan.Write, scatter) { // pipetx.go
+		if err := s.pipelineTx(ctx); err != nil {
+			return err
+		}
+	}
 	if scatter {
 		if s.status != 'I' {
 			if err := s.txWrites(ps.st, plan); err != nil {
@@ -345,6 +354,9 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 			if err := s.extRelease(); err != nil {
 				return nil, err
 			}
+			if x.errored {
+				return nil, errSkipped // pipetx.go
+			}
 		}
 		b, err := s.txOn(ctx, plan.Shards[0])
 		if err != nil {
@@ -360,13 +372,19 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 		}
 		// Another shard (or a replica's reads before a write): finish this
 		// part of the request on its backend. Its implicit transaction
-		// commits separately, which is only safe when neither part writes.
-		if (x.writes || st.Writes) && !x.cur.pool.reads {
-			return nil, refused("statements for different shards in one pipeline (before Sync) cannot be atomic when they write",
-				"Send a Sync between them, or group writes by shard key.")
+		// commits separately, which is only safe when neither part writes;
+		// otherwise the request becomes one transaction (pipetx.go).
+		if s.pipelineWantsTx(st, st.Writes, false) {
+			if err := s.pipelineTx(ctx); err != nil {
+				return nil, err
+			}
+			return s.extBackend(ctx, st, plan)
 		}
 		if err := s.extRelease(); err != nil {
 			return nil, err
+		}
+		if x.errored {
+			return nil, errSkipped // pipetx.go
 		}
 	}
 	b, err := s.leaseFor(ctx, st, target) // replicas.go: a read may go to a replica
@@ -569,7 +587,11 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 		if _, _, ok := p.ps.st.Listen(); ok {
 			return s.listenStmt(ctx, p.ps.st) // listen.go
 		}
+		if p.ps.st.Kind == parser.Transaction && p.ps.st.Tx == parser.Begin && !p.ps.st.HasTxOptions() && s.beginInPipeline(p.ps.st.BeginTag()) {
+			return nil // pipetx.go
+		}
 		if p.ps.st.Kind == parser.Transaction {
+			x.implicitTx = false // pipetx.go: COMMIT/ROLLBACK end it themselves
 			wasTx := x.cur != nil && s.inTx(x.cur)
 			err := s.transaction(ctx, p.ps.st)
 			if wasTx && s.tx == nil {
@@ -652,8 +674,15 @@ func (s *session) extSync(ctx context.Context) error {
 		if err := s.extRelease(); err != nil {
 			return err
 		}
-	} else if s.status == 'T' && x.errored {
+	}
+	if s.status == 'T' && x.errored {
+		// Any error of the request aborts the transaction, the proxy's
+		// own and a shard's that the backend in use did not see (a
+		// cross-shard Describe's).
 		s.status = 'E'
+	}
+	if err := s.pipelineEnd(ctx, x.errored); err != nil { // pipetx.go
+		return err
 	}
 	x.errored = false
 	x.writes = false

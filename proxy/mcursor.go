@@ -69,6 +69,7 @@ type mcursor struct {
 	text   bool
 	done   bool // every row was read
 	closed bool // ended: by the client, an error or the transaction's end
+	sp     int  // savepoints open when it was opened (cursorsp.go)
 }
 
 // cursorState is the session's merged cursors.
@@ -190,7 +191,7 @@ type cursorOpen struct {
 // then skips to Sync) and the result is nil; err means the client is gone.
 func (s *session) openCursor(ctx context.Context, o cursorOpen) (*mcursor, error) {
 	s.mc.seq++
-	c := &mcursor{name: "shardproxy_c" + strconv.Itoa(s.mc.seq), plan: o.plan, formats: o.formats}
+	c := &mcursor{name: "shardproxy_c" + strconv.Itoa(s.mc.seq), plan: o.plan, formats: o.formats, sp: len(s.savepoints)}
 	switch {
 	case o.on != nil:
 		c.bs, c.own = o.on, true

@@ -65,6 +65,7 @@ type reservation struct {
 type cursorInfo struct {
 	shard int
 	hold  bool
+	sp    int // savepoints open at DECLARE (cursorsp.go)
 }
 
 // reserveState is the session's reserved backends and the session SQL
@@ -445,7 +446,7 @@ func (s *session) cursor(ctx context.Context, st *parser.Statement, c parser.Cur
 		if s.rsv.cursors == nil {
 			s.rsv.cursors = map[string]cursorInfo{}
 		}
-		s.rsv.cursors[c.Name] = cursorInfo{shard: shard, hold: c.Hold}
+		s.rsv.cursors[c.Name] = cursorInfo{shard: shard, hold: c.Hold, sp: len(s.savepoints)}
 		return nil
 	case parser.FetchCursor:
 		if mc := s.mc.sql[c.Name]; mc != nil {
@@ -453,8 +454,7 @@ func (s *session) cursor(ctx context.Context, st *parser.Statement, c parser.Cur
 		}
 		ci, ok := s.rsv.cursors[c.Name]
 		if !ok {
-			s.fail(noCursor(c.Name))
-			return nil
+			return s.unknownCursor(ctx, c.Name, st.SQL) // cursorsp.go
 		}
 		return s.onShard(ctx, ci.shard, st.SQL)
 	}
@@ -480,8 +480,7 @@ func (s *session) cursor(ctx context.Context, st *parser.Statement, c parser.Cur
 	}
 	ci, ok := s.rsv.cursors[c.Name]
 	if !ok {
-		s.fail(noCursor(c.Name))
-		return nil
+		return s.unknownCursor(ctx, c.Name, st.SQL) // cursorsp.go
 	}
 	delete(s.rsv.cursors, c.Name)
 	return s.closeOn(ctx, ci.shard, st.SQL, false)
@@ -786,7 +785,7 @@ func (s *session) boundSessionSQL(st *parser.Statement, plan *router.Plan) {
 			if s.rsv.cursors == nil {
 				s.rsv.cursors = map[string]cursorInfo{}
 			}
-			s.rsv.cursors[c.Name] = cursorInfo{shard: plan.Shards[0], hold: c.Hold}
+			s.rsv.cursors[c.Name] = cursorInfo{shard: plan.Shards[0], hold: c.Hold, sp: len(s.savepoints)}
 			if c.Hold {
 				s.noteReason(reasonCursor)
 			}

@@ -933,6 +933,9 @@ func (s *session) multi(ctx context.Context, stmts []*parser.Statement, sql stri
 		if hasSQLPrepared(st) {
 			return s.multiAcross(ctx, stmts) // sqlprepare.go
 		}
+		if _, ok := st.Cursor(); ok {
+			return s.multiAcross(ctx, stmts) // cursors are the proxy's (reserve.go, mcursor.go)
+		}
 	}
 	hint := "Send statements for different shards in separate queries."
 	across := false

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -53,8 +54,11 @@ func (s *session) shardParseError(ctx context.Context, sql string, perr error) e
 		case 'Z':
 			b.txStatus = body[0]
 			if shardErr == nil || shardErr.msg == "cannot insert multiple commands into a prepared statement" {
-				return refused("the proxy cannot parse this statement: "+se.Message,
-					"The proxy reads statements as with standard_conforming_strings = on; write string literals with E'...' for backslash escapes.")
+				hint := "The proxy's parser (pg_query, a newer Postgres grammar) rejects a statement the shards' Postgres accepts; run it on a shard directly."
+				if strings.Contains(sql, `\`) {
+					hint = "The proxy reads statements as with standard_conforming_strings = on; write string literals with E'...' for backslash escapes."
+				}
+				return refused("the proxy cannot parse this statement: "+se.Message, hint)
 			}
 			return shardErr
 		}

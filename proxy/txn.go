@@ -175,10 +175,12 @@ func (s *session) savepointStmt(ctx context.Context, st *parser.Statement) error
 	case parser.SavepointRelease:
 		tag = "RELEASE"
 		s.savepoints = s.savepoints[:i]
+		s.cursorsReleased(i) // cursorsp.go
 	case parser.SavepointRollbackTo:
 		tag = "ROLLBACK"
 		s.txSets = s.txSets[:s.savepoints[i].sets]
 		s.savepoints = s.savepoints[:i+1]
+		s.cursorsRolledBack(i + 1) // cursorsp.go
 	}
 	if s.tx == nil {
 		s.txPrelude = append(s.txPrelude, st.SQL)

@@ -38,6 +38,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "${1:-}" != "--server-only" ] && { [ ! -d integration/testdata/clients/node_modules/pg ] || [ ! -d integration/testdata/clients/node_modules/pg-copy-streams ] \
-  || [ ! -d integration/testdata/clients/node_modules/pg-cursor ] || [ ! -d integration/testdata/clients/node_modules/pg-query-stream ]; }; then
+  || [ ! -d integration/testdata/clients/node_modules/pg-cursor ] || [ ! -d integration/testdata/clients/node_modules/pg-query-stream ] \
+  || [ ! -d integration/testdata/clients/node_modules/sequelize ] || [ ! -d integration/testdata/clients/node_modules/knex ]; }; then
   (cd integration/testdata/clients && npm install --silent --no-audit --no-fund >/dev/null)
 fi
