@@ -48,7 +48,7 @@ func (s *Server) ApplyTopology(st *topology.State) (int64, int64, error) {
 	var err error
 	// A new version, or the same one whose stale buckets changed (a
 	// reshard's cleanup finished on a shard).
-	if len(st.Owners) > 0 && (st.Version > p.version || (st.Version == p.version && !sameStale(st.Stale, s.router.StaleBuckets()))) {
+	if len(st.Owners) > 0 && (st.Version > p.version || (st.Version == p.version && (!sameStale(st.Stale, s.router.StaleBuckets()) || st.StaleRangeCount() != s.router.StaleRangeCount()))) {
 		topo := s.router.Topology()
 		m, merr := st.BucketMap(topo)
 		if merr == nil {
