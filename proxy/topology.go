@@ -152,3 +152,17 @@ func sameStale(a, b map[string][]int) bool {
 // StaleBuckets lists, by shard name, the buckets a reshard's source still
 // holds rows of until cleanup: reads across shards hide them there.
 func (s *Server) StaleBuckets() map[string][]int { return s.router.StaleBuckets() }
+
+// StaleRangeCount is the number of range intervals a reshard's source
+// still holds rows of until cleanup.
+func (s *Server) StaleRangeCount() int { return s.router.StaleRangeCount() }
+
+// Ranges returns the range map the server routes table by (nil: not a
+// range table).
+func (s *Server) Ranges(table string) []router.Interval {
+	tb := s.router.Topology().Tables[table]
+	if tb == nil {
+		return nil
+	}
+	return s.router.RangesOf(tb)
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/shardproxy/shardproxy/router"
 	"github.com/shardproxy/shardproxy/topology"
 )
@@ -140,10 +142,10 @@ func (st *State) published(cur *topology.State) bool {
 
 // publishMap publishes the reshard's map as the version after cur, with
 // the rows the sources keep until cleanup marked stale.
-func (t *Tool) publishMap(ctx context.Context, st *State, cur int64) (int64, error) {
+func (t *Tool) publishMap(ctx context.Context, meta *pgx.Conn, st *State, cur int64) (int64, error) {
 	if st.Range != nil {
 		stale := []topology.StaleRange{{Table: st.Range.Table, From: st.Range.From, To: st.Range.To}}
-		return t.Store.PublishRange(ctx, cur, "reshard range", st.Range.Table, st.Range.Map, st.Moves[0].From, stale)
+		return t.Store.PublishRangeOn(ctx, meta, cur, "reshard range", st.Range.Table, st.Range.Map, st.Moves[0].From, stale)
 	}
 	stale := map[string][]int{}
 	for _, m := range st.Moves {
@@ -152,5 +154,5 @@ func (t *Tool) publishMap(ctx context.Context, st *State, cur int64) (int64, err
 	for _, bs := range stale {
 		sort.Ints(bs)
 	}
-	return t.Store.PublishStale(ctx, st.Owners, cur, "reshard", stale)
+	return t.Store.PublishStaleOn(ctx, meta, st.Owners, cur, "reshard", stale)
 }

@@ -63,7 +63,10 @@ type State struct {
 	Range *RangeMove `json:",omitempty"`
 	// Diffs is the number of moved buckets (or ranges) the last
 	// comparison found different: cleanup refuses while it is not zero.
-	Diffs            int
+	Diffs int
+	// RefCopied lists the targets that have the reference tables (start
+	// copied them, or the shard served rows already).
+	RefCopied        []string
 	Started, Updated time.Time
 }
 
@@ -270,11 +273,17 @@ func tableIdent(name string) string {
 func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // hashHelpers are the hash-partitioned parents satisfies_hash_partition
-// needs to name (one per key type); they hold no rows.
+// needs to name (one per key type; they hold no rows) and the marks table:
+// each move's publication carries its row, which the cutover writes on
+// the source and waits for on the target (the stream applies in commit
+// order, so every earlier change is applied then; quicker than waiting
+// for the slot's confirmed position, which the subscriber reports only
+// now and then).
 const hashHelpers = `
 CREATE SCHEMA IF NOT EXISTS shardproxy_meta;
 CREATE TABLE IF NOT EXISTS shardproxy_meta.hash_int8 (k bigint) PARTITION BY HASH (k);
 CREATE TABLE IF NOT EXISTS shardproxy_meta.hash_text (k text) PARTITION BY HASH (k);
+CREATE TABLE IF NOT EXISTS shardproxy_meta.reshard_marks (name text PRIMARY KEY, n bigint NOT NULL);
 `
 
 // bucketFilter is the SQL condition "the row's key is in one of buckets".
@@ -317,6 +326,8 @@ func (t *Tool) pgDump(ctx context.Context, dsn string, tables []Table, patterns 
 			sb.WriteString(line)
 		}
 	}
+	// pg_dump empties search_path for the session: give it back.
+	sb.WriteString("\nRESET search_path;\n")
 	return sb.String(), nil
 }
 

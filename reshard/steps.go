@@ -109,6 +109,9 @@ func (t *Tool) startMove(ctx context.Context, st *State, m Move) error {
 	} else if err := t.Store.Refill(ctx, []router.ShardConfig{sc}, t.IDs); err != nil {
 		return err
 	}
+	if err := t.copyReference(ctx, st, m, src, dst); err != nil {
+		return err
+	}
 	t.at("start:schema")
 	if err := t.coverKey(ctx, src, st, m.From); err != nil {
 		return err
@@ -132,6 +135,7 @@ func (t *Tool) startMove(ctx context.Context, st *State, m Move) error {
 			}
 			parts = append(parts, "TABLE "+tableIdent(tb.Name)+" WHERE "+where)
 		}
+		parts = append(parts, "TABLE shardproxy_meta.reshard_marks WHERE (name = "+literal(subName(m))+")")
 		sql := "CREATE PUBLICATION " + ident(pubName(m)) + " FOR " + strings.Join(parts, ", ") +
 			" WITH (publish_via_partition_root = true)"
 		if _, err := src.Exec(ctx, sql); err != nil {
@@ -326,6 +330,17 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 		return nil, err
 	}
 	defer meta.Close(context.Background())
+	// Moves whose publication carries their mark (all but those started
+	// by an older version of the tool).
+	marked := map[string]bool{}
+	for _, m := range st.Moves {
+		var ok bool
+		if err := conns[m.From].QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_publication_tables WHERE pubname = $1
+			AND schemaname = 'shardproxy_meta' AND tablename = 'reshard_marks')`, pubName(m)).Scan(&ok); err != nil {
+			return nil, err
+		}
+		marked[subName(m)] = ok
+	}
 	p := &Pause{}
 	// Catch up while writes flow: the held part then waits only for the
 	// last few transactions.
@@ -384,7 +399,13 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	p.Drain = lap()
 	t.at("cutover:drained")
 	for _, m := range st.Moves {
-		if err := t.waitConfirmed(cctx, conns[m.From], m, lsns[m.From]); err != nil {
+		var err error
+		if marked[subName(m)] {
+			err = t.waitMark(cctx, conns[m.From], conns[m.To], m, fence)
+		} else {
+			err = t.waitConfirmed(cctx, conns[m.From], m, lsns[m.From])
+		}
+		if err != nil {
 			return nil, fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
 		}
 	}
@@ -404,7 +425,7 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	// The sources keep the moved rows until cleanup: the new version
 	// names them stale in the same transaction, so that no proxy routes
 	// by it without hiding them from reads across shards.
-	v, err := t.publishMap(cctx, st, cur.Version)
+	v, err := t.publishMap(cctx, meta, st, cur.Version)
 	if err != nil {
 		return nil, err
 	}
@@ -535,6 +556,30 @@ func (t *Tool) drain(ctx context.Context, c *pgx.Conn) (string, error) {
 		case <-ctx.Done():
 			return "", fmt.Errorf("%d transactions still open: %w", left, ctx.Err())
 		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// waitMark writes the move's mark n on the source (after the drained
+// transactions) and waits until the target has applied it.
+func (t *Tool) waitMark(ctx context.Context, src, dst *pgx.Conn, m Move, n int64) error {
+	if _, err := src.Exec(ctx, `INSERT INTO shardproxy_meta.reshard_marks (name, n) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET n = excluded.n`, subName(m), n); err != nil {
+		return fmt.Errorf("write mark: %w", err)
+	}
+	for {
+		var got int64
+		err := dst.QueryRow(ctx, "SELECT coalesce((SELECT n FROM shardproxy_meta.reshard_marks WHERE name = $1), -1)", subName(m)).Scan(&got)
+		if err != nil {
+			return err
+		}
+		if got == n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
 		}
 	}
 }

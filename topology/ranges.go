@@ -140,8 +140,14 @@ func (s *Store) PublishRange(ctx context.Context, after int64, note, table strin
 		return 0, err
 	}
 	defer c.Close(ctx)
+	return s.PublishRangeOn(ctx, c, after, note, table, ranges, shard, stale)
+}
+
+// PublishRangeOn is PublishRange on an open connection to the metadata
+// database.
+func (s *Store) PublishRangeOn(ctx context.Context, c *pgx.Conn, after int64, note, table string, ranges []router.RangeConfig, shard string, stale []StaleRange) (int64, error) {
 	var v int64
-	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "LOCK TABLE shardproxy_meta.versions IN EXCLUSIVE MODE"); err != nil {
 			return err
 		}

@@ -258,8 +258,14 @@ func (s *Store) PublishStale(ctx context.Context, owners []string, after int64, 
 		return 0, err
 	}
 	defer c.Close(ctx)
+	return s.PublishStaleOn(ctx, c, owners, after, note, stale)
+}
+
+// PublishStaleOn is PublishStale on an open connection to the metadata
+// database.
+func (s *Store) PublishStaleOn(ctx context.Context, c *pgx.Conn, owners []string, after int64, note string, stale map[string][]int) (int64, error) {
 	var v int64
-	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "LOCK TABLE shardproxy_meta.versions IN EXCLUSIVE MODE"); err != nil {
 			return err
 		}
@@ -276,6 +282,7 @@ func (s *Store) PublishStale(ctx context.Context, owners []string, after int64, 
 				return fmt.Errorf("record stale buckets: %w", err)
 			}
 		}
+		var err error
 		v, err = publish(ctx, tx, cur+1, owners, note)
 		return err
 	})
