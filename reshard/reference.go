@@ -114,7 +114,7 @@ func (t *Tool) copyReference(ctx context.Context, st *State, m Move, src, dst *p
 	}
 	defer func() {
 		if err := t.Store.ClearFences(context.Background()); err != nil {
-			t.Log.Error("clear fence", "err", err)
+			t.logError("clear fence", err)
 		}
 	}()
 	cctx, cancel := context.WithTimeout(ctx, hold-hold/4)
@@ -174,4 +174,10 @@ func copyTable(ctx context.Context, src, dst *pgx.Conn, table string) (int64, er
 		return 0, err
 	}
 	return tag.RowsAffected(), nil
+}
+
+func (t *Tool) logError(msg string, err error) {
+	if t.Log != nil {
+		t.Log.Error(msg, "err", err)
+	}
 }
