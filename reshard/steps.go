@@ -349,11 +349,11 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	pre := time.Now()
 	for round := 0; round < 5; round++ {
 		r := time.Now()
+		if err := t.catchUpMarked(ctx, st, conns, marked, -time.Now().UnixNano()); err != nil {
+			return nil, err
+		}
 		for _, m := range st.Moves {
 			if marked[subName(m)] {
-				if err := t.waitMark(ctx, conns[m.From], conns[m.To], m, -time.Now().UnixNano()); err != nil {
-					return nil, fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
-				}
 				continue
 			}
 			var lsn string
@@ -412,16 +412,14 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	}
 	p.Drain = lap()
 	t.at("cutover:drained")
+	if err := t.catchUpMarked(cctx, st, conns, marked, fence); err != nil {
+		return nil, err
+	}
 	for _, m := range st.Moves {
-		var err error
 		if marked[subName(m)] {
-			t0 := time.Now()
-			err = t.waitMark(cctx, conns[m.From], conns[m.To], m, fence)
-			t.printf("caught up %s -> %s by its mark in %s\n", m.From, m.To, time.Since(t0).Round(time.Millisecond))
-		} else {
-			err = t.waitConfirmed(cctx, conns[m.From], m, lsns[m.From])
+			continue
 		}
-		if err != nil {
+		if err := t.waitConfirmed(cctx, conns[m.From], m, lsns[m.From]); err != nil {
 			return nil, fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
 		}
 	}
@@ -489,10 +487,14 @@ func (t *Tool) finishCutover(ctx context.Context, st *State, v int64, live time.
 			return err
 		}
 	}
-	t.printf("cut over to version %d: writes held %s (fence %s, drain %s, catch-up %s, publish %s, proxies %s); before: catch-up %s; after: verify %s\n",
-		v, p.Total.Round(time.Millisecond), p.Fence.Round(time.Millisecond), p.Drain.Round(time.Millisecond),
-		p.CatchUp.Round(time.Millisecond), p.Publish.Round(time.Millisecond), p.Ack.Round(time.Millisecond),
-		p.PreCatchUp.Round(time.Millisecond), p.Verify.Round(time.Millisecond))
+	if p.Total == 0 {
+		t.printf("finished the cutover to version %d\n", v)
+	} else {
+		t.printf("cut over to version %d: writes held %s (fence %s, drain %s, catch-up %s, publish %s, proxies %s); before: catch-up %s; after: verify %s\n",
+			v, p.Total.Round(time.Millisecond), p.Fence.Round(time.Millisecond), p.Drain.Round(time.Millisecond),
+			p.CatchUp.Round(time.Millisecond), p.Publish.Round(time.Millisecond), p.Ack.Round(time.Millisecond),
+			p.PreCatchUp.Round(time.Millisecond), p.Verify.Round(time.Millisecond))
+	}
 	if ackErr != nil {
 		return fmt.Errorf("version %d published, but not every proxy acknowledged it: %w", v, ackErr)
 	}
@@ -576,13 +578,32 @@ func (t *Tool) drain(ctx context.Context, c *pgx.Conn) (string, error) {
 	}
 }
 
-// waitMark writes the move's mark n on the source (after the drained
-// transactions) and waits until the target has applied it.
-func (t *Tool) waitMark(ctx context.Context, src, dst *pgx.Conn, m Move, n int64) error {
-	if _, err := src.Exec(ctx, `INSERT INTO shardproxy_meta.reshard_marks (name, n) VALUES ($1, $2)
-		ON CONFLICT (name) DO UPDATE SET n = excluded.n`, subName(m), n); err != nil {
-		return fmt.Errorf("write mark: %w", err)
+// catchUpMarked writes mark n for every marked move on its source (after
+// the drained transactions), then waits until each target has applied
+// its marks: the streams catch up in parallel.
+func (t *Tool) catchUpMarked(ctx context.Context, st *State, conns map[string]*pgx.Conn, marked map[string]bool, n int64) error {
+	for _, m := range st.Moves {
+		if !marked[subName(m)] {
+			continue
+		}
+		if _, err := conns[m.From].Exec(ctx, `INSERT INTO shardproxy_meta.reshard_marks (name, n) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET n = excluded.n`, subName(m), n); err != nil {
+			return fmt.Errorf("write mark on %s: %w", m.From, err)
+		}
 	}
+	for _, m := range st.Moves {
+		if !marked[subName(m)] {
+			continue
+		}
+		if err := t.awaitMark(ctx, conns[m.To], m, n); err != nil {
+			return fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
+		}
+	}
+	return nil
+}
+
+// awaitMark waits until the target dst has applied the move's mark n.
+func (t *Tool) awaitMark(ctx context.Context, dst *pgx.Conn, m Move, n int64) error {
 	for {
 		var got int64
 		err := dst.QueryRow(ctx, "SELECT coalesce((SELECT n FROM shardproxy_meta.reshard_marks WHERE name = $1), -1)", subName(m)).Scan(&got)
