@@ -48,7 +48,7 @@ func (s *Server) ApplyTopology(st *topology.State) (int64, int64, error) {
 	var err error
 	// A new version, or the same one whose stale buckets changed (a
 	// reshard's cleanup finished on a shard).
-	if len(st.Owners) > 0 && (st.Version > p.version || (st.Version == p.version && !sameStale(st.Stale, s.router.StaleBuckets()))) {
+	if len(st.Owners) > 0 && (st.Version > p.version || (st.Version == p.version && (!sameStale(st.Stale, s.router.StaleBuckets()) || st.StaleRangeCount() != s.router.StaleRangeCount()))) {
 		topo := s.router.Topology()
 		m, merr := st.BucketMap(topo)
 		if merr == nil {
@@ -152,3 +152,17 @@ func sameStale(a, b map[string][]int) bool {
 // StaleBuckets lists, by shard name, the buckets a reshard's source still
 // holds rows of until cleanup: reads across shards hide them there.
 func (s *Server) StaleBuckets() map[string][]int { return s.router.StaleBuckets() }
+
+// StaleRangeCount is the number of range intervals a reshard's source
+// still holds rows of until cleanup.
+func (s *Server) StaleRangeCount() int { return s.router.StaleRangeCount() }
+
+// Ranges returns the range map the server routes table by (nil: not a
+// range table).
+func (s *Server) Ranges(table string) []router.Interval {
+	tb := s.router.Topology().Tables[table]
+	if tb == nil {
+		return nil
+	}
+	return s.router.RangesOf(tb)
+}

@@ -57,7 +57,16 @@ type State struct {
 	// IdentityFull lists "shard\ttable" whose replica identity the start
 	// set to FULL (the row filter's key must be covered by it); cleanup
 	// and abort set them back to DEFAULT.
-	IdentityFull     []string
+	IdentityFull []string
+	// Range, when set, moves one interval of a range table (PlanRange);
+	// Owners is then the unchanged bucket map.
+	Range *RangeMove `json:",omitempty"`
+	// Diffs is the number of moved buckets (or ranges) the last
+	// comparison found different: cleanup refuses while it is not zero.
+	Diffs int
+	// RefCopied lists the targets that have the reference tables (start
+	// copied them, or the shard served rows already).
+	RefCopied        []string
 	Started, Updated time.Time
 }
 
@@ -175,20 +184,9 @@ func (t *Tool) current(ctx context.Context) (*topology.State, error) {
 // goes to shards[b mod len(shards)], so with V a multiple of the new count
 // only the buckets whose shard changes move.
 func (t *Tool) Plan(ctx context.Context, shards []string) (*State, error) {
-	if old, err := t.Load(ctx); err != nil {
-		return nil, err
-	} else if old != nil && old.Phase != Cleaned && old.Phase != Aborted {
-		return nil, fmt.Errorf("a reshard is already %s: finish it (cutover, cleanup) or abort it", old.Phase)
-	}
-	cur, err := t.current(ctx)
+	cur, err := t.planCheck(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if cur.Version == 0 {
-		return nil, errors.New("no topology version in the metadata schema: start a proxy with a metadata section first")
-	}
-	if cur.Fence != nil {
-		return nil, fmt.Errorf("a cutover fence (%d) is active: run reshard abort", cur.Fence.ID)
 	}
 	for _, s := range shards {
 		if _, err := t.shard(s); err != nil {
@@ -232,6 +230,10 @@ func (t *Tool) Plan(ctx context.Context, shards []string) (*State, error) {
 func (t *Tool) printPlan(st *State) {
 	t.printf("reshard %s: version %d, %d buckets\n", st.Phase, st.FromVersion, st.Buckets)
 	for _, m := range st.Moves {
+		if st.Range != nil {
+			t.printf("  %s -> %s: %s from %s to %s\n", m.From, m.To, st.Range.Table, st.Range.From, st.Range.To)
+			continue
+		}
 		t.printf("  %s -> %s: buckets %s\n", m.From, m.To, router.FormatBucketList(m.Buckets))
 	}
 	var names []string
@@ -271,11 +273,17 @@ func tableIdent(name string) string {
 func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // hashHelpers are the hash-partitioned parents satisfies_hash_partition
-// needs to name (one per key type); they hold no rows.
+// needs to name (one per key type; they hold no rows) and the marks table:
+// each move's publication carries its row, which the cutover writes on
+// the source and waits for on the target (the stream applies in commit
+// order, so every earlier change is applied then; quicker than waiting
+// for the slot's confirmed position, which the subscriber reports only
+// now and then).
 const hashHelpers = `
 CREATE SCHEMA IF NOT EXISTS shardproxy_meta;
 CREATE TABLE IF NOT EXISTS shardproxy_meta.hash_int8 (k bigint) PARTITION BY HASH (k);
 CREATE TABLE IF NOT EXISTS shardproxy_meta.hash_text (k text) PARTITION BY HASH (k);
+CREATE TABLE IF NOT EXISTS shardproxy_meta.reshard_marks (name text PRIMARY KEY, n bigint NOT NULL);
 `
 
 // bucketFilter is the SQL condition "the row's key is in one of buckets".
@@ -291,7 +299,7 @@ func bucketFilter(tb Table, v int, buckets []int) string {
 	return "(" + strings.Join(ors, " OR ") + ")"
 }
 
-func (t *Tool) pgDump(ctx context.Context, dsn string, tables []Table) (string, error) {
+func (t *Tool) pgDump(ctx context.Context, dsn string, tables []Table, patterns ...string) (string, error) {
 	pgDump, err := t.pgDumpPath()
 	if err != nil {
 		return "", err
@@ -299,6 +307,9 @@ func (t *Tool) pgDump(ctx context.Context, dsn string, tables []Table) (string, 
 	args := []string{"--schema-only", "--no-owner", "--no-privileges", "--no-publications", "--no-subscriptions", "-d", dsn}
 	for _, tb := range tables {
 		args = append(args, "-t", tableIdent(tb.Name))
+	}
+	for _, p := range patterns {
+		args = append(args, "-t", p)
 	}
 	out, err := exec.CommandContext(ctx, pgDump, args...).Output()
 	if err != nil {
@@ -315,6 +326,8 @@ func (t *Tool) pgDump(ctx context.Context, dsn string, tables []Table) (string, 
 			sb.WriteString(line)
 		}
 	}
+	// pg_dump empties search_path for the session: give it back.
+	sb.WriteString("\nRESET search_path;\n")
 	return sb.String(), nil
 }
 

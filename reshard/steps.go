@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -82,8 +80,21 @@ func (t *Tool) startMove(ctx context.Context, st *State, m Move) error {
 		}
 	}
 	if len(missing) > 0 {
+		// With their partitions (pg_dump -t names the parent only).
+		var parts []string
+		for _, tb := range missing {
+			rows, err := src.Query(ctx, "SELECT relid::regclass::text FROM pg_partition_tree(to_regclass($1)) WHERE relid <> to_regclass($1)", tableIdent(tb.Name))
+			if err != nil {
+				return err
+			}
+			ps, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return fmt.Errorf("partitions of %s: %w", tb.Name, err)
+			}
+			parts = append(parts, ps...)
+		}
 		sc, _ := t.shard(m.From)
-		ddl, err := t.pgDump(ctx, sc.DSN, missing)
+		ddl, err := t.pgDump(ctx, sc.DSN, missing, parts...)
 		if err != nil {
 			return err
 		}
@@ -96,6 +107,9 @@ func (t *Tool) startMove(ctx context.Context, st *State, m Move) error {
 	if sc, err := t.shard(m.To); err != nil {
 		return err
 	} else if err := t.Store.Refill(ctx, []router.ShardConfig{sc}, t.IDs); err != nil {
+		return err
+	}
+	if err := t.copyReference(ctx, st, m, src, dst); err != nil {
 		return err
 	}
 	t.at("start:schema")
@@ -115,8 +129,13 @@ func (t *Tool) startMove(ctx context.Context, st *State, m Move) error {
 	if !exists {
 		var parts []string
 		for _, tb := range st.Tables {
-			parts = append(parts, "TABLE "+tableIdent(tb.Name)+" WHERE "+bucketFilter(tb, st.Buckets, m.Buckets))
+			where, err := t.moved(st, tb, m.Buckets)
+			if err != nil {
+				return err
+			}
+			parts = append(parts, "TABLE "+tableIdent(tb.Name)+" WHERE "+where)
 		}
+		parts = append(parts, "TABLE shardproxy_meta.reshard_marks WHERE (name = "+literal(subName(m))+")")
 		sql := "CREATE PUBLICATION " + ident(pubName(m)) + " FOR " + strings.Join(parts, ", ") +
 			" WITH (publish_via_partition_root = true)"
 		if _, err := src.Exec(ctx, sql); err != nil {
@@ -228,17 +247,25 @@ func (t *Tool) WaitSynced(ctx context.Context) error {
 	}
 }
 
-// Pause is what a cutover measured.
+// Pause is what a cutover measured. Writes to the source shards are held
+// from the fence until every proxy serves the new map (Total = Fence +
+// Drain + CatchUp + Publish + Ack); PreCatchUp runs before the fence and
+// Verify after the release, while writes flow.
 type Pause struct {
-	Fence, Drain, CatchUp, Verify, Ack time.Duration
-	Total                              time.Duration
+	PreCatchUp                          time.Duration
+	Fence, Drain, CatchUp, Publish, Ack time.Duration
+	Total                               time.Duration
+	Verify                              time.Duration
 }
 
-// Cutover holds writes to the source shards at every live proxy, waits for
-// the writes in flight there to end and for each subscription to confirm
-// the source's current WAL position, drops the subscriptions, publishes
-// the new map and waits until every live proxy serves it, which releases
-// the held writes onto the new map. On any failure before the publish the
+// Cutover first lets each subscription catch up with its source while
+// writes flow; then it holds writes to the source shards at every live
+// proxy, waits for the writes in flight there to end and for each
+// subscription to confirm the source's current WAL position, takes a
+// snapshot of every source and target, publishes the new map and waits
+// until every live proxy serves it, which releases the held writes onto
+// the new map. Then it compares the moved rows in those snapshots
+// (Verify) and drops the streams. On any failure before the publish the
 // fence is cleared and nothing changed.
 func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	st, err := t.must(ctx, Copying)
@@ -256,12 +283,12 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cur.Version > st.FromVersion && slices.Equal(cur.Owners, st.Owners) {
+	if st.published(cur) {
 		// An earlier run published the new map and stopped before it
 		// recorded so: finish that cutover.
-		t.printf("version %d with the planned map is published: finishing the cutover\n", cur.Version)
+		t.printf("version %d with the planned map is published: finishing the cutover (not compared: run reshard verify in a quiet period)\n", cur.Version)
 		p := &Pause{}
-		return p, t.finishCutover(ctx, st, cur.Version, live, p, time.Now())
+		return p, t.finishCutover(ctx, st, cur.Version, live, p, nil)
 	}
 	if err := t.WaitSynced(ctx); err != nil {
 		return nil, err
@@ -269,13 +296,7 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	if cur.Version != st.FromVersion {
 		return nil, fmt.Errorf("topology moved from version %d to %d since the plan: abort and plan again", st.FromVersion, cur.Version)
 	}
-	// A cutover gives up before the held writes time out at the proxies.
-	budget := hold - hold/4
-	cctx, cancel := context.WithTimeout(ctx, budget)
-	defer cancel()
-	p := &Pause{}
-	begin := time.Now()
-	var sources []string
+	var sources, shards []string
 	seen := map[string]bool{}
 	for _, m := range st.Moves {
 		if !seen[m.From] {
@@ -283,75 +304,181 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 			sources = append(sources, m.From)
 		}
 	}
-	fence, err := t.Store.SetFence(ctx, sources, cur.Version+1, hold)
+	shards = append(shards, sources...)
+	for _, m := range st.Moves {
+		if !seen[m.To] {
+			seen[m.To] = true
+			shards = append(shards, m.To)
+		}
+	}
+	// Every connection the pause needs is opened before it.
+	conns := map[string]*pgx.Conn{}
+	defer func() {
+		for _, c := range conns {
+			c.Close(context.Background())
+		}
+	}()
+	for _, s := range shards {
+		c, err := t.connect(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		conns[s] = c
+	}
+	meta, err := t.Store.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer meta.Close(context.Background())
+	// Moves whose publication carries their mark (all but those started
+	// by an older version of the tool).
+	marked := map[string]bool{}
+	for _, m := range st.Moves {
+		var ok bool
+		if err := conns[m.From].QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_publication_tables WHERE pubname = $1
+			AND schemaname = 'shardproxy_meta' AND tablename = 'reshard_marks')`, pubName(m)).Scan(&ok); err != nil {
+			return nil, err
+		}
+		marked[subName(m)] = ok
+	}
+	p := &Pause{}
+	// Catch up while writes flow: the held part then waits only for the
+	// last few transactions.
+	// Rounds until one is quick: the backlog left for the fence is then
+	// what a short round lets through.
+	pre := time.Now()
+	for round := 0; round < 5; round++ {
+		r := time.Now()
+		if err := t.catchUpMarked(ctx, st, conns, marked, -time.Now().UnixNano()); err != nil {
+			return nil, err
+		}
+		for _, m := range st.Moves {
+			if marked[subName(m)] {
+				continue
+			}
+			var lsn string
+			if err := conns[m.From].QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+				return nil, err
+			}
+			if err := t.waitConfirmed(ctx, conns[m.From], m, lsn); err != nil {
+				return nil, fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
+			}
+		}
+		if time.Since(r) < 50*time.Millisecond {
+			break
+		}
+	}
+	p.PreCatchUp = time.Since(pre)
+	// A cutover gives up before the held writes time out at the proxies.
+	budget := hold - hold/4
+	cctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	begin := time.Now()
+	mark := begin
+	lap := func() time.Duration {
+		now := time.Now()
+		d := now.Sub(mark)
+		mark = now
+		return d
+	}
+	fence, err := t.Store.SetFenceOn(ctx, meta, sources, cur.Version+1, hold)
 	if err != nil {
 		return nil, err
 	}
 	published := false
+	var snaps map[string]querier
 	defer func() {
+		for s := range snaps {
+			conns[s].Exec(context.Background(), "ROLLBACK")
+		}
 		if !published {
 			if err := t.Store.ClearFences(context.Background()); err != nil {
-				t.Log.Error("clear fence", "err", err)
+				t.logError("clear fence", err)
 			}
 		}
 	}()
-	if err := t.waitProxies(cctx, live, func(px topology.Proxy) bool { return px.FenceID == fence || px.Version > cur.Version }); err != nil {
+	if err := t.waitProxies(cctx, meta, live, func(px topology.Proxy) bool { return px.FenceID == fence || px.Version > cur.Version }); err != nil {
 		return nil, fmt.Errorf("proxies did not take the fence: %w", err)
 	}
 	t.at("cutover:fenced")
-	p.Fence = time.Since(begin)
+	p.Fence = lap()
 	lsns := map[string]string{}
 	for _, s := range sources {
-		lsn, err := t.drain(cctx, s)
+		lsn, err := t.drain(cctx, conns[s])
 		if err != nil {
 			return nil, fmt.Errorf("drain %s: %w", s, err)
 		}
 		lsns[s] = lsn
 	}
-	p.Drain = time.Since(begin) - p.Fence
+	p.Drain = lap()
 	t.at("cutover:drained")
+	if err := t.catchUpMarked(cctx, st, conns, marked, fence); err != nil {
+		return nil, err
+	}
 	for _, m := range st.Moves {
-		if err := t.waitConfirmed(cctx, m, lsns[m.From]); err != nil {
+		if marked[subName(m)] {
+			continue
+		}
+		if err := t.waitConfirmed(cctx, conns[m.From], m, lsns[m.From]); err != nil {
 			return nil, fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
 		}
 	}
-	p.CatchUp = time.Since(begin) - p.Fence - p.Drain
+	p.CatchUp = lap()
 	t.at("cutover:caught-up")
 	if !t.SkipVerify {
-		if _, err := t.verify(cctx, st); err != nil {
-			return nil, fmt.Errorf("verify before publishing: %w", err)
+		// The moved rows as of now, on both sides, compared after the
+		// writes are released: one round trip per shard.
+		snaps = map[string]querier{}
+		for _, s := range shards {
+			if _, err := conns[s].Exec(cctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"); err != nil {
+				return nil, fmt.Errorf("snapshot of %s: %w", s, err)
+			}
+			snaps[s] = conns[s]
 		}
-		p.Verify = time.Since(begin) - p.Fence - p.Drain - p.CatchUp
 	}
 	// The sources keep the moved rows until cleanup: the new version
 	// names them stale in the same transaction, so that no proxy routes
 	// by it without hiding them from reads across shards.
-	stale := map[string][]int{}
-	for _, m := range st.Moves {
-		stale[m.From] = append(stale[m.From], m.Buckets...)
-	}
-	for _, bs := range stale {
-		sort.Ints(bs)
-	}
-	v, err := t.Store.PublishStale(cctx, st.Owners, cur.Version, "reshard", stale)
+	v, err := t.publishMap(cctx, meta, st, cur.Version)
 	if err != nil {
 		return nil, err
 	}
 	published = true
+	p.Publish = lap()
+	ackErr := t.waitProxies(ctx, meta, live, func(px topology.Proxy) bool { return px.Version >= v })
+	p.Ack = lap()
+	p.Total = time.Since(begin)
+	var diffs *int
+	if snaps != nil && ackErr == nil {
+		n := 0
+		out, err := t.verify(ctx, st, snaps)
+		if err != nil && out == nil {
+			return p, fmt.Errorf("version %d published; comparing the moved rows: %w", v, err)
+		}
+		for _, d := range out {
+			if !d.Equal() {
+				n++
+			}
+		}
+		diffs = &n
+		p.Verify = lap()
+	}
 	t.at("cutover:published")
-	return p, t.finishCutover(ctx, st, v, live, p, begin)
+	return p, t.finishCutover(ctx, st, v, live, p, diffs)
 }
 
-// finishCutover records the published version v, waits for the proxies
-// to serve it and drops the streams.
-func (t *Tool) finishCutover(ctx context.Context, st *State, v int64, live time.Duration, p *Pause, begin time.Time) error {
+// finishCutover records the published version v (and the comparison's
+// result, when one ran), waits for the proxies to serve it and drops the
+// streams.
+func (t *Tool) finishCutover(ctx context.Context, st *State, v int64, live time.Duration, p *Pause, diffs *int) error {
 	st.Phase, st.ToVersion = CutOver, v
+	if diffs != nil {
+		st.Diffs = *diffs
+	}
 	if err := t.save(ctx, st); err != nil {
 		return err
 	}
-	ackErr := t.waitProxies(ctx, live, func(px topology.Proxy) bool { return px.Version >= v })
-	p.Ack = time.Since(begin) - p.Fence - p.Drain - p.CatchUp - p.Verify
-	p.Total = time.Since(begin)
+	ackErr := t.waitProxies(ctx, nil, live, func(px topology.Proxy) bool { return px.Version >= v })
 	t.at("cutover:acked")
 	// The sources no longer take writes for the moved buckets: stop the
 	// streams before anything deletes there.
@@ -360,19 +487,35 @@ func (t *Tool) finishCutover(ctx context.Context, st *State, v int64, live time.
 			return err
 		}
 	}
-	t.printf("cut over to version %d in %s (fence %s, drain %s, catch-up %s, verify %s, proxies %s)\n",
-		v, p.Total.Round(time.Millisecond), p.Fence.Round(time.Millisecond), p.Drain.Round(time.Millisecond),
-		p.CatchUp.Round(time.Millisecond), p.Verify.Round(time.Millisecond), p.Ack.Round(time.Millisecond))
+	if p.Total == 0 {
+		t.printf("finished the cutover to version %d\n", v)
+	} else {
+		t.printf("cut over to version %d: writes held %s (fence %s, drain %s, catch-up %s, publish %s, proxies %s); before: catch-up %s; after: verify %s\n",
+			v, p.Total.Round(time.Millisecond), p.Fence.Round(time.Millisecond), p.Drain.Round(time.Millisecond),
+			p.CatchUp.Round(time.Millisecond), p.Publish.Round(time.Millisecond), p.Ack.Round(time.Millisecond),
+			p.PreCatchUp.Round(time.Millisecond), p.Verify.Round(time.Millisecond))
+	}
 	if ackErr != nil {
 		return fmt.Errorf("version %d published, but not every proxy acknowledged it: %w", v, ackErr)
+	}
+	if st.Diffs > 0 {
+		return fmt.Errorf("version %d published, but %d moved buckets or ranges differ between source and target (printed above): cleanup refuses until reshard verify agrees", v, st.Diffs)
 	}
 	return nil
 }
 
-// waitProxies waits until every proxy with a fresh heartbeat satisfies ok.
-func (t *Tool) waitProxies(ctx context.Context, live time.Duration, ok func(topology.Proxy) bool) error {
+// waitProxies waits until every proxy with a fresh heartbeat satisfies
+// ok, reading the heartbeats on c (nil: a connection of its own).
+func (t *Tool) waitProxies(ctx context.Context, c *pgx.Conn, live time.Duration, ok func(topology.Proxy) bool) error {
+	if c == nil {
+		var err error
+		if c, err = t.Store.Connect(ctx); err != nil {
+			return err
+		}
+		defer c.Close(context.Background())
+	}
 	for {
-		ps, err := t.Store.Proxies(ctx, live)
+		ps, err := topology.ProxiesOn(ctx, c, live)
 		if err != nil {
 			return err
 		}
@@ -388,20 +531,15 @@ func (t *Tool) waitProxies(ctx context.Context, live time.Duration, ok func(topo
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for %s: %w", strings.Join(late, ", "), ctx.Err())
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }
 
 // drain waits until the transactions that hold a transaction id on the
-// source (they may have written moving rows before the fence) have ended,
-// prepared ones included, and returns the WAL position after them.
-func (t *Tool) drain(ctx context.Context, shard string) (string, error) {
-	c, err := t.connect(ctx, shard)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close(context.Background())
+// source c (they may have written moving rows before the fence) have
+// ended, prepared ones included, and returns the WAL position after them.
+func (t *Tool) drain(ctx context.Context, c *pgx.Conn) (string, error) {
 	var pids []int32
 	var xids []string
 	rows, err := c.Query(ctx, `SELECT pid, backend_xid::text FROM pg_stat_activity
@@ -422,13 +560,15 @@ func (t *Tool) drain(ctx context.Context, shard string) (string, error) {
 	}
 	for {
 		var left int
+		var lsn string
 		err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_stat_activity a, unnest($1::int[], $2::text[]) AS w(pid, xid)
-			WHERE a.pid = w.pid AND a.backend_xid::text = w.xid) + (SELECT count(*) FROM pg_prepared_xacts)`, pids, xids).Scan(&left)
+			WHERE a.pid = w.pid AND a.backend_xid::text = w.xid) + (SELECT count(*) FROM pg_prepared_xacts),
+			pg_current_wal_lsn()::text`, pids, xids).Scan(&left, &lsn)
 		if err != nil {
 			return "", err
 		}
 		if left == 0 {
-			break
+			return lsn, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -436,18 +576,54 @@ func (t *Tool) drain(ctx context.Context, shard string) (string, error) {
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
-	var lsn string
-	err = c.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn)
-	return lsn, err
 }
 
-// waitConfirmed waits until the move's slot has confirmed lsn.
-func (t *Tool) waitConfirmed(ctx context.Context, m Move, lsn string) error {
-	c, err := t.connect(ctx, m.From)
-	if err != nil {
-		return err
+// catchUpMarked writes mark n for every marked move on its source (after
+// the drained transactions), then waits until each target has applied
+// its marks: the streams catch up in parallel.
+func (t *Tool) catchUpMarked(ctx context.Context, st *State, conns map[string]*pgx.Conn, marked map[string]bool, n int64) error {
+	for _, m := range st.Moves {
+		if !marked[subName(m)] {
+			continue
+		}
+		if _, err := conns[m.From].Exec(ctx, `INSERT INTO shardproxy_meta.reshard_marks (name, n) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET n = excluded.n`, subName(m), n); err != nil {
+			return fmt.Errorf("write mark on %s: %w", m.From, err)
+		}
 	}
-	defer c.Close(context.Background())
+	for _, m := range st.Moves {
+		if !marked[subName(m)] {
+			continue
+		}
+		if err := t.awaitMark(ctx, conns[m.To], m, n); err != nil {
+			return fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
+		}
+	}
+	return nil
+}
+
+// awaitMark waits until the target dst has applied the move's mark n.
+func (t *Tool) awaitMark(ctx context.Context, dst *pgx.Conn, m Move, n int64) error {
+	for {
+		var got int64
+		err := dst.QueryRow(ctx, "SELECT coalesce((SELECT n FROM shardproxy_meta.reshard_marks WHERE name = $1), -1)", subName(m)).Scan(&got)
+		if err != nil {
+			return err
+		}
+		if got == n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// waitConfirmed waits until the move's slot on the source c has
+// confirmed lsn.
+func (t *Tool) waitConfirmed(ctx context.Context, c *pgx.Conn, m Move, lsn string) error {
 	for {
 		var done bool
 		err := c.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1", subName(m), lsn).Scan(&done)
@@ -536,7 +712,7 @@ func (t *Tool) Abort(ctx context.Context) error {
 	}
 	if cur, err := t.current(ctx); err != nil {
 		return err
-	} else if cur.Version > st.FromVersion && slices.Equal(cur.Owners, st.Owners) {
+	} else if st.published(cur) {
 		return fmt.Errorf("version %d with the planned map is published (a cutover stopped after it): run reshard cutover again to finish it, then cleanup", cur.Version)
 	}
 	if err := t.Store.ClearFences(ctx); err != nil {
@@ -580,6 +756,9 @@ func (t *Tool) Cleanup(ctx context.Context, batch int) error {
 	st, err := t.must(ctx, CutOver)
 	if err != nil {
 		return err
+	}
+	if st.Diffs > 0 {
+		return fmt.Errorf("the cutover's comparison found %d moved buckets or ranges different on source and target: investigate, and run reshard verify in a quiet period before cleanup deletes the sources' rows", st.Diffs)
 	}
 	if batch <= 0 {
 		batch = 5000
@@ -627,7 +806,10 @@ func (t *Tool) deleteBatches(ctx context.Context, st *State, shard string, bucke
 		if err := c.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", tableIdent(tb.Name)).Scan(&ok); err != nil || !ok {
 			continue
 		}
-		where := bucketFilter(tb, st.Buckets, buckets)
+		where, err := t.moved(st, tb, buckets)
+		if err != nil {
+			return err
+		}
 		sql := "DELETE FROM " + tableIdent(tb.Name) + " WHERE " + where
 		if batch > 0 {
 			// (tableoid, ctid): a ctid alone repeats across partitions.

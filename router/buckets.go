@@ -29,6 +29,12 @@ type BucketMap struct {
 	// still holds rows of: a reshard's sources between its cutover and
 	// its cleanup. Reads across shards hide them there (stale.go).
 	Stale map[int][]int
+	// Ranges, by range table name, replaces the config's range map of
+	// the tables a reshard moved an interval of (ranges.go).
+	Ranges map[string][]Interval
+	// StaleRanges lists, by shard index and range table name, intervals
+	// the shard gave away and still holds rows of until the cleanup.
+	StaleRanges map[int]map[string][]Interval
 }
 
 // DefaultBucketMap places bucket b on shard b mod shards: with buckets a
@@ -183,6 +189,9 @@ func (t *Topology) CheckBucketMap(m *BucketMap) error {
 			return fmt.Errorf("bucket %d: shard index %d is not configured", b, o)
 		}
 	}
+	if err := t.checkRanges(m); err != nil {
+		return err
+	}
 	for sh, bs := range m.Stale {
 		if sh < 0 || sh >= len(t.Shards) {
 			return fmt.Errorf("stale buckets on shard index %d, which is not configured", sh)
@@ -222,7 +231,11 @@ func (r *Router) newPlacement(m *BucketMap) *placement {
 	}
 	used[r.topo.Default] = true
 	for _, t := range r.topo.Tables {
-		for _, iv := range t.Ranges {
+		ivs := t.Ranges
+		if mv, ok := m.Ranges[t.Name]; ok {
+			ivs = mv
+		}
+		for _, iv := range ivs {
 			used[iv.Shard] = true
 		}
 	}

@@ -420,7 +420,7 @@ func (r *Router) intervals(t *Table, p parser.Pred, params Params) []interval {
 					return all
 				}
 				for _, sh := range s {
-					for _, rg := range t.Ranges {
+					for _, rg := range r.rangesOf(t) {
 						if rg.Shard == sh {
 							out = append(out, interval{lo: rg.From, hi: rg.To, hiOpen: true})
 						}
@@ -517,7 +517,7 @@ func (r *Router) rangeShards(t *Table, ivs []interval) shardSet {
 	}
 	out := shardSet{}
 	for _, iv := range ivs {
-		for _, rg := range t.Ranges {
+		for _, rg := range r.rangesOf(t) {
 			// rg is [From, To).
 			below := !rg.To.IsZero() && !iv.lo.IsZero() && !iv.lo.Before(rg.To)
 			above := !rg.From.IsZero() && !iv.hi.IsZero() &&

@@ -570,7 +570,7 @@ func (r *Router) groups(a *parser.Analysis, sharded []occ) *grouping {
 			continue
 		}
 		tx, ty := sharded[x].t, sharded[y].t
-		if l.A.Column != tx.Key || l.B.Column != ty.Key || !colocated(tx, ty) {
+		if l.A.Column != tx.Key || l.B.Column != ty.Key || !r.colocated(tx, ty) {
 			continue
 		}
 		parent[find(x)] = find(y)
@@ -640,7 +640,7 @@ func (r *Router) groups(a *parser.Analysis, sharded []occ) *grouping {
 }
 
 // colocated reports whether equal keys of two tables are on one shard.
-func colocated(a, b *Table) bool {
+func (r *Router) colocated(a, b *Table) bool {
 	if a.Strategy != b.Strategy {
 		return false
 	}
@@ -648,11 +648,12 @@ func colocated(a, b *Table) bool {
 	case Hash:
 		return a.KeyText == b.KeyText
 	case Range:
-		if a.KeyLocal != b.KeyLocal || len(a.Ranges) != len(b.Ranges) {
+		ar, br := r.rangesOf(a), r.rangesOf(b)
+		if a.KeyLocal != b.KeyLocal || len(ar) != len(br) {
 			return false
 		}
-		for i := range a.Ranges {
-			x, y := a.Ranges[i], b.Ranges[i]
+		for i := range ar {
+			x, y := ar[i], br[i]
 			if !x.From.Equal(y.From) || !x.To.Equal(y.To) || x.Shard != y.Shard {
 				return false
 			}
@@ -927,7 +928,7 @@ func (r *Router) compileInsertSelect(a *parser.Analysis, t *Table, g *grouping) 
 		for _, k := range src {
 			o := a.Occurrences[k.Occ]
 			st := r.topo.Lookup(o.Table)
-			if st != nil && st.Strategy != Reference && k.Column == st.Key && colocated(st, t) {
+			if st != nil && st.Strategy != Reference && k.Column == st.Key && r.colocated(st, t) {
 				from = &occ{Occurrence: o, i: k.Occ, t: st}
 				break
 			}

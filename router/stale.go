@@ -43,7 +43,7 @@ type hidden struct {
 const hideCacheMax = 4096
 
 func (r *Router) newHider(m *BucketMap) *staleHider {
-	if m == nil || len(m.Stale) == 0 {
+	if m == nil || (len(m.Stale) == 0 && len(m.StaleRanges) == 0) {
 		return nil
 	}
 	h := &staleHider{cond: map[int]map[string]string{}, cache: map[hideKey]hidden{}}
@@ -60,6 +60,18 @@ func (r *Router) newHider(m *BucketMap) *staleHider {
 			conds[t.Name] = "NOT " + BucketCondition(t.Key, t.KeyText, v, bs)
 		}
 		h.cond[shard] = conds
+	}
+	for shard, tabs := range m.StaleRanges {
+		for name, ivs := range tabs {
+			t := r.topo.Tables[name]
+			if t == nil || len(ivs) == 0 {
+				continue
+			}
+			if h.cond[shard] == nil {
+				h.cond[shard] = map[string]string{}
+			}
+			h.cond[shard][name] = "NOT coalesce(" + RangeCondition(t, ivs) + ", false)"
+		}
 	}
 	return h
 }
@@ -174,7 +186,7 @@ func (r *Router) HashModN() bool {
 	if m == nil {
 		return true
 	}
-	if len(m.Stale) > 0 {
+	if len(m.Stale) > 0 || len(m.Ranges) > 0 || len(m.StaleRanges) > 0 {
 		return false
 	}
 	n := len(r.topo.Shards)

@@ -84,6 +84,12 @@ type State struct {
 	// cutover and still holds rows of until the reshard's cleanup: reads
 	// across shards hide them there.
 	Stale map[string][]int
+	// Ranges holds, by range table, the range maps a reshard moved an
+	// interval of (the config's ranges apply to the other tables), and
+	// StaleRanges, by shard name, the intervals a shard gave away and
+	// still holds rows of until the cleanup (ranges.go).
+	Ranges      map[string][]router.RangeConfig
+	StaleRanges map[string][]StaleRange
 }
 
 // Fence is a cutover in progress: proxies hold new writes to Shards until
@@ -115,6 +121,9 @@ func (s *State) BucketMap(topo *router.Topology) (*router.BucketMap, error) {
 			m.Stale = map[int][]int{}
 		}
 		m.Stale[i] = bs
+	}
+	if err := s.resolveRanges(topo, m); err != nil {
+		return nil, err
 	}
 	return m, topo.CheckBucketMap(m)
 }
@@ -200,7 +209,7 @@ func (s *Store) Init(ctx context.Context, seed []string) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('shardproxy_meta.init'))"); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, ddl+idsDDL); err != nil {
+		if _, err := tx.Exec(ctx, ddl+idsDDL+rangesDDL); err != nil {
 			return fmt.Errorf("create metadata schema: %w", err)
 		}
 		var n int64
@@ -224,6 +233,9 @@ func publish(ctx context.Context, tx pgx.Tx, version int64, owners []string, not
 		SELECT $1, o.n - 1, o.shard FROM unnest($2::text[]) WITH ORDINALITY AS o(shard, n)`, version, owners); err != nil {
 		return 0, fmt.Errorf("publish version %d: %w", version, err)
 	}
+	if err := copyRanges(ctx, tx, version); err != nil {
+		return 0, err
+	}
 	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, fmt.Sprint(version)); err != nil {
 		return 0, err
 	}
@@ -246,8 +258,14 @@ func (s *Store) PublishStale(ctx context.Context, owners []string, after int64, 
 		return 0, err
 	}
 	defer c.Close(ctx)
+	return s.PublishStaleOn(ctx, c, owners, after, note, stale)
+}
+
+// PublishStaleOn is PublishStale on an open connection to the metadata
+// database.
+func (s *Store) PublishStaleOn(ctx context.Context, c *pgx.Conn, owners []string, after int64, note string, stale map[string][]int) (int64, error) {
 	var v int64
-	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "LOCK TABLE shardproxy_meta.versions IN EXCLUSIVE MODE"); err != nil {
 			return err
 		}
@@ -264,6 +282,7 @@ func (s *Store) PublishStale(ctx context.Context, owners []string, after int64, 
 				return fmt.Errorf("record stale buckets: %w", err)
 			}
 		}
+		var err error
 		v, err = publish(ctx, tx, cur+1, owners, note)
 		return err
 	})
@@ -281,6 +300,9 @@ func (s *Store) ClearStale(ctx context.Context, shard string) error {
 	return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "DELETE FROM shardproxy_meta.stale_buckets WHERE shard = $1", shard); err != nil {
 			return fmt.Errorf("clear stale buckets: %w", err)
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM shardproxy_meta.stale_ranges WHERE shard = $1", shard); err != nil {
+			return fmt.Errorf("clear stale ranges: %w", err)
 		}
 		_, err := tx.Exec(ctx, "SELECT pg_notify($1, 'stale')", Channel)
 		return err
@@ -315,6 +337,9 @@ func (s *Store) Load(ctx context.Context, c *pgx.Conn) (*State, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("load stale buckets: %w", err)
 	}
+	if err := loadRanges(ctx, c, st); err != nil {
+		return nil, err
+	}
 	f := &Fence{}
 	var holdMS int64
 	err = c.QueryRow(ctx, `SELECT id, shards, until_version, hold_ms FROM shardproxy_meta.fences
@@ -336,8 +361,13 @@ func (s *Store) SetFence(ctx context.Context, shards []string, until int64, hold
 		return 0, err
 	}
 	defer c.Close(ctx)
+	return s.SetFenceOn(ctx, c, shards, until, hold)
+}
+
+// SetFenceOn is SetFence on an open connection to the metadata database.
+func (s *Store) SetFenceOn(ctx context.Context, c *pgx.Conn, shards []string, until int64, hold time.Duration) (int64, error) {
 	var id int64
-	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, "INSERT INTO shardproxy_meta.fences (shards, until_version, hold_ms) VALUES ($1, $2, $3) RETURNING id",
 			shards, until, hold.Milliseconds()).Scan(&id); err != nil {
 			return fmt.Errorf("set fence: %w", err)
@@ -379,6 +409,11 @@ func (s *Store) Proxies(ctx context.Context, live time.Duration) ([]Proxy, error
 		return nil, err
 	}
 	defer c.Close(ctx)
+	return ProxiesOn(ctx, c, live)
+}
+
+// ProxiesOn is Proxies on an open connection to the metadata database.
+func ProxiesOn(ctx context.Context, c *pgx.Conn, live time.Duration) ([]Proxy, error) {
 	rows, err := c.Query(ctx, `SELECT proxy_id, version, fence_id, extract(epoch FROM now() - seen_at)
 		FROM shardproxy_meta.proxies WHERE seen_at > now() - $1::interval ORDER BY proxy_id`, fmt.Sprintf("%d milliseconds", live.Milliseconds()))
 	if err != nil {

@@ -39,7 +39,9 @@ func TestStoreWatchHeartbeat(t *testing.T) {
 	set := localpg.StartT(t, localpg.Options{N: 1, Database: "meta"})
 	dsn := set.Clusters[0].DSN("meta")
 	topo, err := router.NewTopology(&router.Config{Buckets: 4,
-		Shards: []router.ShardConfig{{Name: "a", DSN: dsn}, {Name: "b", DSN: dsn}}})
+		Shards: []router.ShardConfig{{Name: "a", DSN: dsn}, {Name: "b", DSN: dsn}},
+		Tables: map[string]router.TableConfig{"events": {Strategy: router.Range, Key: "created_at",
+			Ranges: []router.RangeConfig{{To: "2026-11-01", Shard: "a"}, {From: "2026-11-01", Shard: "b"}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +106,31 @@ func TestStoreWatchHeartbeat(t *testing.T) {
 	if _, err := bad.BucketMap(topo); err == nil {
 		t.Fatal("unknown shard accepted")
 	}
+	// A moved range: the new range map and the stale interval arrive
+	// together, a later version carries the map over, ClearStale ends
+	// the stale interval.
+	moved := []router.RangeConfig{{To: "2026-11-01", Shard: "a"}, {From: "2026-11-01", To: "2026-12-01", Shard: "a"}, {From: "2026-12-01", Shard: "b"}}
+	if v, err := store.PublishRange(ctx, 2, "range", "events", moved, "b", []topology.StaleRange{{Table: "events", From: "2026-11-01", To: "2026-12-01"}}); err != nil || v != 3 {
+		t.Fatalf("publish range: %d %v", v, err)
+	}
+	wait("version 3", func(s *topology.State) bool { return s.Version == 3 })
+	if st := rec.last(); len(st.Ranges["events"]) != 3 || st.Ranges["events"][1] != moved[1] || st.StaleRangeCount() != 1 || strings.Join(st.Owners, ",") != "a,b,b,b" {
+		t.Fatalf("version 3: %+v", st)
+	}
+	if m, err := rec.last().BucketMap(topo); err != nil || m.Ranges["events"][1].Shard != 0 || len(m.StaleRanges[1]["events"]) != 1 {
+		t.Fatalf("version 3 map: %+v %v", m, err)
+	}
+	if _, err := store.Publish(ctx, []string{"a", "b", "a", "b"}, 3, "buckets"); err != nil {
+		t.Fatal(err)
+	}
+	wait("version 4", func(s *topology.State) bool { return s.Version == 4 })
+	if st := rec.last(); len(st.Ranges["events"]) != 3 || st.Ranges["events"][1] != moved[1] {
+		t.Fatalf("version 4 lost the range map: %+v", st)
+	}
+	if err := store.ClearStale(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	wait("stale range cleared", func(s *topology.State) bool { return s.StaleRangeCount() == 0 })
 	cancel()
 	// Stopping removes the heartbeat.
 	deadline = time.Now().Add(10 * time.Second)

@@ -20,6 +20,8 @@ import (
 
 const reshardUsage = `usage: shardproxy reshard [-config FILE] COMMAND
   plan -to s0,s1,s2,s3   spread the buckets over these shards (bucket b on the (b mod n)-th)
+  plan -table events -range 2026-11-01/2026-12-01 -to s2
+                         move one interval [from, to) of a range table to a shard
   start                  schema onto the targets, copy and stream by logical replication
   status                 copy state and lag per move
   cutover [-hold 2s] [-verify=true]
@@ -61,7 +63,9 @@ func reshardCmd(args []string, stdout, stderr io.Writer) int {
 	to := sub.String("to", "", "plan: the shards to spread the buckets over, comma-separated")
 	hold := sub.Duration("hold", 2*time.Second, "cutover: the longest a write is held")
 	batch := sub.Int("batch", 5000, "cleanup: rows deleted per transaction")
-	verify := sub.Bool("verify", true, "cutover: compare the moved buckets while writes are held")
+	verify := sub.Bool("verify", true, "cutover: compare the moved rows (in snapshots taken while writes are held, after releasing them)")
+	table := sub.String("table", "", "plan: the range table to move an interval of (with -range)")
+	rng := sub.String("range", "", "plan: the interval FROM/TO of -table to move to the shard -to")
 	if err := sub.Parse(fs.Args()[1:]); err != nil {
 		return 2
 	}
@@ -71,6 +75,15 @@ func reshardCmd(args []string, stdout, stderr io.Writer) int {
 		if *to == "" {
 			fmt.Fprint(stderr, reshardUsage)
 			return 2
+		}
+		if *table != "" || *rng != "" {
+			from, until, ok := strings.Cut(*rng, "/")
+			if *table == "" || !ok || strings.Contains(*to, ",") {
+				fmt.Fprint(stderr, reshardUsage)
+				return 2
+			}
+			_, err = tool.PlanRange(ctx, *table, from, until, *to)
+			break
 		}
 		_, err = tool.Plan(ctx, strings.Split(*to, ","))
 	case "start":
