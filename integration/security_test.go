@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shardproxy/shardproxy/certs"
 	"github.com/shardproxy/shardproxy/localpg"
@@ -252,7 +254,24 @@ func connectTo(t *testing.T, addr, user string, mode pgx.QueryExecMode) *pgx.Con
 // query_timeout is cancelled on every shard it runs on (57014); the
 // session goes on, and a user without one is not cancelled.
 func TestQueryTimeout(t *testing.T) {
-	addr := limitsProxy(t, proxy.Limits{}, 500*time.Millisecond)
+	cfg := env.cfg
+	cfg.Users = []proxy.User{{Name: "app", Password: "app", QueryTimeout: 500 * time.Millisecond}, {Name: "trusty", Auth: "trust"}}
+	srv, err := proxy.New(cfg, env.topo, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if err := srv.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	go srv.Serve(sctx, ln)
+	t.Cleanup(func() { stop(); srv.Close() })
+	addr := ln.Addr().String()
 	ctx := context.Background()
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
 		c := connectTo(t, addr, "app", mode)
@@ -295,6 +314,22 @@ func TestQueryTimeout(t *testing.T) {
 	if _, err := c.Exec(ctx, "SELECT pg_sleep(0.8)"); err != nil {
 		t.Fatalf("user without query_timeout: %v", err)
 	}
+	// Each cancelled statement is counted once (2 statements, 2 protocols).
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := value(toMap(fams), "shardproxy_limit_hits_total", "limit", "query_timeout"); got != 4 {
+		t.Fatalf("shardproxy_limit_hits_total{limit=query_timeout} = %v, want 4", got)
+	}
+}
+
+func toMap(fams []*dto.MetricFamily) map[string]*dto.MetricFamily {
+	out := map[string]*dto.MetricFamily{}
+	for _, f := range fams {
+		out[f.GetName()] = f
+	}
+	return out
 }
 
 // TestLimitsWithShards: an oversized statement gets 54000 and the session

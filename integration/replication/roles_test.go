@@ -3,10 +3,14 @@ package replication
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/shardproxy/shardproxy/localpg"
 )
 
 // TestBackendRoleOnReplicas: a user with a backend role (backend_roles:
@@ -61,4 +65,55 @@ func TestBackendRoleOnReplicas(t *testing.T) {
 			t.Fatalf("%s: a write without a grant as lp: %v, want 42501 from the primary", m.name, err)
 		}
 	}
+}
+
+// TestBackendRoleFollowsFailover: the primary of a shard dies and its
+// replica is promoted; a backend role's writes, which have pools of their
+// own, move to the promoted primary with the default pools' (the role's
+// pools follow their retarget) and still run as the role.
+func TestBackendRoleFollowsFailover(t *testing.T) {
+	ctx := context.Background()
+	set, err := localpg.Start(ctx, localpg.Options{N: 1, Database: database})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Stop()
+	prim := set.Clusters[0]
+	if err := schema(ctx, prim.DSN(database)); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{"CREATE ROLE lp LOGIN", "GRANT SELECT ON one TO lp", "GRANT USAGE ON SEQUENCE seq TO lp"} {
+		exec(t, prim, sql)
+	}
+	rep, err := set.StartReplica(ctx, prim, "rolefailover-r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := startProxy(t, "backend_roles: per_user\nusers: [{name: app, auth: trust, backend_user: postgres}, {name: lp, auth: trust}]\n"+
+		"replicas: {read_from: replicas, failover_buffer: 10s, read_your_writes: -1s}", dsnOf(prim), dsnOf(rep))
+	waitRotation(t, addr, "s0-r1")
+	c := connectAs(t, addr, "lp", pgx.QueryExecModeSimpleProtocol)
+	const write = "SELECT nextval('seq')::int * 0 + inet_server_port(), current_user::text FROM one"
+	run := func() (int, string, error) {
+		var p int
+		var who string
+		err := c.QueryRow(ctx, write).Scan(&p, &who)
+		return p, who, err
+	}
+	if p, who, err := run(); err != nil || p != prim.Port || who != "lp" {
+		t.Fatalf("write before the failover: port %d as %q, %v; want %d as lp", p, who, err, prim.Port)
+	}
+	if err := prim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	waitFor(t, 30*time.Second, "lp's writes on the promoted replica", func() bool {
+		p, who, err := run()
+		last = fmt.Sprintf("port %d as %q, %v", p, who, err)
+		return err == nil && p == rep.Port && who == "lp"
+	})
+	t.Logf("after the failover: %s", last)
 }
