@@ -118,8 +118,12 @@ metadata: {dsn: %q, poll: 200ms}
 	inNov := func(id int64) bool { return id%3 == 1 }
 	c0 := conn(0)
 	const base = 900
-	for i := int64(0); i < base; i++ {
-		if _, err := c0.Exec(ctx, "INSERT INTO events (id, created_at, kind) VALUES ($1, $2, $3)", i, at(i), i%10); err != nil {
+	for i := int64(0); i < base; i += 100 {
+		var vals []string
+		for j := i; j < i+100; j++ {
+			vals = append(vals, fmt.Sprintf("(%d, '%s', %d)", j, at(j), j%10))
+		}
+		if _, err := c0.Exec(ctx, "INSERT INTO events (id, created_at, kind) VALUES "+strings.Join(vals, ", ")); err != nil {
 			t.Fatal(err)
 		}
 	}
