@@ -33,7 +33,7 @@ func TestReshardRange(t *testing.T) {
 	set := localpg.StartT(t, localpg.Options{N: 3, Database: "app", Settings: map[string]string{"wal_level": "logical"}})
 	meta := set.Clusters[0].DSN("app")
 	var sb strings.Builder
-	sb.WriteString("database: app\nusers: [{name: trusty, auth: trust}]\npool: {size: 8, acquire_timeout: 5s}\nshards:\n")
+	sb.WriteString("database: app\nbackend_roles: shared\nusers: [{name: trusty, auth: trust}]\npool: {size: 8, acquire_timeout: 5s}\nshards:\n")
 	for i, dsn := range set.DSNs() {
 		fmt.Fprintf(&sb, "  - {name: s%d, dsn: %q}\n", i, dsn)
 	}
