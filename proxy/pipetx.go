@@ -35,6 +35,17 @@ var errSkipped = errors.New("skipped after an error until Sync")
 func (s *session) pipelineTx(ctx context.Context) error {
 	x := s.x
 	cur := x.cur
+	if cur != nil && cur.pool.reads {
+		// A replica's reads need no atomicity: they end here, and the
+		// transaction starts on the primaries.
+		if err := s.extRelease(); err != nil {
+			return err
+		}
+		if x.errored {
+			return errSkipped
+		}
+		cur = nil
+	}
 	if cur != nil {
 		if err := s.extFlush(false); err != nil {
 			return err
