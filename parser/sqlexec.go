@@ -18,6 +18,7 @@ type Prepared struct {
 	Declared int
 	query    *pg.Node
 	version  int32
+	types    []*pg.TypeName // of $1, $2...: SetTypes
 }
 
 // SQLPrepared returns the query of a SQL PREPARE name [(types)] AS query.
@@ -124,12 +125,29 @@ func parseTypeName(t string) (*pg.TypeName, error) {
 	return tc.TypeName, nil
 }
 
+// SetTypes records the parameters' types as Postgres resolved them at
+// PREPARE (regtype output), for Bind.
+func (p *Prepared) SetTypes(types []string) error {
+	p.types = make([]*pg.TypeName, len(types))
+	for i, t := range types {
+		tn, err := parseTypeName(t)
+		if err != nil {
+			return err
+		}
+		p.types[i] = tn
+	}
+	return nil
+}
+
+// Params is the number of parameters (SetTypes).
+func (p *Prepared) Params() int { return len(p.types) }
+
 // Bind returns the text of the prepared query with each $n replaced by
-// the n-th argument cast to types[n-1], the parameter's type as Postgres
-// resolved it at PREPARE: `(arg)::type`. The caller has checked that
-// there are as many arguments as types. An argument Postgres would
-// reject is an *ArgError.
-func (p *Prepared) Bind(e *Execution, types []string) (string, error) {
+// the n-th argument cast to the parameter's type (SetTypes):
+// `(arg)::type`. The caller has checked that there are as many arguments
+// as parameters. An argument Postgres would reject is an *ArgError.
+func (p *Prepared) Bind(e *Execution) (string, error) {
+	types := p.types
 	if len(types) == 0 {
 		e = &Execution{Name: e.Name}
 	}
@@ -150,11 +168,8 @@ func (p *Prepared) Bind(e *Execution, types []string) (string, error) {
 		if k < 1 || k > len(e.args) || k > len(types) {
 			return "", &ArgError{Code: "42P02", Message: fmt.Sprintf("there is no parameter $%d", k)}
 		}
-		tn, err := parseTypeName(types[k-1])
-		if err != nil {
-			return "", err
-		}
 		arg := proto.Clone(e.args[k-1]).(*pg.Node)
+		tn := proto.Clone(types[k-1]).(*pg.TypeName)
 		n.Node = &pg.Node_TypeCast{TypeCast: &pg.TypeCast{Arg: arg, TypeName: tn, Location: -1}}
 	}
 	sql, err := pg.Deparse(&pg.ParseResult{Version: p.version, Stmts: []*pg.RawStmt{{Stmt: q}}})

@@ -40,8 +40,7 @@ import (
 
 // sqlStmt is one SQL prepared statement of the session.
 type sqlStmt struct {
-	p     *parser.Prepared
-	types []string // the type of $1, $2...: regtype output
+	p *parser.Prepared // with its parameters' types (SetTypes)
 }
 
 // sqlPrepareStmt answers SQL PREPARE and EXECUTE of the session's
@@ -119,10 +118,14 @@ func (s *session) sqlPrepare(ctx context.Context, st *parser.Statement, p *parse
 		}
 		return nil
 	}
+	if err := p.SetTypes(types); err != nil {
+		s.fail(err)
+		return nil
+	}
 	if s.sqlStmts == nil {
 		s.sqlStmts = map[string]*sqlStmt{}
 	}
-	s.sqlStmts[p.Name] = &sqlStmt{p: p, types: types}
+	s.sqlStmts[p.Name] = &sqlStmt{p: p}
 	s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("PREPARE")})
 	return nil
 }
@@ -172,12 +175,12 @@ func (s *session) sqlExecute(ctx context.Context, e *parser.Execution) error {
 		return nil
 	}
 	// Postgres ignores the arguments of a statement without parameters.
-	if e.Args() != len(ps.types) && len(ps.types) > 0 {
+	if n := ps.p.Params(); e.Args() != n && n > 0 {
 		s.fail(&pgError{code: pgerrcode.SyntaxError, msg: fmt.Sprintf("wrong number of parameters for prepared statement \"%s\"", e.Name),
-			detail: fmt.Sprintf("Expected %d parameters but got %d.", len(ps.types), e.Args())})
+			detail: fmt.Sprintf("Expected %d parameters but got %d.", ps.p.Params(), e.Args())})
 		return nil
 	}
-	sql, err := ps.p.Bind(e, ps.types)
+	sql, err := ps.p.Bind(e)
 	if err != nil {
 		var ae *parser.ArgError
 		if errors.As(err, &ae) {
@@ -186,7 +189,15 @@ func (s *session) sqlExecute(ctx context.Context, e *parser.Execution) error {
 		s.fail(err)
 		return nil
 	}
-	stmts, err := parser.Parse(sql)
+	// The simple query's own path: statements of one shape share a parsed
+	// template whatever their constants (simpleQuery).
+	if st, lits, ok := s.srv.cache.Template(sql); ok && st.Session == parser.NoSessionUse {
+		if plan, err := s.route(st, lits); err == nil && plan.SQL == nil {
+			s.q.st, s.q.plan = st, plan
+			return s.routed(ctx, st, sql, plan)
+		}
+	}
+	stmts, err := s.srv.cache.Parse(sql)
 	if err != nil || len(stmts) != 1 {
 		s.fail(fmt.Errorf("parse the bound statement: %w", err))
 		return nil
