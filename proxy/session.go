@@ -91,7 +91,7 @@ func (s *session) flush() error {
 }
 
 func (s *session) readyForQuery() error {
-	s.awaitCancels() // cancelwait.go
+	s.awaitCancels()  // cancelwait.go
 	s.settleCursors() // mcursor.go
 	s.settle()
 	s.settleWrites() // ryw.go
