@@ -35,7 +35,7 @@ func TestCancelRaceScatterExtended(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			var n int
-			done <- c.QueryRow(ctx, q, float64(1+rand.IntN(3))/1000).Scan(&n)
+			done <- c.QueryRow(ctx, q, float64(1+rand.IntN(4))/1000).Scan(&n)
 		}()
 		time.Sleep(time.Duration(rand.IntN(10000)) * time.Microsecond)
 		if err := c.PgConn().CancelRequest(ctx); err != nil {

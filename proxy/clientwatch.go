@@ -42,6 +42,9 @@ type clientWatch struct {
 	// session's statement count plus one when its statement was running at
 	// the last look, else 0.
 	seen uint64
+	// lw is the session's wait for a backend, which a CancelRequest ends
+	// (leasecancel.go).
+	lw leaseWait
 }
 
 // watchClients runs the checks until ctx ends.

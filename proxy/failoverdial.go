@@ -15,7 +15,9 @@ import (
 // makes the first case behave like the second: a failed dial of a
 // replicated write pool asks the shard's servers for a probe now, and
 // dials again (the promoted server once the pool is retargeted) until
-// failover_buffer runs out. Other shards' pools are not involved.
+// failover_buffer runs out. Other shards' pools are not involved. Only a
+// client's statement waits (session.leaseFrom); the proxy's own background
+// work (two-phase recovery, warm-up) fails at once as before.
 
 // awaitPrimary retries a failed primary dial within failover_buffer; it
 // returns err as it is when p is not a replicated write pool, has no
@@ -55,7 +57,7 @@ func (p *pool) awaitPrimary(ctx context.Context, err error) (*backend, error) {
 		if p.downErr.Load() != nil {
 			continue // marked down meanwhile: wait here for the failover (get would start a new buffer)
 		}
-		b, e := p.get(ctx)
+		b, e := p.acquire(ctx)
 		if e == nil {
 			return b, nil
 		}

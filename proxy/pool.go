@@ -133,9 +133,6 @@ func (p *pool) config() *pgconn.Config { return p.cfgp.Load() }
 // waiting up to the acquire timeout.
 func (p *pool) acquire(ctx context.Context) (*backend, error) {
 	b, err := p.get(ctx)
-	if err != nil && p.replicated {
-		b, err = p.awaitPrimary(ctx, err) // failoverdial.go
-	}
 	if err == nil {
 		r := p.root()
 		r.load.busy.Add(1)

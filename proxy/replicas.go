@@ -365,7 +365,7 @@ func (s *session) leaseFrom(ctx context.Context, p *pool) (*backend, error) {
 		return b, err
 	}
 	t := time.Now()
-	b, err := p.acquire(ctx)
+	b, err := s.acquireCancelable(ctx, p) // leasecancel.go
 	s.waited(p.shard, t)
 	if err != nil {
 		return nil, err

@@ -435,5 +435,6 @@ func (s *Server) cancel(pid uint32, secret []byte) {
 	if string(sess.secret[:]) != string(secret) {
 		return
 	}
+	sess.cw.lw.interrupt()     // leasecancel.go: a statement still waiting for a backend
 	sess.cancelLeased().Wait() // cancelwait.go: delivered before the client hears back
 }
