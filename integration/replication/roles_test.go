@@ -40,6 +40,20 @@ func TestBackendRoleOnReplicas(t *testing.T) {
 			}
 		})
 	}
+	// The replicas get the role by replaying the primary's WAL: until they
+	// have, a dial to them as lp fails and the read falls back to the
+	// primary.
+	for _, r := range []*localpg.Cluster{env.r1, env.r2} {
+		waitFor(t, 20*time.Second, "role lp on replica "+r.Name, func() bool {
+			c, err := pgx.Connect(ctx, r.DSN(database))
+			if err != nil {
+				return false
+			}
+			defer c.Close(ctx)
+			var n int
+			return c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = 'lp'").Scan(&n) == nil && n == 1
+		})
+	}
 	addr := startProxy(t, "backend_roles: per_user\nusers: [{name: app, auth: trust, backend_user: postgres}, {name: lp, auth: trust}]\n"+
 		"replicas: {read_from: replicas, read_your_writes: off}", dsnOf(env.primary), dsnOf(env.r1), dsnOf(env.r2))
 	waitRotation(t, addr, "s0-r1", "s0-r2")
