@@ -30,6 +30,11 @@ stress: deps
 # stress-reshard: 2 -> 4 shards with 200k rows under load, then the tool
 # stopped at every crash point of start, cutover and cleanup and resumed
 # (docs/resharding.md).
+# The measurement at scale (docs/benchmarks.md, "4 x 1M rows"):
+# SHARDPROXY_RESHARD_ROWS=4000000 SHARDPROXY_RESHARD_RATE=500 go test -count=1 \
+#   -timeout 60m -run 'TestReshardTwoToFour$' -v ./reshard/
+# (ROWS >= 100k loads by COPY through the proxy; RATE paces the inserts per
+# second, updates at a tenth, logs the slots' lag and skips the abort run.)
 stress-reshard: deps
 	SHARDPROXY_RESHARD_ROWS=200000 $(GO) test -count=1 -timeout 30m -run 'TestReshardTwoToFour' -v ./reshard/
 	SHARDPROXY_RESHARD_CRASH=all SHARDPROXY_RESHARD_ROWS=20000 $(GO) test -tags stress -count=1 -timeout 30m -run 'TestReshardCrashResume' -v ./reshard/
