@@ -120,6 +120,73 @@ func scriptStep(ctx context.Context, c *pgconn.PgConn, sql string) string {
 // without HOLD, SCROLL), session advisory locks, SQL PREPARE/EXECUTE and
 // DISCARD through the proxy answer as one plain Postgres connection does.
 func TestSessionSQLMatchesPostgres(t *testing.T) {
+	matchPostgresScript(t, sessionScript)
+}
+
+// TestTransactionModesMatchPostgres runs the transaction-mode part of
+// Postgres's own `transactions` regression test (SET TRANSACTION, SET
+// SESSION CHARACTERISTICS, a temporary table keeping the client on its
+// backend) through the proxy and on Postgres. The proxy once replayed
+// transaction_read_only as a session setting, so after SET SESSION
+// CHARACTERISTICS every statement failed with 25001.
+func TestTransactionModesMatchPostgres(t *testing.T) {
+	matchPostgresScript(t, []string{
+		"DROP TABLE IF EXISTS tm_writetest, tm_foobar",
+		"CREATE TABLE tm_writetest (a int)",
+		"CREATE TEMPORARY TABLE tm_temptest (a int)",
+		"BEGIN",
+		"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE",
+		"SELECT * FROM tm_writetest",
+		"SET TRANSACTION READ WRITE",
+		"COMMIT",
+		"BEGIN",
+		"SET TRANSACTION READ ONLY",
+		"SET TRANSACTION READ WRITE",
+		"SET TRANSACTION READ ONLY",
+		"SELECT * FROM tm_writetest",
+		"SAVEPOINT x",
+		"SET TRANSACTION READ ONLY",
+		"SET TRANSACTION READ WRITE",
+		"COMMIT",
+		"BEGIN",
+		"SET TRANSACTION READ WRITE",
+		"SAVEPOINT x",
+		"SET TRANSACTION READ ONLY",
+		"SELECT * FROM tm_writetest",
+		"ROLLBACK TO SAVEPOINT x",
+		"SHOW transaction_read_only",
+		"COMMIT",
+		"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+		"DROP TABLE tm_writetest",
+		"INSERT INTO tm_writetest VALUES (1)",
+		"SELECT * FROM tm_writetest",
+		"DELETE FROM tm_temptest",
+		"SHOW transaction_read_only",
+		"START TRANSACTION READ WRITE",
+		"INSERT INTO tm_writetest VALUES (1)",
+		"COMMIT",
+		"SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+		"CREATE TABLE tm_foobar (a int)",
+		"SET default_transaction_isolation = 'repeatable read'",
+		"SHOW transaction_isolation",
+		"BEGIN",
+		"SHOW transaction_isolation",
+		"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+		"SHOW transaction_isolation",
+		"COMMIT",
+		"SHOW transaction_isolation",
+		"RESET default_transaction_isolation",
+		"SELECT count(*) FROM tm_writetest",
+		"DROP TABLE tm_writetest, tm_foobar",
+		"SHOW transaction_read_only",
+	})
+}
+
+// matchPostgresScript runs script's statements one by one on the default
+// shard's server directly (one plain Postgres), then through the proxy,
+// and compares each step's tags, rows and SQLSTATEs.
+func matchPostgresScript(t *testing.T, script []string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// Postgres first (the default shard's server, alone: the advisory
@@ -128,8 +195,8 @@ func TestSessionSQLMatchesPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := make([]string, len(sessionScript))
-	for i, sql := range sessionScript {
+	want := make([]string, len(script))
+	for i, sql := range script {
 		want[i] = scriptStep(ctx, direct, sql)
 	}
 	direct.Close(ctx)
@@ -138,7 +205,7 @@ func TestSessionSQLMatchesPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer via.Close(ctx)
-	for i, sql := range sessionScript {
+	for i, sql := range script {
 		if got := scriptStep(ctx, via, sql); got != want[i] {
 			t.Errorf("step %d %q:\nproxy:    %s\npostgres: %s", i, sql, got, want[i])
 		}

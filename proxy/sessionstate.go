@@ -67,8 +67,12 @@ const resetRoleSQL = "RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; RESET ALL"
 // captureSQL lists the settings a backend's session changed, in a form
 // set_config reads back (current_setting's text, with units).
 // Role and session authorization are not in pg_settings: they come last,
-// session authorization first (it resets the role when replayed).
+// session authorization first (it resets the role when replayed). The
+// transaction_* settings are the open transaction's, set from the
+// default_transaction_* ones at each start: replaying one would set a
+// transaction's mode after its first query (25001), so they are left out.
 const captureSQL = "SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session'" +
+	" AND name NOT IN ('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')" +
 	" UNION ALL SELECT 'session_authorization', pg_catalog.current_setting('session_authorization')" +
 	" UNION ALL SELECT 'role', pg_catalog.current_setting('role')"
 
