@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/shardproxy/shardproxy/localpg"
 )
 
 // TestFailoverBuffer: while shard s0 has no writable primary (killed, not
@@ -19,76 +21,120 @@ import (
 // completes on the replica once it is promoted, with no error.
 func TestFailoverBuffer(t *testing.T) {
 	ctx := context.Background()
-	prim, rep := primaryWithReplica(t, "buffer-r1")
-	const health = "{interval: 100ms, timeout: 1s, failures: 2, successes: 1}"
-	short := startProxyHealth(t, health, "replicas: {read_from: replicas, failover_buffer: 1s, read_your_writes: off}",
-		dsnOf(prim), dsnOf(rep))
-	long := startProxyHealth(t, health, "replicas: {read_from: replicas, failover_buffer: 60s, read_your_writes: off}",
-		dsnOf(prim), dsnOf(rep))
-	const write = "SELECT nextval('seq')::int * 0 + inet_server_port() FROM one"
-	const read = "SELECT inet_server_port() FROM one"
-	const other = "INSERT INTO kv (id, v) VALUES ($1, 'buffer') ON CONFLICT (id) DO UPDATE SET v = 'buffer' RETURNING inet_server_port()"
-	var cs, cl []*pgx.Conn
-	for _, m := range modes {
-		cs = append(cs, connect(t, short, m.mode))
-		cl = append(cl, connect(t, long, m.mode))
-	}
-	// An id of kv that lives on s1 (the other cluster).
-	otherID := int64(0)
-	for id := int64(100); id < 200 && otherID == 0; id++ {
-		if port(t, cs[0], other, id) == env.other.Port {
-			otherID = id
-		}
-	}
-	if otherID == 0 {
-		t.Fatal("no kv id on s1 among 100..199")
-	}
-	waitRotation(t, short, "s0-r1")
-	waitRotation(t, long, "s0-r1")
-	if err := prim.Kill(); err != nil {
+	b := newBufferCase(t, "buffer-r1", "{interval: 100ms, timeout: 1s, failures: 2, successes: 1}")
+	if err := b.prim.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	for _, addr := range []string{short, long} {
+	for _, addr := range []string{b.short, b.long} {
 		waitFor(t, 20*time.Second, "primary marked down", func() bool {
 			return showReplicas(t, addr)["s0"].state == "down"
 		})
 	}
-	// The long buffer: writes wait (started now, finished after the
-	// promotion).
-	type outcome struct {
-		port int
-		err  error
+	waiting := b.startWaiting(ctx)
+	b.shortWritesFail(t, ctx, func(m string, c *pgx.Conn) {
+		// The session is usable; reads go on on the replica.
+		if p := port(t, c, "SELECT inet_server_port() FROM one"); p != b.rep.Port {
+			t.Fatalf("%s: read on port %d, want the replica %d", m, p, b.rep.Port)
+		}
+	})
+	b.promoteAndFinish(t, ctx, waiting)
+}
+
+// bufferCase is shard s0 (a primary with one replica) behind two proxies,
+// one with a 1s failover_buffer and one with 60s, a connection to each per
+// protocol mode, and an id of kv that lives on s1 (the other cluster).
+type bufferCase struct {
+	prim, rep   *localpg.Cluster
+	short, long string
+	cs, cl      []*pgx.Conn
+	otherID     int64
+}
+
+// bufferWrite writes on s0 and answers the port that took the write.
+const bufferWrite = "SELECT nextval('seq')::int * 0 + inet_server_port() FROM one"
+
+// bufferOther writes the kv row $1 and answers the port that took it.
+const bufferOther = "INSERT INTO kv (id, v) VALUES ($1, 'buffer') ON CONFLICT (id) DO UPDATE SET v = 'buffer' RETURNING inet_server_port()"
+
+func newBufferCase(t *testing.T, replica, health string) *bufferCase {
+	t.Helper()
+	b := &bufferCase{}
+	b.prim, b.rep = primaryWithReplica(t, replica)
+	b.short = startProxyHealth(t, health, "replicas: {read_from: replicas, failover_buffer: 1s, read_your_writes: off}",
+		dsnOf(b.prim), dsnOf(b.rep))
+	b.long = startProxyHealth(t, health, "replicas: {read_from: replicas, failover_buffer: 60s, read_your_writes: off}",
+		dsnOf(b.prim), dsnOf(b.rep))
+	for _, m := range modes {
+		b.cs = append(b.cs, connect(t, b.short, m.mode))
+		b.cl = append(b.cl, connect(t, b.long, m.mode))
 	}
-	waiting := make([]chan outcome, len(cl))
-	for i, c := range cl {
-		waiting[i] = make(chan outcome, 1)
+	for id := int64(100); id < 200 && b.otherID == 0; id++ {
+		if port(t, b.cs[0], bufferOther, id) == env.other.Port {
+			b.otherID = id
+		}
+	}
+	if b.otherID == 0 {
+		t.Fatal("no kv id on s1 among 100..199")
+	}
+	waitRotation(t, b.short, "s0-r1")
+	waitRotation(t, b.long, "s0-r1")
+	return b
+}
+
+type bufferOutcome struct {
+	port int
+	err  error
+}
+
+// startWaiting sends a write on s0 through each of the long buffer's
+// connections; they are to finish after the promotion.
+func (b *bufferCase) startWaiting(ctx context.Context) []chan bufferOutcome {
+	waiting := make([]chan bufferOutcome, len(b.cl))
+	for i, c := range b.cl {
+		waiting[i] = make(chan bufferOutcome, 1)
 		go func() {
 			var p int
-			err := c.QueryRow(ctx, write).Scan(&p)
-			waiting[i] <- outcome{p, err}
+			err := c.QueryRow(ctx, bufferWrite).Scan(&p)
+			waiting[i] <- bufferOutcome{p, err}
 		}()
 	}
+	return waiting
+}
+
+// shortWritesFail checks that a write on s0 through the short buffer fails
+// with 08006, not before the buffer's 1s, that the session then runs check
+// and writes on s1 at once.
+func (b *bufferCase) shortWritesFail(t *testing.T, ctx context.Context, check func(mode string, c *pgx.Conn)) {
+	t.Helper()
 	for i, m := range modes {
-		c := cs[i]
+		c := b.cs[i]
 		start := time.Now()
 		var p int
-		err := c.QueryRow(ctx, write).Scan(&p)
+		err := c.QueryRow(ctx, bufferWrite).Scan(&p)
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "08006" {
-			t.Fatalf("%s: write with no primary: %v, want 08006", m.name, err)
+			t.Fatalf("%s: write with no primary: port %d, %v; want 08006", m.name, p, err)
 		}
 		if waited := time.Since(start); waited < time.Second {
-			t.Fatalf("%s: write failed after %v, before failover_buffer (1s)", m.name, waited)
+			t.Fatalf("%s: write failed after %v, before failover_buffer (1s): %v", m.name, waited, err)
 		}
-		// The session is usable; reads go on on the replica, the other
-		// shard takes writes.
-		if p := port(t, c, read); p != rep.Port {
-			t.Fatalf("%s: read on port %d, want the replica %d", m.name, p, rep.Port)
+		if check != nil {
+			check(m.name, c)
 		}
-		if p := port(t, c, other, otherID); p != env.other.Port {
+		start = time.Now()
+		if p := port(t, c, bufferOther, b.otherID); p != env.other.Port {
 			t.Fatalf("%s: write on s1 ran on port %d, want %d", m.name, p, env.other.Port)
 		}
+		if d := time.Since(start); d >= time.Second {
+			t.Fatalf("%s: write on s1 took %v while s0 has no primary: it waited like s0's writes", m.name, d)
+		}
 	}
+}
+
+// promoteAndFinish checks that the waiting writes are still waiting,
+// promotes the replica, and checks that they complete on it.
+func (b *bufferCase) promoteAndFinish(t *testing.T, ctx context.Context, waiting []chan bufferOutcome) {
+	t.Helper()
 	for i, m := range modes {
 		select {
 		case o := <-waiting[i]:
@@ -96,14 +142,14 @@ func TestFailoverBuffer(t *testing.T) {
 		default:
 		}
 	}
-	if err := rep.Promote(ctx); err != nil {
+	if err := b.rep.Promote(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i, m := range modes {
 		select {
 		case o := <-waiting[i]:
-			if o.err != nil || o.port != rep.Port {
-				t.Fatalf("%s: waiting write after the promotion: port %d, %v; want the promoted server %d", m.name, o.port, o.err, rep.Port)
+			if o.err != nil || o.port != b.rep.Port {
+				t.Fatalf("%s: waiting write after the promotion: port %d, %v; want the promoted server %d", m.name, o.port, o.err, b.rep.Port)
 			}
 		case <-time.After(60 * time.Second):
 			t.Fatalf("%s: waiting write still blocked a minute after the promotion", m.name)
