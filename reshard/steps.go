@@ -381,7 +381,7 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 		mark = now
 		return d
 	}
-	fence, err := t.Store.SetFenceOn(ctx, meta, sources, cur.Version+1, hold)
+	fence, err := t.Store.SetMovingFenceOn(ctx, meta, movingFence(st, sources, cur.Version+1, hold))
 	if err != nil {
 		return nil, err
 	}
@@ -900,4 +900,18 @@ func (t *Tool) restoreIdentity(ctx context.Context, st *State) error {
 	}
 	st.IdentityFull = nil
 	return nil
+}
+
+// movingFence is the cutover's fence: writes to the sources are held only
+// where they may touch the moving buckets (or range).
+func movingFence(st *State, sources []string, until int64, hold time.Duration) topology.Fence {
+	f := topology.Fence{Shards: sources, Until: until, Hold: hold}
+	if st.Range != nil {
+		f.Range = &topology.FenceRange{Table: st.Range.Table, From: st.Range.From, To: st.Range.To}
+		return f
+	}
+	for _, m := range st.Moves {
+		f.Buckets = append(f.Buckets, m.Buckets...)
+	}
+	return f
 }
