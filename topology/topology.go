@@ -172,7 +172,7 @@ CREATE TABLE IF NOT EXISTS shardproxy_meta.fences (
 	hold_ms int NOT NULL,
 	created_at timestamptz NOT NULL DEFAULT now(),
 	cleared_at timestamptz);
-`+fenceDDL+`
+` + fenceDDL + `
 CREATE TABLE IF NOT EXISTS shardproxy_meta.proxies (
 	proxy_id text PRIMARY KEY,
 	version bigint NOT NULL,
