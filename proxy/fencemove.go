@@ -97,3 +97,32 @@ func (s *session) passFence(f *writeFence, st *parser.Statement, params router.P
 	}
 	return true
 }
+
+// holdCopy waits while a cutover fence is up before a COPY FROM starts:
+// its rows are routed one by one as they come, so it may write any
+// shard, and it is held whatever its rows (unless its transaction wrote
+// on a fenced shard before the fence: the cutover waits for that one).
+// Held longer than the fence's hold, it fails with 57014.
+func (s *session) holdCopy() error {
+	var waited time.Duration
+	for {
+		f := s.srv.placement.current()
+		if f == nil {
+			return nil
+		}
+		for sh, fenced := range f.shards {
+			if fenced && slices.Contains(s.wrote, sh) && !s.wroteInFence(f, sh) {
+				return nil
+			}
+		}
+		start := time.Now()
+		t := time.NewTimer(f.hold - waited)
+		select {
+		case <-f.done:
+			t.Stop()
+		case <-t.C:
+			return heldTooLong(f)
+		}
+		waited += time.Since(start)
+	}
+}

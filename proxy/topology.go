@@ -116,9 +116,7 @@ func (s *session) holdWrite(st *parser.Statement, params router.Params, plan *ro
 		case <-f.done:
 			t.Stop()
 		case <-t.C:
-			return nil, &pgError{code: pgerrcode.QueryCanceled,
-				msg:  fmt.Sprintf("write held %s for a resharding cutover, longer than its limit", f.hold),
-				hint: "Retry the statement: the cutover either finished or was abandoned."}
+			return nil, heldTooLong(f)
 		}
 		waited += time.Since(start)
 		p, err := s.srv.router.RouteWith(st, params, router.RouteOptions{Shard: s.shardHint})
@@ -127,6 +125,12 @@ func (s *session) holdWrite(st *parser.Statement, params router.Params, plan *ro
 		}
 		plan = p
 	}
+}
+
+func heldTooLong(f *writeFence) error {
+	return &pgError{code: pgerrcode.QueryCanceled,
+		msg:  fmt.Sprintf("write held %s for a resharding cutover, longer than its limit", f.hold),
+		hint: "Retry the statement: the cutover either finished or was abandoned."}
 }
 
 func (s *session) fenced(f *writeFence, st *parser.Statement, params router.Params, plan *router.Plan) bool {

@@ -162,7 +162,7 @@ metadata: {dsn: %q, poll: 200ms}
 	for i := int64(0); i < base; i++ {
 		acked[i] = 0
 	}
-	var lat []time.Duration
+	var lat, latNov, latDec []time.Duration // all, the moving month, the next (stays on s1)
 	var firstErr error
 	fail := func(err error) {
 		mu.Lock()
@@ -195,6 +195,11 @@ metadata: {dsn: %q, poll: 200ms}
 			mu.Lock()
 			acked[id] = 0
 			lat = append(lat, d)
+			if inNov(id) {
+				latNov = append(latNov, d)
+			} else {
+				latDec = append(latDec, d)
+			}
 			mu.Unlock()
 		}
 	}()
@@ -394,9 +399,12 @@ metadata: {dsn: %q, poll: 200ms}
 		}
 	}
 	mu.Lock()
-	q := quantiles(lat)
+	q, qn, qd := quantiles(lat), quantiles(latNov), quantiles(latDec)
+	nn, nd := len(latNov), len(latDec)
 	mu.Unlock()
 	t.Logf("inserts during the move: %d; latency p50 %s p99 %s max %s", len(lat), q[0], q[1], q[2])
+	t.Logf("inserts to the moving month: %d; latency p50 %s p99 %s max %s", nn, qn[0], qn[1], qn[2])
+	t.Logf("inserts to the next month (stays on the source): %d; latency p50 %s p99 %s max %s", nd, qd[0], qd[1], qd[2])
 	t.Logf("cutover: writes held %s (fence %s, drain %s, catch-up %s, publish %s, proxies %s); before: catch-up %s; after: verify %s",
 		pause.Total, pause.Fence, pause.Drain, pause.CatchUp, pause.Publish, pause.Ack, pause.PreCatchUp, pause.Verify)
 }

@@ -72,3 +72,44 @@ func TestMoverSeparatesMovingBuckets(t *testing.T) {
 		t.Fatal("a bucket past the map was accepted")
 	}
 }
+
+// TestMoverSeparatesMovingRange: a moving interval of a range table is on
+// the moving shard; the rest of its interval stays where it was.
+func TestMoverSeparatesMovingRange(t *testing.T) {
+	topo, err := NewTopology(&Config{
+		Shards: []ShardConfig{{Name: "s0", DSN: "x"}, {Name: "s1", DSN: "x"}, {Name: "s2", DSN: "x"}},
+		Tables: map[string]TableConfig{"events": {Strategy: Range, Key: "created_at", Ranges: []RangeConfig{
+			{To: "2026-11-01", Shard: "s0"}, {From: "2026-11-01", Shard: "s1"}}}},
+		Buckets: 6,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(topo)
+	from, _ := ParseBound("2026-11-01")
+	to, _ := ParseBound("2026-12-01")
+	m, ms, err := r.Mover(nil, "events", from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		at   string
+		want []int
+	}{
+		{"2026-10-15 00:00:00+00", []int{0}},
+		{"2026-11-15 00:00:00+00", []int{ms}},
+		{"2026-12-15 00:00:00+00", []int{1}},
+	} {
+		p, err := m.Route(mustParse(t, "INSERT INTO events (id, created_at) VALUES (1, '"+c.at+"')"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(p.Shards, c.want) {
+			t.Errorf("insert at %s: mover routes to %v, want %v", c.at, p.Shards, c.want)
+		}
+	}
+	p, err := m.Route(mustParse(t, "DELETE FROM events WHERE id = 1"), nil)
+	if err != nil || !slices.Contains(p.Shards, ms) {
+		t.Errorf("delete without the key: mover routes to %v (%v), want the moving shard among them", p, err)
+	}
+}
