@@ -3,6 +3,7 @@ package reshard_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
@@ -322,6 +324,32 @@ metadata: {dsn: %q, poll: 200ms}
 		t.Fatal("s1 holds no November rows before cleanup: nothing to hide")
 	}
 	checkReads("before cleanup")
+	// The shard-side guard on s1 (a partitioned table: the trigger is on
+	// every partition): a direct write of a November row fails with
+	// 55000; a December row is written (and rolled back).
+	func() {
+		src, err := pgx.Connect(ctx, set.Clusters[1].DSN("app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close(ctx)
+		_, err = src.Exec(ctx, "INSERT INTO events (id, created_at, kind) VALUES (-1, '2026-11-15 00:00:00+00', 1)")
+		if pe := new(pgconn.PgError); !errors.As(err, &pe) || pe.Code != "55000" {
+			t.Errorf("direct insert of a moved November row on s1: %v, want SQLSTATE 55000", err)
+		}
+		_, err = src.Exec(ctx, "UPDATE events SET v = v WHERE "+nov)
+		if pe := new(pgconn.PgError); !errors.As(err, &pe) || pe.Code != "55000" {
+			t.Errorf("direct update of moved November rows on s1: %v, want SQLSTATE 55000", err)
+		}
+		tx, err := src.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO events (id, created_at, kind) VALUES (-1, '2026-12-15 00:00:00+00', 1)"); err != nil {
+			t.Errorf("direct insert of a December row on s1: %v", err)
+		}
+		tx.Rollback(ctx)
+	}()
 	if err := tool.Cleanup(ctx, 100); err != nil {
 		t.Fatal(err)
 	}

@@ -434,6 +434,11 @@ func TestReshardTwoToFour(t *testing.T) {
 	// The cutover is stopped right after it published the new map, before
 	// it recorded so; run again, it finishes that cutover.
 	pause, err := tool.Cutover(crash.arm("cutover:published"))
+	if pause != nil && !crash.fenced.IsZero() {
+		// The held window: from the fence to the last proxy's ack.
+		w.cutFrom = crash.fenced.Add(-pause.Fence)
+		w.cutTo = crash.fenced.Add(pause.Drain + pause.CatchUp + pause.Publish + pause.Ack)
+	}
 	if err == nil || !crash.hit {
 		t.Fatalf("cutover stopped after publishing: hit %v, err %v", crash.hit, err)
 	}
@@ -462,6 +467,7 @@ func TestReshardTwoToFour(t *testing.T) {
 		t.Fatalf("the shards hold %d orders before cleanup: no stale rows to hide", got)
 	}
 	checkScatter(t, c, w.expected(), 200)
+	checkGuard(t, c, n)
 	addItems(t, c, 1, itemIDs) // on the new map: new shards, blocks of their own
 	// Cleanup stopped after its first delete batch: the moved rows left
 	// stay hidden, and cleanup run again finishes.
@@ -817,10 +823,15 @@ type workload struct {
 	// latMoving and latStaying split lat: orders of moving buckets, and of
 	// buckets that stay on a source shard.
 	latMoving, latStaying []time.Duration
-	done    chan struct{}
-	wg      sync.WaitGroup
-	began   time.Time
-	ended   time.Time
+	// cutFrom and cutTo bound the cutover's held window (fence to the
+	// last proxy's ack); report counts the inserts overlapping it.
+	cutFrom, cutTo time.Time
+	starts         []time.Time // aligned with lat
+	movingOf       []bool      // aligned with lat
+	done           chan struct{}
+	wg             sync.WaitGroup
+	began          time.Time
+	ended          time.Time
 }
 
 func newWorkload(t *testing.T, c *cluster, base int) *workload {
@@ -902,7 +913,7 @@ func (w *workload) start() {
 		ins := w.c.proxyConn(w.t, k%2)
 		insPace := pace(float64(writeRate()) / float64(inserters()))
 		mv := k%4 < 2 // through both proxies, each class
-		go func() { // inserts, autocommit
+		go func() {   // inserts, autocommit
 			defer w.wg.Done()
 			for insPace() {
 				id := w.next.Add(1) - 1
@@ -918,6 +929,8 @@ func (w *workload) start() {
 				w.mu.Lock()
 				w.acked[id] = 0
 				w.lat = append(w.lat, d)
+				w.starts = append(w.starts, t0)
+				w.movingOf = append(w.movingOf, mv)
 				if mv {
 					w.latMoving = append(w.latMoving, d)
 				} else {
@@ -1028,6 +1041,20 @@ func (w *workload) report(t *testing.T, copyTime time.Duration, rows int, p *res
 	t.Logf("inserts during the move: %s", dist(lat))
 	t.Logf("inserts to moving buckets: %s", dist(mv))
 	t.Logf("inserts to staying buckets on the sources: %s", dist(st))
+	// The inserts that overlapped the cutover's held window.
+	var cutMv, cutSt []time.Duration
+	w.mu.Lock()
+	for i, d := range w.lat {
+		if w.starts[i].Before(w.cutTo) && w.starts[i].Add(d).After(w.cutFrom) {
+			if w.movingOf[i] {
+				cutMv = append(cutMv, d)
+			} else {
+				cutSt = append(cutSt, d)
+			}
+		}
+	}
+	w.mu.Unlock()
+	t.Logf("inserts overlapping the held window (%s): moving buckets %s; staying buckets %s", w.cutTo.Sub(w.cutFrom).Round(time.Millisecond), dist(cutMv), dist(cutSt))
 	t.Logf("cutover: writes held %s (fence %s, drain %s, catch-up %s, publish %s, proxies %s); before: catch-up %s; after: verify %s",
 		p.Total, p.Fence, p.Drain, p.CatchUp, p.Publish, p.Ack, p.PreCatchUp, p.Verify)
 }
@@ -1108,8 +1135,11 @@ func addItems(t *testing.T, c *cluster, i int, ids map[int64]bool) {
 
 // crasher cancels the tool's context at one named point.
 type crasher struct {
-	point  string
-	hit    bool
+	point string
+	hit   bool
+	// fenced is when the tool last passed cutover:fenced (every proxy
+	// holds writes from then on).
+	fenced time.Time
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -1121,8 +1151,77 @@ func (c *crasher) arm(point string) context.Context {
 }
 
 func (c *crasher) hook(point string) {
+	if point == "cutover:fenced" {
+		c.fenced = time.Now()
+	}
 	if point == c.point && !c.hit {
 		c.hit = true
 		c.cancel()
+	}
+}
+
+// checkGuard writes straight to the source s0 between cutover and
+// cleanup: writes to rows of the buckets it gave away fail with 55000
+// (the shard-side guard), a write to a bucket it kept works.
+func checkGuard(t *testing.T, c *cluster, base int) {
+	t.Helper()
+	ctx := context.Background()
+	var movedID, keptID int64 = -1, -1
+	for id := int64(0); id < int64(base) && (movedID < 0 || keptID < 0); id++ {
+		switch router.BucketOf(router.HashInt(userOf(int(id))), buckets) % 4 {
+		case 2:
+			movedID = id // on s0 until cleanup, s2's now
+		case 0:
+			keptID = id
+		}
+	}
+	src, err := pgx.Connect(ctx, c.set.Clusters[0].DSN("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close(ctx)
+	if n := c.shardInt(t, 0, "SELECT count(*) FROM orders WHERE id = $1", movedID); n != 1 {
+		t.Fatalf("moved order %d: %d rows on the source before cleanup", movedID, n)
+	}
+	fresh := int64(1 << 42)
+	for router.BucketOf(router.HashInt(userOf(int(fresh))), buckets)%4 != 2 {
+		fresh++
+	}
+	for _, w := range []struct {
+		what, sql string
+		args      []any
+	}{
+		{"insert", "INSERT INTO orders (id, user_id) VALUES ($1, $2)", []any{fresh, userOf(int(fresh))}},
+		{"update", "UPDATE orders SET v = v + 1 WHERE id = $1", []any{movedID}},
+		{"update into a moved bucket", "UPDATE orders SET user_id = $1 WHERE id = $2", []any{userOf(int(fresh)), keptID}},
+		{"delete", "DELETE FROM orders WHERE id = $1", []any{movedID}},
+	} {
+		_, err := src.Exec(ctx, w.sql, w.args...)
+		pe := new(pgconn.PgError)
+		if !errors.As(err, &pe) || pe.Code != "55000" {
+			t.Fatalf("direct %s on the source of a moved bucket: %v, want SQLSTATE 55000", w.what, err)
+		}
+		if !strings.Contains(pe.Message, "s2") || pe.Hint == "" {
+			t.Errorf("guard error %q (hint %q): names no new shard or has no hint", pe.Message, pe.Hint)
+		}
+	}
+	// A bucket s0 kept: direct writes work (undone: the test's log does
+	// not know them).
+	tx, err := src.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := int64(1 << 42)
+	for router.BucketOf(router.HashInt(userOf(int(kept))), buckets)%4 != 0 {
+		kept++
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", kept, userOf(int(kept))); err != nil {
+		t.Fatalf("direct insert on the source for a kept bucket: %v", err)
+	}
+	if tag, err := tx.Exec(ctx, "UPDATE orders SET v = v WHERE id = $1", keptID); err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("direct update on the source for a kept bucket: %v %v", tag, err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
