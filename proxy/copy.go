@@ -49,6 +49,10 @@ func (s *session) copyStatement(ctx context.Context, st *parser.Statement, c *pa
 		}
 	}
 	if c.From {
+		if err := s.holdCopy(); err != nil { // fencemove.go: resharding cutover
+			s.fail(err)
+			return nil
+		}
 		switch {
 		case tb == nil:
 			return s.copyPlain(ctx, topo.Default, st.SQL, true)

@@ -37,6 +37,8 @@ type session struct {
 	sqlStmts map[string]*sqlStmt
 	// copyTo formats merged rows while a COPY (query) TO runs (copymerge.go).
 	copyTo *copyTo
+	// fenceWrote: shards first written under a cutover fence (fencemove.go).
+	fenceWrote fenceWrites
 
 	srv  *Server
 	conn net.Conn

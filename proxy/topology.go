@@ -30,6 +30,10 @@ type writeFence struct {
 	shards []bool
 	hold   time.Duration
 	done   chan struct{}
+	// mover routes with the moving buckets (or range) on shard moving
+	// (fencemove.go); nil: every write to shards is held.
+	mover  *router.Router
+	moving int
 }
 
 func (p *placementState) current() *writeFence {
@@ -72,6 +76,7 @@ func (s *Server) ApplyTopology(st *topology.State) (int64, int64, error) {
 				wf.shards[i] = true
 			}
 		}
+		s.narrowFence(wf, f) // fencemove.go
 		if p.fence != nil {
 			close(p.fence.done)
 		}
@@ -102,7 +107,7 @@ func (s *session) holdWrite(st *parser.Statement, params router.Params, plan *ro
 	var waited time.Duration
 	for {
 		f := s.srv.placement.current()
-		if f == nil || !plan.Write || !s.fenced(f, plan) {
+		if f == nil || !plan.Write || !s.fenced(f, st, params, plan) {
 			return plan, nil
 		}
 		start := time.Now()
@@ -111,9 +116,7 @@ func (s *session) holdWrite(st *parser.Statement, params router.Params, plan *ro
 		case <-f.done:
 			t.Stop()
 		case <-t.C:
-			return nil, &pgError{code: pgerrcode.QueryCanceled,
-				msg:  fmt.Sprintf("write held %s for a resharding cutover, longer than its limit", f.hold),
-				hint: "Retry the statement: the cutover either finished or was abandoned."}
+			return nil, heldTooLong(f)
 		}
 		waited += time.Since(start)
 		p, err := s.srv.router.RouteWith(st, params, router.RouteOptions{Shard: s.shardHint})
@@ -124,17 +127,23 @@ func (s *session) holdWrite(st *parser.Statement, params router.Params, plan *ro
 	}
 }
 
-func (s *session) fenced(f *writeFence, plan *router.Plan) bool {
+func heldTooLong(f *writeFence) error {
+	return &pgError{code: pgerrcode.QueryCanceled,
+		msg:  fmt.Sprintf("write held %s for a resharding cutover, longer than its limit", f.hold),
+		hint: "Retry the statement: the cutover either finished or was abandoned."}
+}
+
+func (s *session) fenced(f *writeFence, st *parser.Statement, params router.Params, plan *router.Plan) bool {
 	hit := false
 	for _, sh := range plan.Shards {
 		if sh < len(f.shards) && f.shards[sh] {
-			if slices.Contains(s.wrote, sh) {
+			if slices.Contains(s.wrote, sh) && !s.wroteInFence(f, sh) {
 				return false
 			}
 			hit = true
 		}
 	}
-	return hit
+	return hit && !s.passFence(f, st, params, plan) // fencemove.go
 }
 
 func sameStale(a, b map[string][]int) bool {

@@ -3,6 +3,7 @@ package reshard_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shardproxy/shardproxy/config"
 	"github.com/shardproxy/shardproxy/localpg"
@@ -162,7 +164,7 @@ metadata: {dsn: %q, poll: 200ms}
 	for i := int64(0); i < base; i++ {
 		acked[i] = 0
 	}
-	var lat []time.Duration
+	var lat, latNov, latDec []time.Duration // all, the moving month, the next (stays on s1)
 	var firstErr error
 	fail := func(err error) {
 		mu.Lock()
@@ -195,6 +197,11 @@ metadata: {dsn: %q, poll: 200ms}
 			mu.Lock()
 			acked[id] = 0
 			lat = append(lat, d)
+			if inNov(id) {
+				latNov = append(latNov, d)
+			} else {
+				latDec = append(latDec, d)
+			}
 			mu.Unlock()
 		}
 	}()
@@ -317,6 +324,32 @@ metadata: {dsn: %q, poll: 200ms}
 		t.Fatal("s1 holds no November rows before cleanup: nothing to hide")
 	}
 	checkReads("before cleanup")
+	// The shard-side guard on s1 (a partitioned table: the trigger is on
+	// every partition): a direct write of a November row fails with
+	// 55000; a December row is written (and rolled back).
+	func() {
+		src, err := pgx.Connect(ctx, set.Clusters[1].DSN("app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close(ctx)
+		_, err = src.Exec(ctx, "INSERT INTO events (id, created_at, kind) VALUES (-1, '2026-11-15 00:00:00+00', 1)")
+		if pe := new(pgconn.PgError); !errors.As(err, &pe) || pe.Code != "55000" {
+			t.Errorf("direct insert of a moved November row on s1: %v, want SQLSTATE 55000", err)
+		}
+		_, err = src.Exec(ctx, "UPDATE events SET v = v WHERE "+nov)
+		if pe := new(pgconn.PgError); !errors.As(err, &pe) || pe.Code != "55000" {
+			t.Errorf("direct update of moved November rows on s1: %v, want SQLSTATE 55000", err)
+		}
+		tx, err := src.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO events (id, created_at, kind) VALUES (-1, '2026-12-15 00:00:00+00', 1)"); err != nil {
+			t.Errorf("direct insert of a December row on s1: %v", err)
+		}
+		tx.Rollback(ctx)
+	}()
 	if err := tool.Cleanup(ctx, 100); err != nil {
 		t.Fatal(err)
 	}
@@ -394,9 +427,12 @@ metadata: {dsn: %q, poll: 200ms}
 		}
 	}
 	mu.Lock()
-	q := quantiles(lat)
+	q, qn, qd := quantiles(lat), quantiles(latNov), quantiles(latDec)
+	nn, nd := len(latNov), len(latDec)
 	mu.Unlock()
 	t.Logf("inserts during the move: %d; latency p50 %s p99 %s max %s", len(lat), q[0], q[1], q[2])
+	t.Logf("inserts to the moving month: %d; latency p50 %s p99 %s max %s", nn, qn[0], qn[1], qn[2])
+	t.Logf("inserts to the next month (stays on the source): %d; latency p50 %s p99 %s max %s", nd, qd[0], qd[1], qd[2])
 	t.Logf("cutover: writes held %s (fence %s, drain %s, catch-up %s, publish %s, proxies %s); before: catch-up %s; after: verify %s",
 		pause.Total, pause.Fence, pause.Drain, pause.CatchUp, pause.Publish, pause.Ack, pause.PreCatchUp, pause.Verify)
 }

@@ -8,7 +8,7 @@ import (
 	"math/rand"
 	"net"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -433,7 +433,31 @@ func TestReshardTwoToFour(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // writes flow during catch-up
 	// The cutover is stopped right after it published the new map, before
 	// it recorded so; run again, it finishes that cutover.
+	if writeRate() == 0 {
+		// A cutover stopped after it guarded the sources, before it
+		// published: the guard goes with the fence, the map stays.
+		if _, err := tool.Cutover(crash.arm("cutover:caught-up")); err == nil || !crash.hit {
+			t.Fatalf("cutover stopped after the catch-up: hit %v, err %v", crash.hit, err)
+		}
+		left, err := tool.Leftovers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range left {
+			if strings.Contains(l, "guard") {
+				t.Errorf("a cutover that gave up left %s", l)
+			}
+		}
+		if v := c.proxies[0].TopologyVersion(); v != 1 {
+			t.Fatalf("a cutover that gave up: proxy serves version %d", v)
+		}
+	}
 	pause, err := tool.Cutover(crash.arm("cutover:published"))
+	if pause != nil && !crash.fenced.IsZero() {
+		// The held window: from the fence to the last proxy's ack.
+		w.cutFrom = crash.fenced.Add(-pause.Fence)
+		w.cutTo = crash.fenced.Add(pause.Drain + pause.CatchUp + pause.Publish + pause.Ack)
+	}
 	if err == nil || !crash.hit {
 		t.Fatalf("cutover stopped after publishing: hit %v, err %v", crash.hit, err)
 	}
@@ -462,6 +486,7 @@ func TestReshardTwoToFour(t *testing.T) {
 		t.Fatalf("the shards hold %d orders before cleanup: no stale rows to hide", got)
 	}
 	checkScatter(t, c, w.expected(), 200)
+	checkGuard(t, c, n)
 	addItems(t, c, 1, itemIDs) // on the new map: new shards, blocks of their own
 	// Cleanup stopped after its first delete batch: the moved rows left
 	// stay hidden, and cleanup run again finishes.
@@ -656,6 +681,150 @@ func TestReshardTwoToFour(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	checkNarrowFence(t, c, store)
+}
+
+// checkNarrowFence sets a cutover fence that names moving buckets of s0
+// (as the cutover does) and never ends: a write keyed in a bucket that
+// stays runs through; writes keyed in a moving bucket and writes the
+// proxy cannot narrow to staying buckets are held until the limit (57014,
+// the session stays usable); a transaction that wrote on s0 before the
+// fence goes on.
+func checkNarrowFence(t *testing.T, c *cluster, store *topology.Store) {
+	ctx := context.Background()
+	// After the reshard s0 holds the buckets b%4 == 0: half of them
+	// (b%8 == 0) are named moving.
+	var movingB []int
+	for b := 0; b < buckets; b += 8 {
+		movingB = append(movingB, b)
+	}
+	key := func(mv bool, skip int) int64 { // an order id on s0, moving or staying
+		for id := int64(1 << 41); ; id++ {
+			b := router.BucketOf(router.HashInt(userOf(int(id))), buckets)
+			if b%4 == 0 && (b%8 == 0) == mv {
+				if skip == 0 {
+					return id
+				}
+				skip--
+			}
+		}
+	}
+	if _, err := exec(ctx, c.set.Clusters[0].DSN("app"), "CREATE TABLE plain (x int)",
+		"CREATE FUNCTION same(int) RETURNS int LANGUAGE sql AS 'SELECT $1'"); err != nil {
+		t.Fatal(err)
+	}
+	before := c.proxyConn(t, 0)
+	if _, err := before.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := before.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", key(false, 9), userOf(int(key(false, 9)))); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := pgx.Connect(ctx, c.meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer meta.Close(ctx)
+	fid, err := store.SetMovingFenceOn(ctx, meta, topology.Fence{Shards: []string{"s0"}, Until: 1000, Hold: 300 * time.Millisecond, Buckets: movingB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := store.ClearFences(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		pxs, err := store.Proxies(ctx, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := 0
+		for _, px := range pxs {
+			if px.FenceID == fid {
+				seen++
+			}
+		}
+		if seen == len(c.proxies) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxies did not take fence %d: %+v", fid, pxs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fc := c.proxyConn(t, 1)
+	held := func(what, sql string, args ...any) {
+		t.Helper()
+		_, err := fc.Exec(ctx, sql, args...)
+		if pe := new(pgconn.PgError); !errors.As(err, &pe) || pe.Code != "57014" {
+			t.Fatalf("%s under a fence of its buckets: %v, want SQLSTATE 57014", what, err)
+		}
+		var one int
+		if err := fc.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			t.Fatalf("after the held %s: %v", what, err)
+		}
+	}
+	runs := func(what, sql string, args ...any) {
+		t.Helper()
+		if _, err := fc.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s under a fence of other buckets: %v", what, err)
+		}
+	}
+	st0, st1, mv0 := key(false, 0), key(false, 1), key(true, 0)
+	runs("insert to a staying bucket of s0", "INSERT INTO orders (id, user_id) VALUES ($1, $2)", st0, userOf(int(st0)))
+	runs("multi-row insert to staying buckets of s0", "INSERT INTO orders (id, user_id) VALUES ($1, $2), ($3, $4)", st1, userOf(int(st1)), key(false, 2), userOf(int(key(false, 2))))
+	runs("update by key in a staying bucket", "UPDATE orders SET v = v + 1 WHERE user_id = $1", userOf(int(st0)))
+	runs("simple-protocol update by key in a staying bucket", fmt.Sprintf("UPDATE orders SET v = v + 1 WHERE user_id = %d", userOf(int(st0))), pgx.QueryExecModeSimpleProtocol)
+	runs("delete by key in a staying bucket", "DELETE FROM orders WHERE user_id = $1", userOf(int(st1)))
+	held("insert to a moving bucket", "INSERT INTO orders (id, user_id) VALUES ($1, $2)", mv0, userOf(int(mv0)))
+	held("simple-protocol insert to a moving bucket", fmt.Sprintf("INSERT INTO orders (id, user_id) VALUES (%d, %d)", mv0, userOf(int(mv0))), pgx.QueryExecModeSimpleProtocol)
+	held("multi-row insert with a row in a moving bucket", "INSERT INTO orders (id, user_id) VALUES ($1, $2), ($3, $4)", key(false, 3), userOf(int(key(false, 3))), mv0, userOf(int(mv0)))
+	held("update without the key", "UPDATE orders SET v = v + 1 WHERE id = $1", st0)
+	held("delete by key in a moving bucket", "DELETE FROM orders WHERE user_id = $1", userOf(int(mv0)))
+	held("update moving a row's key into a moving bucket", "UPDATE orders SET user_id = $1 WHERE user_id = $2", userOf(int(mv0)), userOf(int(st0)))
+	held("write to an unsharded table on s0", "INSERT INTO plain VALUES (1)")
+	held("write calling a function", "UPDATE orders SET v = same(v) WHERE user_id = $1", userOf(int(st0)))
+	held("write with a shard hint", "/* shard: s0 */ DELETE FROM orders WHERE user_id = $1", userOf(int(st0)))
+	// COPY into orders: held like every write that is not a plain keyed
+	// INSERT, UPDATE or DELETE.
+	if _, err := fc.PgConn().CopyFrom(ctx, strings.NewReader(fmt.Sprintf("%d\t%d\n", st1, userOf(int(st1)))), "COPY orders (id, user_id) FROM STDIN"); err == nil {
+		t.Fatal("COPY to s0 under a fence: not held")
+	} else if pe := new(pgconn.PgError); !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Fatalf("COPY to s0 under a fence: %v, want SQLSTATE 57014", err)
+	}
+	// A transaction that wrote a staying bucket under the fence is held
+	// at its write to a moving bucket (the cutover does not wait for it).
+	if _, err := fc.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	runs("insert to a staying bucket in a transaction", "INSERT INTO orders (id, user_id) VALUES ($1, $2)", key(false, 5), userOf(int(key(false, 5))))
+	if _, err := fc.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", key(true, 1), userOf(int(key(true, 1)))); err == nil {
+		t.Fatal("a transaction's write to a moving bucket after its first write under the fence was not held")
+	} else if pe := new(pgconn.PgError); !errors.As(err, &pe) || pe.Code != "57014" {
+		t.Fatalf("a transaction's write to a moving bucket: %v, want SQLSTATE 57014", err)
+	}
+	if _, err := fc.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	// One that wrote on s0 before the fence goes on: the cutover's drain
+	// waits for it.
+	if _, err := before.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", key(true, 2), userOf(int(key(true, 2)))); err != nil {
+		t.Fatalf("a transaction that wrote before the fence: %v", err)
+	}
+	if _, err := before.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	// What ran is on s0; what was held is not.
+	if n := c.shardInt(t, 0, "SELECT count(*) FROM orders WHERE id = $1 AND v = 2", st0); n != 1 {
+		t.Errorf("staying order %d: %d rows updated twice on s0", st0, n)
+	}
+	if n := c.shardInt(t, 0, "SELECT count(*) FROM orders WHERE id = ANY($1)", []int64{st1, mv0}); n != 0 {
+		t.Errorf("deleted or held orders on s0: %d rows", n)
+	}
+	if n := c.shardInt(t, 0, "SELECT count(*) FROM orders WHERE id = $1", key(false, 2)); n != 1 {
+		t.Errorf("staying order of the multi-row insert: %d rows on s0", n)
+	}
 }
 
 func userOf(id int) int64 { return int64(id)*7919 + 13 }
@@ -670,10 +839,18 @@ type workload struct {
 	acked   map[int64]int64 // id -> acknowledged updates
 	firstEr error
 	lat     []time.Duration // insert latencies
-	done    chan struct{}
-	wg      sync.WaitGroup
-	began   time.Time
-	ended   time.Time
+	// latMoving and latStaying split lat: orders of moving buckets, and of
+	// buckets that stay on a source shard.
+	latMoving, latStaying []time.Duration
+	// cutFrom and cutTo bound the cutover's held window (fence to the
+	// last proxy's ack); report counts the inserts overlapping it.
+	cutFrom, cutTo time.Time
+	starts         []time.Time // aligned with lat
+	movingOf       []bool      // aligned with lat
+	done           chan struct{}
+	wg             sync.WaitGroup
+	began          time.Time
+	ended          time.Time
 }
 
 func newWorkload(t *testing.T, c *cluster, base int) *workload {
@@ -699,16 +876,33 @@ func (w *workload) err() error {
 	return w.firstEr
 }
 
+// moving reports whether order id's bucket moves in the 2 -> 4 plan
+// (bucket b goes from shard b mod 2 to shard b mod 4).
+func moving(id int64) bool {
+	return router.BucketOf(router.HashInt(userOf(int(id))), buckets)%4 >= 2
+}
+
+// inserters is the number of insert goroutines: half insert orders of
+// moving buckets, half orders of buckets that stay on their source shard,
+// alternating between the proxies; SHARDPROXY_RESHARD_RATE is split
+// evenly over them (a fixed rate needs several writers: each waits for
+// its acknowledgement).
+func inserters() int {
+	if writeRate() > 0 {
+		return 8
+	}
+	return 4
+}
+
 func (w *workload) start() {
 	ctx := context.Background()
 	w.began = time.Now()
-	ins := w.c.proxyConn(w.t, 0)
 	upd := w.c.proxyConn(w.t, 1)
 	rd := w.c.proxyConn(w.t, 1)
-	w.wg.Add(3)
+	w.wg.Add(2 + inserters())
 	// With SHARDPROXY_RESHARD_RATE the inserts and updates are paced by
 	// tickers (a late write's missed ticks are dropped, not made up).
-	pace := func(perSec int) func() bool {
+	pace := func(perSec float64) func() bool {
 		if perSec <= 0 {
 			return func() bool {
 				select {
@@ -719,7 +913,7 @@ func (w *workload) start() {
 				}
 			}
 		}
-		tick := time.NewTicker(time.Second / time.Duration(perSec))
+		tick := time.NewTicker(time.Duration(float64(time.Second) / perSec))
 		return func() bool {
 			select {
 			case <-w.done:
@@ -730,26 +924,41 @@ func (w *workload) start() {
 			}
 		}
 	}
-	insPace, updPace := pace(writeRate()), pace(writeRate()/10)
+	updPace := pace(float64(writeRate()) / 10)
 	if writeRate() > 0 && writeRate() < 10 {
 		updPace = pace(1)
 	}
-	go func() { // inserts, autocommit, through proxy 0
-		defer w.wg.Done()
-		for insPace() {
-			id := w.next.Add(1) - 1
-			t0 := time.Now()
-			if _, err := ins.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", id, userOf(int(id))); err != nil {
-				w.fail(fmt.Errorf("insert %d: %w", id, err))
-				return
+	for k := 0; k < inserters(); k++ {
+		ins := w.c.proxyConn(w.t, k%2)
+		insPace := pace(float64(writeRate()) / float64(inserters()))
+		mv := k%4 < 2 // through both proxies, each class
+		go func() {   // inserts, autocommit
+			defer w.wg.Done()
+			for insPace() {
+				id := w.next.Add(1) - 1
+				for moving(id) != mv {
+					id = w.next.Add(1) - 1
+				}
+				t0 := time.Now()
+				if _, err := ins.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", id, userOf(int(id))); err != nil {
+					w.fail(fmt.Errorf("insert %d: %w", id, err))
+					return
+				}
+				d := time.Since(t0)
+				w.mu.Lock()
+				w.acked[id] = 0
+				w.lat = append(w.lat, d)
+				w.starts = append(w.starts, t0)
+				w.movingOf = append(w.movingOf, mv)
+				if mv {
+					w.latMoving = append(w.latMoving, d)
+				} else {
+					w.latStaying = append(w.latStaying, d)
+				}
+				w.mu.Unlock()
 			}
-			d := time.Since(t0)
-			w.mu.Lock()
-			w.acked[id] = 0
-			w.lat = append(w.lat, d)
-			w.mu.Unlock()
-		}
-	}()
+		}()
+	}
 	go func() { // updates in explicit transactions, through proxy 1
 		defer w.wg.Done()
 		rng := rand.New(rand.NewSource(3))
@@ -834,18 +1043,37 @@ func (w *workload) expected() map[int64]int64 {
 func (w *workload) report(t *testing.T, copyTime time.Duration, rows int, p *reshard.Pause) {
 	w.mu.Lock()
 	lat := append([]time.Duration(nil), w.lat...)
+	mv := append([]time.Duration(nil), w.latMoving...)
+	st := append([]time.Duration(nil), w.latStaying...)
 	w.mu.Unlock()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	q := func(f float64) time.Duration {
+	dist := func(lat []time.Duration) string {
 		if len(lat) == 0 {
-			return 0
+			return "none"
 		}
-		return lat[int(f*float64(len(lat)-1))]
+		slices.Sort(lat)
+		q := func(f float64) time.Duration { return lat[int(f*float64(len(lat)-1))] }
+		return fmt.Sprintf("%d, latency p50 %s p99 %s max %s", len(lat), q(0.5), q(0.99), q(1))
 	}
 	t.Logf("copy: %d rows in %s (%.0f rows/s, includes the subscription start)", rows, copyTime.Round(time.Millisecond), float64(rows)/copyTime.Seconds())
-	t.Logf("inserts during the move: %d in %s (%.0f/s; SHARDPROXY_RESHARD_RATE %d)", len(lat), w.ended.Sub(w.began).Round(time.Millisecond),
-		float64(len(lat))/w.ended.Sub(w.began).Seconds(), writeRate())
-	t.Logf("inserts during the move: %d; latency p50 %s p99 %s max %s", len(lat), q(0.5), q(0.99), q(1))
+	t.Logf("inserts during the move: %d in %s (%.0f/s; SHARDPROXY_RESHARD_RATE %d over %d writers)", len(lat), w.ended.Sub(w.began).Round(time.Millisecond),
+		float64(len(lat))/w.ended.Sub(w.began).Seconds(), writeRate(), inserters())
+	t.Logf("inserts during the move: %s", dist(lat))
+	t.Logf("inserts to moving buckets: %s", dist(mv))
+	t.Logf("inserts to staying buckets on the sources: %s", dist(st))
+	// The inserts that overlapped the cutover's held window.
+	var cutMv, cutSt []time.Duration
+	w.mu.Lock()
+	for i, d := range w.lat {
+		if w.starts[i].Before(w.cutTo) && w.starts[i].Add(d).After(w.cutFrom) {
+			if w.movingOf[i] {
+				cutMv = append(cutMv, d)
+			} else {
+				cutSt = append(cutSt, d)
+			}
+		}
+	}
+	w.mu.Unlock()
+	t.Logf("inserts overlapping the held window (%s): moving buckets %s; staying buckets %s", w.cutTo.Sub(w.cutFrom).Round(time.Millisecond), dist(cutMv), dist(cutSt))
 	t.Logf("cutover: writes held %s (fence %s, drain %s, catch-up %s, publish %s, proxies %s); before: catch-up %s; after: verify %s",
 		p.Total, p.Fence, p.Drain, p.CatchUp, p.Publish, p.Ack, p.PreCatchUp, p.Verify)
 }
@@ -926,8 +1154,11 @@ func addItems(t *testing.T, c *cluster, i int, ids map[int64]bool) {
 
 // crasher cancels the tool's context at one named point.
 type crasher struct {
-	point  string
-	hit    bool
+	point string
+	hit   bool
+	// fenced is when the tool last passed cutover:fenced (every proxy
+	// holds writes from then on).
+	fenced time.Time
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -939,8 +1170,77 @@ func (c *crasher) arm(point string) context.Context {
 }
 
 func (c *crasher) hook(point string) {
+	if point == "cutover:fenced" {
+		c.fenced = time.Now()
+	}
 	if point == c.point && !c.hit {
 		c.hit = true
 		c.cancel()
+	}
+}
+
+// checkGuard writes straight to the source s0 between cutover and
+// cleanup: writes to rows of the buckets it gave away fail with 55000
+// (the shard-side guard), a write to a bucket it kept works.
+func checkGuard(t *testing.T, c *cluster, base int) {
+	t.Helper()
+	ctx := context.Background()
+	var movedID, keptID int64 = -1, -1
+	for id := int64(0); id < int64(base) && (movedID < 0 || keptID < 0); id++ {
+		switch router.BucketOf(router.HashInt(userOf(int(id))), buckets) % 4 {
+		case 2:
+			movedID = id // on s0 until cleanup, s2's now
+		case 0:
+			keptID = id
+		}
+	}
+	src, err := pgx.Connect(ctx, c.set.Clusters[0].DSN("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close(ctx)
+	if n := c.shardInt(t, 0, "SELECT count(*) FROM orders WHERE id = $1", movedID); n != 1 {
+		t.Fatalf("moved order %d: %d rows on the source before cleanup", movedID, n)
+	}
+	fresh := int64(1 << 42)
+	for router.BucketOf(router.HashInt(userOf(int(fresh))), buckets)%4 != 2 {
+		fresh++
+	}
+	for _, w := range []struct {
+		what, sql string
+		args      []any
+	}{
+		{"insert", "INSERT INTO orders (id, user_id) VALUES ($1, $2)", []any{fresh, userOf(int(fresh))}},
+		{"update", "UPDATE orders SET v = v + 1 WHERE id = $1", []any{movedID}},
+		{"update into a moved bucket", "UPDATE orders SET user_id = $1 WHERE id = $2", []any{userOf(int(fresh)), keptID}},
+		{"delete", "DELETE FROM orders WHERE id = $1", []any{movedID}},
+	} {
+		_, err := src.Exec(ctx, w.sql, w.args...)
+		pe := new(pgconn.PgError)
+		if !errors.As(err, &pe) || pe.Code != "55000" {
+			t.Fatalf("direct %s on the source of a moved bucket: %v, want SQLSTATE 55000", w.what, err)
+		}
+		if !strings.Contains(pe.Message, "s2") || pe.Hint == "" {
+			t.Errorf("guard error %q (hint %q): names no new shard or has no hint", pe.Message, pe.Hint)
+		}
+	}
+	// A bucket s0 kept: direct writes work (undone: the test's log does
+	// not know them).
+	tx, err := src.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := int64(1 << 42)
+	for router.BucketOf(router.HashInt(userOf(int(kept))), buckets)%4 != 0 {
+		kept++
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", kept, userOf(int(kept))); err != nil {
+		t.Fatalf("direct insert on the source for a kept bucket: %v", err)
+	}
+	if tag, err := tx.Exec(ctx, "UPDATE orders SET v = v WHERE id = $1", keptID); err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("direct update on the source for a kept bucket: %v %v", tag, err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -254,8 +254,10 @@ func (t *Tool) WaitSynced(ctx context.Context) error {
 type Pause struct {
 	PreCatchUp                          time.Duration
 	Fence, Drain, CatchUp, Publish, Ack time.Duration
-	Total                               time.Duration
-	Verify                              time.Duration
+	// Guard is the part of CatchUp that installed the shard-side guard.
+	Guard  time.Duration
+	Total  time.Duration
+	Verify time.Duration
 }
 
 // Cutover first lets each subscription catch up with its source while
@@ -381,15 +383,22 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 		mark = now
 		return d
 	}
-	fence, err := t.Store.SetFenceOn(ctx, meta, sources, cur.Version+1, hold)
+	fence, err := t.Store.SetMovingFenceOn(ctx, meta, movingFence(st, sources, cur.Version+1, hold))
 	if err != nil {
 		return nil, err
 	}
-	published := false
+	published, guarded := false, false
 	var snaps map[string]querier
 	defer func() {
 		for s := range snaps {
 			conns[s].Exec(context.Background(), "ROLLBACK")
+		}
+		if !published && guarded {
+			for _, m := range st.Moves {
+				if err := dropGuardsOn(context.Background(), conns[m.From], st, m); err != nil {
+					t.logError("drop guard", err)
+				}
+			}
 		}
 		if !published {
 			if err := t.Store.ClearFences(context.Background()); err != nil {
@@ -423,6 +432,16 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 			return nil, fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
 		}
 	}
+	// The shard-side guard: from here the sources refuse writes to the
+	// moved rows that bypass the proxies (guard.go).
+	g := time.Now()
+	guarded = true
+	for _, m := range st.Moves {
+		if err := t.installGuards(cctx, conns[m.From], st, m); err != nil {
+			return nil, err
+		}
+	}
+	p.Guard = time.Since(g)
 	p.CatchUp = lap()
 	t.at("cutover:caught-up")
 	if !t.SkipVerify {
@@ -490,9 +509,9 @@ func (t *Tool) finishCutover(ctx context.Context, st *State, v int64, live time.
 	if p.Total == 0 {
 		t.printf("finished the cutover to version %d\n", v)
 	} else {
-		t.printf("cut over to version %d: writes held %s (fence %s, drain %s, catch-up %s, publish %s, proxies %s); before: catch-up %s; after: verify %s\n",
+		t.printf("cut over to version %d: writes held %s (fence %s, drain %s, catch-up %s with guard %s, publish %s, proxies %s); before: catch-up %s; after: verify %s\n",
 			v, p.Total.Round(time.Millisecond), p.Fence.Round(time.Millisecond), p.Drain.Round(time.Millisecond),
-			p.CatchUp.Round(time.Millisecond), p.Publish.Round(time.Millisecond), p.Ack.Round(time.Millisecond),
+			p.CatchUp.Round(time.Millisecond), p.Guard.Round(time.Millisecond), p.Publish.Round(time.Millisecond), p.Ack.Round(time.Millisecond),
 			p.PreCatchUp.Round(time.Millisecond), p.Verify.Round(time.Millisecond))
 	}
 	if ackErr != nil {
@@ -676,8 +695,13 @@ func (t *Tool) dropMove(ctx context.Context, m Move) error {
 	return err
 }
 
-// Leftovers lists replication objects of reshards still on any shard.
+// Leftovers lists replication objects and shard-side guards of reshards
+// still on any shard.
 func (t *Tool) Leftovers(ctx context.Context) ([]string, error) {
+	return t.leftovers(ctx, true)
+}
+
+func (t *Tool) leftovers(ctx context.Context, guards bool) ([]string, error) {
 	var out []string
 	for _, sc := range t.Topo.Shards {
 		c, err := t.connect(ctx, sc.Name)
@@ -688,6 +712,16 @@ func (t *Tool) Leftovers(ctx context.Context) ([]string, error) {
 			UNION ALL SELECT 'publication ' || pubname FROM pg_publication WHERE pubname LIKE 'shardproxy\_rs\_%'
 			UNION ALL SELECT 'subscription ' || subname FROM pg_subscription WHERE subname LIKE 'shardproxy\_rs\_%'`)
 		if err == nil {
+			var names []string
+			names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			for _, n := range names {
+				out = append(out, sc.Name+": "+n)
+			}
+		}
+		if err == nil && guards {
+			rows, err = c.Query(ctx, guardLeftovers)
+		}
+		if err == nil && guards {
 			var names []string
 			names, err = pgx.CollectRows(rows, pgx.RowTo[string])
 			for _, n := range names {
@@ -725,6 +759,10 @@ func (t *Tool) Abort(ctx context.Context) error {
 		if err := t.deleteBuckets(ctx, st, m.To, m.Buckets); err != nil {
 			return err
 		}
+		// A cutover killed after it guarded the source.
+		if err := t.dropGuards(ctx, st, m); err != nil {
+			return err
+		}
 	}
 	if err := t.restoreIdentity(ctx, st); err != nil {
 		return err
@@ -737,7 +775,13 @@ func (t *Tool) Abort(ctx context.Context) error {
 }
 
 func (t *Tool) reportLeftovers(ctx context.Context) error {
-	left, err := t.Leftovers(ctx)
+	return t.reportLeft(ctx, true)
+}
+
+// reportLeft prints what is left on the shards (guards too, when guards)
+// and fails if anything is.
+func (t *Tool) reportLeft(ctx context.Context, guards bool) error {
+	left, err := t.leftovers(ctx, guards)
 	if err != nil {
 		return err
 	}
@@ -745,7 +789,7 @@ func (t *Tool) reportLeftovers(ctx context.Context) error {
 		t.printf("left behind: %s\n", l)
 	}
 	if len(left) > 0 {
-		return fmt.Errorf("%d replication objects left behind", len(left))
+		return fmt.Errorf("%d replication objects or guards left behind", len(left))
 	}
 	return nil
 }
@@ -768,12 +812,15 @@ func (t *Tool) Cleanup(ctx context.Context, batch int) error {
 			return err
 		}
 	}
-	if err := t.reportLeftovers(ctx); err != nil {
+	if err := t.reportLeft(ctx, false); err != nil { // the guards stay until the rows are gone
 		return err
 	}
 	t.at("cleanup:streams")
 	for _, m := range st.Moves {
 		if err := t.deleteBatches(ctx, st, m.From, m.Buckets, batch); err != nil {
+			return err
+		}
+		if err := t.dropGuards(ctx, st, m); err != nil {
 			return err
 		}
 	}
@@ -783,6 +830,9 @@ func (t *Tool) Cleanup(ctx context.Context, batch int) error {
 		}
 	}
 	if err := t.restoreIdentity(ctx, st); err != nil {
+		return err
+	}
+	if err := t.reportLeftovers(ctx); err != nil {
 		return err
 	}
 	st.Phase = Cleaned
@@ -801,6 +851,10 @@ func (t *Tool) deleteBatches(ctx context.Context, st *State, shard string, bucke
 		return err
 	}
 	defer c.Close(ctx)
+	// Past the shard-side guard (guard.go).
+	if _, err := c.Exec(ctx, "SELECT set_config($1, 'on', false)", guardOff); err != nil {
+		return err
+	}
 	for _, tb := range st.Tables {
 		var ok bool
 		if err := c.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", tableIdent(tb.Name)).Scan(&ok); err != nil || !ok {
@@ -900,4 +954,18 @@ func (t *Tool) restoreIdentity(ctx context.Context, st *State) error {
 	}
 	st.IdentityFull = nil
 	return nil
+}
+
+// movingFence is the cutover's fence: writes to the sources are held only
+// where they may touch the moving buckets (or range).
+func movingFence(st *State, sources []string, until int64, hold time.Duration) topology.Fence {
+	f := topology.Fence{Shards: sources, Until: until, Hold: hold}
+	if st.Range != nil {
+		f.Range = &topology.FenceRange{Table: st.Range.Table, From: st.Range.From, To: st.Range.To}
+		return f
+	}
+	for _, m := range st.Moves {
+		f.Buckets = append(f.Buckets, m.Buckets...)
+	}
+	return f
 }

@@ -100,7 +100,23 @@ type Fence struct {
 	Shards []string
 	Until  int64
 	Hold   time.Duration
+	// Buckets are the moving buckets and Range the moving interval of a
+	// range table: proxies hold only the writes that may touch them (or
+	// that they cannot classify). Both empty: every write to Shards is
+	// held (a fence set by an older tool, or the reference-table copy).
+	Buckets []int
+	Range   *FenceRange
 }
+
+// FenceRange is the interval [From, To) of a range table a cutover moves
+// (bounds as RFC 3339, UTC).
+type FenceRange struct {
+	Table, From, To string
+}
+
+// Narrow reports whether the fence names what moves (else it holds
+// every write to its shards).
+func (f *Fence) Narrow() bool { return len(f.Buckets) > 0 || f.Range != nil }
 
 // BucketMap resolves s against topo's shard names.
 func (s *State) BucketMap(topo *router.Topology) (*router.BucketMap, error) {
@@ -156,6 +172,7 @@ CREATE TABLE IF NOT EXISTS shardproxy_meta.fences (
 	hold_ms int NOT NULL,
 	created_at timestamptz NOT NULL DEFAULT now(),
 	cleared_at timestamptz);
+` + fenceDDL + `
 CREATE TABLE IF NOT EXISTS shardproxy_meta.proxies (
 	proxy_id text PRIMARY KEY,
 	version bigint NOT NULL,
@@ -170,6 +187,13 @@ CREATE TABLE IF NOT EXISTS shardproxy_meta.reshards (
 	id text PRIMARY KEY,
 	state jsonb NOT NULL,
 	updated_at timestamptz NOT NULL DEFAULT now());
+`
+
+// fenceDDL adds what moves to a fence (metadata schemas made before).
+const fenceDDL = `
+ALTER TABLE shardproxy_meta.fences ADD COLUMN IF NOT EXISTS buckets int[],
+	ADD COLUMN IF NOT EXISTS range_table text, ADD COLUMN IF NOT EXISTS range_from text,
+	ADD COLUMN IF NOT EXISTS range_to text;
 `
 
 // Store reads and writes the metadata schema. Safe for concurrent use.
@@ -342,11 +366,20 @@ func (s *Store) Load(ctx context.Context, c *pgx.Conn) (*State, error) {
 	}
 	f := &Fence{}
 	var holdMS int64
-	err = c.QueryRow(ctx, `SELECT id, shards, until_version, hold_ms FROM shardproxy_meta.fences
-		WHERE cleared_at IS NULL AND until_version > $1 ORDER BY id DESC LIMIT 1`, st.Version).Scan(&f.ID, &f.Shards, &f.Until, &holdMS)
+	var buckets []int32
+	var rt, rf, rto *string
+	err = c.QueryRow(ctx, `SELECT id, shards, until_version, hold_ms, buckets, range_table, range_from, range_to FROM shardproxy_meta.fences
+		WHERE cleared_at IS NULL AND until_version > $1 ORDER BY id DESC LIMIT 1`, st.Version).Scan(&f.ID, &f.Shards, &f.Until, &holdMS,
+		&buckets, &rt, &rf, &rto)
 	switch {
 	case err == nil:
 		f.Hold = time.Duration(holdMS) * time.Millisecond
+		for _, b := range buckets {
+			f.Buckets = append(f.Buckets, int(b))
+		}
+		if rt != nil && rf != nil && rto != nil {
+			f.Range = &FenceRange{Table: *rt, From: *rf, To: *rto}
+		}
 		st.Fence = f
 	case !errors.Is(err, pgx.ErrNoRows):
 		return nil, fmt.Errorf("load fence: %w", err)
@@ -366,10 +399,28 @@ func (s *Store) SetFence(ctx context.Context, shards []string, until int64, hold
 
 // SetFenceOn is SetFence on an open connection to the metadata database.
 func (s *Store) SetFenceOn(ctx context.Context, c *pgx.Conn, shards []string, until int64, hold time.Duration) (int64, error) {
+	return s.SetMovingFenceOn(ctx, c, Fence{Shards: shards, Until: until, Hold: hold})
+}
+
+// SetMovingFenceOn starts holding writes to f.Shards until version
+// f.Until; with f's Buckets or Range, only the writes that may touch them.
+func (s *Store) SetMovingFenceOn(ctx context.Context, c *pgx.Conn, f Fence) (int64, error) {
 	var id int64
+	var buckets []int32
+	for _, b := range f.Buckets {
+		buckets = append(buckets, int32(b))
+	}
+	var rt, rf, rto *string
+	if f.Range != nil {
+		rt, rf, rto = &f.Range.Table, &f.Range.From, &f.Range.To
+	}
 	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, "INSERT INTO shardproxy_meta.fences (shards, until_version, hold_ms) VALUES ($1, $2, $3) RETURNING id",
-			shards, until, hold.Milliseconds()).Scan(&id); err != nil {
+		if _, err := tx.Exec(ctx, fenceDDL); err != nil {
+			return fmt.Errorf("fence columns: %w", err)
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO shardproxy_meta.fences (shards, until_version, hold_ms, buckets, range_table, range_from, range_to)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+			f.Shards, f.Until, f.Hold.Milliseconds(), buckets, rt, rf, rto).Scan(&id); err != nil {
 			return fmt.Errorf("set fence: %w", err)
 		}
 		_, err := tx.Exec(ctx, "SELECT pg_notify($1, 'fence')", Channel)
