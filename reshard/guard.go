@@ -26,7 +26,10 @@ func guardTrigger(m Move) string     { return subName(m) + "_guard" }
 func guardFunc(m Move, i int) string { return fmt.Sprintf("%s_guard_%d", subName(m), i) }
 
 // installGuards creates move m's guard on its source c, in one
-// transaction (each CREATE TRIGGER briefly locks its table's writes).
+// transaction. Each CREATE TRIGGER takes a SHARE ROW EXCLUSIVE lock: it
+// waits for every open transaction that wrote the table, so once it
+// returns, a write to a moved row either committed before it or meets the
+// guard. The cutover relies on that: see cutover.
 func (t *Tool) installGuards(ctx context.Context, c *pgx.Conn, st *State, m Move) error {
 	what := "buckets " + router.FormatBucketList(m.Buckets)
 	if st.Range != nil {
@@ -67,8 +70,10 @@ END`
 			for _, sql := range []string{
 				"CREATE SCHEMA IF NOT EXISTS shardproxy_meta",
 				"CREATE OR REPLACE FUNCTION " + fn + "() RETURNS trigger LANGUAGE plpgsql AS " + literal(body),
-				"DROP TRIGGER IF EXISTS " + ident(guardTrigger(m)) + " ON " + tableIdent(tb.Name),
-				"CREATE TRIGGER " + ident(guardTrigger(m)) + " BEFORE INSERT OR UPDATE OR DELETE ON " + tableIdent(tb.Name) +
+				// CREATE OR REPLACE, not DROP and CREATE: DROP TRIGGER
+				// would take an ACCESS EXCLUSIVE lock and queue the
+				// table's reads behind its wait.
+				"CREATE OR REPLACE TRIGGER " + ident(guardTrigger(m)) + " BEFORE INSERT OR UPDATE OR DELETE ON " + tableIdent(tb.Name) +
 					" FOR EACH ROW EXECUTE FUNCTION " + fn + "()",
 			} {
 				if _, err := tx.Exec(ctx, sql); err != nil {

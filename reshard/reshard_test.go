@@ -452,6 +452,20 @@ func TestReshardTwoToFour(t *testing.T) {
 			t.Fatalf("a cutover that gave up: proxy serves version %d", v)
 		}
 	}
+	// A straggler: a write to a moving bucket that began on the source
+	// after the drain's snapshot (as one a proxy let through just before
+	// it took the fence) and commits a moment later. The guard's lock
+	// waits for it and the last catch-up carries it to the target.
+	straggler := int64(1 << 43)
+	for router.BucketOf(router.HashInt(userOf(int(straggler))), buckets)%4 != 2 {
+		straggler++
+	}
+	stragglerDone := make(chan error, 1)
+	if writeRate() == 0 { // not in the measured runs: it lengthens the held window
+		crash.drained = func() { stragglerDone <- startStraggler(t, c, straggler) }
+	} else {
+		straggler = -1
+	}
 	pause, err := tool.Cutover(crash.arm("cutover:published"))
 	if pause != nil && !crash.fenced.IsZero() {
 		// The held window: from the fence to the last proxy's ack.
@@ -484,6 +498,17 @@ func TestReshardTwoToFour(t *testing.T) {
 	if got := c.shardInt(t, 0, "SELECT count(*) FROM orders") + c.shardInt(t, 1, "SELECT count(*) FROM orders") +
 		c.shardInt(t, 2, "SELECT count(*) FROM orders") + c.shardInt(t, 3, "SELECT count(*) FROM orders"); got <= int64(len(w.expected())) {
 		t.Fatalf("the shards hold %d orders before cleanup: no stale rows to hide", got)
+	}
+	if straggler >= 0 {
+		if err := <-stragglerDone; err != nil {
+			t.Fatalf("straggler write on the source: %v", err)
+		}
+		if got := c.shardInt(t, 2, "SELECT count(*) FROM orders WHERE id = $1", straggler); got != 1 {
+			t.Fatalf("a write committed on the source while the guard went on: %d rows on the target, want 1", got)
+		}
+		if _, err := c.proxyConn(t, 0).Exec(ctx, "DELETE FROM orders WHERE id = $1", straggler); err != nil {
+			t.Fatal(err)
+		}
 	}
 	checkScatter(t, c, w.expected(), 200)
 	checkGuard(t, c, n)
@@ -1161,6 +1186,8 @@ type crasher struct {
 	fenced time.Time
 	ctx    context.Context
 	cancel context.CancelFunc
+	// drained, when set, runs (once) when the tool passes cutover:drained.
+	drained func()
 }
 
 func (c *crasher) arm(point string) context.Context {
@@ -1172,6 +1199,10 @@ func (c *crasher) arm(point string) context.Context {
 func (c *crasher) hook(point string) {
 	if point == "cutover:fenced" {
 		c.fenced = time.Now()
+	}
+	if point == "cutover:drained" && c.drained != nil {
+		c.drained()
+		c.drained = nil
 	}
 	if point == c.point && !c.hit {
 		c.hit = true
@@ -1243,4 +1274,31 @@ func checkGuard(t *testing.T, c *cluster, base int) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startStraggler inserts order id straight on the source s0 in a
+// transaction it commits 300 ms later, in the background. It returns
+// once the row is written (not yet committed).
+func startStraggler(t *testing.T, c *cluster, id int64) error {
+	ctx := context.Background()
+	src, err := pgx.Connect(ctx, c.set.Clusters[0].DSN("app"))
+	if err != nil {
+		return err
+	}
+	tx, err := src.Begin(ctx)
+	if err == nil {
+		_, err = tx.Exec(ctx, "INSERT INTO orders (id, user_id) VALUES ($1, $2)", id, userOf(int(id)))
+	}
+	if err != nil {
+		src.Close(ctx)
+		return err
+	}
+	go func() {
+		defer src.Close(ctx)
+		time.Sleep(300 * time.Millisecond)
+		if err := tx.Commit(ctx); err != nil {
+			t.Errorf("straggler commit: %v", err)
+		}
+	}()
+	return nil
 }

@@ -421,6 +421,31 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 	}
 	p.Drain = lap()
 	t.at("cutover:drained")
+	// The shard-side guard goes on before the last catch-up: from here the
+	// sources refuse writes to the moved rows (guard.go). Its locks wait
+	// for every transaction still writing a moved table, among them a
+	// write a proxy let through just before it took the fence, or a COPY
+	// begun before it, which the drain's snapshot may have missed; the
+	// catch-up then covers what they committed, and any later write to a
+	// moved row fails on the source instead of being lost at cleanup.
+	g := time.Now()
+	guarded = true
+	for _, m := range st.Moves {
+		if err := t.installGuards(cctx, conns[m.From], st, m); err != nil {
+			return nil, err
+		}
+	}
+	p.Guard = time.Since(g)
+	for _, m := range st.Moves {
+		if marked[subName(m)] {
+			continue
+		}
+		var lsn string
+		if err := conns[m.From].QueryRow(cctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+			return nil, fmt.Errorf("wal position of %s: %w", m.From, err)
+		}
+		lsns[m.From] = lsn
+	}
 	if err := t.catchUpMarked(cctx, st, conns, marked, fence); err != nil {
 		return nil, err
 	}
@@ -432,16 +457,6 @@ func (t *Tool) Cutover(ctx context.Context) (*Pause, error) {
 			return nil, fmt.Errorf("catch up %s -> %s: %w", m.From, m.To, err)
 		}
 	}
-	// The shard-side guard: from here the sources refuse writes to the
-	// moved rows that bypass the proxies (guard.go).
-	g := time.Now()
-	guarded = true
-	for _, m := range st.Moves {
-		if err := t.installGuards(cctx, conns[m.From], st, m); err != nil {
-			return nil, err
-		}
-	}
-	p.Guard = time.Since(g)
 	p.CatchUp = lap()
 	t.at("cutover:caught-up")
 	if !t.SkipVerify {
