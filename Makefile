@@ -19,6 +19,8 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 30m $(PKGS)
+	# every benchmark of these packages once, so that none rots unseen
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./proxy/ ./router/... ./parser/... ./fanout/...
 
 # stress runs the long randomized suites: 3000 two-phase-commit crash points
 # and 1000 differential transaction scripts per protocol.

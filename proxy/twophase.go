@@ -439,6 +439,10 @@ func (s *Server) listInDoubt(ctx context.Context) ([]InDoubt, error) {
 			continue
 		}
 		for _, r := range rows {
+			if len(r) != 2 {
+				errs = append(errs, fmt.Errorf("shard %s: pg_prepared_xacts answered %d columns, want 2", p.name, len(r)))
+				break
+			}
 			d, _, _ := s.tpc.parseGID(r[0])
 			out = append(out, InDoubt{GID: r[0], Shard: p.name, Decider: d, Prepared: r[1]})
 		}
