@@ -147,8 +147,7 @@ func (p *Prepared) Params() int { return len(p.types) }
 // `(arg)::type`. The caller has checked that there are as many arguments
 // as parameters. An argument Postgres would reject is an *ArgError.
 func (p *Prepared) Bind(e *Execution) (string, error) {
-	types := p.types
-	if len(types) == 0 {
+	if len(p.types) == 0 {
 		e = &Execution{Name: e.Name}
 	}
 	for _, a := range e.args {
@@ -156,6 +155,20 @@ func (p *Prepared) Bind(e *Execution) (string, error) {
 			return "", err
 		}
 	}
+	q, err := p.bound(e)
+	if err != nil {
+		return "", err
+	}
+	sql, err := pg.Deparse(&pg.ParseResult{Version: p.version, Stmts: []*pg.RawStmt{{Stmt: q}}})
+	if err != nil {
+		return "", fmt.Errorf("deparse: %w", err)
+	}
+	return sql, nil
+}
+
+// bound is Bind's query as a node (a copy of the prepared one).
+func (p *Prepared) bound(e *Execution) (*pg.Node, error) {
+	types := p.types
 	q := proto.Clone(p.query).(*pg.Node)
 	var refs []*pg.Node
 	walk(q.ProtoReflect(), func(m protoreflect.Message) {
@@ -166,13 +179,73 @@ func (p *Prepared) Bind(e *Execution) (string, error) {
 	for _, n := range refs {
 		k := int(n.GetParamRef().Number)
 		if k < 1 || k > len(e.args) || k > len(types) {
-			return "", &ArgError{Code: "42P02", Message: fmt.Sprintf("there is no parameter $%d", k)}
+			return nil, &ArgError{Code: "42P02", Message: fmt.Sprintf("there is no parameter $%d", k)}
 		}
 		arg := proto.Clone(e.args[k-1]).(*pg.Node)
 		tn := proto.Clone(types[k-1]).(*pg.TypeName)
 		n.Node = &pg.Node_TypeCast{TypeCast: &pg.TypeCast{Arg: arg, TypeName: tn, Location: -1}}
 	}
-	sql, err := pg.Deparse(&pg.ParseResult{Version: p.version, Stmts: []*pg.RawStmt{{Stmt: q}}})
+	return q, nil
+}
+
+// EmbeddedExecution returns the SQL EXECUTE inside an EXPLAIN or a
+// CREATE TABLE ... AS EXECUTE (or EXPLAIN of one): statements Postgres
+// runs with the session's prepared statement of that name.
+func (s *Statement) EmbeddedExecution() (*Execution, bool) {
+	if s == nil || s.node == nil {
+		return nil, false
+	}
+	if n := embeddedExecute(s.node); n != nil {
+		e := n.GetExecuteStmt()
+		return &Execution{Name: e.Name, args: e.Params}, true
+	}
+	return nil, false
+}
+
+// embeddedExecute finds the EXECUTE node inside EXPLAIN and CREATE TABLE
+// AS (nil if there is none).
+func embeddedExecute(n *pg.Node) *pg.Node {
+	var q *pg.Node
+	switch {
+	case n.GetExplainStmt() != nil:
+		q = n.GetExplainStmt().Query
+	case n.GetCreateTableAsStmt() != nil:
+		q = n.GetCreateTableAsStmt().Query
+	default:
+		return nil
+	}
+	if q == nil {
+		return nil
+	}
+	if q.GetExecuteStmt() != nil {
+		return q
+	}
+	return embeddedExecute(q)
+}
+
+// BindInto returns the text of s (holding e: EmbeddedExecution) with
+// the EXECUTE replaced by the prepared query bound to e's arguments, as
+// Bind does: what the statement means, for routing it.
+func (p *Prepared) BindInto(s *Statement, e *Execution) (string, error) {
+	if len(p.types) == 0 {
+		e = &Execution{Name: e.Name}
+	}
+	for _, a := range e.args {
+		if err := checkArg(a); err != nil {
+			return "", err
+		}
+	}
+	q, err := p.bound(e)
+	if err != nil {
+		return "", err
+	}
+	c := proto.Clone(s.node).(*pg.Node)
+	n := embeddedExecute(c)
+	if n == nil {
+		return "", errors.New("no EXECUTE in the statement")
+	}
+	n.Node = q.Node
+	sql, err := pg.Deparse(&pg.ParseResult{Version: s.version, Stmts: []*pg.RawStmt{{Stmt: c}}})
 	if err != nil {
 		return "", fmt.Errorf("deparse: %w", err)
 	}

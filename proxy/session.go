@@ -35,6 +35,9 @@ type session struct {
 	// sqlStmts are the session's SQL prepared statements, by name
 	// (sqlprepare.go).
 	sqlStmts map[string]*sqlStmt
+	// around is run before and after the next statement exec sends
+	// (sqlprepuse.go).
+	around *around
 	// copyTo formats merged rows while a COPY (query) TO runs (copymerge.go).
 	copyTo *copyTo
 
@@ -369,6 +372,9 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 	if took, err := s.sqlPrepareStmt(ctx, st); took {
 		return err
 	}
+	if took, err := s.sqlPreparedUse(ctx, st); took { // sqlprepuse.go
+		return err
+	}
 	switch st.Kind {
 	case parser.Transaction:
 		return s.transaction(ctx, st)
@@ -621,6 +627,10 @@ func (s *session) single(ctx context.Context, shard int, sql string) error {
 // failure is reported to the client (08006); only a client write failure
 // is returned.
 func (s *session) exec(b *backend, sql string, inTx bool) error {
+	if a := s.around; a != nil {
+		s.around = nil
+		return s.execAround(b, sql, inTx, a) // sqlprepuse.go
+	}
 	sent := time.Now()
 	if err := b.sendQuery(sql); err != nil {
 		s.fail(err)

@@ -41,6 +41,9 @@ import (
 // sqlStmt is one SQL prepared statement of the session.
 type sqlStmt struct {
 	p *parser.Prepared // with its parameters' types (SetTypes)
+	// text is the client's PREPARE, to make the statement on a backend
+	// for EXPLAIN EXECUTE and CREATE TABLE AS EXECUTE (sqlprepuse.go).
+	text string
 }
 
 // sqlPrepareStmt answers SQL PREPARE and EXECUTE of the session's
@@ -66,7 +69,8 @@ func hasSQLPrepared(st *parser.Statement) bool {
 	_, p := st.SQLPrepared()
 	_, e := st.SQLExecution()
 	_, _, d := st.Deallocate()
-	return p || e || d
+	_, u := st.EmbeddedExecution() // sqlprepuse.go
+	return p || e || d || u
 }
 
 // sqlPrepare checks PREPARE on the default shard and keeps the statement.
@@ -82,6 +86,7 @@ func (s *session) sqlPrepare(ctx context.Context, st *parser.Statement, p *parse
 	// under another name where it could meet the proxy's statement names
 	// on the backend (sp_n).
 	name, text := p.Name, strings.TrimRight(strings.TrimSpace(st.SQL), ";")
+	own := text
 	if strings.HasPrefix(name, "sp_") {
 		name = "shardproxy_check"
 		var err error
@@ -125,7 +130,7 @@ func (s *session) sqlPrepare(ctx context.Context, st *parser.Statement, p *parse
 	if s.sqlStmts == nil {
 		s.sqlStmts = map[string]*sqlStmt{}
 	}
-	s.sqlStmts[p.Name] = &sqlStmt{p: p}
+	s.sqlStmts[p.Name] = &sqlStmt{p: p, text: own}
 	s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("PREPARE")})
 	return nil
 }
