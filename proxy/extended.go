@@ -81,6 +81,9 @@ type reply struct {
 	// parsed names the statement an injected Parse (rDrop) prepares: a
 	// backend that skips or fails it does not have it (forgetSkipped).
 	parsed string
+	// stmt: the client's Parse or Close of statement stmt made this
+	// rSynth reply; skipped after an error, it is undone (extskip.go).
+	stmt       *stmtChange
 }
 
 // extState is the session's extended-protocol state.
@@ -201,8 +204,7 @@ func (s *session) extParse(ctx context.Context, body []byte) error {
 		ps.st = stmts[0]
 	}
 	ps.global = s.srv.globalName(m.Query, m.ParameterOIDs)
-	x.stmts[m.Name] = ps
-	s.emit(&pgproto3.ParseComplete{})
+	s.changeStmt(m.Name, ps, &pgproto3.ParseComplete{}) // extskip.go
 	return nil
 }
 
@@ -591,6 +593,9 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 			return nil // pipetx.go
 		}
 		if p.ps.st.Kind == parser.Transaction {
+			if err := chainOutside(p.ps.st, s.status); err != nil { // txn.go
+				return err
+			}
 			x.implicitTx = false // pipetx.go: COMMIT/ROLLBACK end it themselves
 			wasTx := x.cur != nil && s.inTx(x.cur)
 			err := s.transaction(ctx, p.ps.st)
@@ -627,8 +632,7 @@ func (s *session) extClose(body []byte) error {
 	if m.ObjectType == 'S' {
 		// Only the client's view goes: the backend statement may serve
 		// other clients.
-		delete(x.stmts, m.Name)
-		s.emit(&pgproto3.CloseComplete{})
+		s.changeStmt(m.Name, nil, &pgproto3.CloseComplete{}) // extskip.go
 		return nil
 	}
 	p, ok := x.portals[m.Name]
@@ -778,6 +782,9 @@ func (s *session) relayQueue() error {
 			// Parse queued there never ran.
 			if r.parsed != "" {
 				delete(b.stmts, r.parsed)
+			}
+			if r.stmt != nil {
+				s.undoStmt(r.stmt) // extskip.go
 			}
 			continue
 		}

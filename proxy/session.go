@@ -38,6 +38,8 @@ type session struct {
 	// around is run before and after the next statement exec sends
 	// (sqlprepuse.go).
 	around *around
+	// execPos: an EXECUTE's bound statement runs (sqlprepuse.go).
+	execPos *execPos
 	// copyTo formats merged rows while a COPY (query) TO runs (copymerge.go).
 	copyTo *copyTo
 
@@ -660,6 +662,9 @@ func (s *session) exec(b *backend, sql string, inTx bool) error {
 			s.q.tag(body)
 		case 'E':
 			s.q.shardFailed(body)
+			if s.execPos != nil {
+				raw = s.execPos.error(raw, body) // sqlprepuse.go
+			}
 		}
 		s.out = append(s.out, raw...)
 		if len(s.out) >= flushAt {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/shardproxy/shardproxy/parser"
 )
@@ -117,4 +118,30 @@ func (s *session) execAround(b *backend, sql string, inTx bool, a *around) error
 	}
 	s.status = status
 	return nil
+}
+
+// execPos moves the position of an error of an EXECUTE's bound statement
+// (bound, its text) to the client's EXECUTE (client): into an argument
+// where the error is in one, else none, as Postgres reports it.
+type execPos struct {
+	e             *parser.Execution
+	ps            *sqlStmt
+	bound, client string
+}
+
+// error moves the position of an ErrorResponse (raw, body) of the bound
+// statement: into the client's EXECUTE where the error is in an
+// argument, else to the PREPARE's text, as Postgres reports an error of
+// the prepared query.
+func (p *execPos) error(raw, body []byte) []byte {
+	var e pgproto3.ErrorResponse
+	if e.Decode(body) != nil || e.Position == 0 {
+		return raw
+	}
+	pos := p.e.ArgPosition(p.bound, p.client, int(e.Position))
+	if pos == 0 {
+		pos = p.ps.p.QueryPosition(p.bound, p.ps.source, int(e.Position))
+	}
+	e.Position = int32(pos)
+	return appendMsg(nil, &e)
 }
