@@ -83,7 +83,7 @@ type reply struct {
 	parsed string
 	// stmt: the client's Parse or Close of statement stmt made this
 	// rSynth reply; skipped after an error, it is undone (extskip.go).
-	stmt       *stmtChange
+	stmt *stmtChange
 }
 
 // extState is the session's extended-protocol state.
