@@ -107,16 +107,23 @@ func TestSkippedParseMatchesPostgres(t *testing.T) {
 	sync := &pgproto3.Sync{}
 	steps := []wireStep{
 		{&pgproto3.Parse{Name: "sk_keep", Query: "SELECT 'kept'"}, sync},
-		append(append(run("sk_bad", "SELECT 1/0"), &pgproto3.Parse{Name: "sk_new", Query: "SELECT 'new'"},
+		append(append(run("sk_bad", "INSERT INTO sk_t VALUES (1/0)"), &pgproto3.Parse{Name: "sk_new", Query: "SELECT 'new'"},
 			&pgproto3.Close{ObjectType: 'S', Name: "sk_keep"}, &pgproto3.Parse{Query: "SELECT 'unnamed'"}), sync),
 		{&pgproto3.Bind{PreparedStatement: "sk_new"}, &pgproto3.Execute{}, sync},
 		{&pgproto3.Bind{PreparedStatement: "sk_keep"}, &pgproto3.Execute{}, sync},
 		{&pgproto3.Bind{PreparedStatement: ""}, &pgproto3.Execute{}, sync},
 		{&pgproto3.Parse{Name: "sk_new", Query: "SELECT 'new again'"}, &pgproto3.Bind{PreparedStatement: "sk_new"}, &pgproto3.Execute{}, sync},
 		// A Parse answered before the error stands.
-		append(append([]pgproto3.FrontendMessage{&pgproto3.Parse{Name: "sk_first", Query: "SELECT 'first'"}}, run("", "SELECT 1/0")...), sync),
+		append(append([]pgproto3.FrontendMessage{&pgproto3.Parse{Name: "sk_first", Query: "SELECT 'first'"}}, run("", "INSERT INTO sk_t VALUES (1/0)")...), sync),
 		{&pgproto3.Bind{PreparedStatement: "sk_first"}, &pgproto3.Execute{}, sync},
 	}
+	// A write on one shard (the default, which holds sk_t): its error
+	// comes back while the proxy has already answered what follows.
+	exec := mustConnect(t)
+	if _, err := exec.Exec(context.Background(), "CREATE TABLE IF NOT EXISTS sk_t (a int)"); err != nil {
+		t.Fatal(err)
+	}
+	defer exec.Exec(context.Background(), "DROP TABLE sk_t")
 	want := transcript(t, env.shards.Clusters[0].DSN("deliveryapp"), steps)
 	if got := transcript(t, proxyURL("app", "app"), steps); got != want {
 		t.Fatalf("through the proxy:\n%s\nstraight to Postgres:\n%s", got, want)
