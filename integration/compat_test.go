@@ -154,3 +154,54 @@ func TestMergedErrorRowDescriptionMatchesPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestParseErrorAtParseMatchesPostgres: a statement the server rejects at
+// Parse (a missing table or column) gets its error in place of
+// ParseComplete, as from Postgres, when its Bind or Describe follows the
+// Parse (the drivers' order): not the proxy's ParseComplete and then the
+// error. After it the statement does not exist (26000), a failed unnamed
+// Parse leaves no unnamed statement, and inside a transaction the
+// transaction is failed. The statements run on one shard (tables not
+// listed live on the default shard). Without proxy/extskip.go's
+// parseInPlace the proxy answered ParseComplete, then the error.
+func TestParseErrorAtParseMatchesPostgres(t *testing.T) {
+	sync := &pgproto3.Sync{}
+	// bad writes: a read would go through the result cache's shared
+	// portals, which still answer the Parse first (docs/pooling.md).
+	bad, good := "INSERT INTO pe_c_t SELECT a FROM pe_no_such_table", "SELECT count(*) FROM pe_c_t"
+	run := func(name, query string) []pgproto3.FrontendMessage {
+		return []pgproto3.FrontendMessage{&pgproto3.Parse{Name: name, Query: query},
+			&pgproto3.Bind{PreparedStatement: name}, &pgproto3.Execute{}}
+	}
+	steps := []wireStep{
+		append(run("", bad), sync),
+		append(run("pc_bad", bad), sync),
+		{&pgproto3.Bind{PreparedStatement: "pc_bad"}, &pgproto3.Execute{}, sync},
+		// pgx's prepare: Parse, Describe, Sync.
+		{&pgproto3.Parse{Name: "pc_d", Query: "SELECT nope FROM pe_c_t WHERE a = $1"}, &pgproto3.Describe{ObjectType: 'S', Name: "pc_d"}, sync},
+		{&pgproto3.Parse{Name: "pc_d", Query: "SELECT a FROM pe_c_t WHERE a = $1"}, &pgproto3.Describe{ObjectType: 'S', Name: "pc_d"}, sync},
+		// A good statement, then the failing one, in one pipeline.
+		append(append(run("", good), run("pc_bad2", bad)...), sync),
+		{&pgproto3.Bind{PreparedStatement: "pc_bad2"}, &pgproto3.Execute{}, sync},
+		// The unnamed statement before a failed unnamed Parse is gone.
+		append(run("", good), sync),
+		append(run("", bad), sync),
+		{&pgproto3.Bind{}, &pgproto3.Execute{}, sync},
+		{&pgproto3.Query{String: "BEGIN"}},
+		append(run("pc_tx", bad), sync),
+		append(run("", good), sync),
+		{&pgproto3.Query{String: "ROLLBACK"}},
+		// A statement parsed once stays good.
+		append(run("pc_good", good), sync),
+		{&pgproto3.Bind{PreparedStatement: "pc_good"}, &pgproto3.Execute{}, sync},
+	}
+	exec := mustConnect(t)
+	if _, err := exec.Exec(context.Background(), "CREATE TABLE IF NOT EXISTS pe_c_t (a int)"); err != nil {
+		t.Fatal(err)
+	}
+	defer exec.Exec(context.Background(), "DROP TABLE pe_c_t")
+	want := transcript(t, env.shards.Clusters[0].DSN("deliveryapp"), steps)
+	if got := transcript(t, proxyURL("app", "app"), steps); got != want {
+		t.Fatalf("through the proxy:\n%s\nstraight to Postgres:\n%s", got, want)
+	}
+}

@@ -103,6 +103,8 @@ type extState struct {
 	// implicitTx: the proxy's transaction stands for the request's
 	// implicit one and ends at Sync (pipetx.go).
 	implicitTx bool
+	// lastParse: where the client's last Parse was answered (extskip.go).
+	lastParse parseAnswer
 }
 
 func (s *session) ext() *extState {
@@ -202,6 +204,9 @@ func (s *session) extParse(ctx context.Context, body []byte) error {
 		return &pgError{code: pgerrcode.SyntaxError, msg: "cannot insert multiple commands into a prepared statement"}
 	default:
 		ps.st = stmts[0]
+	}
+	if s.status == 'E' && ps.st != nil && !allowedWhenFailed(ps.st) {
+		return inFailedTx() // Postgres refuses it at Parse
 	}
 	ps.global = s.srv.globalName(m.Query, m.ParameterOIDs)
 	s.changeStmt(m.Name, ps, &pgproto3.ParseComplete{}) // extskip.go
@@ -416,7 +421,9 @@ func (s *session) ensurePrepared(b *backend, ps *prepared) {
 	}
 	b.stmts[ps.global] = true
 	s.x.wbuf = appendMsg(s.x.wbuf, &pgproto3.Parse{Name: ps.global, Query: ps.query, ParameterOIDs: ps.oids})
-	s.x.queue = append(s.x.queue, reply{kind: rDrop, parsed: ps.global})
+	r := reply{kind: rDrop, parsed: ps.global}
+	s.parseInPlace(b, ps, &r) // extskip.go: the backend may answer the client's Parse
+	s.x.queue = append(s.x.queue, r)
 }
 
 func (s *session) extDescribe(ctx context.Context, body []byte) error {
@@ -690,6 +697,7 @@ func (s *session) extSync(ctx context.Context) error {
 	}
 	x.errored = false
 	x.writes = false
+	x.lastParse = parseAnswer{}
 	if x.ddl {
 		x.ddl = false
 		if s.status == 'I' {
@@ -784,7 +792,7 @@ func (s *session) relayQueue() error {
 				delete(b.stmts, r.parsed)
 			}
 			if r.stmt != nil {
-				s.undoStmt(r.stmt) // extskip.go
+				s.undoStmt(r.stmt, false) // extskip.go
 			}
 			continue
 		}
@@ -831,6 +839,9 @@ func (s *session) relayOne(b *backend, r reply) error {
 			if r.parsed != "" {
 				// The injected Parse failed: the backend lacks the statement.
 				delete(b.stmts, r.parsed)
+			}
+			if r.stmt != nil {
+				s.undoStmt(r.stmt, true) // extskip.go: the client's Parse failed
 			}
 			if r.kind != rSync {
 				return nil
