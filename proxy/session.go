@@ -35,8 +35,8 @@ type session struct {
 	// sqlStmts are the session's SQL prepared statements, by name
 	// (sqlprepare.go).
 	sqlStmts map[string]*sqlStmt
-	// around is run before and after the next statement exec sends
-	// (sqlprepuse.go).
+	// around is run before and after the statements exec sends while
+	// it is set (sqlprepuse.go).
 	around *around
 	// execPos: an EXECUTE's bound statement runs (sqlprepuse.go).
 	execPos *execPos
@@ -630,7 +630,6 @@ func (s *session) single(ctx context.Context, shard int, sql string) error {
 // is returned.
 func (s *session) exec(b *backend, sql string, inTx bool) error {
 	if a := s.around; a != nil {
-		s.around = nil
 		return s.execAround(b, sql, inTx, a) // sqlprepuse.go
 	}
 	sent := time.Now()

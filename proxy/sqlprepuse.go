@@ -27,8 +27,8 @@ import (
 // column types the prepared query has. A statement that would run on
 // several shards is refused with 0A000.
 
-// around is SQL run quietly before and after the next statement that
-// exec sends (one shard, one backend).
+// around is SQL run quietly before and after each statement exec sends
+// while it is set (one shard, one backend).
 type around struct {
 	before, after string
 }
@@ -98,6 +98,10 @@ func (s *session) sqlPreparedUse(ctx context.Context, st *parser.Statement) (too
 // the same backend. A failed before is the statement's error; a failed
 // after (an aborted transaction) leaves the backend to DISCARD ALL.
 func (s *session) execAround(b *backend, sql string, inTx bool, a *around) error {
+	// Every exec of the statement (a retry on a new primary too) is
+	// wrapped, the inner one not.
+	s.around = nil
+	defer func() { s.around = a }()
 	if err := s.quiet(b, a.before); err != nil {
 		var se *shardError
 		if errors.As(err, &se) {
