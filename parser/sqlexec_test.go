@@ -2,6 +2,7 @@ package parser
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -62,6 +63,79 @@ func BenchmarkPreparedBind(b *testing.B) {
 	for b.Loop() {
 		if _, err := p.Bind(e); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestArgPosition: an error position inside a bound argument maps to the
+// argument in the client's EXECUTE; one in the prepared query maps to
+// nothing (Postgres reports none for it).
+func TestArgPosition(t *testing.T) {
+	cases := []struct {
+		prepare, execute string
+		types            []string
+		at               string // the error's place in the bound text
+		want             int
+	}{
+		{"PREPARE foo(xml) AS SELECT $1", "EXECUTE foo ('bad')", []string{"xml"}, "'bad'", 14},
+		{"PREPARE p(int, int) AS SELECT $1 + $2 FROM t", "EXECUTE p(1, 'x')", []string{"integer", "integer"}, "'x'", 14},
+		{"PREPARE p(int, int) AS SELECT $1 + $2 FROM t", "EXECUTE p(1, 1 + 'x')", []string{"integer", "integer"}, "'x'", 18},
+		{"PREPARE p(int) AS SELECT a FROM t WHERE b = $1", "EXECUTE p(1)", []string{"integer"}, "a FROM", 0},
+		{"PREPARE p AS SELECT a FROM t GROUP BY b", "EXECUTE p", nil, "a FROM", 0},
+	}
+	for _, c := range cases {
+		ps, _ := Parse(c.prepare)
+		es, _ := Parse(c.execute)
+		p, _ := ps[0].SQLPrepared()
+		e, _ := es[0].SQLExecution()
+		if err := p.SetTypes(c.types); err != nil {
+			t.Fatal(err)
+		}
+		bound, err := p.Bind(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := strings.Index(bound, c.at)
+		if i < 0 {
+			t.Fatalf("%q not in %q", c.at, bound)
+		}
+		if got := e.ArgPosition(bound, c.execute, i+1); got != c.want {
+			t.Errorf("%s in %q: position %d, want %d", c.at, bound, got, c.want)
+		}
+	}
+}
+
+// TestQueryPosition: an error position in the bound statement, outside
+// the arguments, maps to the same place in the PREPARE's text.
+func TestQueryPosition(t *testing.T) {
+	cases := []struct {
+		prepare, execute string
+		types            []string
+		at               string // in the bound text
+		want             string // in the PREPARE's text
+	}{
+		{"PREPARE pos_g AS SELECT a, b FROM pos_t GROUP BY a", "EXECUTE pos_g", nil, "b FROM", "b FROM"},
+		{"PREPARE p(int) AS\n  SELECT a,   nope\n  FROM t WHERE c = $1 AND d > 2", "EXECUTE p(7)", []string{"integer"}, "d > 2", "d > 2"},
+		{"PREPARE p(int) AS SELECT x FROM t WHERE c = $1 AND nope(c) = 1", "EXECUTE p(7)", []string{"integer"}, "nope(c)", "nope(c)"},
+	}
+	for _, c := range cases {
+		ps, _ := Parse(c.prepare)
+		es, _ := Parse(c.execute)
+		p, _ := ps[0].SQLPrepared()
+		e, _ := es[0].SQLExecution()
+		if err := p.SetTypes(c.types); err != nil {
+			t.Fatal(err)
+		}
+		bound, err := p.Bind(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := strings.Index(bound, c.at)
+		if i < 0 {
+			t.Fatalf("%q not in %q", c.at, bound)
+		}
+		if got, want := p.QueryPosition(bound, c.prepare, i+1), strings.Index(c.prepare, c.want)+1; got != want {
+			t.Errorf("%s in %q: position %d, want %d", c.at, bound, got, want)
 		}
 	}
 }

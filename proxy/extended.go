@@ -81,6 +81,9 @@ type reply struct {
 	// parsed names the statement an injected Parse (rDrop) prepares: a
 	// backend that skips or fails it does not have it (forgetSkipped).
 	parsed string
+	// stmt: the client's Parse or Close of statement stmt made this
+	// rSynth reply; skipped after an error, it is undone (extskip.go).
+	stmt *stmtChange
 }
 
 // extState is the session's extended-protocol state.
@@ -100,6 +103,8 @@ type extState struct {
 	// implicitTx: the proxy's transaction stands for the request's
 	// implicit one and ends at Sync (pipetx.go).
 	implicitTx bool
+	// lastParse: where the client's last Parse was answered (extskip.go).
+	lastParse parseAnswer
 }
 
 func (s *session) ext() *extState {
@@ -200,9 +205,11 @@ func (s *session) extParse(ctx context.Context, body []byte) error {
 	default:
 		ps.st = stmts[0]
 	}
+	if s.status == 'E' && ps.st != nil && !allowedWhenFailed(ps.st) {
+		return inFailedTx() // Postgres refuses it at Parse
+	}
 	ps.global = s.srv.globalName(m.Query, m.ParameterOIDs)
-	x.stmts[m.Name] = ps
-	s.emit(&pgproto3.ParseComplete{})
+	s.changeStmt(m.Name, ps, &pgproto3.ParseComplete{}) // extskip.go
 	return nil
 }
 
@@ -414,7 +421,9 @@ func (s *session) ensurePrepared(b *backend, ps *prepared) {
 	}
 	b.stmts[ps.global] = true
 	s.x.wbuf = appendMsg(s.x.wbuf, &pgproto3.Parse{Name: ps.global, Query: ps.query, ParameterOIDs: ps.oids})
-	s.x.queue = append(s.x.queue, reply{kind: rDrop, parsed: ps.global})
+	r := reply{kind: rDrop, parsed: ps.global}
+	s.parseInPlace(b, ps, &r) // extskip.go: the backend may answer the client's Parse
+	s.x.queue = append(s.x.queue, r)
 }
 
 func (s *session) extDescribe(ctx context.Context, body []byte) error {
@@ -591,6 +600,9 @@ func (s *session) extExecute(ctx context.Context, body []byte) error {
 			return nil // pipetx.go
 		}
 		if p.ps.st.Kind == parser.Transaction {
+			if err := chainOutside(p.ps.st, s.status); err != nil { // txn.go
+				return err
+			}
 			x.implicitTx = false // pipetx.go: COMMIT/ROLLBACK end it themselves
 			wasTx := x.cur != nil && s.inTx(x.cur)
 			err := s.transaction(ctx, p.ps.st)
@@ -627,8 +639,7 @@ func (s *session) extClose(body []byte) error {
 	if m.ObjectType == 'S' {
 		// Only the client's view goes: the backend statement may serve
 		// other clients.
-		delete(x.stmts, m.Name)
-		s.emit(&pgproto3.CloseComplete{})
+		s.changeStmt(m.Name, nil, &pgproto3.CloseComplete{}) // extskip.go
 		return nil
 	}
 	p, ok := x.portals[m.Name]
@@ -686,6 +697,7 @@ func (s *session) extSync(ctx context.Context) error {
 	}
 	x.errored = false
 	x.writes = false
+	x.lastParse = parseAnswer{}
 	if x.ddl {
 		x.ddl = false
 		if s.status == 'I' {
@@ -779,6 +791,9 @@ func (s *session) relayQueue() error {
 			if r.parsed != "" {
 				delete(b.stmts, r.parsed)
 			}
+			if r.stmt != nil {
+				s.undoStmt(r.stmt, false) // extskip.go
+			}
 			continue
 		}
 		if r.kind == rSynth {
@@ -824,6 +839,9 @@ func (s *session) relayOne(b *backend, r reply) error {
 			if r.parsed != "" {
 				// The injected Parse failed: the backend lacks the statement.
 				delete(b.stmts, r.parsed)
+			}
+			if r.stmt != nil {
+				s.undoStmt(r.stmt, true) // extskip.go: the client's Parse failed
 			}
 			if r.kind != rSync {
 				return nil

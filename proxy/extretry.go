@@ -170,7 +170,12 @@ func (s *session) replayFor(nb *backend, wbuf []byte, queue []reply) (nw []byte,
 				return nil, nil, false
 			}
 			if nb.stmts[m.Name] {
-				continue // the new backend has it: drop the Parse and its reply
+				// The new backend has it: drop the Parse and its reply,
+				// unless that reply was the client's (extskip.go).
+				if r.kind == rPass {
+					nq = append(nq, reply{kind: rSynth, msg: parseCompleteMsg, stmt: r.stmt})
+				}
+				continue
 			}
 			nb.stmts[m.Name] = true
 		case 'B':

@@ -265,17 +265,22 @@ func (s *session) gather(bs []*backend, plan *router.Plan, sent time.Time, withR
 		}
 	}
 	var root fanout.Source
+	in := make([]fanout.Source, len(srcs))
+	for i, src := range srcs {
+		in[i] = src
+	}
 	if g.m.firstErr == nil {
 		var perr error
-		in := make([]fanout.Source, len(srcs))
-		for i, src := range srcs {
-			in[i] = src
-		}
 		root, perr = s.pipeline(g, in)
 		if perr != nil {
 			g.m.firstErr = appendMsg(nil, errorResponse(perr))
 			g.cancelOthers(-1)
 		}
+	} else if withRowDesc && plan.Merge != nil && g.m.rowDesc != nil {
+		// A shard described its rows, then failed computing them:
+		// Postgres sends the (merged) RowDescription before the error.
+		// Building the tree sends it and reads nothing.
+		s.pipeline(g, in)
 	}
 	for root != nil && g.m.firstErr == nil {
 		row, err := root.Next()

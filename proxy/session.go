@@ -35,6 +35,11 @@ type session struct {
 	// sqlStmts are the session's SQL prepared statements, by name
 	// (sqlprepare.go).
 	sqlStmts map[string]*sqlStmt
+	// around is run before and after the statements exec sends while
+	// it is set (sqlprepuse.go).
+	around *around
+	// execPos: an EXECUTE's bound statement runs (sqlprepuse.go).
+	execPos *execPos
 	// copyTo formats merged rows while a COPY (query) TO runs (copymerge.go).
 	copyTo *copyTo
 	// fenceWrote: shards first written under a cutover fence (fencemove.go).
@@ -371,6 +376,9 @@ func (s *session) statement(ctx context.Context, st *parser.Statement) error {
 	if took, err := s.sqlPrepareStmt(ctx, st); took {
 		return err
 	}
+	if took, err := s.sqlPreparedUse(ctx, st); took { // sqlprepuse.go
+		return err
+	}
 	switch st.Kind {
 	case parser.Transaction:
 		return s.transaction(ctx, st)
@@ -623,6 +631,9 @@ func (s *session) single(ctx context.Context, shard int, sql string) error {
 // failure is reported to the client (08006); only a client write failure
 // is returned.
 func (s *session) exec(b *backend, sql string, inTx bool) error {
+	if a := s.around; a != nil {
+		return s.execAround(b, sql, inTx, a) // sqlprepuse.go
+	}
 	sent := time.Now()
 	if err := b.sendQuery(sql); err != nil {
 		s.fail(err)
@@ -652,6 +663,9 @@ func (s *session) exec(b *backend, sql string, inTx bool) error {
 			s.q.tag(body)
 		case 'E':
 			s.q.shardFailed(body)
+			if s.execPos != nil {
+				raw = s.execPos.error(raw, body) // sqlprepuse.go
+			}
 		}
 		s.out = append(s.out, raw...)
 		if len(s.out) >= flushAt {

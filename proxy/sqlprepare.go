@@ -41,6 +41,12 @@ import (
 // sqlStmt is one SQL prepared statement of the session.
 type sqlStmt struct {
 	p *parser.Prepared // with its parameters' types (SetTypes)
+	// text is the client's PREPARE, to make the statement on a backend
+	// for EXPLAIN EXECUTE and CREATE TABLE AS EXECUTE (sqlprepuse.go).
+	text string
+	// source is the query string PREPARE came in, where Postgres's
+	// error positions for the prepared query point (sqlprepuse.go).
+	source string
 }
 
 // sqlPrepareStmt answers SQL PREPARE and EXECUTE of the session's
@@ -55,7 +61,7 @@ func (s *session) sqlPrepareStmt(ctx context.Context, st *parser.Statement) (too
 				return false, nil // reserve.go's
 			}
 		}
-		return true, s.sqlExecute(ctx, e)
+		return true, s.sqlExecute(ctx, e, st.SQL)
 	}
 	return false, nil
 }
@@ -66,7 +72,8 @@ func hasSQLPrepared(st *parser.Statement) bool {
 	_, p := st.SQLPrepared()
 	_, e := st.SQLExecution()
 	_, _, d := st.Deallocate()
-	return p || e || d
+	_, u := st.EmbeddedExecution() // sqlprepuse.go
+	return p || e || d || u
 }
 
 // sqlPrepare checks PREPARE on the default shard and keeps the statement.
@@ -82,6 +89,7 @@ func (s *session) sqlPrepare(ctx context.Context, st *parser.Statement, p *parse
 	// under another name where it could meet the proxy's statement names
 	// on the backend (sp_n).
 	name, text := p.Name, strings.TrimRight(strings.TrimSpace(st.SQL), ";")
+	own := text
 	if strings.HasPrefix(name, "sp_") {
 		name = "shardproxy_check"
 		var err error
@@ -125,7 +133,7 @@ func (s *session) sqlPrepare(ctx context.Context, st *parser.Statement, p *parse
 	if s.sqlStmts == nil {
 		s.sqlStmts = map[string]*sqlStmt{}
 	}
-	s.sqlStmts[p.Name] = &sqlStmt{p: p}
+	s.sqlStmts[p.Name] = &sqlStmt{p: p, text: own, source: st.SQL}
 	s.out = appendMsg(s.out, &pgproto3.CommandComplete{CommandTag: []byte("PREPARE")})
 	return nil
 }
@@ -168,7 +176,7 @@ func (s *session) prepareCheck(b *backend, check string) (types []string, failed
 
 // sqlExecute runs EXECUTE: the prepared query with the arguments in place
 // of its parameters, routed and run as the client's own statement.
-func (s *session) sqlExecute(ctx context.Context, e *parser.Execution) error {
+func (s *session) sqlExecute(ctx context.Context, e *parser.Execution, client string) error {
 	ps, ok := s.sqlStmts[e.Name]
 	if !ok {
 		s.fail(&pgError{code: pgerrcode.InvalidSQLStatementName, msg: fmt.Sprintf("prepared statement \"%s\" does not exist", e.Name)})
@@ -189,6 +197,10 @@ func (s *session) sqlExecute(ctx context.Context, e *parser.Execution) error {
 		s.fail(err)
 		return nil
 	}
+	// Errors' positions are in the bound text: moved to the client's
+	// (sqlprepuse.go).
+	s.execPos = &execPos{e: e, ps: ps, bound: sql, client: client}
+	defer func() { s.execPos = nil }()
 	// The simple query's own path: statements of one shape share a parsed
 	// template whatever their constants (simpleQuery).
 	if st, lits, ok := s.srv.cache.Template(sql); ok && st.Session == parser.NoSessionUse {

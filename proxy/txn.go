@@ -103,6 +103,19 @@ func allowedWhenFailed(st *parser.Statement) bool {
 	return false
 }
 
+// chainOutside is Postgres's error for COMMIT AND CHAIN or ROLLBACK AND
+// CHAIN outside a transaction block (a plain COMMIT only warns).
+func chainOutside(st *parser.Statement, status byte) error {
+	if status != 'I' || !st.Chain() || (st.Tx != parser.Commit && st.Tx != parser.Rollback) {
+		return nil
+	}
+	what := "COMMIT"
+	if st.Tx == parser.Rollback {
+		what = "ROLLBACK"
+	}
+	return &pgError{code: pgerrcode.NoActiveSQLTransaction, msg: what + " AND CHAIN can only be used in transaction blocks"}
+}
+
 func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
 	switch st.Tx {
 	case parser.Begin:
@@ -124,6 +137,10 @@ func (s *session) transaction(ctx context.Context, st *parser.Statement) error {
 		tag := "COMMIT"
 		if st.Tx == parser.Rollback {
 			tag = "ROLLBACK"
+		}
+		if err := chainOutside(st, s.status); err != nil {
+			s.fail(err)
+			return nil
 		}
 		if s.status == 'I' {
 			s.out = appendMsg(s.out, &pgproto3.NoticeResponse{Severity: "WARNING", SeverityUnlocalized: "WARNING",
