@@ -338,7 +338,9 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 	s.noteWrite(st) // replicas.go: read-your-writes
 	if s.status != 'I' {
 		if s.tx != nil && s.anywhere(st) {
-			s.useBackend(s.tx)
+			if err := s.switchBackend(s.tx); err != nil {
+				return nil, err
+			}
 			return s.tx, nil
 		}
 		if !plan.Single() {
@@ -362,7 +364,9 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 		if err != nil {
 			return nil, err
 		}
-		s.useBackend(b)
+		if err := s.switchBackend(b); err != nil {
+			return nil, err
+		}
 		return b, nil
 	}
 	target := plan.Shards[0]
@@ -393,6 +397,28 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 	}
 	s.useBackend(b)
 	return b, nil
+}
+
+// switchBackend makes b the current backend of a request in a
+// transaction. The part of the request queued for the backend in use
+// (another of the transaction's shards, or one outside it that described a
+// statement) is finished first, with a Sync (inside BEGIN it commits
+// nothing) and its replies relayed; useBackend alone would drop it, its
+// messages never sent and their replies missing for the client, whose
+// Flush then waits forever. errSkipped: that part failed, and the rest of
+// the request is skipped until Sync.
+func (s *session) switchBackend(b *backend) error {
+	x := s.x
+	if x.cur != nil && x.cur != b {
+		if err := s.extRelease(); err != nil {
+			return err
+		}
+		if x.errored {
+			return errSkipped
+		}
+	}
+	s.useBackend(b)
+	return nil
 }
 
 func (s *session) useBackend(b *backend) {
