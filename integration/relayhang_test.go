@@ -1,11 +1,71 @@
 package integration
 
 import (
+	"context"
+	"fmt"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
+
+// rawProxy opens a connection to the proxy driven with raw protocol
+// messages.
+func rawProxy(t *testing.T) *pgproto3.Frontend {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, proxyURL("app", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hj, err := conn.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hj.Conn.Close() })
+	hj.Conn.SetDeadline(time.Now().Add(60 * time.Second)) // a hang guard only
+	return hj.Frontend
+}
+
+// replies sends msgs and records the replies up to ReadyForQuery.
+func replies(t *testing.T, fe *pgproto3.Frontend, msgs ...pgproto3.FrontendMessage) string {
+	t.Helper()
+	for _, m := range msgs {
+		fe.Send(m)
+	}
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return readUntilReady(t, fe)
+}
+
+// readUntilReady records message types up to ReadyForQuery.
+func readUntilReady(t *testing.T, fe *pgproto3.Frontend) string {
+	t.Helper()
+	var got []string
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("receive (the proxy does not answer): %v; so far %v", err, got)
+		}
+		switch x := m.(type) {
+		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
+			continue
+		case *pgproto3.ErrorResponse:
+			got = append(got, "Error "+x.Code)
+		case *pgproto3.ReadyForQuery:
+			got = append(got, fmt.Sprintf("Z %c", x.TxStatus))
+			return strings.Join(got, ", ")
+		default:
+			got = append(got, strings.TrimPrefix(fmt.Sprintf("%T", m), "*pgproto3."))
+		}
+	}
+}
 
 // TestExtendedBackendSwitchKeepsReplies: inside a transaction on two
 // shards, one request (one Sync) runs a statement on the second shard and
@@ -51,5 +111,70 @@ func TestExtendedBackendSwitchKeepsReplies(t *testing.T) {
 		if got := transcript(t, proxyURL("app", "app"), steps); got != want {
 			t.Fatalf("described and run on shard %d: through the proxy:\n%s\nPostgres:\n%s", sh, got, want)
 		}
+	}
+}
+
+// TestBackendKilledMidDescribe: the shard backend running a request's
+// Describe (its injected Parse waits for a lock) is terminated before it
+// answers. The proxy notices the lost connection: the client gets the
+// shard's error (once: the FATAL ends the backend's part, no read of the
+// closed connection adds 08006) and ReadyForQuery instead of waiting, and
+// its session goes on with a new backend.
+func TestBackendKilledMidDescribe(t *testing.T) {
+	ctx := context.Background()
+	c := mustConnect(t)
+	if _, err := c.Exec(ctx, "CREATE TABLE relay_lock (a int)"); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Exec(ctx, "DROP TABLE relay_lock")
+	// Every shard's copy is locked, whichever the Describe goes to.
+	lockers := make([]pgx.Tx, nShards)
+	for i := range lockers {
+		d, err := shardConn(ctx, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close(ctx)
+		if lockers[i], err = d.Begin(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer lockers[i].Rollback(ctx)
+		if _, err := lockers[i].Exec(ctx, "LOCK TABLE relay_lock IN ACCESS EXCLUSIVE MODE"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fe := rawProxy(t)
+	fe.Send(&pgproto3.Parse{Name: "k", Query: "SELECT a FROM relay_lock"})
+	fe.Send(&pgproto3.Describe{ObjectType: 'S', Name: "k"})
+	fe.Send(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	for tries := 0; !killed; tries++ {
+		if tries == 400 {
+			t.Fatal("no shard backend waits for the lock") // a hang guard
+		}
+		for i, l := range lockers {
+			var n int
+			err := l.Conn().QueryRow(ctx, `SELECT count(pg_terminate_backend(pid))::int FROM pg_stat_activity
+				WHERE wait_event_type = 'Lock' AND query LIKE '%relay_lock%' AND pid <> pg_backend_pid()`).Scan(&n)
+			if err != nil {
+				t.Fatalf("shard %d: %v", i, err)
+			}
+			killed = killed || n > 0
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got := readUntilReady(t, fe)
+	t.Logf("replies after the kill: %s", got)
+	if got != "ParseComplete, Error 57P01, Z I" {
+		t.Fatalf("describe on a killed backend: %s, want ParseComplete, the shard's error (57P01), ReadyForQuery", got)
+	}
+	for _, l := range lockers {
+		l.Rollback(ctx)
+	}
+	if got := replies(t, fe, &pgproto3.Describe{ObjectType: 'S', Name: "k"}, &pgproto3.Sync{}); got != "ParameterDescription, RowDescription, Z I" {
+		t.Fatalf("the statement described again: %s", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -821,6 +822,27 @@ func (s *session) relayQueue() error {
 	return nil
 }
 
+// errOutOfSync: a backend's ReadyForQuery came before replies the
+// proxy still expected in its group (08006: the connection is closed).
+var errOutOfSync = errors.New("protocol out of sync: ReadyForQuery before the replies due")
+
+// fatalError reports whether an ErrorResponse body is FATAL or PANIC:
+// the server closes the connection after it.
+func fatalError(body []byte) bool {
+	for len(body) > 1 && body[0] != 0 {
+		f := body[0]
+		end := bytes.IndexByte(body[1:], 0)
+		if end < 0 {
+			return false
+		}
+		if v := string(body[1 : 1+end]); (f == 'V' || f == 'S') && (v == "FATAL" || v == "PANIC") {
+			return true
+		}
+		body = body[2+end:]
+	}
+	return false
+}
+
 // relayOne reads and relays the replies for one queued entry.
 func (s *session) relayOne(b *backend, r reply) error {
 	x := s.x
@@ -851,6 +873,15 @@ func (s *session) relayOne(b *backend, r reply) error {
 				// The injected Parse failed: the backend lacks the statement.
 				delete(b.stmts, r.parsed)
 			}
+			if fatalError(body) {
+				// The server ends the connection (terminated, shutting
+				// down): nothing more comes, not even ReadyForQuery.
+				b.broken = true
+				if b == s.tx {
+					s.status = 'E'
+				}
+				return nil
+			}
 			if r.kind != rSync {
 				return nil
 			}
@@ -859,6 +890,18 @@ func (s *session) relayOne(b *backend, r reply) error {
 			b.txStatus = body[0]
 			if b == s.tx {
 				s.status = txMerge(s.status, body[0])
+			}
+			if r.kind != rSync {
+				// The backend ended the group before answering r: the
+				// replies due for the rest of it will never come, and
+				// reading on would wait forever. The connection's replies
+				// no longer line up with the proxy's queue: close it.
+				b.broken = true
+				x.errored = true
+				s.fail(&shardError{shard: b.pool.name, err: errOutOfSync})
+				if b == s.tx {
+					s.status = 'E'
+				}
 			}
 			return nil
 		}
