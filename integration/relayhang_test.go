@@ -178,3 +178,57 @@ func TestBackendKilledMidDescribe(t *testing.T) {
 		t.Fatalf("the statement described again: %s", got)
 	}
 }
+
+// TestSimpleScatterErrorThenExtended: a cross-shard statement that fails
+// in the simple protocol (pgx sends Exec without arguments that way) does
+// not spill into the session's next extended request: its messages used to
+// be skipped as if that request had failed (pgx then read an empty
+// statement description: "expected 0 arguments, got 1"), and a client
+// waiting at Flush got nothing.
+func TestSimpleScatterErrorThenExtended(t *testing.T) {
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, proxyURL("app", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var n int
+	if err := c.QueryRow(ctx, "SELECT $1::int", 3).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("extended before: %d %v", n, err)
+	}
+	if _, err := c.Exec(ctx, "SELECT count(*) / 0 FROM users"); pgCode(err) != "22012" {
+		t.Fatalf("a cross-shard error in the simple protocol: %v", err)
+	}
+	if err := c.QueryRow(ctx, "SELECT $1::int + 1", 5).Scan(&n); err != nil || n != 6 {
+		t.Fatalf("a new statement after it: %d %v", n, err)
+	}
+	if _, err := c.Exec(ctx, "SELECT count(*) / 0 FROM users"); pgCode(err) != "22012" {
+		t.Fatalf("a cross-shard error in the simple protocol: %v", err)
+	}
+	if err := c.QueryRow(ctx, "SELECT $1::int", 7).Scan(&n); err != nil || n != 7 {
+		t.Fatalf("a cached statement after it: %d %v", n, err)
+	}
+	fe := rawProxy(t)
+	if got := replies(t, fe, &pgproto3.Query{String: "SELECT count(*) / 0 FROM users"}); got != "RowDescription, Error 22012, Z I" && got != "Error 22012, Z I" {
+		t.Fatalf("simple: %s", got)
+	}
+	fe.Send(&pgproto3.Parse{Query: "SELECT 1"})
+	fe.Send(&pgproto3.Bind{})
+	fe.Send(&pgproto3.Execute{})
+	fe.Send(&pgproto3.Flush{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"*pgproto3.ParseComplete", "*pgproto3.BindComplete", "*pgproto3.DataRow", "*pgproto3.CommandComplete"} {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("at Flush, waiting for %s: %v", want, err)
+		}
+		if got := fmt.Sprintf("%T", m); got != want {
+			t.Fatalf("at Flush: %s, want %s", got, want)
+		}
+	}
+	if got := replies(t, fe, &pgproto3.Sync{}); got != "Z I" {
+		t.Fatalf("Sync: %s", got)
+	}
+}

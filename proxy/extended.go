@@ -101,6 +101,8 @@ type extState struct {
 	// implicitTx: the proxy's transaction stands for the request's
 	// implicit one and ends at Sync (pipetx.go).
 	implicitTx bool
+	// open: a request has begun and its Sync not come yet.
+	open bool
 }
 
 func (s *session) ext() *extState {
@@ -116,6 +118,13 @@ func (s *session) extended(ctx context.Context, typ byte, body []byte) error {
 	if s.q.start.IsZero() {
 		s.q.begin() // one record per request, finished at Sync's ReadyForQuery
 	}
+	if !x.open {
+		// A new request. An error of a simple Query's cross-shard
+		// statement or cursor also sets errored (answer, cursorFail): it
+		// must not make this request skip everything until its Sync.
+		x.errored = false
+	}
+	x.open = typ != 'S'
 	if x.pend != nil && typ != 'E' && typ != 'D' {
 		if err := s.extUnshare(ctx); err != nil { // extcache.go: a held Bind goes to its shard
 			return s.extFail(err)
