@@ -167,6 +167,7 @@ func (s *session) extended(ctx context.Context, typ byte, body []byte) error {
 // err and the rest of the request is skipped until Sync.
 func (s *session) extFail(err error) error {
 	x := s.x
+	x.open = true // also for a message failed before extended saw it (tooLarge)
 	if ferr := s.extFlush(false); ferr != nil {
 		return ferr
 	}
