@@ -845,7 +845,7 @@ func fatalError(body []byte) bool {
 		if end < 0 {
 			return false
 		}
-		if v := string(body[1 : 1+end]); (f == 'V' || f == 'S') && (v == "FATAL" || v == "PANIC") {
+		if v := body[1 : 1+end]; (f == 'V' || f == 'S') && (string(v) == "FATAL" || string(v) == "PANIC") {
 			return true
 		}
 		body = body[2+end:]
