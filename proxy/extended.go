@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -103,6 +104,8 @@ type extState struct {
 	// implicitTx: the proxy's transaction stands for the request's
 	// implicit one and ends at Sync (pipetx.go).
 	implicitTx bool
+	// open: a request has begun and its Sync not come yet.
+	open bool
 	// lastParse: where the client's last Parse was answered (extskip.go).
 	lastParse parseAnswer
 }
@@ -120,6 +123,13 @@ func (s *session) extended(ctx context.Context, typ byte, body []byte) error {
 	if s.q.start.IsZero() {
 		s.q.begin() // one record per request, finished at Sync's ReadyForQuery
 	}
+	if !x.open {
+		// A new request. An error of a simple Query's cross-shard
+		// statement or cursor also sets errored (answer, cursorFail): it
+		// must not make this request skip everything until its Sync.
+		x.errored = false
+	}
+	x.open = typ != 'S'
 	if x.pend != nil && typ != 'E' && typ != 'D' {
 		if err := s.extUnshare(ctx); err != nil { // extcache.go: a held Bind goes to its shard
 			return s.extFail(err)
@@ -162,6 +172,7 @@ func (s *session) extended(ctx context.Context, typ byte, body []byte) error {
 // err and the rest of the request is skipped until Sync.
 func (s *session) extFail(err error) error {
 	x := s.x
+	x.open = true // also for a message failed before extended saw it (tooLarge)
 	if ferr := s.extFlush(false); ferr != nil {
 		return ferr
 	}
@@ -345,7 +356,9 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 	s.noteWrite(st) // replicas.go: read-your-writes
 	if s.status != 'I' {
 		if s.tx != nil && s.anywhere(st) {
-			s.useBackend(s.tx)
+			if err := s.switchBackend(s.tx); err != nil {
+				return nil, err
+			}
 			return s.tx, nil
 		}
 		if !plan.Single() {
@@ -369,7 +382,9 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 		if err != nil {
 			return nil, err
 		}
-		s.useBackend(b)
+		if err := s.switchBackend(b); err != nil {
+			return nil, err
+		}
 		return b, nil
 	}
 	target := plan.Shards[0]
@@ -400,6 +415,28 @@ func (s *session) extBackend(ctx context.Context, st *parser.Statement, plan *ro
 	}
 	s.useBackend(b)
 	return b, nil
+}
+
+// switchBackend makes b the current backend of a request in a
+// transaction. The part of the request queued for the backend in use
+// (another of the transaction's shards, or one outside it that described a
+// statement) is finished first, with a Sync (inside BEGIN it commits
+// nothing) and its replies relayed; useBackend alone would drop it, its
+// messages never sent and their replies missing for the client, whose
+// Flush then waits forever. errSkipped: that part failed, and the rest of
+// the request is skipped until Sync.
+func (s *session) switchBackend(b *backend) error {
+	x := s.x
+	if x.cur != nil && x.cur != b {
+		if err := s.extRelease(); err != nil {
+			return err
+		}
+		if x.errored {
+			return errSkipped
+		}
+	}
+	s.useBackend(b)
+	return nil
 }
 
 func (s *session) useBackend(b *backend) {
@@ -810,6 +847,27 @@ func (s *session) relayQueue() error {
 	return nil
 }
 
+// errOutOfSync: a backend's ReadyForQuery came before replies the
+// proxy still expected in its group (08006: the connection is closed).
+var errOutOfSync = errors.New("protocol out of sync: ReadyForQuery before the replies due")
+
+// fatalError reports whether an ErrorResponse body is FATAL or PANIC:
+// the server closes the connection after it.
+func fatalError(body []byte) bool {
+	for len(body) > 1 && body[0] != 0 {
+		f := body[0]
+		end := bytes.IndexByte(body[1:], 0)
+		if end < 0 {
+			return false
+		}
+		if v := body[1 : 1+end]; (f == 'V' || f == 'S') && (string(v) == "FATAL" || string(v) == "PANIC") {
+			return true
+		}
+		body = body[2+end:]
+	}
+	return false
+}
+
 // relayOne reads and relays the replies for one queued entry.
 func (s *session) relayOne(b *backend, r reply) error {
 	x := s.x
@@ -843,6 +901,15 @@ func (s *session) relayOne(b *backend, r reply) error {
 			if r.stmt != nil {
 				s.undoStmt(r.stmt, true) // extskip.go: the client's Parse failed
 			}
+			if fatalError(body) {
+				// The server ends the connection (terminated, shutting
+				// down): nothing more comes, not even ReadyForQuery.
+				b.broken = true
+				if b == s.tx {
+					s.status = 'E'
+				}
+				return nil
+			}
 			if r.kind != rSync {
 				return nil
 			}
@@ -851,6 +918,18 @@ func (s *session) relayOne(b *backend, r reply) error {
 			b.txStatus = body[0]
 			if b == s.tx {
 				s.status = txMerge(s.status, body[0])
+			}
+			if r.kind != rSync {
+				// The backend ended the group before answering r: the
+				// replies due for the rest of it will never come, and
+				// reading on would wait forever. The connection's replies
+				// no longer line up with the proxy's queue: close it.
+				b.broken = true
+				x.errored = true
+				s.fail(&shardError{shard: b.pool.name, err: errOutOfSync})
+				if b == s.tx {
+					s.status = 'E'
+				}
 			}
 			return nil
 		}

@@ -200,6 +200,7 @@ type replicaRow struct {
 	lagSeconds          float64
 	inFlight            int64
 	routed              int64
+	checks              int64
 }
 
 func showReplicas(t *testing.T, addr string) map[string]replicaRow {
@@ -235,6 +236,7 @@ func showReplicas(t *testing.T, addr string) map[string]replicaRow {
 		fmt.Sscan(s[9], &r.lagSeconds)
 		fmt.Sscan(s[10], &r.inFlight)
 		fmt.Sscan(s[12], &r.routed)
+		fmt.Sscan(s[13], &r.checks)
 		out[r.server] = r
 	}
 	if err := rows.Err(); err != nil {
@@ -273,6 +275,24 @@ func waitRotation(t *testing.T, addr string, want ...string) {
 			}
 		}
 		return n == len(want)
+	})
+}
+
+// waitProbed waits until the health checks have probed every server of
+// the proxy at addr at least once and found the roles given (server ->
+// role). A proxy's first probes run in the background as it starts: a
+// test that changes the servers' roles before they ran would have the
+// proxy see only the changed roles.
+func waitProbed(t *testing.T, addr string, roles map[string]string) {
+	t.Helper()
+	waitFor(t, 20*time.Second, fmt.Sprintf("every server probed with roles %v", roles), func() bool {
+		rows := showReplicas(t, addr)
+		for name, role := range roles {
+			if r, ok := rows[name]; !ok || r.checks == 0 || r.role != role {
+				return false
+			}
+		}
+		return true
 	})
 }
 

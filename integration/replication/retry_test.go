@@ -51,6 +51,11 @@ func TestRetry25006(t *testing.T) {
 		if !tc.readOnly {
 			waitRotation(t, tc.addr, "s0-r1")
 		}
+		// Both servers seen in their roles before the failover: a first
+		// probe that ran only after it (a loaded machine) would find the
+		// promoted server and move writes before the case's write meets
+		// 25006 (the health checks are an hour apart after that).
+		waitProbed(t, tc.addr, map[string]string{"s0": "primary", "s0-r1": "replica"})
 		tc.c = connect(t, tc.addr, tc.mode)
 		if p := port(t, tc.c, write); p != prim.Port {
 			t.Fatalf("%s: write on port %d before the failover, want the primary %d", tc.name, p, prim.Port)
