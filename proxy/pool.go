@@ -195,22 +195,27 @@ func (p *pool) get(ctx context.Context) (*backend, error) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	// Withdraw; a backend handed over meanwhile goes back to the pool.
+	// Withdraw. Still listed: nobody will answer. Not listed: a release
+	// (or the dial it started) took this waiter and answers it, maybe not
+	// yet: its backend must go back to the pool when it comes, or the
+	// pool would lose it.
 	p.mu.Lock()
+	claimed := true
 	for i, w := range p.waiters {
 		if w == ch {
 			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			claimed = false
 			break
 		}
 	}
 	p.mu.Unlock()
-	select {
-	case r := <-ch:
-		if r.b != nil {
-			p.root().load.busy.Add(1) // release counts it back
-			p.release(r.b)
-		}
-	default:
+	if claimed {
+		go func() {
+			if r := <-ch; r.b != nil {
+				p.root().load.busy.Add(1) // release counts it back
+				p.release(r.b)
+			}
+		}()
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
