@@ -149,15 +149,7 @@ func (p *Prepared) Params() int { return len(p.types) }
 // `(arg)::type`. The caller has checked that there are as many arguments
 // as parameters. An argument Postgres would reject is an *ArgError.
 func (p *Prepared) Bind(e *Execution) (string, error) {
-	if len(p.types) == 0 {
-		e = &Execution{Name: e.Name}
-	}
-	for _, a := range e.args {
-		if err := checkArg(a); err != nil {
-			return "", err
-		}
-	}
-	q, err := p.bound(e)
+	q, err := p.checkedBound(e)
 	if err != nil {
 		return "", err
 	}
@@ -225,19 +217,25 @@ func embeddedExecute(n *pg.Node) *pg.Node {
 	return embeddedExecute(q)
 }
 
-// BindInto returns the text of s (holding e: EmbeddedExecution) with
-// the EXECUTE replaced by the prepared query bound to e's arguments, as
-// Bind does: what the statement means, for routing it.
-func (p *Prepared) BindInto(s *Statement, e *Execution) (string, error) {
+// checkedBound is the prepared query bound to e's arguments (none when
+// the statement has no parameters), each argument checked first.
+func (p *Prepared) checkedBound(e *Execution) (*pg.Node, error) {
 	if len(p.types) == 0 {
 		e = &Execution{Name: e.Name}
 	}
 	for _, a := range e.args {
 		if err := checkArg(a); err != nil {
-			return "", err
+			return nil, err
 		}
 	}
-	q, err := p.bound(e)
+	return p.bound(e)
+}
+
+// BindInto returns the text of s (holding e: EmbeddedExecution) with
+// the EXECUTE replaced by the prepared query bound to e's arguments, as
+// Bind does: what the statement means, for routing it.
+func (p *Prepared) BindInto(s *Statement, e *Execution) (string, error) {
+	q, err := p.checkedBound(e)
 	if err != nil {
 		return "", err
 	}

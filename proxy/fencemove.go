@@ -115,14 +115,8 @@ func (s *session) holdCopy() error {
 				return nil
 			}
 		}
-		start := time.Now()
-		t := time.NewTimer(f.hold - waited)
-		select {
-		case <-f.done:
-			t.Stop()
-		case <-t.C:
-			return heldTooLong(f)
+		if err := waitFence(f, &waited); err != nil {
+			return err
 		}
-		waited += time.Since(start)
 	}
 }

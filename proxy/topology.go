@@ -110,21 +110,30 @@ func (s *session) holdWrite(st *parser.Statement, params router.Params, plan *ro
 		if f == nil || !plan.Write || !s.fenced(f, st, params, plan) {
 			return plan, nil
 		}
-		start := time.Now()
-		t := time.NewTimer(f.hold - waited)
-		select {
-		case <-f.done:
-			t.Stop()
-		case <-t.C:
-			return nil, heldTooLong(f)
+		if err := waitFence(f, &waited); err != nil {
+			return nil, err
 		}
-		waited += time.Since(start)
 		p, err := s.srv.router.RouteWith(st, params, router.RouteOptions{Shard: s.shardHint})
 		if err != nil {
 			return nil, err
 		}
 		plan = p
 	}
+}
+
+// waitFence waits until fence f ends, adding the time to *waited; past
+// the fence's hold in all, it fails with 57014.
+func waitFence(f *writeFence, waited *time.Duration) error {
+	start := time.Now()
+	t := time.NewTimer(f.hold - *waited)
+	defer t.Stop()
+	select {
+	case <-f.done:
+	case <-t.C:
+		return heldTooLong(f)
+	}
+	*waited += time.Since(start)
+	return nil
 }
 
 func heldTooLong(f *writeFence) error {
