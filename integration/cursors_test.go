@@ -89,17 +89,8 @@ func seedCursorRows(t testing.TB) {
 // its last Execute or Close.
 func cursorTranscript(t *testing.T, connString string, steps []wireStep) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgconn.Connect(ctx, connString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hj, err := conn.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hj.Conn.Close()
+	hj := rawConn(t, connString)
+	defer hj.Conn.Close() // not only at the test's end: scripts run in loops
 	fe := hj.Frontend
 	var sb strings.Builder
 	for _, step := range steps {

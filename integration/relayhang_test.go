@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
@@ -17,17 +16,7 @@ import (
 // messages.
 func rawProxy(t *testing.T) *pgproto3.Frontend {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgconn.Connect(ctx, proxyURL("app", "app"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hj, err := conn.Hijack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hj.Conn.Close() })
+	hj := rawConn(t, proxyURL("app", "app"))
 	hj.Conn.SetDeadline(time.Now().Add(60 * time.Second)) // a hang guard only
 	return hj.Frontend
 }

@@ -17,7 +17,9 @@ import (
 
 type wireStep []pgproto3.FrontendMessage
 
-func transcript(t *testing.T, connString string, steps []wireStep) string {
+// rawConn opens a connection to connString, past the startup, to drive
+// with raw protocol messages; it is closed when the test ends.
+func rawConn(t *testing.T, connString string) *pgconn.HijackedConn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -29,7 +31,14 @@ func transcript(t *testing.T, connString string, steps []wireStep) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer hj.Conn.Close()
+	t.Cleanup(func() { hj.Conn.Close() })
+	return hj
+}
+
+func transcript(t *testing.T, connString string, steps []wireStep) string {
+	t.Helper()
+	hj := rawConn(t, connString)
+	defer hj.Conn.Close() // not only at the test's end: scripts run in loops
 	fe := hj.Frontend
 	var sb strings.Builder
 	for _, step := range steps {

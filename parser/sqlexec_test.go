@@ -84,21 +84,7 @@ func TestArgPosition(t *testing.T) {
 		{"PREPARE p AS SELECT a FROM t GROUP BY b", "EXECUTE p", nil, "a FROM", 0},
 	}
 	for _, c := range cases {
-		ps, _ := Parse(c.prepare)
-		es, _ := Parse(c.execute)
-		p, _ := ps[0].SQLPrepared()
-		e, _ := es[0].SQLExecution()
-		if err := p.SetTypes(c.types); err != nil {
-			t.Fatal(err)
-		}
-		bound, err := p.Bind(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		i := strings.Index(bound, c.at)
-		if i < 0 {
-			t.Fatalf("%q not in %q", c.at, bound)
-		}
+		_, e, bound, i := bindAt(t, c.prepare, c.execute, c.types, c.at)
 		if got := e.ArgPosition(bound, c.execute, i+1); got != c.want {
 			t.Errorf("%s in %q: position %d, want %d", c.at, bound, got, c.want)
 		}
@@ -119,23 +105,31 @@ func TestQueryPosition(t *testing.T) {
 		{"PREPARE p(int) AS SELECT x FROM t WHERE c = $1 AND nope(c) = 1", "EXECUTE p(7)", []string{"integer"}, "nope(c)", "nope(c)"},
 	}
 	for _, c := range cases {
-		ps, _ := Parse(c.prepare)
-		es, _ := Parse(c.execute)
-		p, _ := ps[0].SQLPrepared()
-		e, _ := es[0].SQLExecution()
-		if err := p.SetTypes(c.types); err != nil {
-			t.Fatal(err)
-		}
-		bound, err := p.Bind(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		i := strings.Index(bound, c.at)
-		if i < 0 {
-			t.Fatalf("%q not in %q", c.at, bound)
-		}
+		p, _, bound, i := bindAt(t, c.prepare, c.execute, c.types, c.at)
 		if got, want := p.QueryPosition(bound, c.prepare, i+1), strings.Index(c.prepare, c.want)+1; got != want {
 			t.Errorf("%s in %q: position %d, want %d", c.at, bound, got, want)
 		}
 	}
+}
+
+// bindAt binds execute to prepare (its parameters of the given types) and
+// returns them, the bound text and the index of at in it.
+func bindAt(t *testing.T, prepare, execute string, types []string, at string) (*Prepared, *Execution, string, int) {
+	t.Helper()
+	ps, _ := Parse(prepare)
+	es, _ := Parse(execute)
+	p, _ := ps[0].SQLPrepared()
+	e, _ := es[0].SQLExecution()
+	if err := p.SetTypes(types); err != nil {
+		t.Fatal(err)
+	}
+	bound, err := p.Bind(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(bound, at)
+	if i < 0 {
+		t.Fatalf("%q not in %q", at, bound)
+	}
+	return p, e, bound, i
 }
